@@ -1,0 +1,252 @@
+//! The admin listener: health, readiness, metrics and the `/v1` API. It is
+//! bound to its own address and never served on the public port.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::body::{json, json_error, text, Body};
+use crate::callback::mint_url;
+use crate::metrics::Gauges;
+use crate::store::{Delivery, DeliveryState, Replay};
+use crate::text::{parse_duration, query_param, rfc3339};
+use crate::types::{ct_eq, unix_ms, DeliveryId};
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/readyz") => readyz(app),
+        (Method::GET, "/metrics") => metrics(app).await,
+        (_, p) if p.starts_with("/v1/") => {
+            if let Some(token) = &app.config.admin.token {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if !ct_eq(given.as_bytes(), token.expose()) {
+                    let mut r = json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a valid bearer token is required",
+                    );
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                    return r;
+                }
+            }
+            v1(app, req).await
+        }
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}
+
+fn readyz(app: &App) -> Response<Body> {
+    if app.stopping.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        );
+    }
+    if !app.ready.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: listeners not bound yet\n",
+        );
+    }
+    if let Err(why) = app.store.health() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: store: {why}\n"),
+        );
+    }
+    let note = if app.store.kind() == "memory" {
+        " (store: memory; queued deliveries are lost if the process crashes)"
+    } else {
+        ""
+    };
+    text(StatusCode::OK, format!("ready{note}\n"))
+}
+
+async fn metrics(app: &App) -> Response<Body> {
+    let mut g = Gauges {
+        in_flight: app.in_flight.load(Ordering::Relaxed),
+        ready: app.ready.load(Ordering::Relaxed)
+            && !app.stopping.load(Ordering::Relaxed)
+            && app.store.health().is_ok(),
+        ..Gauges::default()
+    };
+    if let Ok(s) = app.store.stats().await {
+        g.queue_depth = s.pending;
+        g.dead = s.dead;
+        g.oldest_pending_seconds = s
+            .oldest_pending_at
+            .map_or(0.0, |at| unix_ms().saturating_sub(at) as f64 / 1000.0);
+    }
+    let mut r = text(StatusCode::OK, app.metrics.render(&g));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    route: String,
+    #[serde(default)]
+    reference: String,
+    ttl: Option<String>,
+}
+
+async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::POST, ["callback-urls"]) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let m: MintRequest = match serde_json::from_slice(&body) {
+                Ok(m) => m,
+                Err(e) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &format!("expected {{\"route\",\"reference\",\"ttl\"?}}: {e}"),
+                    )
+                }
+            };
+            let ttl = match m.ttl.as_deref().map(parse_duration).transpose() {
+                Ok(t) => t.unwrap_or(DEFAULT_TTL),
+                Err(e) => {
+                    return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("ttl: {e}"))
+                }
+            };
+            match mint_url(&app.config, &m.route, &m.reference, ttl, unix_ms() / 1000) {
+                Ok((url, exp)) => json(
+                    StatusCode::OK,
+                    &json!({ "url": url, "expires_at": rfc3339(exp) }),
+                ),
+                Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+            }
+        }
+        (Method::GET, ["deliveries"]) => {
+            let state = match query_param(&query, "state") {
+                None => None,
+                Some(s) => match DeliveryState::parse(&s) {
+                    Some(st) => Some(st),
+                    None => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "state is one of pending, dead, delivered",
+                        )
+                    }
+                },
+            };
+            let limit = query_param(&query, "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(1000);
+            match app.store.list(state, limit).await {
+                Ok(list) => json(
+                    StatusCode::OK,
+                    &json!(list.iter().map(delivery_json).collect::<Vec<_>>()),
+                ),
+                Err(e) => json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                ),
+            }
+        }
+        (Method::POST, ["deliveries", id, "replay"]) => {
+            let Some(id) = DeliveryId::parse(id) else {
+                return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
+            };
+            let now = unix_ms();
+            let deadline = now + app.config.delivery.deadline.as_millis() as u64;
+            match app.store.replay(id, now, deadline).await {
+                Ok(Replay::Queued) => {
+                    app.wake.notify_one();
+                    tracing::info!(%id, "dead delivery queued again by replay");
+                    json(
+                        StatusCode::ACCEPTED,
+                        &json!({ "id": id.to_string(), "state": "pending" }),
+                    )
+                }
+                Ok(Replay::NotFound) => {
+                    json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery")
+                }
+                Ok(Replay::NotDead(s)) => json_error(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    &format!(
+                        "only dead deliveries can be replayed; this one is {}",
+                        s.as_str()
+                    ),
+                ),
+                Err(e) => json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                ),
+            }
+        }
+        (_, ["callback-urls"] | ["deliveries"] | ["deliveries", _, "replay"]) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "wrong method for this endpoint",
+        ),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}
+
+/// Minted URLs live 48 hours unless asked otherwise, as long as a session.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(48 * 3600);
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "body over 64 KiB",
+        )),
+    }
+}
+
+fn delivery_json(d: &Delivery) -> serde_json::Value {
+    json!({
+        "id": d.id.to_string(),
+        "route": d.route,
+        "reference": d.reference,
+        "session_id": d.session_id.as_str(),
+        "authorization_token": d.authorization_token.redacted(),
+        "source": d.source.as_str(),
+        "state": d.state.as_str(),
+        "attempts": d.attempts,
+        "received_at": rfc3339(d.received_at / 1000),
+        "next_attempt_at": (d.state == DeliveryState::Pending).then(|| rfc3339(d.next_attempt_at / 1000)),
+        "deadline_at": rfc3339(d.deadline_at / 1000),
+        "delivered_at": d.delivered_at.map(|t| rfc3339(t / 1000)),
+        "last_error": d.last_error,
+    })
+}

@@ -1,0 +1,393 @@
+//! The intercepted route (`kind = "klarna_authorization"`): verify the URL
+//! token, validate the body, record the authorization in the store, and
+//! answer at once. It never talks to the upstream: the delivery worker does.
+//!
+//! Every answer and its status code live in `Outcome::response`.
+
+pub mod limit;
+pub mod token;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::{json_error, status, Body};
+use crate::config::{ForwardFormat, Route};
+use crate::store::{ArrivalUri, Claim, Delivery, DeliveryState, Source};
+use crate::text::query_param;
+use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
+use token::TokenError;
+
+/// Largest callback body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest `authorization_token` or `session_id`.
+pub const MAX_FIELD: usize = 1024;
+
+/// What became of one callback.
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted(DeliveryId),
+    Duplicate(DeliveryId),
+    MethodNotAllowed,
+    Forbidden,
+    InvalidToken(TokenError),
+    RateLimited(Duration),
+    TooLarge,
+    BadRequest(&'static str),
+    Timeout,
+    Unavailable,
+}
+
+impl Outcome {
+    /// The `outcome` label of `authback_callbacks_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Accepted(_) => "accepted",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::Forbidden => "forbidden",
+            Outcome::InvalidToken(_) => "invalid_token",
+            Outcome::RateLimited(_) => "rate_limited",
+            Outcome::TooLarge => "too_large",
+            Outcome::BadRequest(_) => "bad_request",
+            Outcome::Timeout => "timeout",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        match self {
+            Outcome::Accepted(_) | Outcome::Duplicate(_) => status(StatusCode::NO_CONTENT),
+            Outcome::MethodNotAllowed => {
+                let mut r = json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "callbacks are POST",
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                r
+            }
+            Outcome::Forbidden => json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "source address not allowed",
+            ),
+            Outcome::InvalidToken(e) => {
+                json_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string())
+            }
+            Outcome::RateLimited(wait) => {
+                let mut r = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests from this address",
+                );
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                r
+            }
+            Outcome::TooLarge => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "body over 64 KiB",
+            ),
+            Outcome::BadRequest(why) => json_error(StatusCode::BAD_REQUEST, "bad_request", why),
+            Outcome::Timeout => json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "body not received in time",
+            ),
+            Outcome::Unavailable => json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the callback could not be recorded; retry",
+            ),
+        }
+    }
+}
+
+/// Handles one request on a callback route. `reference` is `None` when the
+/// path's reference segment is invalid.
+pub async fn handle(
+    app: &App,
+    route: &Route,
+    reference: Option<&str>,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let outcome = decide(app, route, reference, req, client_ip).await;
+    let elapsed = started.elapsed();
+    app.metrics.callback(&route.name, outcome.label());
+    app.metrics.ack_duration(elapsed);
+    let reference = reference.unwrap_or("");
+    match &outcome {
+        Outcome::Accepted(id) | Outcome::Duplicate(id) => tracing::info!(
+            route = %route.name, reference, %id, client_ip = %client_ip, outcome = outcome.label(),
+            ack_us = elapsed.as_micros() as u64, "callback"
+        ),
+        Outcome::Unavailable => tracing::error!(
+            route = %route.name, reference, client_ip = %client_ip, outcome = outcome.label(), "callback not recorded"
+        ),
+        other => tracing::warn!(
+            route = %route.name, reference, client_ip = %client_ip, outcome = other.label(), detail = ?other, "callback refused"
+        ),
+    }
+    outcome.response()
+}
+
+async fn decide(
+    app: &App,
+    route: &Route,
+    reference: Option<&str>,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Outcome {
+    if req.method() != Method::POST {
+        return Outcome::MethodNotAllowed;
+    }
+    if !route.ip_allowed(client_ip) {
+        return Outcome::Forbidden;
+    }
+    if let Some(limiter) = &app.callback_limiter {
+        if let Err(wait) = limiter.check(client_ip) {
+            return Outcome::RateLimited(wait);
+        }
+    }
+    let Some(reference) = reference else {
+        return Outcome::BadRequest(
+            "reference in the path must be 1-128 characters of A-Z a-z 0-9 . _ ~ -",
+        );
+    };
+    if let Err(e) = verify(route, reference, req.uri().query()) {
+        // Throttle guessing, but never a caller with a valid token.
+        if let Some(limiter) = &app.failed_token_limiter {
+            if let Err(wait) = limiter.check(client_ip) {
+                return Outcome::RateLimited(wait);
+            }
+        }
+        return Outcome::InvalidToken(e);
+    }
+    let arrival_uri = (route.forward_format == ForwardFormat::Original
+        && route.forward_path.is_none())
+    .then(|| {
+        ArrivalUri(
+            req.uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        )
+    });
+    let too_long = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY as u64);
+    if too_long {
+        return Outcome::TooLarge;
+    }
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(app.config.limits.header_read_timeout, read).await {
+        Err(_) => return Outcome::Timeout,
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Outcome::TooLarge,
+        Ok(Err(_)) => return Outcome::BadRequest("body could not be read"),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let (session_id, authorization_token) = match parse_body(&body) {
+        Ok(fields) => fields,
+        Err(why) => return Outcome::BadRequest(why),
+    };
+    let now = unix_ms();
+    let id = DeliveryId::for_authorization(&session_id, &authorization_token);
+    let delivery = Delivery {
+        id,
+        route: route.name.clone(),
+        reference: reference.to_string(),
+        session_id,
+        authorization_token,
+        source: Source::Callback,
+        received_at: now,
+        payload: body,
+        arrival_uri,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        deadline_at: now + app.config.delivery.deadline.as_millis() as u64,
+        last_error: None,
+        delivered_at: None,
+    };
+    match app.store.claim(delivery).await {
+        Ok(Claim::Recorded) => {
+            app.wake.notify_one();
+            Outcome::Accepted(id)
+        }
+        Ok(Claim::Duplicate) => Outcome::Duplicate(id),
+        Err(e) => {
+            tracing::error!(error = %e, "store cannot record a callback");
+            Outcome::Unavailable
+        }
+    }
+}
+
+fn verify(route: &Route, reference: &str, query: Option<&str>) -> Result<(), TokenError> {
+    if route.unverified {
+        return Ok(());
+    }
+    let token = query
+        .and_then(|q| query_param(q, "token"))
+        .ok_or(TokenError::Missing)?;
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    if token.starts_with("v1.") && !route.secrets.is_empty() {
+        let now = unix_ms() / 1000;
+        match token::verify(&token, &route.secrets, &route.name, reference, now) {
+            Ok(()) => return Ok(()),
+            Err(e) if route.static_tokens.is_empty() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    if route.static_tokens.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    token::verify_static(&token, &route.static_tokens)
+}
+
+/// The callback body: a JSON object with non-empty string fields
+/// `authorization_token` and `session_id` of at most 1 KiB. Klarna does not
+/// document its content type, so the header is not consulted.
+pub fn parse_body(body: &Bytes) -> Result<(SessionId, AuthorizationToken), &'static str> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body is not JSON")?;
+    let obj = value.as_object().ok_or("body is not a JSON object")?;
+    let field = |name: &str| -> Result<String, &'static str> {
+        match obj.get(name) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_FIELD => {
+                Ok(s.clone())
+            }
+            Some(serde_json::Value::String(s)) if s.is_empty() => Err("a required field is empty"),
+            Some(serde_json::Value::String(_)) => Err("a field is over 1 KiB"),
+            Some(_) => Err("authorization_token and session_id must be strings"),
+            None => Err("authorization_token and session_id are required"),
+        }
+    };
+    let token = field("authorization_token")?;
+    let session = field("session_id")?;
+    Ok((SessionId::new(session), AuthorizationToken::new(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_rules() {
+        let ok = Bytes::from_static(br#"{"authorization_token":"a","session_id":"s","x":1}"#);
+        let (s, t) = parse_body(&ok).expect("valid");
+        assert_eq!((s.as_str(), t.expose()), ("s", "a"));
+        for bad in [
+            "",
+            "[]",
+            "\"x\"",
+            "{not json",
+            r#"{"session_id":"s"}"#,
+            r#"{"authorization_token":"","session_id":"s"}"#,
+            r#"{"authorization_token":1,"session_id":"s"}"#,
+            r#"{"authorization_token":"a","session_id":null}"#,
+        ] {
+            assert!(parse_body(&Bytes::from(bad)).is_err(), "{bad}");
+        }
+        let long = format!(
+            r#"{{"authorization_token":"{}","session_id":"s"}}"#,
+            "a".repeat(1025)
+        );
+        assert_eq!(parse_body(&Bytes::from(long)), Err("a field is over 1 KiB"));
+    }
+
+    #[test]
+    fn statuses() {
+        let id = DeliveryId::parse("5051a647229ad6abd4e7a7db65ad80d0").expect("id");
+        assert_eq!(Outcome::Accepted(id).response().status(), 204);
+        assert_eq!(Outcome::Duplicate(id).response().status(), 204);
+        let r = Outcome::MethodNotAllowed.response();
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["allow"].to_str().ok()),
+            (405, Some("POST"))
+        );
+        assert_eq!(
+            Outcome::InvalidToken(TokenError::Expired)
+                .response()
+                .status(),
+            401
+        );
+        assert_eq!(Outcome::Forbidden.response().status(), 403);
+        assert_eq!(Outcome::TooLarge.response().status(), 413);
+        assert_eq!(Outcome::BadRequest("x").response().status(), 400);
+        let r = Outcome::RateLimited(Duration::from_millis(1500)).response();
+        assert_eq!(
+            (
+                r.status().as_u16(),
+                r.headers()["retry-after"].to_str().ok()
+            ),
+            (429, Some("2"))
+        );
+        assert_eq!(Outcome::Unavailable.response().status(), 503);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("no route named `{0}`")]
+    UnknownRoute(String),
+    #[error("reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")]
+    BadReference,
+    #[error("route `{0}` has no {{reference}} in its path; pass an empty reference")]
+    NoReferenceInPath(String),
+    #[error("route `{0}` has no secrets to mint with (static_tokens and unverified routes need no minting)")]
+    NoSecrets(String),
+    #[error("ttl must be greater than zero")]
+    ZeroTtl,
+}
+
+/// Mints the callback URL for `merchant_urls.authorization`; returns it with
+/// its expiry (unix seconds).
+pub fn mint_url(
+    config: &crate::config::Config,
+    route: &str,
+    reference: &str,
+    ttl: Duration,
+    now_unix: u64,
+) -> Result<(String, u64), MintError> {
+    let r = config
+        .route(route)
+        .ok_or_else(|| MintError::UnknownRoute(route.to_string()))?;
+    let secret = r
+        .secrets
+        .first()
+        .ok_or_else(|| MintError::NoSecrets(route.to_string()))?;
+    if ttl.is_zero() {
+        return Err(MintError::ZeroTtl);
+    }
+    let path = match &r.path.suffix {
+        Some(suffix) => {
+            if !crate::config::valid_reference(reference) {
+                return Err(MintError::BadReference);
+            }
+            format!("{}{reference}{suffix}", r.path.prefix)
+        }
+        None if reference.is_empty() => r.path.prefix.clone(),
+        None => return Err(MintError::NoReferenceInPath(route.to_string())),
+    };
+    let exp = now_unix + ttl.as_secs().max(1);
+    let token = token::mint(secret, &r.name, reference, exp);
+    Ok((
+        format!("{}{path}?token={token}", config.server.public_url),
+        exp,
+    ))
+}

@@ -1,0 +1,342 @@
+//! The delivery worker: takes due deliveries from the store, sends each one
+//! normalized request to the upstream, and records the outcome. Exponential
+//! backoff with full jitter, `Retry-After`, a per-attempt timeout and a
+//! deadline after which a delivery is dead (kept, listed, replayable).
+//!
+//! This is the only code that talks to the upstream about callbacks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::hmac;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::forward;
+use crate::shutdown::Stop;
+use crate::store::{AttemptOutcome, Delivery};
+use crate::text::{hex, parse_http_date};
+use crate::types::unix_ms;
+
+/// How an attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another attempt (connection error, timeout, 408, 425, 429, 5xx).
+    Transient {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The upstream refused it for good (other 4xx): dead at once.
+    Permanent(String),
+}
+
+/// Runs until `stop`; with a store that does not survive the process, it
+/// then keeps delivering what is queued for up to `shutdown_grace`.
+pub async fn run(app: Arc<App>, stop: Stop) {
+    let max = app.config.delivery.max_in_flight;
+    let permits = Arc::new(Semaphore::new(max));
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if stop.is_stopped() && drain_until.is_none() {
+            drain_until = Some(Instant::now() + app.config.server.shutdown_grace);
+        }
+        if let Some(until) = drain_until {
+            let pending = app.store.stats().await.map(|s| s.pending).unwrap_or(0);
+            if app.store.kind() != "memory" || pending == 0 || Instant::now() >= until {
+                if pending > 0 && app.store.kind() == "memory" {
+                    tracing::error!(pending, "memory store: pending deliveries are lost at exit");
+                }
+                break;
+            }
+        }
+        let free = permits.available_permits();
+        if free > 0 {
+            match app.store.take_due(unix_ms(), free).await {
+                Ok(batch) => {
+                    for d in batch {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let app = app.clone();
+                        app.in_flight.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            attempt(&app, d).await;
+                            app.in_flight.fetch_sub(1, Ordering::Relaxed);
+                            drop(permit);
+                            app.wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        // Sleep until the next delivery is due, new work arrives, an attempt
+        // frees a slot, or we are told to stop.
+        let wait = if permits.available_permits() == 0 {
+            Duration::from_secs(60)
+        } else {
+            match app.store.next_due_at().await {
+                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(unix_ms())),
+                _ => Duration::from_secs(60),
+            }
+        }
+        .min(Duration::from_secs(60));
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = app.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait(), if drain_until.is_none() => {}
+        }
+        if drain_until.is_some() {
+            // While draining, look again soon rather than sleeping a minute.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Let attempts in flight finish (bounded by the attempt timeout).
+    let _ = tokio::time::timeout(
+        app.config.delivery.attempt_timeout + Duration::from_secs(1),
+        permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
+    )
+    .await;
+}
+
+async fn attempt(app: &App, d: Delivery) {
+    let n = d.attempts + 1;
+    let result = match app.config.route(&d.route) {
+        Some(route) => send(app, &d, route, n).await,
+        None => Err(Failure::Permanent(format!(
+            "route `{}` is no longer configured",
+            d.route
+        ))),
+    };
+    let now = unix_ms();
+    let outcome = match result {
+        Ok(()) => {
+            app.metrics.delivery(&d.route, "delivered");
+            tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
+            AttemptOutcome::Delivered { at: now }
+        }
+        Err(Failure::Permanent(error)) => {
+            app.metrics.delivery(&d.route, "dead");
+            tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery refused by the upstream; dead until replayed");
+            AttemptOutcome::Dead { error }
+        }
+        Err(Failure::Transient { error, .. }) if now >= d.deadline_at => {
+            app.metrics.delivery(&d.route, "dead");
+            tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery deadline passed; dead until replayed");
+            AttemptOutcome::Dead {
+                error: format!("deadline passed; last error: {error}"),
+            }
+        }
+        Err(Failure::Transient { error, retry_after }) => {
+            app.metrics.delivery(&d.route, "retry");
+            let delay = backoff(
+                app.config.delivery.initial_backoff,
+                app.config.delivery.max_backoff,
+                n,
+            );
+            let delay = retry_after.map_or(delay, |r| r.max(delay));
+            let next_at = (now + delay.as_millis() as u64).min(d.deadline_at);
+            tracing::warn!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, retry_in_ms = next_at - now, "delivery failed; will retry");
+            AttemptOutcome::Retry { next_at, error }
+        }
+    };
+    if let Err(e) = app.store.finish(d.id, n, outcome).await {
+        tracing::error!(id = %d.id, error = %e, "cannot record the delivery outcome; it will be retried with the same Idempotency-Key");
+    }
+}
+
+async fn send(
+    app: &App,
+    d: &Delivery,
+    route: &crate::config::Route,
+    n: u32,
+) -> Result<(), Failure> {
+    let rendered = forward::render(d, route);
+    let uri = format!("{}{}", app.upstream_base, rendered.path_and_query);
+    let mut req = Request::post(uri)
+        .header(header::CONTENT_TYPE, rendered.content_type)
+        .header("idempotency-key", d.id.to_string())
+        .header("authback-attempt", n.to_string());
+    if let Some(secret) = &app.config.upstream.signing_secret {
+        req = req.header(
+            "authback-signature",
+            signature(secret.expose(), unix_ms() / 1000, &rendered.body),
+        );
+    }
+    let req = req
+        .body(crate::body::Body::from(rendered.body))
+        .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))?;
+    let timeout = app.config.delivery.attempt_timeout;
+    let exchange = async {
+        let resp = app
+            .client
+            .request(req)
+            .await
+            .map_err(|e| Failure::Transient {
+                error: format!("upstream unreachable: {}", crate::proxy::error_chain(&e)),
+                retry_after: None,
+            })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read (a bounded amount of) the answer so the connection can be reused.
+        let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
+        Ok((status, retry_after))
+    };
+    let (status, retry_after) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| Failure::Transient {
+            error: format!("no answer within {}", crate::text::format_duration(timeout)),
+            retry_after: None,
+        })??;
+    classify(status, retry_after)
+}
+
+fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), Failure> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let error = format!("upstream answered {status}");
+    match status.as_u16() {
+        408 | 425 | 429 | 500..=599 => Err(Failure::Transient { error, retry_after }),
+        _ => Err(Failure::Permanent(error)),
+    }
+}
+
+/// `Authback-Signature: t={unix},v1={hex HMAC-SHA256(secret, t + "." + body)}`.
+pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> HeaderValue {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(t.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let v = format!("t={t},v1={}", hex(ctx.sign().as_ref()));
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    Some(Duration::from_secs(at.saturating_sub(unix_ms() / 1000)))
+}
+
+/// Full jitter: a random delay in [0, min(max, initial * 2^(attempt-1))].
+pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = initial.saturating_mul(
+        1u32.checked_shl(attempt.saturating_sub(1).min(30))
+            .unwrap_or(u32::MAX),
+    );
+    let cap = exp.min(max).as_millis() as u64;
+    Duration::from_millis(random_below(cap + 1))
+}
+
+/// A small, fast, non-cryptographic generator: jitter needs no more.
+fn random_below(n: u64) -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut s = STATE.load(Ordering::Relaxed);
+    if s == 0 {
+        s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            | 1;
+    }
+    // splitmix64
+    s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    STATE.store(s, Ordering::Relaxed);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    if n == 0 {
+        0
+    } else {
+        z % n
+    }
+}
+
+/// The body bytes the signature covers, for tests and backends.
+pub fn signed_payload(t: u64, body: &Bytes) -> Vec<u8> {
+    let mut v = t.to_string().into_bytes();
+    v.push(b'.');
+    v.extend_from_slice(body);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(classify(StatusCode::OK, None).is_ok());
+        assert!(classify(StatusCode::NO_CONTENT, None).is_ok());
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            let st = StatusCode::from_u16(s).expect("status");
+            assert!(
+                matches!(classify(st, None), Err(Failure::Transient { .. })),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 403, 404, 409, 422, 301] {
+            let st = StatusCode::from_u16(s).expect("status");
+            assert!(
+                matches!(classify(st, None), Err(Failure::Permanent(_))),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(1));
+        for attempt in 1..40 {
+            let cap = (100u64 << (attempt - 1).min(20)).min(1000);
+            for _ in 0..50 {
+                assert!(backoff(i, m, attempt) <= Duration::from_millis(cap));
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("later"), None);
+    }
+
+    #[test]
+    fn signature_format() {
+        let v = signature(b"s3cret", 1_700_000_000, b"{}");
+        let s = v.to_str().expect("ascii");
+        assert!(s.starts_with("t=1700000000,v1="));
+        assert_eq!(s.len(), "t=1700000000,v1=".len() + 64);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"s3cret");
+        let tag = hmac::sign(
+            &key,
+            &signed_payload(1_700_000_000, &Bytes::from_static(b"{}")),
+        );
+        assert!(s.ends_with(&hex(tag.as_ref())));
+    }
+}

@@ -1,0 +1,220 @@
+//! authback: a TLS-terminating sidecar that proxies a merchant backend and
+//! makes Klarna's authorization callbacks reach it exactly once.
+//!
+//! `run` serves on listeners the caller has bound; `main.rs` only parses the
+//! command line, sets up logging and signals, and calls it.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod callback;
+pub mod config;
+pub mod delivery;
+pub mod forward;
+pub mod metrics;
+pub mod net;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod text;
+pub mod tls;
+pub mod types;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::Config;
+pub use server::Listeners;
+
+use app::App;
+use config::{StoreKind, TlsConfig};
+use metrics::Metrics;
+use store::memory::MemoryStore;
+use store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// Serves until `shutdown` resolves, then drains: stops accepting, lets
+/// in-flight requests finish within `server.shutdown_grace`, and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let sighup = Arc::new(Notify::new());
+    let (trigger, stop) = shutdown::latch();
+
+    let (resolver, reloader) = match &config.server.tls {
+        TlsConfig::Files {
+            cert,
+            key,
+            reload_interval,
+        } => {
+            let (reloader, resolver) = tls::Reloader::load(cert.clone(), key.clone())?;
+            (resolver, Some((reloader, *reload_interval)))
+        }
+        TlsConfig::SelfSigned => {
+            let mut names = vec!["localhost".to_string()];
+            if let Some(host) = config
+                .server
+                .public_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(String::from))
+            {
+                names.push(host);
+            }
+            tracing::warn!("serving a throwaway self-signed certificate (development only)");
+            (tls::CertResolver::new(tls::self_signed(names)?), None)
+        }
+    };
+    let acceptor = TlsAcceptor::from(tls::server_config(resolver)?);
+
+    let store: Arc<dyn Store> = match config.store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.store.dedupe_ttl)),
+        other => {
+            return Err(RunError::Store(format!(
+                "store kind {other:?} is not available in this version"
+            )))
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if store.kind() == "memory" {
+        tracing::warn!("store.kind = \"memory\": deliveries not yet accepted by the upstream are lost if the process crashes");
+    }
+
+    let grace = config.server.shutdown_grace;
+    let limits = config.limits.clone();
+    let app = Arc::new(App::new(config, store, metrics.clone()));
+
+    let mut background = Vec::new();
+    if let Some((reloader, interval)) = reloader {
+        background.push(tokio::spawn(reloader.run(
+            interval,
+            sighup.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )));
+        let sighup = sighup.clone();
+        let stop = stop.clone();
+        background.push(tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the certificate");
+                        sighup.notify_one();
+                    }
+                    _ = stop.wait() => return,
+                }
+            }
+        }));
+    }
+    {
+        let app = app.clone();
+        let stop = stop.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        for l in [&app.failed_token_limiter, &app.callback_limiter].into_iter().flatten() {
+                            l.sweep();
+                        }
+                    }
+                    _ = stop.wait() => return,
+                }
+            }
+        }));
+    }
+    let worker = tokio::spawn(delivery::run(app.clone(), stop.clone()));
+
+    let public_addr = listeners.public.local_addr().ok();
+    let admin_addr = listeners.admin.local_addr().ok();
+    let mut fronts = Vec::new();
+    {
+        let a = app.clone();
+        let handler = move |req, peer| {
+            let a = a.clone();
+            async move { a.handle_public(req, peer, true).await }
+        };
+        fronts.push(tokio::spawn(server::serve(
+            listeners.public,
+            Some(acceptor),
+            limits.clone(),
+            handler,
+            stop.clone(),
+            grace,
+        )));
+    }
+    if let Some(plain) = listeners.plain {
+        tracing::info!(addr = ?plain.local_addr().ok(), "plain HTTP listener (use only behind an ingress that terminates TLS)");
+        let a = app.clone();
+        let handler = move |req, peer| {
+            let a = a.clone();
+            async move { a.handle_public(req, peer, false).await }
+        };
+        fronts.push(tokio::spawn(server::serve(
+            plain,
+            None,
+            limits.clone(),
+            handler,
+            stop.clone(),
+            grace,
+        )));
+    }
+    // The admin listener outlives the public ones, so probes see the drain.
+    let (admin_trigger, admin_stop) = shutdown::latch();
+    let admin_task = {
+        let a = app.clone();
+        let handler = move |req, _peer| {
+            let a = a.clone();
+            async move { admin::handle(&a, req).await }
+        };
+        tokio::spawn(server::serve(
+            listeners.admin,
+            None,
+            limits,
+            handler,
+            admin_stop,
+            Duration::from_secs(1),
+        ))
+    };
+    app.ready.store(true, Ordering::Relaxed);
+    tracing::info!(public = ?public_addr, admin = ?admin_addr, upstream = %app.upstream_base, routes = app.config.routes.len(), "authback serving");
+
+    shutdown.await;
+    tracing::info!(grace = %text::format_duration(grace), "shutting down: no new connections; draining");
+    app.stopping.store(true, Ordering::Relaxed);
+    trigger.fire();
+    for f in fronts {
+        let _ = f.await;
+    }
+    let _ = worker.await;
+    admin_trigger.fire();
+    let _ = admin_task.await;
+    for b in background {
+        b.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The `authback` command: parses the command line, sets up logging and
+//! signals, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use authback::{callback, text, Config, Listeners};
+
+#[derive(Parser)]
+#[command(
+    name = "authback",
+    version,
+    about = "Klarna authorization callbacks, delivered exactly once"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHBACK_CONFIG",
+        default_value = "config.toml"
+    )]
+    config: PathBuf,
+    /// Log format on stderr (default: pretty on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the config: exit 0, or print every error and exit 1.
+    Check,
+    /// Print one callback URL for `merchant_urls.authorization`.
+    MintUrl {
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        reference: String,
+        /// How long the URL stays valid.
+        #[arg(long, default_value = "48h")]
+        ttl: String,
+    },
+}
+
+const EXIT_CONFIG: u8 = 1;
+const EXIT_RUNTIME: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: ok", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Command::MintUrl {
+            route,
+            reference,
+            ttl,
+        } => {
+            let ttl = match text::parse_duration(&ttl) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("--ttl: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let now = authback::types::unix_ms() / 1000;
+            match callback::mint_url(&config, &route, &reference, ttl, now) {
+                Ok((url, _)) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mint-url: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Run => serve(config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot bind");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        match authback::run(config, listeners, terminate()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "authback failed");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminate() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Pretty) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,237 @@
+//! Prometheus metrics, kept as plain atomics and rendered by hand in the
+//! text exposition format. Label values come from the config (route names)
+//! or from fixed sets, never from requests, so cardinality is bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the ack latency histogram, in seconds.
+const ACK_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    callbacks: Counters,
+    deliveries: Counters,
+    proxy_by_class: [AtomicU64; 6],
+    tls_reloads: Counters,
+    ack: Histogram,
+}
+
+/// Counters keyed by a pair of label values.
+#[derive(Default)]
+struct Counters(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl Counters {
+    fn inc(&self, a: &str, b: &'static str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(&(a.to_string(), b)) {
+            Some(v) => *v += 1,
+            None => {
+                m.insert((a.to_string(), b), 1);
+            }
+        }
+    }
+
+    fn get(&self, a: &str, b: &'static str) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(a.to_string(), b)).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, la: &str, lb: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for ((a, b), v) in m.iter() {
+            let _ = writeln!(out, "{name}{{{la}=\"{a}\",{lb}=\"{b}\"}} {v}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; ACK_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Declares a route so its series exist (at zero) before any traffic.
+    pub fn declare_route(&self, route: &str) {
+        let mut m = self.callbacks.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((route.to_string(), "accepted")).or_insert(0);
+        drop(m);
+        let mut m = self.deliveries.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((route.to_string(), "delivered")).or_insert(0);
+    }
+
+    pub fn callback(&self, route: &str, outcome: &'static str) {
+        self.callbacks.inc(route, outcome);
+    }
+
+    pub fn callbacks(&self, route: &str, outcome: &'static str) -> u64 {
+        self.callbacks.get(route, outcome)
+    }
+
+    pub fn delivery(&self, route: &str, outcome: &'static str) {
+        self.deliveries.inc(route, outcome);
+    }
+
+    pub fn deliveries(&self, route: &str, outcome: &'static str) -> u64 {
+        self.deliveries.get(route, outcome)
+    }
+
+    pub fn tls_reload(&self, outcome: &'static str) {
+        self.tls_reloads.inc("public", outcome);
+    }
+
+    pub fn proxy_response(&self, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.proxy_by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ack_duration(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let h = &self.ack;
+        for (i, bound) in ACK_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Renders everything; gauges that live elsewhere are passed in.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        self.callbacks.render(
+            &mut out,
+            "authback_callbacks_total",
+            "Callbacks received, by route and outcome.",
+            "route",
+            "outcome",
+        );
+        self.deliveries.render(
+            &mut out,
+            "authback_deliveries_total",
+            "Delivery attempts to the upstream, by route and outcome (delivered, retry, dead).",
+            "route",
+            "outcome",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_delivery_queue_depth Deliveries pending (queued or in flight).\n# TYPE authback_delivery_queue_depth gauge\nauthback_delivery_queue_depth {}",
+            gauges.queue_depth
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_dead_deliveries Deliveries that gave up and wait for a replay.\n# TYPE authback_dead_deliveries gauge\nauthback_dead_deliveries {}",
+            gauges.dead
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_oldest_pending_seconds Age of the oldest pending delivery (0 when none).\n# TYPE authback_oldest_pending_seconds gauge\nauthback_oldest_pending_seconds {:.3}",
+            gauges.oldest_pending_seconds
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_deliveries_in_flight Delivery attempts in flight.\n# TYPE authback_deliveries_in_flight gauge\nauthback_deliveries_in_flight {}",
+            gauges.in_flight
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_ack_duration_seconds Time from a callback's arrival to its answer.\n# TYPE authback_ack_duration_seconds histogram"
+        );
+        for (i, bound) in ACK_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "authback_ack_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.ack.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.ack.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "authback_ack_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "authback_ack_duration_seconds_sum {:.6}",
+            self.ack.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "authback_ack_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP authback_proxy_requests_total Pass-through requests, by response status class.\n# TYPE authback_proxy_requests_total counter"
+        );
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "authback_proxy_requests_total{{status_class=\"{class}\"}} {}",
+                self.proxy_by_class[i + 1].load(Ordering::Relaxed)
+            );
+        }
+        self.tls_reloads.render(
+            &mut out,
+            "authback_tls_reloads_total",
+            "Certificate reloads, by outcome (ok, error).",
+            "listener",
+            "outcome",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_tls_certificate_expiry_seconds Unix time when the served certificate expires.\n# TYPE authback_tls_certificate_expiry_seconds gauge\nauthback_tls_certificate_expiry_seconds {}",
+            gauges.cert_not_after
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
+            u8::from(gauges.ready)
+        );
+        out
+    }
+}
+
+/// Values read at scrape time from their owners.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub queue_depth: u64,
+    pub dead: u64,
+    pub oldest_pending_seconds: f64,
+    pub in_flight: u64,
+    pub cert_not_after: u64,
+    pub ready: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_required_names() {
+        let m = Metrics::default();
+        m.declare_route("klarna");
+        m.callback("klarna", "invalid_token");
+        m.ack_duration(Duration::from_micros(700));
+        m.proxy_response(502);
+        let text = m.render(&Gauges::default());
+        for needle in [
+            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"} 0",
+            "authback_callbacks_total{route=\"klarna\",outcome=\"invalid_token\"} 1",
+            "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"} 0",
+            "authback_delivery_queue_depth 0",
+            "authback_oldest_pending_seconds 0.000",
+            "authback_ack_duration_seconds_bucket{le=\"0.001\"} 1",
+            "authback_ack_duration_seconds_bucket{le=\"0.0005\"} 0",
+            "authback_ack_duration_seconds_count 1",
+            "authback_proxy_requests_total{status_class=\"5xx\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

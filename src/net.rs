@@ -1,0 +1,169 @@
+//! Addresses: CIDR blocks, and who the client really is when trusted
+//! proxies stand in front of authback.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network such as `10.0.0.0/8`; a bare address is a /32 or /128.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `::ffff:1.2.3.4` is 1.2.3.4: a dual-stack socket reports IPv4 peers that way.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr = canonical(
+            a.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?,
+        );
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The client's address and the `X-Forwarded-For` value to send upstream.
+///
+/// The peer is believed to be a proxy only when it is in `trusted`; then the
+/// chain it sent is kept, and the client is the right-most address in it that
+/// is not itself a trusted proxy. Otherwise the header is replaced.
+pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(chain) = xff else { return peer };
+    let mut client = peer;
+    for hop in chain.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical(ip);
+                if !is_trusted(client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// The `X-Forwarded-For` header value to send upstream.
+pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> String {
+    let peer = canonical(peer);
+    match xff {
+        Some(chain) if trusted.iter().any(|n| n.contains(peer)) && !chain.trim().is_empty() => {
+            format!("{}, {peer}", chain.trim())
+        }
+        _ => peer.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn cidr() {
+        let n: IpNet = "10.0.0.0/8".parse().expect("cidr");
+        assert!(n.contains(ip("10.255.0.1")));
+        assert!(n.contains(ip("::ffff:10.0.0.1")));
+        assert!(!n.contains(ip("11.0.0.1")));
+        let all: IpNet = "0.0.0.0/0".parse().expect("cidr");
+        assert!(all.contains(ip("1.2.3.4")));
+        let v6: IpNet = "fd00::/8".parse().expect("cidr");
+        assert!(v6.contains(ip("fd12::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let one: IpNet = "1.2.3.4".parse().expect("ip");
+        assert!(one.contains(ip("1.2.3.4")) && !one.contains(ip("1.2.3.5")));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn forwarded_chain_believed_only_from_trusted() {
+        let trusted = vec!["10.0.0.0/8".parse().expect("cidr")];
+        // Untrusted peer: its header is a lie we replace.
+        assert_eq!(
+            client_ip(ip("8.8.8.8"), Some("1.1.1.1"), &trusted),
+            ip("8.8.8.8")
+        );
+        assert_eq!(
+            forwarded_for(ip("8.8.8.8"), Some("1.1.1.1"), &trusted),
+            "8.8.8.8"
+        );
+        // Trusted ingress: the client is the last untrusted hop.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.2"),
+                Some("6.6.6.6, 52.17.117.56, 10.0.0.9"),
+                &trusted
+            ),
+            ip("52.17.117.56")
+        );
+        assert_eq!(
+            forwarded_for(ip("10.0.0.2"), Some("52.17.117.56"), &trusted),
+            "52.17.117.56, 10.0.0.2"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("garbage"), &trusted),
+            ip("10.0.0.2")
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! Pass-through: every request that is not a callback goes to the upstream
+//! unchanged in meaning. Bodies stream both ways, hop-by-hop headers are
+//! dropped, `X-Forwarded-*` are set (believing only trusted proxies), `Host`
+//! is kept, and upgrades (WebSocket) are tunnelled.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::app::App;
+use crate::body::{json_error, Body};
+use crate::config::UpstreamConfig;
+use crate::net::forwarded_for;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// One pooled keep-alive client for the proxy and the delivery worker.
+pub fn client(cfg: &UpstreamConfig) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build(http)
+}
+
+/// `http://host:port` plus the upstream URL's base path, without a trailing slash.
+pub fn upstream_base(uri: &http::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let path = uri.path().trim_end_matches('/');
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Upgrade` is removed too unless `keep_upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Proxies one request. `tls` says which listener it came in on.
+pub async fn forward(
+    app: &App,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    tls: bool,
+) -> Response<Body> {
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = match format!("{}{}", app.upstream_base, path).parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "invalid request target",
+            )
+        }
+    };
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let xff = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| forwarded_for(peer, Some(s), &app.config.server.trusted_proxies))
+        .unwrap_or_else(|| forwarded_for(peer, None, &app.config.server.trusted_proxies));
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(h) = host {
+        headers.insert("x-forwarded-host", h.clone());
+        headers.insert(header::HOST, h);
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let out = Request::from_parts(parts, Body::from(body));
+
+    let resp =
+        match tokio::time::timeout(app.config.upstream.timeout, app.client.request(out)).await {
+            Err(_) => {
+                app.metrics.proxy_response(504);
+                return json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                );
+            }
+            Ok(Err(e)) => {
+                let timed_out = is_timeout(&e);
+                tracing::warn!(error = %error_chain(&e), "upstream request failed");
+                let (status, code, msg) = if timed_out {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "connecting to the upstream timed out",
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream is unreachable",
+                    )
+                };
+                app.metrics.proxy_response(status.as_u16());
+                return json_error(status, code, msg);
+            }
+            Ok(Ok(r)) => r,
+        };
+    app.metrics.proxy_response(resp.status().as_u16());
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut resp = resp;
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((down, up)) => {
+                        let mut down = TokioIo::new(down);
+                        let mut up = TokioIo::new(up);
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            let (parts, body) = resp.into_parts();
+            return Response::from_parts(parts, Body::from(body));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if s.to_string().contains("timed out") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        let mut kept = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end-to-end"));
+        strip_hop_by_hop(&mut kept, true);
+        assert!(kept.contains_key(header::UPGRADE));
+    }
+
+    #[test]
+    fn base_keeps_a_path_prefix() {
+        assert_eq!(
+            upstream_base(&"http://127.0.0.1:8080".parse().expect("uri")),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            upstream_base(&"http://app:80/shop/".parse().expect("uri")),
+            "http://app:80/shop"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The store: dedupe keys and the outbox of deliveries. Everything that must
+//! survive between receiving a callback and the backend accepting it lives
+//! behind this trait; the callback handler, the delivery worker and the admin
+//! API never see which implementation they talk to.
+//!
+//! A store must never report `Claim::Recorded` for a delivery it has not
+//! recorded (durably, for the durable kinds), and never hand out a delivered
+//! delivery again.
+
+pub mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::types::{AuthorizationToken, DeliveryId, SessionId};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// How an authorization reached authback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Callback,
+    ReadSession,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Callback => "callback",
+            Source::ReadSession => "read_session",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// The path and query a callback arrived on. It carries the URL token, so
+/// `Debug` shows the path alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArrivalUri(pub String);
+
+impl fmt::Debug for ArrivalUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.0.split('?').next().unwrap_or_default();
+        write!(f, "ArrivalUri({path:?})")
+    }
+}
+
+/// One authorization to forward, and where its delivery stands.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub route: String,
+    pub reference: String,
+    pub session_id: SessionId,
+    pub authorization_token: AuthorizationToken,
+    pub source: Source,
+    /// Unix milliseconds.
+    pub received_at: u64,
+    /// The callback body exactly as received.
+    pub payload: Bytes,
+    /// Kept only for `forward_format = "original"` without a `forward_path`.
+    pub arrival_uri: Option<ArrivalUri>,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at: u64,
+    /// After this (unix ms) a failed delivery is dead.
+    pub deadline_at: u64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: recorded and queued.
+    Recorded,
+    /// Seen before: nothing new queued.
+    Duplicate,
+}
+
+/// What one delivery attempt ended in.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Delivered { at: u64 },
+    Retry { next_at: u64, error: String },
+    Dead { error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    Queued,
+    NotFound,
+    NotDead(DeliveryState),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub pending: u64,
+    pub dead: u64,
+    /// `received_at` of the oldest pending delivery.
+    pub oldest_pending_at: Option<u64>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    /// Atomically: if `d.id` was seen within the dedupe TTL, `Duplicate`;
+    /// otherwise record the key and queue `d`, then `Recorded`.
+    fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>>;
+
+    /// Leases up to `limit` pending deliveries due at `now`; a leased
+    /// delivery is not handed out again until `finish` or a restart.
+    fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// When the earliest unleased pending delivery is due.
+    fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Records the outcome of an attempt on a leased delivery, releasing it.
+    fn finish(
+        &self,
+        id: DeliveryId,
+        attempts: u32,
+        outcome: AttemptOutcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Lists deliveries, newest first.
+    fn list(
+        &self,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// Queues a dead delivery again, due at `now`, with a new deadline.
+    fn replay(
+        &self,
+        id: DeliveryId,
+        now: u64,
+        deadline_at: u64,
+    ) -> BoxFuture<'_, Result<Replay, StoreError>>;
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>>;
+
+    /// Whether the store can record callbacks now; the reason if not.
+    fn health(&self) -> Result<(), String>;
+}
