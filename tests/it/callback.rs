@@ -1,0 +1,649 @@
+//! The callback route end to end: Klarna -> authback -> upstream.
+
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::common::*;
+
+const FORWARD: &str = "/klarna/authorized";
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn first_callback_is_forwarded_once_with_every_field_and_header() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let url = ab.mint("cart-123");
+    let body = r#"{"authorization_token":"tok-0001-abcdefgh","session_id":"sess-1","merchant_reference1":"order-9"}"#;
+    let k = klarna_callback(ab.public, &ab.ca, &url, body).await;
+    assert!(
+        k.delivered && k.attempts == 1 && k.status == Some(204),
+        "{k:?}"
+    );
+
+    let got = up.wait_for(FORWARD, 1, WAIT).await;
+    assert_eq!(got.len(), 1, "forwarded once");
+    let r = &got[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.uri, FORWARD);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let id = r
+        .header("idempotency-key")
+        .expect("Idempotency-Key")
+        .to_string();
+    assert_eq!(id.len(), 32);
+    assert_eq!(r.header("authback-attempt"), Some("1"));
+    let v = r.json();
+    assert_eq!(v["type"], "klarna.authorization");
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["route"], "klarna");
+    assert_eq!(v["reference"], "cart-123");
+    assert_eq!(v["session_id"], "sess-1");
+    assert_eq!(v["authorization_token"], "tok-0001-abcdefgh");
+    assert_eq!(v["source"], "callback");
+    assert_eq!(v["payload"]["merchant_reference1"], "order-9");
+    let received = v["received_at"].as_str().expect("received_at");
+    let expires = v["expires_at"].as_str().expect("expires_at");
+    assert!(received.ends_with('Z') && expires.ends_with('Z') && expires > received);
+
+    // The signature covers t + "." + body with the signing secret.
+    let sig = r.header("authback-signature").expect("signature");
+    let (t, mac) = sig
+        .strip_prefix("t=")
+        .and_then(|s| s.split_once(",v1="))
+        .expect("t=..,v1=.. form");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SIGNING_SECRET.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(&r.body);
+    let expected: String = hmac::sign(&key, &signed)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(mac, expected);
+
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.to_path(FORWARD).len(), 1);
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"}"
+        ),
+        Some(1.0)
+    );
+    ab.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn concurrent_and_sequential_duplicates_give_one_forward() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let url = ab.mint("cart-dup");
+    let body = callback_body("sess-dup", "tok-dup-0000001");
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (addr, ca, url, body) = (ab.public, ab.ca.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            klarna_callback(addr, &ca, &url, &body).await
+        }));
+    }
+    for t in tasks {
+        let k = t.await.expect("task");
+        assert!(k.delivered && k.status == Some(204), "{k:?}");
+    }
+    for _ in 0..3 {
+        assert_eq!(ab.callback(&url, &body).await.0, 204);
+    }
+    let got = up.wait_for(FORWARD, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        up.to_path(FORWARD).len(),
+        1,
+        "one forward for 8 identical callbacks: {got:?}"
+    );
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"duplicate\"}"
+        ),
+        Some(7.0)
+    );
+}
+
+#[tokio::test]
+async fn a_new_token_for_the_same_session_is_forwarded_again() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let url = ab.mint("cart-2");
+    assert_eq!(
+        ab.callback(&url, &callback_body("sess-2", "tok-first-0001"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        ab.callback(&url, &callback_body("sess-2", "tok-second-002"))
+            .await
+            .0,
+        204
+    );
+    let got = up.wait_for(FORWARD, 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    let mut tokens: Vec<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["authorization_token"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, ["tok-first-0001", "tok-second-002"]);
+    assert_ne!(
+        got[0].header("idempotency-key"),
+        got[1].header("idempotency-key")
+    );
+}
+
+#[tokio::test]
+async fn every_token_failure_is_401_and_forwards_nothing() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_with(
+        &up,
+        r#"
+[[routes]]
+name = "other"
+kind = "klarna_authorization"
+path = "/other/{reference}"
+forward_path = "/other/authorized"
+secrets = ["a-different-secret-for-other-route"]
+
+[[routes]]
+name = "static"
+kind = "klarna_authorization"
+path = "/static/callback"
+forward_path = "/static/authorized"
+static_tokens = ["a-fixed-static-token-value-123"]
+"#,
+        false,
+    )
+    .await;
+    let body = callback_body("sess-401", "tok-401-0000001");
+    let now = authback::types::unix_ms() / 1000;
+    let secret = authback::types::Secret::new(SECRET);
+    let other = authback::types::Secret::new("a-different-secret-for-other-route");
+    let mint = |s: &authback::types::Secret, route: &str, reference: &str, exp: u64| {
+        authback::callback::token::mint(s, route, reference, exp)
+    };
+    let cases = [
+        ("missing", "/klarna/authorization/cart-1".to_string()),
+        ("empty", "/klarna/authorization/cart-1?token=".to_string()),
+        (
+            "malformed",
+            "/klarna/authorization/cart-1?token=v1.abc.def".to_string(),
+        ),
+        (
+            "garbage",
+            "/klarna/authorization/cart-1?token=hello".to_string(),
+        ),
+        (
+            "expired",
+            format!(
+                "/klarna/authorization/cart-1?token={}",
+                mint(&secret, "klarna", "cart-1", now - 1)
+            ),
+        ),
+        (
+            "wrong secret",
+            format!(
+                "/klarna/authorization/cart-1?token={}",
+                mint(&other, "klarna", "cart-1", now + 600)
+            ),
+        ),
+        (
+            "other reference",
+            format!(
+                "/klarna/authorization/cart-1?token={}",
+                mint(&secret, "klarna", "cart-2", now + 600)
+            ),
+        ),
+        (
+            "other route",
+            format!(
+                "/klarna/authorization/cart-1?token={}",
+                mint(&secret, "other", "cart-1", now + 600)
+            ),
+        ),
+        (
+            "static on hmac route",
+            "/klarna/authorization/cart-1?token=a-fixed-static-token-value-123".to_string(),
+        ),
+        (
+            "wrong static",
+            "/static/callback?token=a-fixed-static-token-value-124".to_string(),
+        ),
+    ];
+    for (what, url) in &cases {
+        let (status, body_out) = ab.callback(url, &body).await;
+        assert_eq!(status, 401, "{what}");
+        let v: serde_json::Value = serde_json::from_slice(&body_out).expect("json error");
+        assert_eq!(v["error"], "invalid_token", "{what}");
+    }
+    // The right static token and the rotated (second) secret both pass.
+    assert_eq!(
+        ab.callback(
+            "/static/callback?token=a-fixed-static-token-value-123",
+            &body
+        )
+        .await
+        .0,
+        204
+    );
+    let old = authback::types::Secret::new("old-secret-still-verifies-0123456789");
+    let url = format!(
+        "/klarna/authorization/cart-1?token={}",
+        mint(&old, "klarna", "cart-1", now + 600)
+    );
+    assert_eq!(
+        ab.callback(&url, &callback_body("sess-rot", "tok-rot-000001"))
+            .await
+            .0,
+        204
+    );
+    up.wait_for("/static/authorized", 1, WAIT).await;
+    up.wait_for(FORWARD, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        up.to_path(FORWARD).len(),
+        1,
+        "only the valid callback reached the upstream"
+    );
+    assert_eq!(up.to_path("/static/authorized").len(), 1);
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"invalid_token\"}"
+        ),
+        Some(9.0)
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_status_and_forwards_nothing() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_with(
+        &up,
+        r#"
+[[routes]]
+name = "fenced"
+kind = "klarna_authorization"
+path = "/fenced/{reference}"
+forward_path = "/fenced/authorized"
+secrets = ["integration-test-secret-0123456789"]
+allow_ips = ["klarna-production", "10.0.0.0/8"]
+"#,
+        false,
+    )
+    .await;
+    let url = ab.mint("cart-bad");
+    // Wrong method.
+    let req = Request::get(url.as_str())
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let (status, headers, _) = ab.https(req).await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    // Too large, with and without a Content-Length.
+    let big = format!(
+        r#"{{"authorization_token":"t","session_id":"s","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    assert_eq!(ab.callback(&url, &big).await.0, 413);
+    let tls = ab.tls(&[b"h2"]).await;
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    let big = Bytes::from(big);
+    let chunks = Chunks(vec![big.slice(..100), big.slice(100..)]);
+    let req = Request::post(format!("https://localhost{url}"))
+        .body(chunks)
+        .expect("req");
+    let resp = h2.send_request(req).await.expect("h2 answer");
+    assert_eq!(resp.status(), 413, "chunked body over the limit");
+    // Not JSON, not an object, fields missing, empty or too long.
+    for bad in [
+        "not json".to_string(),
+        "[1,2]".to_string(),
+        r#"{"session_id":"s"}"#.to_string(),
+        r#"{"authorization_token":"","session_id":"s"}"#.to_string(),
+        r#"{"authorization_token":"t","session_id":7}"#.to_string(),
+        format!(
+            r#"{{"authorization_token":"{}","session_id":"s"}}"#,
+            "t".repeat(1025)
+        ),
+    ] {
+        let (status, body) = ab.callback(&url, &bad).await;
+        assert_eq!(status, 400, "{bad:.40}");
+        assert!(String::from_utf8_lossy(&body).contains("bad_request"));
+    }
+    // A reference that breaks the rule.
+    let (status, _) = ab
+        .callback(
+            "/klarna/authorization/bad%20ref?token=x",
+            &callback_body("s", "t"),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // A source address outside allow_ips.
+    let fenced = authback::callback::mint_url(
+        &ab.config,
+        "fenced",
+        "c-1",
+        Duration::from_secs(600),
+        authback::types::unix_ms() / 1000,
+    )
+    .expect("mint")
+    .0
+    .replace("https://localhost", "");
+    let (status, body) = ab.callback(&fenced, &callback_body("s-f", "t-f")).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("forbidden"));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        up.recorded().is_empty(),
+        "nothing forwarded: {:?}",
+        up.recorded()
+    );
+}
+
+#[tokio::test]
+async fn upstream_failing_three_times_gives_four_attempts_and_one_acceptance() {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Fail {
+        times: 3,
+        status: 503,
+    });
+    let ab = Authback::start(&up).await;
+    let url = ab.mint("cart-retry");
+    assert_eq!(
+        ab.callback(&url, &callback_body("sess-retry", "tok-retry-000001"))
+            .await
+            .0,
+        204
+    );
+    let got = up.wait_for(FORWARD, 4, WAIT).await;
+    assert_eq!(got.len(), 4);
+    let attempts: Vec<&str> = got
+        .iter()
+        .filter_map(|r| r.header("authback-attempt"))
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3", "4"]);
+    let keys: Vec<&str> = got
+        .iter()
+        .filter_map(|r| r.header("idempotency-key"))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "same Idempotency-Key on every attempt"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(up.to_path(FORWARD).len(), 4, "never again after the 2xx");
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_deliveries_total{route=\"klarna\",outcome=\"retry\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&m, "authback_delivery_queue_depth"), Some(0.0));
+}
+
+#[tokio::test]
+async fn acks_stay_immediate_while_the_upstream_hangs() {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Hang);
+    let ab = Authback::start(&up).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (addr, ca, url) = (ab.public, ab.ca.clone(), ab.mint(&format!("cart-h{i}")));
+        tasks.push(tokio::spawn(async move {
+            klarna_callback(
+                addr,
+                &ca,
+                &url,
+                &callback_body(&format!("sess-h{i}"), &format!("tok-hang-{i:08}")),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let k = t.await.expect("task");
+        // Within Klarna's 2 s read timeout, on the first attempt.
+        assert!(k.delivered && k.attempts == 1, "{k:?}");
+    }
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
+        ),
+        Some(40.0)
+    );
+    assert_eq!(metric(&m, "authback_delivery_queue_depth"), Some(40.0));
+}
+
+#[tokio::test]
+async fn a_4xx_makes_a_delivery_dead_and_replay_delivers_it() {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Status(422));
+    let ab = Authback::start(&up).await;
+    let url = ab.mint("cart-dead");
+    assert_eq!(
+        ab.callback(&url, &callback_body("sess-dead", "tok-dead-123456"))
+            .await
+            .0,
+        204
+    );
+    up.wait_for(FORWARD, 1, WAIT).await;
+    let mut dead = String::new();
+    for _ in 0..100 {
+        dead = ab
+            .admin_request("GET", "/v1/deliveries?state=dead", "", None)
+            .await
+            .1;
+        if dead.contains("sess-dead") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let list: serde_json::Value = serde_json::from_str(&dead).expect("json list");
+    assert_eq!(list[0]["session_id"], "sess-dead");
+    assert_eq!(
+        list[0]["authorization_token"], "…3456",
+        "redacted to the last 4"
+    );
+    assert!(!dead.contains("tok-dead-123456"));
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.to_path(FORWARD).len(), 1, "a 4xx is not retried");
+
+    up.set(Behaviour::Ok);
+    let (status, _) = ab
+        .admin_request("POST", &format!("/v1/deliveries/{id}/replay"), "", None)
+        .await;
+    assert_eq!(status, 202);
+    let got = up.wait_for(FORWARD, 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].header("authback-attempt"), Some("2"));
+    assert_eq!(got[1].header("idempotency-key"), Some(id.as_str()));
+    // Replaying a delivered one is refused; an unknown id is 404.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = ab
+            .admin_request("POST", &format!("/v1/deliveries/{id}/replay"), "", None)
+            .await
+            .0;
+        if status == 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 409);
+    let (status, _) = ab
+        .admin_request(
+            "POST",
+            "/v1/deliveries/00000000000000000000000000000000/replay",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn form_and_original_formats() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_with(
+        &up,
+        r#"
+[[routes]]
+name = "legacy"
+kind = "klarna_authorization"
+path = "/legacy/{reference}"
+forward_path = "/legacy/authorized.php"
+forward_format = "form"
+secrets = ["integration-test-secret-0123456789"]
+
+[[routes]]
+name = "shield"
+kind = "klarna_authorization"
+path = "/checkout/klarna/push"
+forward_format = "original"
+unverified = true
+"#,
+        false,
+    )
+    .await;
+    let legacy = authback::callback::mint_url(
+        &ab.config,
+        "legacy",
+        "o-7",
+        Duration::from_secs(600),
+        authback::types::unix_ms() / 1000,
+    )
+    .expect("mint")
+    .0
+    .replace("https://localhost", "");
+    assert_eq!(
+        ab.callback(&legacy, &callback_body("sess-form", "tok form+&="))
+            .await
+            .0,
+        204
+    );
+    let got = up.wait_for("/legacy/authorized.php", 1, WAIT).await;
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let form = String::from_utf8_lossy(&got[0].body).into_owned();
+    assert!(
+        form.contains("authorization_token=tok+form%2B%26%3D"),
+        "{form}"
+    );
+    assert!(form.contains("&reference=o-7&"), "{form}");
+    assert!(
+        form.contains("&payload=%7B%22authorization_token"),
+        "{form}"
+    );
+
+    // The original body byte for byte, at the path and query it came on.
+    let raw = "{ \"session_id\" : \"sess-orig\", \"authorization_token\": \"tok-orig-99\" }";
+    for _ in 0..3 {
+        assert_eq!(
+            ab.callback("/checkout/klarna/push?token=backend-own-token", raw)
+                .await
+                .0,
+            204
+        );
+    }
+    let got = up.wait_for("/checkout/klarna/push", 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(up.to_path("/checkout/klarna/push").len(), 1);
+    assert_eq!(got[0].uri, "/checkout/klarna/push?token=backend-own-token");
+    assert_eq!(&got[0].body[..], raw.as_bytes());
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert!(got[0].header("idempotency-key").is_some());
+}
+
+#[tokio::test]
+async fn repeated_bad_tokens_from_one_address_get_429_but_valid_callbacks_pass() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_with(&up, "[limits]\nfailed_token_per_ip = \"3/m\"\n", false).await;
+    let bad = "/klarna/authorization/cart-rl?token=v1.1.guess";
+    let body = callback_body("sess-rl", "tok-rl-00000001");
+    for _ in 0..3 {
+        assert_eq!(ab.callback(bad, &body).await.0, 401);
+    }
+    let req = Request::post(bad)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(body.clone())))
+        .expect("req");
+    let (status, headers, _) = ab.https(req).await;
+    assert_eq!(status, 429);
+    let retry: u64 = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Klarna's real callback from the same address is not locked out.
+    assert_eq!(ab.callback(&ab.mint("cart-rl"), &body).await.0, 204);
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "authback_callbacks_total{route=\"klarna\",outcome=\"rate_limited\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(up.wait_for(FORWARD, 1, WAIT).await.len(), 1);
+}

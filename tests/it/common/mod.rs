@@ -1,0 +1,585 @@
+//! Test harness shared by every integration test: certificates, a
+//! programmable upstream that records what it receives, authback itself on
+//! ephemeral ports, HTTPS clients, and a Klarna simulator that calls back the
+//! way Klarna does (2 s connect + 2 s read timeout, 3 attempts, backoff 1 s).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const SIGNING_SECRET: &str = "integration-signing-secret-abcdef";
+
+// ---------------------------------------------------------------------------
+// Temporary folders and certificates.
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "authback-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `localhost` written as PEM files.
+pub struct Cert {
+    pub der: CertificateDer<'static>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn make_cert() -> Cert {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    Cert {
+        der: c.cert.der().clone(),
+        cert_pem: c.cert.pem(),
+        key_pem: c.key_pair.serialize_pem(),
+    }
+}
+
+pub fn write_cert(dir: &Path, cert: &Cert) -> (PathBuf, PathBuf) {
+    let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&c, &cert.cert_pem).expect("write cert");
+    std::fs::write(&k, &cert.key_pem).expect("write key");
+    (c, k)
+}
+
+// ---------------------------------------------------------------------------
+// The upstream: records every request; answers as told.
+
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// 200, echoing the request body.
+    Ok,
+    /// Answer `status` this many times, then behave as `Ok`.
+    Fail { times: u32, status: u16 },
+    /// Never answer.
+    Hang,
+    /// Always answer this status.
+    Status(u16),
+    /// Answer after a delay.
+    Slow(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("upstream got JSON")
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    changed: Arc<Notify>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let up = Upstream {
+            addr: listener.local_addr().expect("addr"),
+            requests: Arc::default(),
+            behaviour: Arc::new(Mutex::new(Behaviour::Ok)),
+            changed: Arc::new(Notify::new()),
+        };
+        let u = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let u = u.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let u = u.clone();
+                        async move { Ok::<_, std::convert::Infallible>(u.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        up
+    }
+
+    pub fn set(&self, b: Behaviour) {
+        *self.behaviour.lock().expect("lock") = b;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.headers().contains_key("upgrade") {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            return Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .body(Full::new(Bytes::new()))
+                .expect("response");
+        }
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let rec = Recorded {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        };
+        self.requests.lock().expect("lock").push(rec);
+        self.changed.notify_waiters();
+        let behaviour = {
+            let mut b = self.behaviour.lock().expect("lock");
+            let now = b.clone();
+            if let Behaviour::Fail { times, status } = &mut *b {
+                if *times <= 1 {
+                    let s = *status;
+                    *b = Behaviour::Ok;
+                    Behaviour::Status(s)
+                } else {
+                    *times -= 1;
+                    Behaviour::Status(*status)
+                }
+            } else {
+                now
+            }
+        };
+        match behaviour {
+            Behaviour::Ok => {}
+            Behaviour::Fail { .. } => unreachable!("resolved above"),
+            Behaviour::Hang => std::future::pending::<()>().await,
+            Behaviour::Status(s) => {
+                return Response::builder()
+                    .status(s)
+                    .body(Full::new(Bytes::from_static(b"no")))
+                    .expect("response")
+            }
+            Behaviour::Slow(d) => tokio::time::sleep(d).await,
+        }
+        let mut resp = Response::builder()
+            .status(200)
+            .header("x-upstream", "yes")
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "must-not-cross");
+        if let Some(ct) = parts.headers.get("content-type") {
+            resp = resp.header("content-type", ct);
+        }
+        resp.body(Full::new(body)).expect("response")
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    /// Requests to `path` (without query) seen so far.
+    pub fn to_path(&self, path: &str) -> Vec<Recorded> {
+        self.recorded()
+            .into_iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .collect()
+    }
+
+    /// Waits until at least `n` requests reached `path`, up to `limit`.
+    pub async fn wait_for(&self, path: &str, n: usize, limit: Duration) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let got = self.to_path(path);
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.changed.notified()).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// authback, in process, on ephemeral ports.
+
+pub struct Authback {
+    pub public: SocketAddr,
+    pub plain: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub ca: CertificateDer<'static>,
+    pub dir: TempDir,
+    pub config: authback::Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), authback::RunError>>>,
+}
+
+/// The config every test starts from; `extra` is appended (more routes,
+/// sections). `{upstream}`, `{cert}` and `{key}` are filled in.
+pub fn base_config(upstream: &str, cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:1"
+public_url = "https://localhost"
+shutdown_grace = "5s"
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+reload_interval = "100ms"
+[admin]
+listen = "127.0.0.1:2"
+[upstream]
+url = "{upstream}"
+connect_timeout = "500ms"
+timeout = "2s"
+signing_secret = "{SIGNING_SECRET}"
+[delivery]
+initial_backoff = "20ms"
+max_backoff = "100ms"
+attempt_timeout = "500ms"
+deadline = "60m"
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/klarna/authorization/{{reference}}"
+forward_path = "/klarna/authorized"
+secrets = ["{SECRET}", "old-secret-still-verifies-0123456789"]
+{extra}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+impl Authback {
+    pub async fn start(upstream: &Upstream) -> Self {
+        Self::start_with(upstream, "", false).await
+    }
+
+    pub async fn start_with(upstream: &Upstream, extra: &str, plain: bool) -> Self {
+        let dir = TempDir::new();
+        let cert = make_cert();
+        let (c, k) = write_cert(dir.path(), &cert);
+        let text = base_config(&upstream.url(), &c, &k, extra);
+        Self::start_text(dir, cert.der, &text, plain).await
+    }
+
+    pub async fn start_text(
+        dir: TempDir,
+        ca: CertificateDer<'static>,
+        text: &str,
+        plain: bool,
+    ) -> Self {
+        let config =
+            authback::Config::parse(text, dir.path()).unwrap_or_else(|e| panic!("config: {e:?}"));
+        let listeners = authback::Listeners {
+            public: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            plain: if plain {
+                Some(TcpListener::bind("127.0.0.1:0").await.expect("bind"))
+            } else {
+                None
+            },
+            admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
+        let public = listeners.public.local_addr().expect("addr");
+        let plain = listeners
+            .plain
+            .as_ref()
+            .map(|l| l.local_addr().expect("addr"));
+        let admin = listeners.admin.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(authback::run(config.clone(), listeners, async {
+            let _ = rx.await;
+        }));
+        let a = Authback {
+            public,
+            plain,
+            admin,
+            ca,
+            dir,
+            config,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        // Ready once the admin listener says so.
+        for _ in 0..200 {
+            if let Ok((200, _)) = a.admin_get("/readyz").await {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("authback did not become ready");
+    }
+
+    /// Begins a graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), authback::RunError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("run task"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn mint(&self, reference: &str) -> String {
+        let (url, _) = authback::callback::mint_url(
+            &self.config,
+            "klarna",
+            reference,
+            Duration::from_secs(3600),
+            authback::types::unix_ms() / 1000,
+        )
+        .expect("mint");
+        // Strip the public base: tests talk to the ephemeral port.
+        url.trim_start_matches(&self.config.server.public_url)
+            .to_string()
+    }
+
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        bearer: Option<&str>,
+    ) -> (u16, String) {
+        let tcp = TcpStream::connect(self.admin).await.expect("connect admin");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin");
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let resp = send
+            .send_request(
+                req.body(Full::new(Bytes::from(body.to_string())))
+                    .expect("req"),
+            )
+            .await
+            .expect("admin answer");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
+        if TcpStream::connect(self.admin).await.is_err() {
+            return Err("admin not listening".into());
+        }
+        Ok(self.admin_request("GET", path, "", None).await)
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.admin_request("GET", "/metrics", "", None).await.1
+    }
+
+    /// A TLS connection to the public listener offering `alpn`.
+    pub async fn tls(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        tls_connect(self.public, &self.ca, alpn)
+            .await
+            .expect("TLS handshake")
+    }
+
+    /// One HTTP/1.1 request over a fresh TLS connection.
+    pub async fn https(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+        let tls = self.tls(&[b"http/1.1"]).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = send.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    /// POSTs a callback body to `path_and_query`.
+    pub async fn callback(&self, path_and_query: &str, body: &str) -> (StatusCode, Bytes) {
+        let req = Request::post(path_and_query)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        let (s, _, b) = self.https(req).await;
+        (s, b)
+    }
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(std::io::Error::other)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await?;
+    connector
+        .connect(
+            ServerName::try_from("localhost").map_err(std::io::Error::other)?,
+            tcp,
+        )
+        .await
+}
+
+pub fn callback_body(session: &str, token: &str) -> String {
+    format!(r#"{{"authorization_token":"{token}","session_id":"{session}"}}"#)
+}
+
+// ---------------------------------------------------------------------------
+// Klarna, as it calls back.
+
+/// What Klarna saw while delivering one callback.
+#[derive(Debug)]
+pub struct KlarnaResult {
+    pub attempts: u32,
+    /// The status of the last attempt that got an answer.
+    pub status: Option<u16>,
+    pub delivered: bool,
+}
+
+/// Delivers one callback as Klarna does: each attempt has a 2 s connect and
+/// a 2 s read timeout; any 2xx ends it; at most 3 attempts, 1 s then 2 s apart.
+pub async fn klarna_callback(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    path_and_query: &str,
+    body: &str,
+) -> KlarnaResult {
+    let mut result = KlarnaResult {
+        attempts: 0,
+        status: None,
+        delivered: false,
+    };
+    let mut backoff = Duration::from_secs(1);
+    for attempt in 1..=3 {
+        result.attempts = attempt;
+        let connect = tokio::time::timeout(
+            Duration::from_secs(2),
+            tls_connect(addr, ca, &[b"http/1.1"]),
+        )
+        .await;
+        if let Ok(Ok(tls)) = connect {
+            let exchange = async {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                let req = Request::post(path_and_query)
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .header("user-agent", "Klarna-Callback-Simulator")
+                    .body(Full::new(Bytes::from(body.to_string())))
+                    .ok()?;
+                let resp = send.send_request(req).await.ok()?;
+                Some(resp.status().as_u16())
+            };
+            if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(2), exchange).await {
+                result.status = Some(status);
+                if (200..300).contains(&status) {
+                    result.delivered = true;
+                    return result;
+                }
+            }
+        }
+        if attempt < 3 {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    result
+}
+
+/// The value of one sample line of a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A request body sent as separate frames with no length announced.
+pub struct Chunks(pub Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let next = self.0.remove(0);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(next))))
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real sockets on 127.0.0.1, real TLS, a real upstream.
+//! One test binary (modules per area) so the crate is linked once.
+
+mod common;
+
+mod admin;
+mod callback;
+mod process;
+mod proxy;
+mod tls;

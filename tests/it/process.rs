@@ -1,0 +1,324 @@
+//! The real binary: command line, exit codes, signals, and what it logs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_authback"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_1() {
+    let dir = TempDir::new();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "not-an-address"
+shutdown_grace = "forever"
+[server.tls]
+self_signed = true
+[upstream]
+url = "http://127.0.0.1:8080"
+timeout = "10 parsecs"
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/k/{reference}"
+forward_path = "/f"
+"#,
+    )
+    .expect("write");
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "server.public_url",
+        "server.shutdown_grace",
+        "upstream.timeout",
+        "routes[0].secrets",
+    ] {
+        assert!(err.contains(key), "{key} not reported in:\n{err}");
+    }
+    assert!(err.contains("broken.toml"), "names the file: {err}");
+
+    // An unknown key is an error too.
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:1\"\nmystery = 1\n[upstream]\nurl = \"http://x:1\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mystery"));
+}
+
+#[test]
+fn the_shipped_config_passes_check_and_mint_url_mints_a_valid_token() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = bin()
+        .args(["check", "--config", shipped])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args([
+            "mint-url",
+            "--config",
+            shipped,
+            "--route",
+            "klarna",
+            "--reference",
+            "cart-1",
+            "--ttl",
+            "2h",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = url.split("?token=").nth(1).expect("token in URL");
+    assert!(
+        url.starts_with("https://localhost:8443/klarna/authorization/cart-1?token=v1."),
+        "{url}"
+    );
+    let cfg = authback::Config::load(std::path::Path::new(shipped)).expect("config");
+    let now = authback::types::unix_ms() / 1000;
+    assert_eq!(
+        authback::callback::token::verify(token, &cfg.routes[0].secrets, "klarna", "cart-1", now),
+        Ok(())
+    );
+    assert!(authback::callback::token::verify(
+        token,
+        &cfg.routes[0].secrets,
+        "klarna",
+        "cart-1",
+        now + 2 * 3600 + 1
+    )
+    .is_err());
+    // A reference outside the alphabet is refused.
+    let out = bin()
+        .args([
+            "mint-url",
+            "--config",
+            shipped,
+            "--route",
+            "klarna",
+            "--reference",
+            "a/b",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_port_in_use_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = TempDir::new();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost\"\n[server.tls]\nself_signed = true\n[admin]\nlisten = \"127.0.0.1:{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+            free_port()
+        ),
+    )
+    .expect("write");
+    let out = bin().args(["--config"]).arg(&path).output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the binary with trace logging, sends callbacks and proxied requests
+/// carrying secrets, sends SIGTERM while a request is in flight, and checks
+/// that the request finished, the process exited 0, and no secret was logged.
+#[tokio::test]
+async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
+    let up = Upstream::start().await;
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    let text = base_config(&up.url(), &c, &k, "")
+        .replace(
+            "listen = \"127.0.0.1:1\"",
+            &format!("listen = \"127.0.0.1:{public}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:2\"",
+            &format!("listen = \"127.0.0.1:{admin}\"\ntoken = \"env:TEST_ADMIN_TOKEN\""),
+        )
+        .replace(
+            &format!("secrets = [\"{SECRET}\""),
+            "secrets = [\"env:TEST_ROUTE_SECRET\"",
+        );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &text).expect("write");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = bin()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .env("TEST_ROUTE_SECRET", SECRET)
+        .env("TEST_ADMIN_TOKEN", "admin-secret-never-logged-42")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
+    let mut ready = false;
+    for _ in 0..200 {
+        if tls_connect(addr, &cert.der, &[b"http/1.1"]).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "binary did not start");
+
+    let cfg = authback::Config::parse(
+        &text
+            .replace("env:TEST_ROUTE_SECRET", SECRET)
+            .replace("env:TEST_ADMIN_TOKEN", "x"),
+        dir.path(),
+    )
+    .expect("cfg");
+    let url = authback::callback::mint_url(
+        &cfg,
+        "klarna",
+        "cart-log",
+        Duration::from_secs(600),
+        authback::types::unix_ms() / 1000,
+    )
+    .expect("mint")
+    .0
+    .replace("https://localhost", "");
+    let url_token = url.split("?token=").nth(1).expect("token").to_string();
+    let auth_token = "AUTHTOKEN-must-never-appear-in-logs-77";
+    let k = klarna_callback(
+        addr,
+        &cert.der,
+        &url,
+        &callback_body("sess-log", auth_token),
+    )
+    .await;
+    assert!(k.delivered);
+    // A bad token and a proxied request with a token in its query.
+    let _ = klarna_callback(
+        addr,
+        &cert.der,
+        &format!("{url}x"),
+        &callback_body("sess-log2", auth_token),
+    )
+    .await;
+    up.wait_for("/klarna/authorized", 1, Duration::from_secs(5))
+        .await;
+
+    // A slow pass-through request is in flight when SIGTERM arrives.
+    up.set(Behaviour::Slow(Duration::from_millis(1500)));
+    let tls = tls_connect(addr, &cert.der, &[b"http/1.1"])
+        .await
+        .expect("tls");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::post(format!("/slow?token={url_token}"))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(b"in flight")))
+        .expect("req");
+    let in_flight = tokio::spawn(async move {
+        let resp = send
+            .send_request(req)
+            .await
+            .expect("answer despite SIGTERM");
+        let status = resp.status();
+        (
+            status,
+            resp.into_body().collect().await.expect("body").to_bytes(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .expect("kill")
+        .success());
+    let (status, body) = in_flight.await.expect("task");
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"in flight");
+    let mut exit = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            exit = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(exit) = exit else {
+        let _ = child.kill();
+        panic!("authback did not exit after SIGTERM");
+    };
+    assert_eq!(exit.code(), Some(0));
+
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(
+        logs.contains("\"callback\""),
+        "the callback was logged: {logs:.2000}"
+    );
+    assert!(logs.contains("SIGTERM"));
+    for secret in [
+        auth_token,
+        url_token.as_str(),
+        SECRET,
+        SIGNING_SECRET,
+        "admin-secret-never-logged-42",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:.12}… found in the logs"
+        );
+    }
+    // The MAC part of the URL token alone does not appear either.
+    let mac = url_token.rsplit('.').next().expect("mac");
+    assert!(!logs.contains(mac));
+}

@@ -1,0 +1,223 @@
+//! Pass-through: everything that is not a callback reaches the upstream
+//! unchanged in meaning.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn get_with_query_is_passed_byte_for_byte_with_forwarded_headers() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let req = Request::get("/shop/cart.php?id=42&x=%2Fa%20b&token=not-ours")
+        .header("host", "shop.example.com")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let (status, headers, body) = ab.https(req).await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    assert_eq!(
+        headers.get("x-upstream").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    assert!(
+        headers.get("x-upstream-hop").is_none(),
+        "hop-by-hop from the upstream removed"
+    );
+    let r = &up.recorded()[0];
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.uri, "/shop/cart.php?id=42&x=%2Fa%20b&token=not-ours");
+    assert_eq!(r.header("host"), Some("shop.example.com"));
+    assert_eq!(r.header("x-custom"), Some("kept"));
+    // 127.0.0.1 is not a trusted proxy: its X-Forwarded-For is replaced.
+    assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(r.header("x-forwarded-host"), Some("shop.example.com"));
+    let m = ab.metrics().await;
+    assert_eq!(
+        metric(&m, "authback_proxy_requests_total{status_class=\"2xx\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn forwarded_chain_is_kept_from_a_trusted_proxy_on_the_plain_listener() {
+    let up = Upstream::start().await;
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(&up.url(), &c, &k, "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
+    let ab = Authback::start_text(dir, cert.der, &text, true).await;
+    let tcp = tokio::net::TcpStream::connect(ab.plain.expect("plain listener"))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get("/p")
+        .header("host", "h")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(send.send_request(req).await.expect("resp").status(), 200);
+    let r = &up.recorded()[0];
+    assert_eq!(r.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("http"));
+}
+
+#[tokio::test]
+async fn one_mib_post_is_echoed_intact() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let payload: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let req = Request::post("/upload")
+        .header("host", "localhost")
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from(payload.clone())))
+        .expect("req");
+    let (status, _, body) = ab.https(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), payload.len());
+    assert!(body[..] == payload[..], "echoed body differs");
+    assert_eq!(up.recorded()[0].body.len(), payload.len());
+}
+
+#[tokio::test]
+async fn http2_by_alpn_is_proxied() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let tls = ab.tls(&[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post("https://shop.example.com/h2/path?q=1")
+        .body(Full::new(Bytes::from_static(b"over h2")))
+        .expect("req");
+    let resp = send.send_request(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"over h2");
+    let r = &up.recorded()[0];
+    assert_eq!(r.uri, "/h2/path?q=1");
+    assert_eq!(
+        r.header("host"),
+        Some("shop.example.com"),
+        "h2 :authority becomes Host"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let req = Request::get("/hop")
+        .header("host", "localhost")
+        .header("connection", "keep-alive, x-private-hop")
+        .header("x-private-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic abc")
+        .header("x-end-to-end", "yes")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(ab.https(req).await.0, 200);
+    let r = &up.recorded()[0];
+    for h in [
+        "x-private-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(r.header(h).is_none(), "{h} crossed the proxy");
+    }
+    assert_eq!(r.header("x-end-to-end"), Some("yes"));
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let mut tls = ab.tls(&[b"http/1.1"]).await;
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    tls.write_all(b"ping through the tunnel")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf, b"ping through the tunnel");
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502_and_slow_upstream_504() {
+    // A port that was just free: nothing listens there.
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead_addr = free.local_addr().expect("addr");
+    drop(free);
+    let up = Upstream::start().await;
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(&format!("http://{dead_addr}"), &c, &k, "");
+    let ab = Authback::start_text(dir, cert.der, &text, false).await;
+    let req = Request::get("/x")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let (status, _, body) = ab.https(req).await;
+    assert_eq!(status, 502);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"], "bad_gateway");
+
+    up.set(Behaviour::Slow(Duration::from_secs(4)));
+    let ab2 = Authback::start(&up).await; // upstream.timeout = 2s
+    let req = Request::get("/slow")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let (status, _, body) = ab2.https(req).await;
+    assert_eq!(status, 504);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"], "upstream_timeout");
+    let m = ab2.metrics().await;
+    assert_eq!(
+        metric(&m, "authback_proxy_requests_total{status_class=\"5xx\"}"),
+        Some(1.0)
+    );
+}
