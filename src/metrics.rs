@@ -185,11 +185,6 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP authback_tls_certificate_expiry_seconds Unix time when the served certificate expires.\n# TYPE authback_tls_certificate_expiry_seconds gauge\nauthback_tls_certificate_expiry_seconds {}",
-            gauges.cert_not_after
-        );
-        let _ = writeln!(
-            out,
             "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
             u8::from(gauges.ready)
         );
@@ -204,7 +199,6 @@ pub struct Gauges {
     pub dead: u64,
     pub oldest_pending_seconds: f64,
     pub in_flight: u64,
-    pub cert_not_after: u64,
     pub ready: bool,
 }
 

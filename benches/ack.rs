@@ -1,0 +1,145 @@
+//! `cargo bench --bench ack`: callback ack latency while the upstream hangs,
+//! and pass-through requests/s beside the same client hitting the upstream
+//! directly. Everything on 127.0.0.1, bounded in count and time. Timings are
+//! reported, never asserted.
+
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use common::*;
+
+const CALLBACKS: usize = 1000;
+const CLIENTS: usize = 8;
+const LOAD_SECS: u64 = 5;
+const LOAD_CONNS: usize = 32;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn acks_while_upstream_hangs() {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Hang);
+    let ab = Arc::new(Authback::start(&up).await);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (ab, next) = (ab.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            // One keep-alive TLS connection per client, as Klarna's senders reuse theirs.
+            let tls = ab.tls(&[b"http/1.1"]).await;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= CALLBACKS {
+                    return lat;
+                }
+                let url = ab.mint(&format!("cart-{i}"));
+                let body = callback_body(&format!("sess-{i}"), &format!("tok-bench-{i:08}"));
+                let req = Request::post(url)
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("req");
+                let t = Instant::now();
+                let resp = send.send_request(req).await.expect("answer");
+                let status = resp.status();
+                let _ = resp.into_body().collect().await;
+                lat.push(t.elapsed());
+                assert_eq!(status, 204);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client"));
+    }
+    all.sort();
+    println!(
+        "ack latency, {} callbacks from {CLIENTS} keep-alive TLS clients, upstream hanging: p50 {:?}  p99 {:?}  max {:?}",
+        all.len(),
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all[all.len() - 1]
+    );
+}
+
+/// Keep-alive HTTP/1.1 GETs from `LOAD_CONNS` connections for `LOAD_SECS`.
+async fn load(
+    addr: std::net::SocketAddr,
+    tls: Option<&rustls::pki_types::CertificateDer<'static>>,
+) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(LOAD_SECS);
+    let mut tasks = Vec::new();
+    for _ in 0..LOAD_CONNS {
+        let count = count.clone();
+        let ca = tls.cloned();
+        tasks.push(tokio::spawn(async move {
+            macro_rules! drive {
+                ($io:expr) => {{
+                    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new($io))
+                        .await
+                        .expect("handshake");
+                    tokio::spawn(conn);
+                    while Instant::now() < until {
+                        let req = Request::get("/bench")
+                            .header("host", "localhost")
+                            .body(Full::new(Bytes::new()))
+                            .expect("req");
+                        let resp = send.send_request(req).await.expect("answer");
+                        let _ = resp.into_body().collect().await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }};
+            }
+            match ca {
+                Some(ca) => drive!(tls_connect(addr, &ca, &[b"http/1.1"]).await.expect("tls")),
+                None => drive!(tokio::net::TcpStream::connect(addr).await.expect("tcp")),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    count.load(Ordering::Relaxed) as f64 / LOAD_SECS as f64
+}
+
+async fn pass_through() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_with(&up, "", true).await;
+    let direct = load(up.addr, None).await;
+    up.requests.lock().expect("lock").clear();
+    let plain = load(ab.plain.expect("plain"), None).await;
+    up.requests.lock().expect("lock").clear();
+    let tls = load(ab.public, Some(&ab.ca)).await;
+    println!(
+        "pass-through GET, {LOAD_CONNS} keep-alive connections, {LOAD_SECS}s each, same in-process client:\n  upstream direct {direct:.0} req/s\n  authback plain  {plain:.0} req/s ({:.2}x direct)\n  authback TLS    {tls:.0} req/s ({:.2}x direct)",
+        plain / direct,
+        tls / direct
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        acks_while_upstream_hangs().await;
+        pass_through().await;
+    });
+}
