@@ -88,7 +88,10 @@ pub async fn run(app: Arc<App>, stop: Stop) {
                 _ => Duration::from_secs(60),
             }
         }
-        .min(Duration::from_secs(60));
+        .min(Duration::from_secs(60))
+        .min(drain_until.map_or(Duration::MAX, |u| {
+            u.saturating_duration_since(Instant::now())
+        }));
         if wait.is_zero() {
             continue;
         }

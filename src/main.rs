@@ -69,6 +69,16 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
+            if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
+                if let Err(e) = authback::tls::Reloader::load(cert.clone(), key.clone()) {
+                    eprintln!(
+                        "{}: 1 error\n  {}: server.tls: {e}",
+                        cli.config.display(),
+                        cli.config.display()
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }

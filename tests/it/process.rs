@@ -322,3 +322,25 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     let mac = url_token.rsplit('.').next().expect("mac");
     assert!(!logs.contains(mac));
 }
+
+#[test]
+fn check_reports_an_unusable_certificate() {
+    let dir = TempDir::new();
+    let (c, k) = write_cert(dir.path(), &make_cert());
+    let other = make_cert();
+    std::fs::write(&k, &other.key_pem).expect("write mismatched key");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, base_config("http://127.0.0.1:9", &c, &k, "")).expect("write");
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.tls"), "{err}");
+    assert!(
+        !err.contains("PRIVATE KEY"),
+        "never echoes key material: {err}"
+    );
+}
