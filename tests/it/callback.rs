@@ -365,16 +365,7 @@ allow_ips = ["klarna-production", "10.0.0.0/8"]
         .await;
     assert_eq!(status, 400);
     // A source address outside allow_ips.
-    let fenced = authback::callback::mint_url(
-        &ab.config,
-        "fenced",
-        "c-1",
-        Duration::from_secs(600),
-        authback::types::unix_ms() / 1000,
-    )
-    .expect("mint")
-    .0
-    .replace("https://localhost", "");
+    let fenced = ab.mint_for("fenced", "c-1");
     let (status, body) = ab.callback(&fenced, &callback_body("s-f", "t-f")).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("forbidden"));
@@ -549,7 +540,7 @@ async fn form_and_original_formats() {
 name = "legacy"
 kind = "klarna_authorization"
 path = "/legacy/{reference}"
-forward_path = "/legacy/authorized.php"
+forward_path = "/legacy/authorized"
 forward_format = "form"
 secrets = ["integration-test-secret-0123456789"]
 
@@ -563,23 +554,14 @@ unverified = true
         false,
     )
     .await;
-    let legacy = authback::callback::mint_url(
-        &ab.config,
-        "legacy",
-        "o-7",
-        Duration::from_secs(600),
-        authback::types::unix_ms() / 1000,
-    )
-    .expect("mint")
-    .0
-    .replace("https://localhost", "");
+    let legacy = ab.mint_for("legacy", "o-7");
     assert_eq!(
         ab.callback(&legacy, &callback_body("sess-form", "tok form+&="))
             .await
             .0,
         204
     );
-    let got = up.wait_for("/legacy/authorized.php", 1, WAIT).await;
+    let got = up.wait_for("/legacy/authorized", 1, WAIT).await;
     assert_eq!(
         got[0].header("content-type"),
         Some("application/x-www-form-urlencoded")

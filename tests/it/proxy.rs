@@ -15,7 +15,7 @@ use crate::common::*;
 async fn get_with_query_is_passed_byte_for_byte_with_forwarded_headers() {
     let up = Upstream::start().await;
     let ab = Authback::start(&up).await;
-    let req = Request::get("/shop/cart.php?id=42&x=%2Fa%20b&token=not-ours")
+    let req = Request::get("/shop/cart.jsp?id=42&x=%2Fa%20b&token=not-ours")
         .header("host", "shop.example.com")
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-custom", "kept")
@@ -34,7 +34,7 @@ async fn get_with_query_is_passed_byte_for_byte_with_forwarded_headers() {
     );
     let r = &up.recorded()[0];
     assert_eq!(r.method, "GET");
-    assert_eq!(r.uri, "/shop/cart.php?id=42&x=%2Fa%20b&token=not-ours");
+    assert_eq!(r.uri, "/shop/cart.jsp?id=42&x=%2Fa%20b&token=not-ours");
     assert_eq!(r.header("host"), Some("shop.example.com"));
     assert_eq!(r.header("x-custom"), Some("kept"));
     // 127.0.0.1 is not a trusted proxy: its X-Forwarded-For is replaced.

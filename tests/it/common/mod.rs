@@ -375,10 +375,15 @@ impl Authback {
         }
     }
 
+    /// A callback path and query for route `klarna`, valid for an hour.
     pub fn mint(&self, reference: &str) -> String {
+        self.mint_for("klarna", reference)
+    }
+
+    pub fn mint_for(&self, route: &str, reference: &str) -> String {
         let (url, _) = authback::callback::mint_url(
             &self.config,
-            "klarna",
+            route,
             reference,
             Duration::from_secs(3600),
             authback::types::unix_ms() / 1000,
