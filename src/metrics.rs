@@ -22,31 +22,46 @@ pub struct Metrics {
     ack: Histogram,
 }
 
-/// Counters keyed by a pair of label values.
+/// Counters keyed by a pair of label values. The outer key is looked up by
+/// `&str`, so counting allocates nothing once a series exists.
 #[derive(Default)]
-struct Counters(Mutex<BTreeMap<(String, &'static str), u64>>);
+struct Counters(Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>);
 
 impl Counters {
-    fn inc(&self, a: &str, b: &'static str) {
+    fn add(&self, a: &str, b: &'static str, n: u64) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(&(a.to_string(), b)) {
-            Some(v) => *v += 1,
+        match m.get_mut(a) {
+            Some(inner) => *inner.entry(b).or_insert(0) += n,
             None => {
-                m.insert((a.to_string(), b), 1);
+                m.insert(a.to_string(), BTreeMap::from([(b, n)]));
             }
         }
     }
 
+    fn inc(&self, a: &str, b: &'static str) {
+        self.add(a, b, 1);
+    }
+
+    /// Makes the series exist at zero.
+    fn declare(&self, a: &str, b: &'static str) {
+        self.add(a, b, 0);
+    }
+
     fn get(&self, a: &str, b: &'static str) -> u64 {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(a.to_string(), b)).copied().unwrap_or(0)
+        m.get(a)
+            .and_then(|inner| inner.get(b))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, la: &str, lb: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for ((a, b), v) in m.iter() {
-            let _ = writeln!(out, "{name}{{{la}=\"{a}\",{lb}=\"{b}\"}} {v}");
+        for (a, inner) in m.iter() {
+            for (b, v) in inner {
+                let _ = writeln!(out, "{name}{{{la}=\"{a}\",{lb}=\"{b}\"}} {v}");
+            }
         }
     }
 }
@@ -61,11 +76,8 @@ struct Histogram {
 impl Metrics {
     /// Declares a route so its series exist (at zero) before any traffic.
     pub fn declare_route(&self, route: &str) {
-        let mut m = self.callbacks.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((route.to_string(), "accepted")).or_insert(0);
-        drop(m);
-        let mut m = self.deliveries.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((route.to_string(), "delivered")).or_insert(0);
+        self.callbacks.declare(route, "accepted");
+        self.deliveries.declare(route, "delivered");
     }
 
     pub fn callback(&self, route: &str, outcome: &'static str) {

@@ -89,16 +89,13 @@ async fn callback_urls_are_minted_and_verify() {
 #[tokio::test]
 async fn the_v1_api_requires_the_bearer_token_when_set() {
     let up = Upstream::start().await;
-    let ab = Authback::start_with(&up, "", false).await;
-    drop(ab);
-    let dir = TempDir::new();
-    let cert = make_cert();
-    let (c, k) = write_cert(dir.path(), &cert);
-    let text = base_config(&up.url(), &c, &k, "").replace(
-        "[admin]\n",
-        "[admin]\ntoken = \"admin-token-for-tests-0123\"\n",
-    );
-    let ab = Authback::start_text(dir, cert.der, &text, false).await;
+    let with_token = |t: String| {
+        t.replace(
+            "[admin]\n",
+            "[admin]\ntoken = \"admin-token-for-tests-0123\"\n",
+        )
+    };
+    let ab = Authback::start_edited(&up.url(), with_token, false).await;
     assert_eq!(
         ab.admin_request("GET", "/v1/deliveries", "", None).await.0,
         401

@@ -69,20 +69,8 @@ async fn first_callback_is_forwarded_once_with_every_field_and_header() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.to_path(FORWARD).len(), 1);
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(callbacks(&m, "accepted"), Some(1.0));
+    assert_eq!(deliveries(&m, "delivered"), Some(1.0));
     ab.stop().await.expect("clean stop");
 }
 
@@ -114,20 +102,8 @@ async fn concurrent_and_sequential_duplicates_give_one_forward() {
         "one forward for 8 identical callbacks: {got:?}"
     );
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"duplicate\"}"
-        ),
-        Some(7.0)
-    );
+    assert_eq!(callbacks(&m, "accepted"), Some(1.0));
+    assert_eq!(callbacks(&m, "duplicate"), Some(7.0));
 }
 
 #[tokio::test]
@@ -281,13 +257,7 @@ static_tokens = ["a-fixed-static-token-value-123"]
     );
     assert_eq!(up.to_path("/static/authorized").len(), 1);
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"invalid_token\"}"
-        ),
-        Some(9.0)
-    );
+    assert_eq!(callbacks(&m, "invalid_token"), Some(9.0));
 }
 
 #[tokio::test]
@@ -411,20 +381,8 @@ async fn upstream_failing_three_times_gives_four_attempts_and_one_acceptance() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(up.to_path(FORWARD).len(), 4, "never again after the 2xx");
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_deliveries_total{route=\"klarna\",outcome=\"retry\"}"
-        ),
-        Some(3.0)
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(deliveries(&m, "retry"), Some(3.0));
+    assert_eq!(deliveries(&m, "delivered"), Some(1.0));
     assert_eq!(metric(&m, "authback_delivery_queue_depth"), Some(0.0));
 }
 
@@ -452,13 +410,7 @@ async fn acks_stay_immediate_while_the_upstream_hangs() {
         assert!(k.delivered && k.attempts == 1, "{k:?}");
     }
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"accepted\"}"
-        ),
-        Some(40.0)
-    );
+    assert_eq!(callbacks(&m, "accepted"), Some(40.0));
     assert_eq!(metric(&m, "authback_delivery_queue_depth"), Some(40.0));
 }
 
@@ -620,12 +572,6 @@ async fn repeated_bad_tokens_from_one_address_get_429_but_valid_callbacks_pass()
     // Klarna's real callback from the same address is not locked out.
     assert_eq!(ab.callback(&ab.mint("cart-rl"), &body).await.0, 204);
     let m = ab.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "authback_callbacks_total{route=\"klarna\",outcome=\"rate_limited\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(callbacks(&m, "rate_limited"), Some(1.0));
     assert_eq!(up.wait_for(FORWARD, 1, WAIT).await.len(), 1);
 }

@@ -51,14 +51,13 @@ async fn get_with_query_is_passed_byte_for_byte_with_forwarded_headers() {
 #[tokio::test]
 async fn forwarded_chain_is_kept_from_a_trusted_proxy_on_the_plain_listener() {
     let up = Upstream::start().await;
-    let dir = TempDir::new();
-    let cert = make_cert();
-    let (c, k) = write_cert(dir.path(), &cert);
-    let text = base_config(&up.url(), &c, &k, "").replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
-    );
-    let ab = Authback::start_text(dir, cert.der, &text, true).await;
+    let trust_loopback = |t: String| {
+        t.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+        )
+    };
+    let ab = Authback::start_edited(&up.url(), trust_loopback, true).await;
     let tcp = tokio::net::TcpStream::connect(ab.plain.expect("plain listener"))
         .await
         .expect("connect");
@@ -191,11 +190,7 @@ async fn unreachable_upstream_is_502_and_slow_upstream_504() {
     let dead_addr = free.local_addr().expect("addr");
     drop(free);
     let up = Upstream::start().await;
-    let dir = TempDir::new();
-    let cert = make_cert();
-    let (c, k) = write_cert(dir.path(), &cert);
-    let text = base_config(&format!("http://{dead_addr}"), &c, &k, "");
-    let ab = Authback::start_text(dir, cert.der, &text, false).await;
+    let ab = Authback::start_edited(&format!("http://{dead_addr}"), |t| t, false).await;
     let req = Request::get("/x")
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))

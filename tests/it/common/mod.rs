@@ -317,6 +317,19 @@ impl Authback {
         Self::start_text(dir, cert.der, &text, plain).await
     }
 
+    /// Starts authback on the base config for `upstream_url`, as changed by `edit`.
+    pub async fn start_edited(
+        upstream_url: &str,
+        edit: impl FnOnce(String) -> String,
+        plain: bool,
+    ) -> Self {
+        let dir = TempDir::new();
+        let cert = make_cert();
+        let (c, k) = write_cert(dir.path(), &cert);
+        let text = edit(base_config(upstream_url, &c, &k, ""));
+        Self::start_text(dir, cert.der, &text, plain).await
+    }
+
     pub async fn start_text(
         dir: TempDir,
         ca: CertificateDer<'static>,
@@ -559,6 +572,22 @@ pub async fn klarna_callback(
         }
     }
     result
+}
+
+/// `authback_callbacks_total` for route `klarna` and `outcome`.
+pub fn callbacks(page: &str, outcome: &str) -> Option<f64> {
+    metric(
+        page,
+        &format!("authback_callbacks_total{{route=\"klarna\",outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// `authback_deliveries_total` for route `klarna` and `outcome`.
+pub fn deliveries(page: &str, outcome: &str) -> Option<f64> {
+    metric(
+        page,
+        &format!("authback_deliveries_total{{route=\"klarna\",outcome=\"{outcome}\"}}"),
+    )
 }
 
 /// The value of one sample line of a Prometheus text page.
