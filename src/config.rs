@@ -721,9 +721,14 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
     };
     match kind {
         StoreKind::Memory => {}
-        StoreKind::File | StoreKind::Redis => c.err(
+        StoreKind::File => {
+            if f.store.path.is_none() {
+                c.err("store.path", "is required with kind = \"file\" (the SQLite database, e.g. \"/var/lib/authback/authback.db\")");
+            }
+        }
+        StoreKind::Redis => c.err(
             "store.kind",
-            "only \"memory\" is available in this version; the durable stores are not built yet",
+            "\"redis\" is not available in this version yet; use \"file\" or \"memory\"",
         ),
     }
     let store = StoreConfig {

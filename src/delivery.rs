@@ -21,6 +21,9 @@ use crate::store::{AttemptOutcome, Delivery};
 use crate::text::{hex, parse_http_date};
 use crate::types::unix_ms;
 
+/// How often recording an attempt's outcome is tried (about 10 minutes).
+const RECORD_TRIES: u32 = 130;
+
 /// How an attempt failed.
 #[derive(Debug)]
 enum Failure {
@@ -45,8 +48,8 @@ pub async fn run(app: Arc<App>, stop: Stop) {
         }
         if let Some(until) = drain_until {
             let pending = app.store.stats().await.map(|s| s.pending).unwrap_or(0);
-            if app.store.kind() != "memory" || pending == 0 || Instant::now() >= until {
-                if pending > 0 && app.store.kind() == "memory" {
+            if app.store.durable() || pending == 0 || Instant::now() >= until {
+                if pending > 0 && !app.store.durable() {
                     tracing::error!(pending, "memory store: pending deliveries are lost at exit");
                 }
                 break;
@@ -153,9 +156,20 @@ async fn attempt(app: &App, d: Delivery) {
             AttemptOutcome::Retry { next_at, error }
         }
     };
-    if let Err(e) = app.store.finish(d.id, n, outcome).await {
-        tracing::error!(id = %d.id, error = %e, "cannot record the delivery outcome; it will be retried with the same Idempotency-Key");
+    // Recording the outcome is retried until it holds: giving up after a 2xx
+    // would send the authorization again after a restart.
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..RECORD_TRIES {
+        match app.store.finish(d.id, n, outcome.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(id = %d.id, error = %e, "cannot record the delivery outcome; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
     }
+    tracing::error!(id = %d.id, "delivery outcome not recorded; after a restart it is sent again with the same Idempotency-Key");
 }
 
 async fn send(

@@ -36,6 +36,7 @@ use app::App;
 use config::{StoreKind, TlsConfig};
 use metrics::Metrics;
 use store::memory::MemoryStore;
+use store::sqlite::SqliteStore;
 use store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,16 +86,27 @@ pub async fn run(
 
     let store: Arc<dyn Store> = match config.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new(config.store.dedupe_ttl)),
-        other => {
-            return Err(RunError::Store(format!(
-                "store kind {other:?} is not available in this version"
-            )))
+        StoreKind::File => {
+            let path = config
+                .store
+                .path
+                .as_deref()
+                .ok_or_else(|| RunError::Store("store.path is not set".into()))?;
+            let store = SqliteStore::open(path, config.store.dedupe_ttl)
+                .map_err(|e| RunError::Store(e.0))?;
+            tracing::info!(path = %path.display(), "file store open");
+            Arc::new(store)
+        }
+        StoreKind::Redis => {
+            return Err(RunError::Store(
+                "the redis store is not available in this version".into(),
+            ))
         }
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if store.kind() == "memory" {
+    if !store.durable() {
         tracing::warn!("store.kind = \"memory\": deliveries not yet accepted by the upstream are lost if the process crashes");
     }
 
@@ -134,11 +146,18 @@ pub async fn run(
         let stop = stop.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let ttl_ms = app.config.store.dedupe_ttl.as_millis() as u64;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
                         for l in [&app.failed_token_limiter, &app.callback_limiter].into_iter().flatten() {
                             l.sweep();
+                        }
+                        // Retention: delivered records and their dedupe keys go after the TTL.
+                        match app.store.prune(types::unix_ms().saturating_sub(ttl_ms)).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(pruned = n, "delivered records past dedupe_ttl removed"),
+                            Err(e) => tracing::warn!(error = %e, "pruning delivered records failed; will retry"),
                         }
                     }
                     _ = stop.wait() => return,

@@ -96,6 +96,10 @@ impl DeliveryId {
     pub fn bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        Some(Self(b.try_into().ok()?))
+    }
 }
 
 impl fmt::Display for DeliveryId {

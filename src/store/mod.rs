@@ -8,6 +8,8 @@
 //! delivery again.
 
 pub mod memory;
+pub mod outbox;
+pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +33,14 @@ pub enum Source {
 }
 
 impl Source {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "callback" => Some(Self::Callback),
+            "read_session" => Some(Self::ReadSession),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Callback => "callback",
@@ -135,6 +145,9 @@ pub struct Stats {
 pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
+    /// Whether what it recorded survives the process (`kill -9` included).
+    fn durable(&self) -> bool;
+
     /// Atomically: if `d.id` was seen within the dedupe TTL, `Duplicate`;
     /// otherwise record the key and queue `d`, then `Recorded`.
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>>;
@@ -173,4 +186,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store can record callbacks now; the reason if not.
     fn health(&self) -> Result<(), String>;
+
+    /// Forgets delivered records (and so their dedupe keys) received before
+    /// `cutoff` (unix ms). Returns how many went. Never touches live ones.
+    fn prune(&self, _cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
 }

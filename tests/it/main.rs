@@ -7,4 +7,5 @@ mod admin;
 mod callback;
 mod process;
 mod proxy;
+mod store;
 mod tls;

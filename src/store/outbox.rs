@@ -1,0 +1,143 @@
+//! The in-process index of live deliveries (pending and dead) and of which
+//! pending ones are due, shared by the stores that run in one process. It
+//! decides nothing about durability: a store updates it only after its own
+//! record of the change is safe.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{AttemptOutcome, Delivery, DeliveryState, Replay, Stats};
+use crate::types::DeliveryId;
+
+#[derive(Default)]
+pub struct Outbox {
+    /// Pending (queued or leased) and dead deliveries.
+    live: HashMap<DeliveryId, Delivery>,
+    /// Pending deliveries that are not leased, by due time.
+    queue: BTreeSet<(u64, DeliveryId)>,
+}
+
+impl Outbox {
+    pub fn contains(&self, id: &DeliveryId) -> bool {
+        self.live.contains_key(id)
+    }
+
+    pub fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
+        self.live.get(id)
+    }
+
+    /// Adds a pending delivery (queued) or a dead one (kept for listing).
+    pub fn insert(&mut self, d: Delivery) {
+        if d.state == DeliveryState::Pending {
+            self.queue.insert((d.next_attempt_at, d.id));
+        }
+        if d.state != DeliveryState::Delivered {
+            self.live.insert(d.id, d);
+        }
+    }
+
+    /// Leases up to `limit` due deliveries: they leave the queue until `finish`.
+    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(&(due, id)) = self.queue.first() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.queue.pop_first();
+            if let Some(d) = self.live.get(&id) {
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+
+    pub fn next_due(&self) -> Option<u64> {
+        self.queue.first().map(|(due, _)| *due)
+    }
+
+    /// Applies an attempt's outcome; returns the delivery as it now stands.
+    pub fn finish(
+        &mut self,
+        id: DeliveryId,
+        attempts: u32,
+        outcome: &AttemptOutcome,
+    ) -> Option<Delivery> {
+        let mut d = self.live.remove(&id)?;
+        apply(&mut d, attempts, outcome);
+        if d.state == DeliveryState::Delivered {
+            return Some(d);
+        }
+        self.insert(d.clone());
+        Some(d)
+    }
+
+    pub fn replay(&mut self, id: DeliveryId, now: u64, deadline_at: u64) -> Replay {
+        match self.live.get_mut(&id) {
+            Some(d) if d.state == DeliveryState::Dead => {
+                d.state = DeliveryState::Pending;
+                d.next_attempt_at = now;
+                d.deadline_at = deadline_at;
+                self.queue.insert((now, id));
+                Replay::Queued
+            }
+            Some(d) => Replay::NotDead(d.state),
+            None => Replay::NotFound,
+        }
+    }
+
+    pub fn list(&self, state: Option<DeliveryState>) -> Vec<Delivery> {
+        self.live
+            .values()
+            .filter(|d| state.is_none_or(|s| d.state == s))
+            .cloned()
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for d in self.live.values() {
+            match d.state {
+                DeliveryState::Pending => {
+                    s.pending += 1;
+                    s.oldest_pending_at = Some(
+                        s.oldest_pending_at
+                            .map_or(d.received_at, |o| o.min(d.received_at)),
+                    );
+                }
+                DeliveryState::Dead => s.dead += 1,
+                DeliveryState::Delivered => {}
+            }
+        }
+        s
+    }
+}
+
+/// What an attempt's outcome does to a delivery: the one definition both the
+/// index and the durable stores follow.
+pub fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
+    d.attempts = attempts;
+    match outcome {
+        AttemptOutcome::Delivered { at } => {
+            d.state = DeliveryState::Delivered;
+            d.delivered_at = Some(*at);
+            d.last_error = None;
+        }
+        AttemptOutcome::Retry { next_at, error } => {
+            d.next_attempt_at = *next_at;
+            d.last_error = Some(error.clone());
+        }
+        AttemptOutcome::Dead { error } => {
+            d.state = DeliveryState::Dead;
+            d.last_error = Some(error.clone());
+        }
+    }
+}
+
+/// Newest first, then by id, at most `limit`.
+pub fn newest_first(mut list: Vec<Delivery>, limit: usize) -> Vec<Delivery> {
+    list.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
+    list.truncate(limit);
+    list
+}

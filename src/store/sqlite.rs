@@ -1,0 +1,597 @@
+//! The `file` store: SQLite in WAL mode with `synchronous = FULL`, so a
+//! callback is on disk before its 204. One writer thread owns the connection
+//! and commits whatever arrived while the previous commit was syncing in one
+//! transaction (group commit): concurrent callbacks share one fsync.
+//!
+//! The writer applies each change to the in-process index only after its
+//! commit returned, so the index never shows what the disk does not hold, and
+//! a caller that goes away mid-claim cannot leave the two apart.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::outbox::{newest_first, Outbox};
+use super::{
+    ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source, Stats,
+    Store, StoreError,
+};
+use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
+
+/// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE deliveries (
+         id BLOB PRIMARY KEY,
+         route TEXT NOT NULL,
+         reference TEXT NOT NULL,
+         session_id TEXT NOT NULL,
+         authorization_token TEXT NOT NULL,
+         source TEXT NOT NULL,
+         received_at INTEGER NOT NULL,
+         payload BLOB NOT NULL,
+         arrival_uri TEXT,
+         state INTEGER NOT NULL,
+         attempts INTEGER NOT NULL,
+         next_attempt_at INTEGER NOT NULL,
+         deadline_at INTEGER NOT NULL,
+         last_error TEXT,
+         delivered_at INTEGER
+     ) WITHOUT ROWID;
+     CREATE INDEX deliveries_state_received ON deliveries (state, received_at);",
+];
+
+/// Most commands committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Delivered rows removed per prune transaction, so acks are never held long.
+const PRUNE_CHUNK: usize = 5000;
+
+const COLUMNS: &str =
+    "id, route, reference, session_id, authorization_token, source, received_at, payload, \
+     arrival_uri, state, attempts, next_attempt_at, deadline_at, last_error, delivered_at";
+
+fn state_code(s: DeliveryState) -> i64 {
+    match s {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Dead => 2,
+    }
+}
+
+fn state_from(code: i64) -> DeliveryState {
+    match code {
+        1 => DeliveryState::Delivered,
+        2 => DeliveryState::Dead,
+        _ => DeliveryState::Pending,
+    }
+}
+
+/// What the writer and the async side share.
+struct Shared {
+    index: Mutex<Outbox>,
+    /// Ids whose record is committed: duplicates stop here, off the disk.
+    seen: Cache<DeliveryId, ()>,
+    /// Why the last write failed, until a write succeeds again.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn index(&self) -> MutexGuard<'_, Outbox> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set_failure(&self, f: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = f;
+    }
+}
+
+enum Cmd {
+    Claim {
+        d: Delivery,
+        cutoff: u64,
+        reply: oneshot::Sender<Result<Claim, StoreError>>,
+    },
+    Finish {
+        id: DeliveryId,
+        attempts: u32,
+        outcome: AttemptOutcome,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Replay {
+        id: DeliveryId,
+        now: u64,
+        deadline_at: u64,
+        reply: oneshot::Sender<Result<Replay, StoreError>>,
+    },
+    ListDelivered {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
+    },
+    Prune {
+        cutoff: u64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// The result of one command inside a transaction, before it is known whether
+/// the transaction commits.
+enum Done {
+    Claim(Claim),
+    Unit,
+    Replay(Replay),
+    List(Vec<Delivery>),
+    Pruned(u64),
+}
+
+pub struct SqliteStore {
+    tx: Mutex<Sender<Cmd>>,
+    shared: Arc<Shared>,
+    path: PathBuf,
+    dedupe_ttl_ms: u64,
+}
+
+impl SqliteStore {
+    /// Opens (creating or migrating) the database and loads the live
+    /// deliveries. Fails if the file cannot be opened, read or written.
+    pub fn open(path: &Path, dedupe_ttl: Duration) -> Result<Self, StoreError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError(format!("{}: {what}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err("cannot create its folder", &e))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| err("cannot open", &e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| err("cannot read the database", &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(err("cannot switch to WAL mode", &mode));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+            .map_err(|e| err("cannot configure", &e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| err("cannot configure", &e))?;
+        migrate(&mut conn).map_err(|e| err("cannot migrate the schema", &e))?;
+        heartbeat(&mut conn).map_err(|e| err("cannot write", &e))?;
+
+        let mut index = Outbox::default();
+        {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM deliveries WHERE state != 1"
+                ))
+                .map_err(|e| err("cannot read", &e))?;
+            let rows = stmt
+                .query_map([], row_to_delivery)
+                .map_err(|e| err("cannot read", &e))?;
+            for row in rows {
+                index.insert(row.map_err(|e| err("cannot read a delivery", &e))?);
+            }
+        }
+        let shared = Arc::new(Shared {
+            index: Mutex::new(index),
+            seen: Cache::builder().time_to_live(dedupe_ttl).build(),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("authback-sqlite".into())
+            .spawn(move || writer(conn, rx, writer_shared))
+            .map_err(|e| err("cannot start the writer thread", &e))?;
+        Ok(Self {
+            tx: Mutex::new(tx),
+            shared,
+            path: path.to_path_buf(),
+            dedupe_ttl_ms: dedupe_ttl.as_millis() as u64,
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Cmd,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(make(reply));
+        if sent.is_err() {
+            return Err(StoreError("the database writer has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| StoreError("the database writer has stopped".into()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "schema version {version} was written by a newer authback (this one knows {SCHEMA_VERSION}); upgrade, or restore a backup"
+        )));
+    }
+    for (from, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn heartbeat(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('heartbeat', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![unix_ms().to_string()],
+    )?;
+    tx.commit()
+}
+
+fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let id: Vec<u8> = r.get(0)?;
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::InvalidColumnType(i, what.into(), rusqlite::types::Type::Blob)
+    };
+    let source: String = r.get(5)?;
+    let payload: Vec<u8> = r.get(7)?;
+    Ok(Delivery {
+        id: DeliveryId::from_bytes(&id).ok_or_else(|| bad(0, "id"))?,
+        route: r.get(1)?,
+        reference: r.get(2)?,
+        session_id: SessionId::new(r.get::<_, String>(3)?),
+        authorization_token: AuthorizationToken::new(r.get::<_, String>(4)?),
+        source: Source::parse(&source).ok_or_else(|| bad(5, "source"))?,
+        received_at: r.get::<_, i64>(6)? as u64,
+        payload: Bytes::from(payload),
+        arrival_uri: r.get::<_, Option<String>>(8)?.map(ArrivalUri),
+        state: state_from(r.get(9)?),
+        attempts: r.get::<_, i64>(10)? as u32,
+        next_attempt_at: r.get::<_, i64>(11)? as u64,
+        deadline_at: r.get::<_, i64>(12)? as u64,
+        last_error: r.get(13)?,
+        delivered_at: r.get::<_, Option<i64>>(14)?.map(|t| t as u64),
+    })
+}
+
+/// The writer thread: takes every command waiting, runs them in one
+/// transaction (each in its own savepoint, so one failing command does not
+/// undo the others), commits once, then applies and answers.
+fn writer(mut conn: Connection, rx: Receiver<Cmd>, shared: Arc<Shared>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => {
+                // While writes fail, probe so readiness comes back by itself.
+                let failing = shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some();
+                if failing && heartbeat(&mut conn).is_ok() {
+                    tracing::info!("database writable again");
+                    shared.set_failure(None);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch, &shared);
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Cmd>, shared: &Shared) {
+    let mut results: Vec<Result<Done, String>> = Vec::with_capacity(batch.len());
+    let committed = (|| -> rusqlite::Result<()> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for cmd in &batch {
+            let mut sp = tx.savepoint()?;
+            let r = execute(&sp, cmd);
+            if r.is_ok() {
+                sp.commit()?;
+            } else {
+                sp.rollback()?;
+            }
+            results.push(r.map_err(|e| e.to_string()));
+        }
+        tx.commit()
+    })();
+    if let Err(e) = committed {
+        let why = format!("cannot write the database: {e}");
+        tracing::error!(error = %why, commands = batch.len(), "database transaction failed; nothing in it was recorded");
+        shared.set_failure(Some(why.clone()));
+        for cmd in batch {
+            answer(cmd, Err(why.clone()), shared);
+        }
+        return;
+    }
+    shared.set_failure(None);
+    for (cmd, r) in batch.into_iter().zip(results) {
+        answer(cmd, r, shared);
+    }
+}
+
+fn execute(db: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
+    match cmd {
+        Cmd::Claim { d, cutoff, .. } => {
+            // A delivered record older than the dedupe TTL no longer counts;
+            // a pending or dead one always does.
+            let n = db.prepare_cached(&format!(
+                "INSERT INTO deliveries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (id) DO UPDATE SET
+                     route = excluded.route, reference = excluded.reference, source = excluded.source,
+                     received_at = excluded.received_at, payload = excluded.payload, arrival_uri = excluded.arrival_uri,
+                     state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                     deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL
+                 WHERE deliveries.state = 1 AND deliveries.received_at <= ?16"
+            ))?
+            .execute(params![
+                &d.id.bytes()[..],
+                d.route,
+                d.reference,
+                d.session_id.as_str(),
+                d.authorization_token.expose(),
+                d.source.as_str(),
+                d.received_at as i64,
+                &d.payload[..],
+                d.arrival_uri.as_ref().map(|u| u.0.as_str()),
+                state_code(d.state),
+                i64::from(d.attempts),
+                d.next_attempt_at as i64,
+                d.deadline_at as i64,
+                d.last_error,
+                d.delivered_at.map(|t| t as i64),
+                *cutoff as i64,
+            ])?;
+            Ok(Done::Claim(if n == 1 {
+                Claim::Recorded
+            } else {
+                Claim::Duplicate
+            }))
+        }
+        Cmd::Finish {
+            id,
+            attempts,
+            outcome,
+            ..
+        } => {
+            let id = &id.bytes()[..];
+            let attempts = i64::from(*attempts);
+            match outcome {
+                AttemptOutcome::Delivered { at } => db
+                    .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
+                    .execute(params![id, attempts, *at as i64])?,
+                AttemptOutcome::Retry { next_at, error } => db
+                    .prepare_cached("UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1")?
+                    .execute(params![id, attempts, *next_at as i64, error])?,
+                AttemptOutcome::Dead { error } => db
+                    .prepare_cached("UPDATE deliveries SET state = 2, attempts = ?2, last_error = ?3 WHERE id = ?1")?
+                    .execute(params![id, attempts, error])?,
+            };
+            Ok(Done::Unit)
+        }
+        Cmd::Replay {
+            id,
+            now,
+            deadline_at,
+            ..
+        } => {
+            let key = &id.bytes()[..];
+            let n = db
+                .prepare_cached("UPDATE deliveries SET state = 0, next_attempt_at = ?2, deadline_at = ?3 WHERE id = ?1 AND state = 2")?
+                .execute(params![key, *now as i64, *deadline_at as i64])?;
+            if n == 1 {
+                return Ok(Done::Replay(Replay::Queued));
+            }
+            let state: Option<i64> = db
+                .prepare_cached("SELECT state FROM deliveries WHERE id = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            Ok(Done::Replay(state.map_or(Replay::NotFound, |s| {
+                Replay::NotDead(state_from(s))
+            })))
+        }
+        Cmd::ListDelivered { limit, .. } => {
+            let mut stmt = db.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM deliveries WHERE state = 1 ORDER BY received_at DESC LIMIT ?1"
+            ))?;
+            let rows = stmt.query_map(params![*limit as i64], row_to_delivery)?;
+            Ok(Done::List(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        }
+        Cmd::Prune { cutoff, .. } => {
+            let n = db
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE id IN
+                     (SELECT id FROM deliveries WHERE state = 1 AND received_at <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
+            Ok(Done::Pruned(n as u64))
+        }
+    }
+}
+
+/// Applies a committed change to the index, then answers the caller.
+fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
+    let fail = |e: String| StoreError(e);
+    match (cmd, r) {
+        (Cmd::Claim { d, reply, .. }, Ok(Done::Claim(c))) => {
+            shared.seen.insert(d.id, ());
+            if c == Claim::Recorded {
+                shared.index().insert(d);
+            }
+            let _ = reply.send(Ok(c));
+        }
+        (
+            Cmd::Finish {
+                id,
+                attempts,
+                outcome,
+                reply,
+            },
+            Ok(_),
+        ) => {
+            shared.index().finish(id, attempts, &outcome);
+            let _ = reply.send(Ok(()));
+        }
+        (
+            Cmd::Replay {
+                id,
+                now,
+                deadline_at,
+                reply,
+            },
+            Ok(Done::Replay(r)),
+        ) => {
+            if r == Replay::Queued {
+                shared.index().replay(id, now, deadline_at);
+            }
+            let _ = reply.send(Ok(r));
+        }
+        (Cmd::ListDelivered { reply, .. }, Ok(Done::List(l))) => {
+            let _ = reply.send(Ok(l));
+        }
+        (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n))) => {
+            let _ = reply.send(Ok(n));
+        }
+        (cmd, r) => {
+            let e = match r {
+                Err(e) => e,
+                Ok(_) => "internal: mismatched result".to_string(),
+            };
+            match cmd {
+                Cmd::Claim { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Finish { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::ListDelivered { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
+            }
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            if self.shared.seen.contains_key(&d.id) {
+                return Ok(Claim::Duplicate);
+            }
+            let cutoff = d.received_at.saturating_sub(self.dedupe_ttl_ms);
+            self.call(|reply| Cmd::Claim { d, cutoff, reply }).await
+        })
+    }
+
+    fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        let r = self.shared.index().take_due(now, limit);
+        Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let r = self.shared.index().next_due();
+        Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn finish(
+        &self,
+        id: DeliveryId,
+        attempts: u32,
+        outcome: AttemptOutcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::Finish {
+            id,
+            attempts,
+            outcome,
+            reply,
+        }))
+    }
+
+    fn list(
+        &self,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(async move {
+            let mut out = self.shared.index().list(state);
+            if state.is_none_or(|s| s == DeliveryState::Delivered) {
+                out.extend(
+                    self.call(|reply| Cmd::ListDelivered { limit, reply })
+                        .await?,
+                );
+            }
+            Ok(newest_first(out, limit))
+        })
+    }
+
+    fn replay(
+        &self,
+        id: DeliveryId,
+        now: u64,
+        deadline_at: u64,
+    ) -> BoxFuture<'_, Result<Replay, StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::Replay {
+            id,
+            now,
+            deadline_at,
+            reply,
+        }))
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
+        let r = self.shared.index().stats();
+        Box::pin(std::future::ready(Ok(r)))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            Some(why) => Err(format!("{}: {why}", self.path.display())),
+            None => Ok(()),
+        }
+    }
+
+    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut total = 0;
+            loop {
+                let n = self.call(|reply| Cmd::Prune { cutoff, reply }).await?;
+                total += n;
+                if n < PRUNE_CHUNK as u64 {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,389 @@
+//! The store conformance suite: every `Store` implementation must pass the
+//! same properties. Each property is written once and run on every kind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authback::store::memory::MemoryStore;
+use authback::store::sqlite::SqliteStore;
+use authback::store::{AttemptOutcome, Claim, Delivery, DeliveryState, Replay, Source, Store};
+use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
+use bytes::Bytes;
+
+use crate::common::TempDir;
+
+const TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    File,
+}
+
+/// A store of `kind`; file stores live in `dir`, so reopening finds the data.
+fn open(kind: Kind, dir: &TempDir, ttl: Duration) -> Arc<dyn Store> {
+    match kind {
+        Kind::Memory => Arc::new(MemoryStore::new(ttl)),
+        Kind::File => Arc::new(
+            SqliteStore::open(&dir.path().join("authback.db"), ttl).expect("open file store"),
+        ),
+    }
+}
+
+fn delivery(session: &str, token: &str) -> Delivery {
+    let session_id = SessionId::new(session);
+    let authorization_token = AuthorizationToken::new(token);
+    let now = unix_ms();
+    Delivery {
+        id: DeliveryId::for_authorization(&session_id, &authorization_token),
+        route: "klarna".into(),
+        reference: format!("ref-{session}"),
+        session_id,
+        authorization_token,
+        source: Source::Callback,
+        received_at: now,
+        payload: Bytes::from(format!(
+            r#"{{"authorization_token":"{token}","session_id":"{session}"}}"#
+        )),
+        arrival_uri: None,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        deadline_at: now + 3_600_000,
+        last_error: None,
+        delivered_at: None,
+    }
+}
+
+const FAR: u64 = u64::MAX / 2;
+
+async fn claims_are_atomic_under_concurrency(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, TTL);
+    let d = delivery("sess-c", "tok-c");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (s, d) = (s.clone(), d.clone());
+        tasks.push(tokio::spawn(
+            async move { s.claim(d).await.expect("claim") },
+        ));
+    }
+    let mut recorded = 0;
+    for t in tasks {
+        if t.await.expect("task") == Claim::Recorded {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, 1, "{kind:?}: one of 32 concurrent claims records");
+    for i in 0..20 {
+        assert_eq!(
+            s.claim(delivery(&format!("s-{i}"), "t"))
+                .await
+                .expect("claim"),
+            Claim::Recorded
+        );
+    }
+    assert_eq!(s.stats().await.expect("stats").pending, 21);
+    assert_eq!(
+        s.take_due(FAR, 100).await.expect("take").len(),
+        21,
+        "every recorded claim is queued"
+    );
+}
+
+async fn retry_then_delivered(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, TTL);
+    let d = delivery("sess-r", "tok-r");
+    assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
+    let now = unix_ms();
+    let got = s.take_due(now + 1, 10).await.expect("take");
+    assert_eq!(got.len(), 1);
+    assert!(
+        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        "a leased delivery is not handed out twice"
+    );
+    let next_at = now + 60_000;
+    s.finish(
+        d.id,
+        1,
+        AttemptOutcome::Retry {
+            next_at,
+            error: "503".into(),
+        },
+    )
+    .await
+    .expect("finish");
+    assert_eq!(s.next_due_at().await.expect("next"), Some(next_at));
+    assert!(
+        s.take_due(now + 1, 10).await.expect("take").is_empty(),
+        "not due yet"
+    );
+    let again = s.take_due(next_at, 10).await.expect("take");
+    assert_eq!(
+        (
+            again.len(),
+            again[0].attempts,
+            again[0].last_error.as_deref()
+        ),
+        (1, 1, Some("503"))
+    );
+    s.finish(d.id, 2, AttemptOutcome::Delivered { at: unix_ms() })
+        .await
+        .expect("finish");
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.pending, st.dead, st.oldest_pending_at), (0, 0, None));
+    assert!(
+        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        "delivered is never handed out again"
+    );
+    assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Duplicate);
+    let delivered = s
+        .list(Some(DeliveryState::Delivered), 10)
+        .await
+        .expect("list");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        (delivered[0].attempts, delivered[0].state),
+        (2, DeliveryState::Delivered)
+    );
+    assert!(delivered[0].delivered_at.is_some());
+    assert_eq!(
+        s.replay(d.id, now, now + 1000).await.expect("replay"),
+        Replay::NotDead(DeliveryState::Delivered)
+    );
+}
+
+async fn dead_stays_dead_until_replayed(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, TTL);
+    let d = delivery("sess-d", "tok-d");
+    s.claim(d.clone()).await.expect("claim");
+    s.take_due(FAR, 10).await.expect("take");
+    s.finish(
+        d.id,
+        1,
+        AttemptOutcome::Dead {
+            error: "422".into(),
+        },
+    )
+    .await
+    .expect("finish");
+    assert_eq!(s.stats().await.expect("stats").dead, 1);
+    assert!(s.take_due(FAR, 10).await.expect("take").is_empty());
+    assert_eq!(
+        s.claim(d.clone()).await.expect("claim"),
+        Claim::Duplicate,
+        "a dead delivery still dedupes"
+    );
+    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    assert_eq!(
+        (dead.len(), dead[0].last_error.as_deref()),
+        (1, Some("422"))
+    );
+    let now = unix_ms();
+    assert_eq!(
+        s.replay(d.id, now, now + 5000).await.expect("replay"),
+        Replay::Queued
+    );
+    assert_eq!(
+        s.replay(d.id, now, now + 5000).await.expect("replay"),
+        Replay::NotDead(DeliveryState::Pending)
+    );
+    let unknown = DeliveryId::parse("00000000000000000000000000000000").expect("id");
+    assert_eq!(
+        s.replay(unknown, now, now).await.expect("replay"),
+        Replay::NotFound
+    );
+    let got = s.take_due(now, 10).await.expect("take");
+    assert_eq!(
+        (got.len(), got[0].attempts, got[0].deadline_at),
+        (1, 1, now + 5000)
+    );
+}
+
+async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, Duration::from_millis(300));
+    let delivered = delivery("sess-t1", "tok-t1");
+    let pending = delivery("sess-t2", "tok-t2");
+    s.claim(delivered.clone()).await.expect("claim");
+    s.claim(pending.clone()).await.expect("claim");
+    let taken = s.take_due(FAR, 10).await.expect("take");
+    assert_eq!(taken.len(), 2);
+    s.finish(delivered.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
+        .await
+        .expect("finish");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let mut fresh = delivered.clone();
+    fresh.received_at = unix_ms();
+    assert_eq!(
+        s.claim(fresh).await.expect("claim"),
+        Claim::Recorded,
+        "a delivered key past the TTL is forgotten"
+    );
+    let mut again = pending.clone();
+    again.received_at = unix_ms();
+    assert_eq!(
+        s.claim(again).await.expect("claim"),
+        Claim::Duplicate,
+        "a live delivery always dedupes"
+    );
+}
+
+async fn listing_is_newest_first_and_filtered(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, TTL);
+    let mut ids = Vec::new();
+    for i in 0..5u64 {
+        let mut d = delivery(&format!("sess-l{i}"), "tok");
+        d.received_at += i;
+        ids.push(d.id);
+        s.claim(d).await.expect("claim");
+    }
+    let all = s.list(None, 10).await.expect("list");
+    let got: Vec<DeliveryId> = all.iter().map(|d| d.id).collect();
+    let want: Vec<DeliveryId> = ids.iter().rev().copied().collect();
+    assert_eq!(got, want);
+    assert_eq!(s.list(None, 2).await.expect("list").len(), 2);
+    assert_eq!(
+        s.list(Some(DeliveryState::Pending), 10)
+            .await
+            .expect("list")
+            .len(),
+        5
+    );
+    assert!(s
+        .list(Some(DeliveryState::Dead), 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+macro_rules! conformance {
+    ($($property:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $property() { super::$property(super::Kind::Memory).await })*
+        }
+        mod file {
+            $(#[tokio::test] async fn $property() { super::$property(super::Kind::File).await })*
+        }
+    };
+}
+
+conformance!(
+    claims_are_atomic_under_concurrency,
+    retry_then_delivered,
+    dead_stays_dead_until_replayed,
+    dedupe_keys_expire_after_the_ttl,
+    listing_is_newest_first_and_filtered,
+);
+
+/// Durable stores only: what was recorded is there after reopening.
+#[tokio::test]
+async fn file_store_resumes_after_reopen() {
+    let dir = TempDir::new();
+    let (pending, retried, dead, delivered) = (
+        delivery("sess-p", "t"),
+        delivery("sess-r", "t"),
+        delivery("sess-x", "t"),
+        delivery("sess-ok", "t"),
+    );
+    {
+        let s = open(Kind::File, &dir, TTL);
+        for d in [&pending, &retried, &dead, &delivered] {
+            s.claim(d.clone()).await.expect("claim");
+        }
+        s.take_due(FAR, 10).await.expect("take");
+        s.finish(
+            retried.id,
+            3,
+            AttemptOutcome::Retry {
+                next_at: 1,
+                error: "timeout".into(),
+            },
+        )
+        .await
+        .expect("finish");
+        s.finish(
+            dead.id,
+            1,
+            AttemptOutcome::Dead {
+                error: "404".into(),
+            },
+        )
+        .await
+        .expect("finish");
+        s.finish(delivered.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
+            .await
+            .expect("finish");
+        // `pending` stays leased: the process "dies" with it in flight.
+    }
+    let s = open(Kind::File, &dir, TTL);
+    let mut resumed = s.take_due(FAR, 10).await.expect("take");
+    resumed.sort_by_key(|d| d.session_id.as_str().to_string());
+    let got: Vec<(&str, u32)> = resumed
+        .iter()
+        .map(|d| (d.session_id.as_str(), d.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        [("sess-p", 0), ("sess-r", 3)],
+        "pending deliveries resume with their attempt counts"
+    );
+    assert_eq!(resumed[0].payload, pending.payload);
+    assert_eq!(resumed[0].authorization_token, pending.authorization_token);
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.pending, st.dead), (2, 1));
+    for d in [&pending, &retried, &dead, &delivered] {
+        assert_eq!(
+            s.claim(d.clone()).await.expect("claim"),
+            Claim::Duplicate,
+            "{:?} dedupes after reopen",
+            d.session_id
+        );
+    }
+    assert_eq!(
+        s.list(Some(DeliveryState::Delivered), 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn file_store_prunes_delivered_records_past_the_ttl() {
+    let dir = TempDir::new();
+    let s = open(Kind::File, &dir, TTL);
+    let (old, live) = (delivery("sess-old", "t"), delivery("sess-live", "t"));
+    s.claim(old.clone()).await.expect("claim");
+    s.claim(live.clone()).await.expect("claim");
+    s.take_due(FAR, 10).await.expect("take");
+    s.finish(old.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
+        .await
+        .expect("finish");
+    assert_eq!(
+        s.prune(unix_ms() + 1).await.expect("prune"),
+        1,
+        "only the delivered record goes"
+    );
+    assert!(s
+        .list(Some(DeliveryState::Delivered), 10)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(s.stats().await.expect("stats").pending, 1);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = TempDir::new();
+    let path = dir.path().join("authback.db");
+    drop(SqliteStore::open(&path, TTL).expect("create"));
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.pragma_update(None, "user_version", 99).expect("bump");
+    drop(conn);
+    let err = SqliteStore::open(&path, TTL).err().expect("refused");
+    assert!(err.0.contains("newer"), "{err}");
+}
