@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod callback;
+mod durability;
 mod process;
 mod proxy;
 mod store;

@@ -1,6 +1,6 @@
 //! The real binary: command line, exit codes, signals, and what it logs.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,14 +12,6 @@ use crate::common::*;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_authback"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[test]
@@ -191,28 +183,17 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, &text).expect("write");
     let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = bin()
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .env("TEST_ROUTE_SECRET", SECRET)
-        .env("TEST_ADMIN_TOKEN", "admin-secret-never-logged-42")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_binary(
+        &path,
+        &log_path,
+        &[
+            ("RUST_LOG", "trace"),
+            ("TEST_ROUTE_SECRET", SECRET),
+            ("TEST_ADMIN_TOKEN", "admin-secret-never-logged-42"),
+        ],
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
-    let mut ready = false;
-    for _ in 0..200 {
-        if tls_connect(addr, &cert.der, &[b"http/1.1"]).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "binary did not start");
+    wait_tls(addr, &cert.der).await;
 
     let cfg = authback::Config::parse(
         &text

@@ -97,6 +97,8 @@ pub struct Recorded {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status the upstream answered with (0 when it hung).
+    pub answered: u16,
 }
 
 impl Recorded {
@@ -118,9 +120,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        Self::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let up = Upstream {
             addr: listener.local_addr().expect("addr"),
             requests: Arc::default(),
@@ -180,14 +184,6 @@ impl Upstream {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let rec = Recorded {
-            method: parts.method.to_string(),
-            uri: parts.uri.to_string(),
-            headers: parts.headers.clone(),
-            body: body.clone(),
-        };
-        self.requests.lock().expect("lock").push(rec);
-        self.changed.notify_waiters();
         let behaviour = {
             let mut b = self.behaviour.lock().expect("lock");
             let now = b.clone();
@@ -204,6 +200,21 @@ impl Upstream {
                 now
             }
         };
+        // Recorded with the answer it is about to get (0: none, it hangs).
+        let answered = match &behaviour {
+            Behaviour::Ok | Behaviour::Slow(_) => 200,
+            Behaviour::Status(s) => *s,
+            Behaviour::Hang | Behaviour::Fail { .. } => 0,
+        };
+        let rec = Recorded {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            answered,
+        };
+        self.requests.lock().expect("lock").push(rec);
+        self.changed.notify_waiters();
         match behaviour {
             Behaviour::Ok => {}
             Behaviour::Fail { .. } => unreachable!("resolved above"),
@@ -616,4 +627,42 @@ impl http_body::Body for Chunks {
         let next = self.0.remove(0);
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(next))))
     }
+}
+
+// ---------------------------------------------------------------------------
+// The real binary.
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts `authback run` on `config`, logging JSON to `log`, with `env` set.
+pub fn spawn_binary(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_authback"));
+    cmd.args(["run", "--log-format", "json", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn authback")
+}
+
+/// Waits until `addr` completes a TLS handshake with `ca`.
+pub async fn wait_tls(addr: SocketAddr, ca: &CertificateDer<'static>) {
+    for _ in 0..400 {
+        if tls_connect(addr, ca, &[b"http/1.1"]).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("authback did not start listening on {addr}");
 }
