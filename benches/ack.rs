@@ -21,6 +21,7 @@ const CALLBACKS: usize = 1000;
 const CLIENTS: usize = 8;
 const LOAD_SECS: u64 = 5;
 const LOAD_CONNS: usize = 32;
+const DURABLE_CLIENTS: usize = 64;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -118,6 +119,82 @@ async fn load(
     count.load(Ordering::Relaxed) as f64 / LOAD_SECS as f64
 }
 
+/// Distinct callbacks from `DURABLE_CLIENTS` keep-alive TLS clients for
+/// `LOAD_SECS`, the upstream hanging: acks/s, p50, p99.
+async fn ack_rate(extra: &str, tag: &str) -> (f64, Duration, Duration) {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Hang);
+    let ab = Arc::new(Authback::start_with(&up, extra, false).await);
+    let until = Instant::now() + Duration::from_secs(LOAD_SECS);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..DURABLE_CLIENTS {
+        let (ab, next, tag) = (ab.clone(), next.clone(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            let tls = ab.tls(&[b"http/1.1"]).await;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let url = ab.mint("cart-bench");
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let body = callback_body(&format!("sess-{tag}-{i}"), &format!("tok-{tag}-{i:010}"));
+                let req = Request::post(url.as_str())
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("req");
+                let t = Instant::now();
+                let resp = send.send_request(req).await.expect("answer");
+                assert_eq!(resp.status(), 204);
+                let _ = resp.into_body().collect().await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client"));
+    }
+    all.sort();
+    let rate = all.len() as f64 / LOAD_SECS as f64;
+    (rate, percentile(&all, 0.50), percentile(&all, 0.99))
+}
+
+/// 200-byte appends, each followed by fdatasync, for 2 s: the disk's own limit.
+fn fsync_rate(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let rec = [b'x'; 200];
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        f.write_all(&rec).expect("write");
+        f.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    n as f64 / 2.0
+}
+
+async fn durable_acks() {
+    let dir = TempDir::new();
+    let fsyncs = fsync_rate(dir.path());
+    let (mem, mem50, mem99) = ack_rate("", "mem").await;
+    let store = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("bench.db").display()
+    );
+    let (file, file50, file99) = ack_rate(&store, "file").await;
+    println!(
+        "callback acks, {DURABLE_CLIENTS} keep-alive TLS clients, distinct callbacks, upstream hanging, {LOAD_SECS}s each:\n  disk: {fsyncs:.0} fsyncs/s (200 B append + fdatasync)\n  memory store: {mem:.0} acks/s  p50 {mem50:?}  p99 {mem99:?}\n  file store:   {file:.0} acks/s  p50 {file50:?}  p99 {file99:?}  ({:.2}x memory)",
+        file / mem
+    );
+}
+
 async fn pass_through() {
     let up = Upstream::start().await;
     let ab = Authback::start_with(&up, "", true).await;
@@ -144,7 +221,21 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        acks_while_upstream_hangs().await;
-        pass_through().await;
+        // `cargo bench --bench ack -- NAME` runs only the sections whose name contains NAME.
+        let filter: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        let wanted =
+            |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+        if wanted("ack_latency") {
+            acks_while_upstream_hangs().await;
+        }
+        if wanted("durable_acks") {
+            durable_acks().await;
+        }
+        if wanted("pass_through") {
+            pass_through().await;
+        }
     });
 }
