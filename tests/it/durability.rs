@@ -284,3 +284,34 @@ async fn a_full_filesystem_gets_503_and_readiness_follows_it() {
     ab.stop().await.expect("stop");
     drop(mnt);
 }
+
+#[test]
+fn a_corrupt_database_stops_the_start_with_exit_2() {
+    let dir = TempDir::new();
+    let (c, k) = write_cert(dir.path(), &make_cert());
+    let db = dir.path().join("authback.db");
+    std::fs::write(
+        &db,
+        b"this is not a SQLite database, just bytes that look nothing like one",
+    )
+    .expect("write");
+    let text = base_config("http://127.0.0.1:9", &c, &k, &store_section(&db))
+        .replace(
+            "listen = \"127.0.0.1:1\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port()),
+        )
+        .replace(
+            "listen = \"127.0.0.1:2\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port()),
+        );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_authback"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("authback.db"), "names the database: {err}");
+}
