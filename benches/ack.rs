@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use common::*;
 
-const CALLBACKS: usize = 1000;
+const CALLBACKS: u64 = 1000;
 const CLIENTS: usize = 8;
 const LOAD_SECS: u64 = 5;
 const LOAD_CONNS: usize = 32;
@@ -28,39 +28,49 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn acks_while_upstream_hangs() {
+/// How long a load runs: a number of callbacks, or a time.
+#[derive(Clone, Copy)]
+enum Until {
+    Count(u64),
+    Time(Instant),
+}
+
+/// Distinct callbacks from `clients` keep-alive TLS clients (one connection
+/// each, as Klarna's senders reuse theirs) against authback started with
+/// `extra` config, the upstream hanging. Returns every ack's latency, sorted.
+async fn ack_load(extra: &str, tag: &str, clients: usize, until: Until) -> Vec<Duration> {
     let up = Upstream::start().await;
     up.set(Behaviour::Hang);
-    let ab = Arc::new(Authback::start(&up).await);
+    let ab = Arc::new(Authback::start_with(&up, extra, false).await);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        let (ab, next) = (ab.clone(), next.clone());
+    for _ in 0..clients {
+        let (ab, next, tag) = (ab.clone(), next.clone(), tag.to_string());
         tasks.push(tokio::spawn(async move {
-            // One keep-alive TLS connection per client, as Klarna's senders reuse theirs.
             let tls = ab.tls(&[b"http/1.1"]).await;
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .expect("handshake");
             tokio::spawn(conn);
+            let url = ab.mint("cart-bench");
             let mut lat = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= CALLBACKS {
-                    return lat;
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                match until {
+                    Until::Count(n) if i >= n => return lat,
+                    Until::Time(t) if Instant::now() >= t => return lat,
+                    _ => {}
                 }
-                let url = ab.mint(&format!("cart-{i}"));
-                let body = callback_body(&format!("sess-{i}"), &format!("tok-bench-{i:08}"));
-                let req = Request::post(url)
+                let body = callback_body(&format!("sess-{tag}-{i}"), &format!("tok-{tag}-{i:010}"));
+                let req = Request::post(url.as_str())
                     .header("host", "localhost")
                     .body(Full::new(Bytes::from(body)))
                     .expect("req");
                 let t = Instant::now();
                 let resp = send.send_request(req).await.expect("answer");
-                let status = resp.status();
+                assert_eq!(resp.status(), 204);
                 let _ = resp.into_body().collect().await;
                 lat.push(t.elapsed());
-                assert_eq!(status, 204);
             }
         }));
     }
@@ -69,6 +79,11 @@ async fn acks_while_upstream_hangs() {
         all.extend(t.await.expect("client"));
     }
     all.sort();
+    all
+}
+
+async fn acks_while_upstream_hangs() {
+    let all = ack_load("", "latency", CLIENTS, Until::Count(CALLBACKS)).await;
     println!(
         "ack latency, {} callbacks from {CLIENTS} keep-alive TLS clients, upstream hanging: p50 {:?}  p99 {:?}  max {:?}",
         all.len(),
@@ -119,46 +134,10 @@ async fn load(
     count.load(Ordering::Relaxed) as f64 / LOAD_SECS as f64
 }
 
-/// Distinct callbacks from `DURABLE_CLIENTS` keep-alive TLS clients for
-/// `LOAD_SECS`, the upstream hanging: acks/s, p50, p99.
+/// `DURABLE_CLIENTS` clients for `LOAD_SECS`: acks/s, p50, p99.
 async fn ack_rate(extra: &str, tag: &str) -> (f64, Duration, Duration) {
-    let up = Upstream::start().await;
-    up.set(Behaviour::Hang);
-    let ab = Arc::new(Authback::start_with(&up, extra, false).await);
-    let until = Instant::now() + Duration::from_secs(LOAD_SECS);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..DURABLE_CLIENTS {
-        let (ab, next, tag) = (ab.clone(), next.clone(), tag.to_string());
-        tasks.push(tokio::spawn(async move {
-            let tls = ab.tls(&[b"http/1.1"]).await;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
-            let url = ab.mint("cart-bench");
-            let mut lat = Vec::new();
-            while Instant::now() < until {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let body = callback_body(&format!("sess-{tag}-{i}"), &format!("tok-{tag}-{i:010}"));
-                let req = Request::post(url.as_str())
-                    .header("host", "localhost")
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("req");
-                let t = Instant::now();
-                let resp = send.send_request(req).await.expect("answer");
-                assert_eq!(resp.status(), 204);
-                let _ = resp.into_body().collect().await;
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client"));
-    }
-    all.sort();
+    let until = Until::Time(Instant::now() + Duration::from_secs(LOAD_SECS));
+    let all = ack_load(extra, tag, DURABLE_CLIENTS, until).await;
     let rate = all.len() as f64 / LOAD_SECS as f64;
     (rate, percentile(&all, 0.50), percentile(&all, 0.99))
 }

@@ -10,7 +10,8 @@ use moka::sync::Cache;
 
 use super::outbox::{newest_first, Outbox};
 use super::{
-    AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Stats, Store, StoreError,
+    ready, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Stats, Store,
+    StoreError,
 };
 use crate::types::DeliveryId;
 
@@ -54,10 +55,6 @@ impl MemoryStore {
         inner.outbox.insert(d);
         Claim::Recorded
     }
-}
-
-fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, StoreError>> {
-    Box::pin(std::future::ready(Ok(v)))
 }
 
 impl Store for MemoryStore {

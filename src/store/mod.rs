@@ -21,6 +21,11 @@ use crate::types::{AuthorizationToken, DeliveryId, SessionId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// An answer that is already known, as a store future.
+pub fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, StoreError>> {
+    Box::pin(std::future::ready(Ok(v)))
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store unavailable: {0}")]
 pub struct StoreError(pub String);
@@ -190,6 +195,6 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets delivered records (and so their dedupe keys) received before
     /// `cutoff` (unix ms). Returns how many went. Never touches live ones.
     fn prune(&self, _cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(std::future::ready(Ok(0)))
+        ready(0)
     }
 }

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use super::outbox::{newest_first, Outbox};
 use super::{
-    ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source, Stats,
-    Store, StoreError,
+    ready, ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source,
+    Stats, Store, StoreError,
 };
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 
@@ -565,13 +565,11 @@ impl Store for SqliteStore {
     }
 
     fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        let r = self.shared.index().take_due(now, limit);
-        Box::pin(std::future::ready(Ok(r)))
+        ready(self.shared.index().take_due(now, limit))
     }
 
     fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        let r = self.shared.index().next_due();
-        Box::pin(std::future::ready(Ok(r)))
+        ready(self.shared.index().next_due())
     }
 
     fn finish(
@@ -620,8 +618,7 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
-        let r = self.shared.index().stats();
-        Box::pin(std::future::ready(Ok(r)))
+        ready(self.shared.index().stats())
     }
 
     fn health(&self) -> Result<(), String> {
