@@ -15,9 +15,9 @@ use crate::app::App;
 use crate::body::{json, json_error, text, Body};
 use crate::callback::mint_url;
 use crate::metrics::Gauges;
-use crate::store::{Delivery, DeliveryState, Replay};
+use crate::store::{Delivery, DeliveryState, RegState, Registration, Replay};
 use crate::text::{parse_duration, query_param, rfc3339};
-use crate::types::{ct_eq, unix_ms, DeliveryId};
+use crate::types::{ct_eq, unix_ms, DeliveryId, SessionId};
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -83,6 +83,7 @@ fn readyz(app: &App) -> Response<Body> {
 async fn metrics(app: &App) -> Response<Body> {
     let mut g = Gauges {
         in_flight: app.in_flight.load(Ordering::Relaxed),
+        registrations_pending: app.store.active_registrations(),
         ready: app.ready.load(Ordering::Relaxed)
             && !app.stopping.load(Ordering::Relaxed)
             && app.store.health().is_ok(),
@@ -210,12 +211,108 @@ async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
                 ),
             }
         }
-        (_, ["callback-urls"] | ["deliveries"] | ["deliveries", _, "replay"]) => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "wrong method for this endpoint",
-        ),
+        (Method::POST, ["sessions"]) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            register(app, &body).await
+        }
+        (_, ["callback-urls"] | ["deliveries"] | ["deliveries", _, "replay"] | ["sessions"]) => {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "wrong method for this endpoint",
+            )
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    session_id: String,
+    route: String,
+    #[serde(default)]
+    reference: String,
+}
+
+/// `POST /v1/sessions`: the backend created a Klarna session; if its
+/// callback never comes, recover the authorization through Read Session.
+async fn register(app: &App, body: &[u8]) -> Response<Body> {
+    if !app.config.reconcile.enabled {
+        return json_error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the Read Session fallback is off (reconcile.enabled = false)",
+        );
+    }
+    let r: RegisterRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("expected {{\"session_id\",\"route\",\"reference\"}}: {e}"),
+            )
+        }
+    };
+    if r.session_id.is_empty() || r.session_id.len() > crate::callback::MAX_FIELD {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "session_id must be 1 to 1024 bytes",
+        );
+    }
+    let Some(route) = app.config.route(&r.route) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("no route named `{}`", r.route),
+        );
+    };
+    let reference_ok = match route.path.suffix {
+        Some(_) => crate::config::valid_reference(&r.reference),
+        None => r.reference.is_empty(),
+    };
+    if !reference_ok {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ - (or empty for a route without {reference})");
+    }
+    if route.forward_format == crate::config::ForwardFormat::Original
+        && route.forward_path.is_none()
+    {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "this route forwards to the URL the callback arrives on; set its forward_path to recover through Read Session");
+    }
+    let now = unix_ms();
+    let first = crate::reconcile::step(&app.config.reconcile.schedule, 0);
+    let reg = Registration {
+        session_id: SessionId::new(r.session_id.clone()),
+        route: route.name.clone(),
+        reference: r.reference,
+        registered_at: now,
+        checks: 0,
+        next_check_at: now + first.as_millis() as u64,
+        state: RegState::Active,
+        outcome: None,
+        last_error: None,
+    };
+    match app.store.register(reg).await {
+        Ok(new) => {
+            if new {
+                app.reconcile_wake.notify_one();
+                tracing::info!(session_id = %r.session_id, route = %route.name, "session registered for the Read Session fallback");
+            }
+            json(
+                StatusCode::ACCEPTED,
+                &json!({ "session_id": r.session_id, "registered": new }),
+            )
+        }
+        Err(e) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
     }
 }
 

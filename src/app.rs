@@ -24,6 +24,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Wakes the delivery worker: new work, or a free slot.
     pub wake: Notify,
+    /// Wakes the Read Session loop: a new registration, or a free slot.
+    pub reconcile_wake: Notify,
     pub client: UpstreamClient,
     pub upstream_base: String,
     pub failed_token_limiter: Option<IpLimiter>,
@@ -50,6 +52,7 @@ impl App {
             store,
             metrics,
             wake: Notify::new(),
+            reconcile_wake: Notify::new(),
             client,
             upstream_base,
             in_flight: AtomicU64::new(0),

@@ -172,6 +172,8 @@ struct FileKlarna {
     api_url: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    timeout: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -397,6 +399,10 @@ pub struct KlarnaConfig {
     pub api_url: String,
     pub username: Option<Secret>,
     pub password: Option<Secret>,
+    /// One Read Session request, connect to last byte.
+    pub timeout: Duration,
+    /// Extra trusted roots (PEM) besides the built-in Mozilla set.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -946,6 +952,8 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
             ),
         }
         KlarnaConfig {
+            timeout: c.positive_duration("klarna.timeout", k.timeout.as_deref(), "10s"),
+            ca_file: k.ca_file.map(|p| base.join(p)),
             api_url: api_url.trim_end_matches('/').to_string(),
             username: k
                 .username
@@ -994,10 +1002,6 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
                 }
             }
         }
-        c.err(
-            "reconcile.enabled",
-            "the Read Session fallback is not available in this version yet",
-        );
     }
 
     if !c.errors.is_empty() {

@@ -11,9 +11,11 @@ pub mod callback;
 pub mod config;
 pub mod delivery;
 pub mod forward;
+pub mod klarna;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod reconcile;
 pub mod server;
 pub mod shutdown;
 pub mod store;
@@ -45,6 +47,8 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
     #[error("store: {0}")]
     Store(String),
+    #[error("klarna: {0}")]
+    Klarna(String),
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets
@@ -166,6 +170,19 @@ pub async fn run(
         }));
     }
     let worker = tokio::spawn(delivery::run(app.clone(), stop.clone()));
+    if app.config.reconcile.enabled {
+        let klarna =
+            app.config.klarna.as_ref().ok_or_else(|| {
+                RunError::Store("[klarna] is required when reconcile.enabled".into())
+            })?;
+        let client = klarna::ReadSessionClient::new(klarna).map_err(RunError::Klarna)?;
+        tracing::info!(api_url = %klarna.api_url, pending = app.store.active_registrations(), "Read Session fallback on");
+        background.push(tokio::spawn(reconcile::run(
+            app.clone(),
+            Arc::new(client),
+            stop.clone(),
+        )));
+    }
 
     let public_addr = listeners.public.local_addr().ok();
     let admin_addr = listeners.admin.local_addr().ok();

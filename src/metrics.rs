@@ -19,6 +19,8 @@ pub struct Metrics {
     deliveries: Counters,
     proxy_by_class: [AtomicU64; 6],
     tls_reloads: Counters,
+    reconcile_checks: Counters,
+    recovered: AtomicU64,
     ack: Histogram,
 }
 
@@ -53,6 +55,14 @@ impl Counters {
             .and_then(|inner| inner.get(b))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The second-label values and counts under first label `a`.
+    fn row(&self, a: &str) -> Vec<(&'static str, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(a)
+            .map(|inner| inner.iter().map(|(b, v)| (*b, *v)).collect())
+            .unwrap_or_default()
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str, la: &str, lb: &str) {
@@ -94,6 +104,14 @@ impl Metrics {
 
     pub fn deliveries(&self, route: &str, outcome: &'static str) -> u64 {
         self.deliveries.get(route, outcome)
+    }
+
+    pub fn reconcile_check(&self, outcome: &'static str) {
+        self.reconcile_checks.inc("", outcome);
+    }
+
+    pub fn recovered(&self) {
+        self.recovered.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn tls_reload(&self, outcome: &'static str) {
@@ -197,6 +215,26 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP authback_reconcile_checks_total Read Session checks, by outcome.\n# TYPE authback_reconcile_checks_total counter"
+        );
+        for (outcome, v) in self.reconcile_checks.row("") {
+            let _ = writeln!(
+                out,
+                "authback_reconcile_checks_total{{outcome=\"{outcome}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP authback_recovered_total Authorizations recovered through Read Session.\n# TYPE authback_recovered_total counter\nauthback_recovered_total {}",
+            self.recovered.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP authback_registrations_pending Sessions still checked through Read Session.\n# TYPE authback_registrations_pending gauge\nauthback_registrations_pending {}",
+            gauges.registrations_pending
+        );
+        let _ = writeln!(
+            out,
             "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
             u8::from(gauges.ready)
         );
@@ -211,6 +249,7 @@ pub struct Gauges {
     pub dead: u64,
     pub oldest_pending_seconds: f64,
     pub in_flight: u64,
+    pub registrations_pending: u64,
     pub ready: bool,
 }
 

@@ -165,7 +165,23 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 
 /// base64url without padding (RFC 4648 §5), as the token format uses.
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    base64_with(
+        bytes,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+    )
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as HTTP Basic uses.
+pub fn base64(bytes: &[u8]) -> String {
+    base64_with(
+        bytes,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    )
+}
+
+fn base64_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -176,7 +192,12 @@ pub fn base64url(bytes: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+        if pad {
+            for _ in chars..4 {
+                out.push('=');
+            }
         }
     }
     out
@@ -206,6 +227,20 @@ pub fn form_encode(out: &mut String, value: &str) {
             }
         }
     }
+}
+
+/// Percent-encodes one path segment: everything but `A-Z a-z 0-9 - . _ ~`.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push_str(&hex(&[b]).to_ascii_uppercase());
+        }
+    }
+    out
 }
 
 /// Percent-decodes a query value (`+` is a space). `None` when the result is
@@ -306,6 +341,13 @@ mod tests {
         assert_eq!(base64url(b"fo"), "Zm8");
         assert_eq!(base64url(b"foo"), "Zm9v");
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(
+            base64(b"Aladdin:open sesame?"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZT8="
+        );
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(path_segment("a b/c~d"), "a%20b%2Fc~d");
         assert_eq!(hex(&[0, 0xab]), "00ab");
         let mut s = String::new();
         form_encode(&mut s, "a b&c=d/é");

@@ -9,23 +9,27 @@ use std::time::Duration;
 use moka::sync::Cache;
 
 use super::outbox::{newest_first, Outbox};
+use super::registrations::{CheckNext, RegIndex, Registration};
 use super::{
     ready, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Stats, Store,
     StoreError,
 };
-use crate::types::DeliveryId;
+use crate::types::{DeliveryId, SessionId};
 
 /// How many delivered records are kept for `GET /v1/deliveries?state=delivered`.
 const DELIVERED_KEPT: usize = 10_000;
 
 pub struct MemoryStore {
     seen: Cache<DeliveryId, ()>,
+    /// Sessions whose registration ended, so registering again is a no-op.
+    ended: Cache<SessionId, ()>,
     inner: Mutex<Inner>,
 }
 
 #[derive(Default)]
 struct Inner {
     outbox: Outbox,
+    regs: RegIndex,
     delivered: VecDeque<Delivery>,
 }
 
@@ -33,6 +37,7 @@ impl MemoryStore {
     pub fn new(dedupe_ttl: Duration) -> Self {
         Self {
             seen: Cache::builder().time_to_live(dedupe_ttl).build(),
+            ended: Cache::builder().time_to_live(dedupe_ttl).build(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -51,6 +56,10 @@ impl MemoryStore {
         if inner.outbox.contains(&d.id) {
             // The dedupe key expired while the delivery is still live.
             return Claim::Duplicate;
+        }
+        if inner.regs.contains(&d.session_id) {
+            inner.regs.end(&d.session_id);
+            self.ended.insert(d.session_id.clone(), ());
         }
         inner.outbox.insert(d);
         Claim::Recorded
@@ -133,5 +142,44 @@ impl Store for MemoryStore {
 
     fn health(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.inner();
+        let new = !inner.regs.contains(&r.session_id) && !self.ended.contains_key(&r.session_id);
+        if new {
+            inner.regs.insert(r);
+        }
+        drop(inner);
+        ready(new)
+    }
+
+    fn take_due_checks(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+        ready(self.inner().regs.take_due(now, limit))
+    }
+
+    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.inner().regs.next_due())
+    }
+
+    fn finish_check(
+        &self,
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        if matches!(next, CheckNext::Ended { .. }) {
+            self.ended.insert(session.clone(), ());
+        }
+        self.inner().regs.finish(&session, checks, &next);
+        ready(())
+    }
+
+    fn active_registrations(&self) -> u64 {
+        self.inner().regs.len() as u64
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod outbox;
+pub mod registrations;
 pub mod sqlite;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 use crate::types::{AuthorizationToken, DeliveryId, SessionId};
+pub use registrations::{CheckNext, RegState, Registration};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -154,7 +156,9 @@ pub trait Store: Send + Sync + 'static {
     fn durable(&self) -> bool;
 
     /// Atomically: if `d.id` was seen within the dedupe TTL, `Duplicate`;
-    /// otherwise record the key and queue `d`, then `Recorded`.
+    /// otherwise record the key and queue `d`, then `Recorded`. Recording
+    /// also ends an active registration of the same session (no more Read
+    /// Session checks are needed).
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>>;
 
     /// Leases up to `limit` pending deliveries due at `now`; a leased
@@ -191,6 +195,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store can record callbacks now; the reason if not.
     fn health(&self) -> Result<(), String>;
+
+    /// Registers a session for the Read Session fallback. Idempotent:
+    /// `Ok(false)` when it was already registered (active or ended).
+    fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Leases up to `limit` registrations whose next check is due at `now`.
+    fn take_due_checks(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>>;
+
+    /// When the earliest unleased registration is due for a check.
+    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Records what a check decided, releasing the lease.
+    fn finish_check(
+        &self,
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Registrations still being checked.
+    fn active_registrations(&self) -> u64;
 
     /// Forgets delivered records (and so their dedupe keys) received before
     /// `cutoff` (unix ms). Returns how many went. Never touches live ones.

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::outbox::{newest_first, Outbox};
+use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::{
     ready, ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source,
     Stats, Store, StoreError,
@@ -25,7 +26,7 @@ use super::{
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -49,6 +50,18 @@ const MIGRATIONS: &[&str] = &[
          delivered_at INTEGER
      );
      CREATE INDEX deliveries_state_received ON deliveries (state, received_at);",
+    // 1 -> 2: registrations for the Read Session fallback.
+    "CREATE TABLE registrations (
+         session_id TEXT PRIMARY KEY,
+         route TEXT NOT NULL,
+         reference TEXT NOT NULL,
+         registered_at INTEGER NOT NULL,
+         checks INTEGER NOT NULL,
+         next_check_at INTEGER NOT NULL,
+         state INTEGER NOT NULL,
+         outcome TEXT,
+         last_error TEXT
+     );",
 ];
 
 /// Most commands committed in one transaction.
@@ -76,6 +89,9 @@ const CLAIM_SQL: &str = concat!(
          deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL
      WHERE deliveries.state = 1 AND deliveries.received_at <= ?16"
 );
+const REGS_SQL: &str =
+    "SELECT session_id, route, reference, registered_at, checks, next_check_at, state, \
+     outcome, last_error FROM registrations WHERE state = 0";
 const LIVE_SQL: &str = concat!("SELECT ", columns!(), " FROM deliveries WHERE state != 1");
 const DELIVERED_SQL: &str = concat!(
     "SELECT ",
@@ -102,6 +118,7 @@ fn state_from(code: i64) -> DeliveryState {
 /// What the writer and the async side share.
 struct Shared {
     index: Mutex<Outbox>,
+    regs: Mutex<RegIndex>,
     /// Ids known to be committed: duplicates stop here, off the disk.
     seen: Cache<DeliveryId, ()>,
     /// Why the last write failed, until a write succeeds again.
@@ -111,6 +128,9 @@ struct Shared {
 impl Shared {
     fn index(&self) -> MutexGuard<'_, Outbox> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn regs(&self) -> MutexGuard<'_, RegIndex> {
+        self.regs.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn set_failure(&self, f: Option<String>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = f;
@@ -139,6 +159,16 @@ enum Cmd {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
     },
+    Register {
+        r: Registration,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    FinishCheck {
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Prune {
         cutoff: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
@@ -153,6 +183,7 @@ enum Done {
     Replay(Replay),
     List(Vec<Delivery>),
     Pruned(u64),
+    Registered(bool),
 }
 
 pub struct SqliteStore {
@@ -205,8 +236,19 @@ impl SqliteStore {
                 index.insert(row.map_err(|e| err("cannot read a delivery", &e))?);
             }
         }
+        let mut regs = RegIndex::default();
+        {
+            let mut stmt = conn.prepare(REGS_SQL).map_err(|e| err("cannot read", &e))?;
+            let rows = stmt
+                .query_map([], row_to_registration)
+                .map_err(|e| err("cannot read", &e))?;
+            for row in rows {
+                regs.insert(row.map_err(|e| err("cannot read a registration", &e))?);
+            }
+        }
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
+            regs: Mutex::new(regs),
             seen: Cache::builder().time_to_live(dedupe_ttl).build(),
             failure: Mutex::new(None),
         });
@@ -277,6 +319,24 @@ fn heartbeat(conn: &mut Connection) -> rusqlite::Result<()> {
         params![unix_ms().to_string()],
     )?;
     tx.commit()
+}
+
+fn row_to_registration(r: &Row<'_>) -> rusqlite::Result<Registration> {
+    Ok(Registration {
+        session_id: SessionId::new(r.get::<_, String>(0)?),
+        route: r.get(1)?,
+        reference: r.get(2)?,
+        registered_at: r.get::<_, i64>(3)? as u64,
+        checks: r.get::<_, i64>(4)? as u32,
+        next_check_at: r.get::<_, i64>(5)? as u64,
+        state: if r.get::<_, i64>(6)? == 0 {
+            RegState::Active
+        } else {
+            RegState::Ended
+        },
+        outcome: r.get(7)?,
+        last_error: r.get(8)?,
+    })
 }
 
 fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
@@ -417,11 +477,44 @@ fn execute(db: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
                 d.delivered_at.map(|t| t as i64),
                 *cutoff as i64,
             ])?;
-            Ok(Done::Claim(if n == 1 {
-                Claim::Recorded
-            } else {
-                Claim::Duplicate
-            }))
+            if n != 1 {
+                return Ok(Done::Claim(Claim::Duplicate));
+            }
+            // Recorded: the session needs no more Read Session checks.
+            db.prepare_cached("UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0")?
+                .execute(params![d.session_id.as_str(), d.source.as_str()])?;
+            Ok(Done::Claim(Claim::Recorded))
+        }
+        Cmd::Register { r, .. } => {
+            let n = db
+                .prepare_cached(
+                    "INSERT INTO registrations (session_id, route, reference, registered_at, checks, next_check_at, state)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, 0) ON CONFLICT (session_id) DO NOTHING",
+                )?
+                .execute(params![
+                    r.session_id.as_str(),
+                    r.route,
+                    r.reference,
+                    r.registered_at as i64,
+                    r.next_check_at as i64
+                ])?;
+            Ok(Done::Registered(n == 1))
+        }
+        Cmd::FinishCheck {
+            session,
+            checks,
+            next,
+            ..
+        } => {
+            match next {
+                CheckNext::Again { at, error } => db
+                    .prepare_cached("UPDATE registrations SET checks = ?2, next_check_at = ?3, last_error = ?4 WHERE session_id = ?1 AND state = 0")?
+                    .execute(params![session.as_str(), i64::from(*checks), *at as i64, error])?,
+                CheckNext::Ended { outcome } => db
+                    .prepare_cached("UPDATE registrations SET checks = ?2, state = 1, outcome = ?3 WHERE session_id = ?1 AND state = 0")?
+                    .execute(params![session.as_str(), i64::from(*checks), outcome])?,
+            };
+            Ok(Done::Unit)
         }
         Cmd::Finish {
             id,
@@ -477,6 +570,9 @@ fn execute(db: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
                      (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1 LIMIT ?2)",
                 )?
                 .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
+            // Ended registrations go with the same retention.
+            db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
+                .execute(params![*cutoff as i64])?;
             Ok(Done::Pruned(n as u64))
         }
     }
@@ -488,6 +584,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
     match (cmd, r) {
         (Cmd::Claim { d, reply, .. }, Ok(Done::Claim(c))) => {
             if c == Claim::Recorded {
+                shared.regs().end(&d.session_id);
                 shared.index().insert(d);
             }
             let _ = reply.send(Ok(c));
@@ -524,6 +621,24 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
         (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n))) => {
             let _ = reply.send(Ok(n));
         }
+        (Cmd::Register { r, reply }, Ok(Done::Registered(new))) => {
+            if new {
+                shared.regs().insert(r);
+            }
+            let _ = reply.send(Ok(new));
+        }
+        (
+            Cmd::FinishCheck {
+                session,
+                checks,
+                next,
+                reply,
+            },
+            Ok(_),
+        ) => {
+            shared.regs().finish(&session, checks, &next);
+            let _ = reply.send(Ok(()));
+        }
         (cmd, r) => {
             let e = match r {
                 Err(e) => e,
@@ -535,6 +650,8 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
                 Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::ListDelivered { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Register { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail(e)))),
             }
         }
     }
@@ -631,6 +748,40 @@ impl Store for SqliteStore {
             Some(why) => Err(format!("{}: {why}", self.path.display())),
             None => Ok(()),
         }
+    }
+
+    fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::Register { r, reply }))
+    }
+
+    fn take_due_checks(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+        ready(self.shared.regs().take_due(now, limit))
+    }
+
+    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.shared.regs().next_due())
+    }
+
+    fn finish_check(
+        &self,
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::FinishCheck {
+            session,
+            checks,
+            next,
+            reply,
+        }))
+    }
+
+    fn active_registrations(&self) -> u64 {
+        self.shared.regs().len() as u64
     }
 
     fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -8,5 +8,6 @@ mod callback;
 mod durability;
 mod process;
 mod proxy;
+mod reconcile;
 mod store;
 mod tls;

@@ -163,11 +163,23 @@ fn a_port_in_use_exits_2() {
 #[tokio::test]
 async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     let up = Upstream::start().await;
+    let api = KlarnaApi::start().await;
+    let recovered_token = "RECOVERED-token-never-logged-0042";
+    api.script(
+        "sess-read",
+        vec![ApiAnswer::Json(format!(
+            r#"{{"status":"incomplete","authorization_token":"{recovered_token}"}}"#
+        ))],
+    );
     let dir = TempDir::new();
     let cert = make_cert();
     let (c, k) = write_cert(dir.path(), &cert);
     let (public, admin) = (free_port(), free_port());
-    let text = base_config(&up.url(), &c, &k, "")
+    let klarna = api.config(dir.path(), r#"["50ms"]"#).replace(
+        &format!("password = \"{KLARNA_PASSWORD}\""),
+        "password = \"env:TEST_KLARNA_PASSWORD\"",
+    );
+    let text = base_config(&up.url(), &c, &k, &klarna)
         .replace(
             "listen = \"127.0.0.1:1\"",
             &format!("listen = \"127.0.0.1:{public}\""),
@@ -190,6 +202,7 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
             ("RUST_LOG", "trace"),
             ("TEST_ROUTE_SECRET", SECRET),
             ("TEST_ADMIN_TOKEN", "admin-secret-never-logged-42"),
+            ("TEST_KLARNA_PASSWORD", KLARNA_PASSWORD),
         ],
     );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
@@ -198,7 +211,8 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     let cfg = authback::Config::parse(
         &text
             .replace("env:TEST_ROUTE_SECRET", SECRET)
-            .replace("env:TEST_ADMIN_TOKEN", "x"),
+            .replace("env:TEST_ADMIN_TOKEN", "x")
+            .replace("env:TEST_KLARNA_PASSWORD", "x"),
         dir.path(),
     )
     .expect("cfg");
@@ -232,6 +246,16 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     .await;
     up.wait_for("/klarna/authorized", 1, Duration::from_secs(5))
         .await;
+    // A session recovered through Read Session, with HTTP Basic credentials.
+    let status = register_session(admin, "sess-read", "admin-secret-never-logged-42").await;
+    assert_eq!(status, 202);
+    let got = up
+        .wait_for("/klarna/authorized", 2, Duration::from_secs(10))
+        .await;
+    assert!(
+        got.iter().any(|r| r.json()["source"] == "read_session"),
+        "recovered through Read Session"
+    );
 
     // A slow pass-through request is in flight when SIGTERM arrives.
     up.set(Behaviour::Slow(Duration::from_millis(1500)));
@@ -287,12 +311,16 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
         "the callback was logged: {logs:.2000}"
     );
     assert!(logs.contains("SIGTERM"));
+    let basic = authback::text::base64(format!("K123_test:{KLARNA_PASSWORD}").as_bytes());
     for secret in [
         auth_token,
         url_token.as_str(),
         SECRET,
         SIGNING_SECRET,
         "admin-secret-never-logged-42",
+        KLARNA_PASSWORD,
+        recovered_token,
+        basic.as_str(),
     ] {
         assert!(
             !logs.contains(secret),
@@ -324,4 +352,27 @@ fn check_reports_an_unusable_certificate() {
         !err.contains("PRIVATE KEY"),
         "never echoes key material: {err}"
     );
+}
+
+/// `POST /v1/sessions` on the admin port with a bearer token.
+async fn register_session(admin: u16, session: &str, bearer: &str) -> u16 {
+    use http_body_util::Full;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        .await
+        .expect("connect admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let body = format!(r#"{{"session_id":"{session}","route":"klarna","reference":"c-read"}}"#);
+    let req = Request::post("/v1/sessions")
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {bearer}"))
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    send.send_request(req)
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use authback::store::memory::MemoryStore;
 use authback::store::sqlite::SqliteStore;
-use authback::store::{AttemptOutcome, Claim, Delivery, DeliveryState, Replay, Source, Store};
+use authback::store::{
+    AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, RegState, Registration, Replay,
+    Source, Store,
+};
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
 
@@ -260,6 +263,102 @@ async fn listing_is_newest_first_and_filtered(kind: Kind) {
         .is_empty());
 }
 
+fn registration(session: &str, due_in_ms: u64) -> Registration {
+    let now = unix_ms();
+    Registration {
+        session_id: SessionId::new(session),
+        route: "klarna".into(),
+        reference: "ref".into(),
+        registered_at: now,
+        checks: 0,
+        next_check_at: now + due_in_ms,
+        state: RegState::Active,
+        outcome: None,
+        last_error: None,
+    }
+}
+
+async fn registrations_are_scheduled_and_end(kind: Kind) {
+    let dir = TempDir::new();
+    let s = open(kind, &dir, TTL);
+    assert!(s
+        .register(registration("sess-a", 0))
+        .await
+        .expect("register"));
+    assert!(
+        !s.register(registration("sess-a", 0))
+            .await
+            .expect("register"),
+        "idempotent"
+    );
+    assert!(s
+        .register(registration("sess-b", 0))
+        .await
+        .expect("register"));
+    assert!(s
+        .register(registration("sess-later", 60_000))
+        .await
+        .expect("register"));
+    assert_eq!(s.active_registrations(), 3);
+    let now = unix_ms();
+    let mut due = s.take_due_checks(now, 10).await.expect("due");
+    due.sort_by_key(|r| r.session_id.as_str().to_string());
+    let names: Vec<&str> = due.iter().map(|r| r.session_id.as_str()).collect();
+    assert_eq!(names, ["sess-a", "sess-b"]);
+    assert!(
+        s.take_due_checks(now, 10).await.expect("due").is_empty(),
+        "leased checks are not handed out twice"
+    );
+    s.finish_check(
+        SessionId::new("sess-a"),
+        1,
+        CheckNext::Again {
+            at: now + 5,
+            error: Some("500".into()),
+        },
+    )
+    .await
+    .expect("finish");
+    // A recorded callback for sess-b ends its registration while its check is leased.
+    s.claim(delivery("sess-b", "tok-b")).await.expect("claim");
+    s.finish_check(
+        SessionId::new("sess-b"),
+        1,
+        CheckNext::Again {
+            at: now + 5,
+            error: None,
+        },
+    )
+    .await
+    .expect("finish");
+    let again = s.take_due_checks(now + 10, 10).await.expect("due");
+    let names: Vec<(&str, u32)> = again
+        .iter()
+        .map(|r| (r.session_id.as_str(), r.checks))
+        .collect();
+    assert_eq!(names, [("sess-a", 1)], "sess-b ended with its callback");
+    s.finish_check(
+        SessionId::new("sess-a"),
+        2,
+        CheckNext::Ended {
+            outcome: "complete".into(),
+        },
+    )
+    .await
+    .expect("finish");
+    assert_eq!(s.active_registrations(), 1, "only sess-later is left");
+    assert!(
+        !s.register(registration("sess-a", 0))
+            .await
+            .expect("register"),
+        "an ended registration stays ended"
+    );
+    assert_eq!(
+        s.next_check_at().await.expect("next").map(|t| t > now),
+        Some(true)
+    );
+}
+
 macro_rules! conformance {
     ($($property:ident),* $(,)?) => {
         mod memory {
@@ -277,6 +376,7 @@ conformance!(
     dead_stays_dead_until_replayed,
     dedupe_keys_expire_after_the_ttl,
     listing_is_newest_first_and_filtered,
+    registrations_are_scheduled_and_end,
 );
 
 /// Durable stores only: what was recorded is there after reopening.

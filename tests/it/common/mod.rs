@@ -666,3 +666,171 @@ pub async fn wait_tls(addr: SocketAddr, ca: &CertificateDer<'static>) {
     }
     panic!("authback did not start listening on {addr}");
 }
+
+// ---------------------------------------------------------------------------
+// Klarna's Read Session API, simulated over real TLS.
+
+/// One programmed answer of the Read Session simulator.
+#[derive(Clone, Debug)]
+pub enum ApiAnswer {
+    /// 200 with this JSON body.
+    Json(String),
+    /// This status with an empty JSON error body.
+    Status(u16),
+    /// 429 with `Retry-After: secs`.
+    RetryAfter(u64),
+    /// No answer for this long, then 200 `{"status":"incomplete"}`.
+    Slow(Duration),
+}
+
+pub struct ApiRequest {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub at: std::time::Instant,
+}
+
+/// Answers `GET /payments/v1/sessions/{id}` from a per-session script (the
+/// last answer repeats; an unscripted session is 404) and records requests.
+#[derive(Clone)]
+pub struct KlarnaApi {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    pub requests: Arc<Mutex<Vec<ApiRequest>>>,
+    scripts: Arc<Mutex<std::collections::HashMap<String, Vec<ApiAnswer>>>>,
+}
+
+impl KlarnaApi {
+    pub async fn start() -> Self {
+        let cert = make_cert();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(
+            rcgen::KeyPair::from_pem(&cert.key_pem)
+                .expect("key")
+                .serialize_der(),
+        )
+        .expect("key der");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], key)
+        .expect("server config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let api = KlarnaApi {
+            addr: listener.local_addr().expect("addr"),
+            ca_pem: cert.cert_pem.clone(),
+            requests: Arc::default(),
+            scripts: Arc::default(),
+        };
+        let a = api.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (a, acceptor) = (a.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        let a = a.clone();
+                        async move { Ok::<_, std::convert::Infallible>(a.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        api
+    }
+
+    pub fn script(&self, session: &str, answers: Vec<ApiAnswer>) {
+        self.scripts
+            .lock()
+            .expect("lock")
+            .insert(session.to_string(), answers);
+    }
+
+    /// (path, Authorization header, time) of every request so far.
+    pub fn seen(&self) -> Vec<(String, Option<String>, std::time::Instant)> {
+        let reqs = self.requests.lock().expect("lock");
+        reqs.iter()
+            .map(|r| (r.path.clone(), r.authorization.clone(), r.at))
+            .collect()
+    }
+
+    pub fn requests_for(&self, session: &str) -> usize {
+        let path = format!("/payments/v1/sessions/{session}");
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+
+    /// The `[klarna]` and `[reconcile]` sections pointing at this simulator.
+    pub fn config(&self, dir: &Path, schedule: &str) -> String {
+        let ca = dir.join("klarna-ca.pem");
+        std::fs::write(&ca, &self.ca_pem).expect("write ca");
+        format!(
+            "[klarna]\napi_url = \"https://localhost:{}\"\nusername = \"K123_test\"\npassword = \"{KLARNA_PASSWORD}\"\nca_file = \"{}\"\ntimeout = \"300ms\"\n[reconcile]\nenabled = true\nschedule = {schedule}\ngive_up_after = \"30s\"\n",
+            self.addr.port(),
+            ca.display()
+        )
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        self.requests.lock().expect("lock").push(ApiRequest {
+            path: path.clone(),
+            authorization,
+            at: std::time::Instant::now(),
+        });
+        let session = path
+            .strip_prefix("/payments/v1/sessions/")
+            .unwrap_or("")
+            .to_string();
+        let answer = {
+            let mut scripts = self.scripts.lock().expect("lock");
+            match scripts.get_mut(&session) {
+                Some(list) if list.len() > 1 => Some(list.remove(0)),
+                Some(list) => list.first().cloned(),
+                None => None,
+            }
+        };
+        let json = |status: u16, body: String| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("response")
+        };
+        match answer {
+            None => json(404, r#"{"error_code":"NOT_FOUND"}"#.into()),
+            Some(ApiAnswer::Json(body)) => json(200, body),
+            Some(ApiAnswer::Status(s)) => json(s, r#"{"error_code":"SIMULATED"}"#.into()),
+            Some(ApiAnswer::RetryAfter(secs)) => Response::builder()
+                .status(429)
+                .header("retry-after", secs.to_string())
+                .body(Full::new(Bytes::new()))
+                .expect("response"),
+            Some(ApiAnswer::Slow(d)) => {
+                tokio::time::sleep(d).await;
+                json(200, r#"{"status":"incomplete"}"#.into())
+            }
+        }
+    }
+}
+
+pub const KLARNA_PASSWORD: &str = "klarna-api-password-never-logged";

@@ -1,0 +1,226 @@
+//! Klarna's Read Session API (`GET {api_url}/payments/v1/sessions/{id}`),
+//! the fallback when an authorization callback never arrives. HTTP Basic
+//! credentials go in one header marked sensitive and are never logged.
+//! Checks are minutes apart, so each uses a fresh TLS connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::KlarnaConfig;
+use crate::text::{base64, path_segment};
+use crate::types::{AuthorizationToken, SessionId};
+
+/// What Read Session said about a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Authorized: the token to place the order with.
+    Authorized(AuthorizationToken),
+    /// Not authorized (yet).
+    Incomplete,
+    /// An order was placed.
+    Complete,
+    /// Unknown or expired session (404).
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("Klarna refused the credentials ({0})")]
+    Auth(StatusCode),
+    #[error("Klarna rate-limited the check (429)")]
+    RateLimited(Option<Duration>),
+    #[error("Klarna answered {0}")]
+    Status(StatusCode),
+    #[error("no answer from Klarna within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach Klarna: {0}")]
+    Connect(String),
+    #[error("Klarna's answer is not the expected JSON")]
+    Body,
+}
+
+impl ReadError {
+    /// The `outcome` label of `authback_reconcile_checks_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReadError::Auth(_) => "auth_error",
+            ReadError::RateLimited(_) => "rate_limited",
+            ReadError::Status(s) if s.is_server_error() => "server_error",
+            ReadError::Status(_) | ReadError::Body => "error",
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Connect(_) => "unreachable",
+        }
+    }
+}
+
+pub struct ReadSessionClient {
+    host: String,
+    port: u16,
+    base_path: String,
+    authorization: HeaderValue,
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl ReadSessionClient {
+    pub fn new(cfg: &KlarnaConfig) -> Result<Self, String> {
+        let uri: http::Uri = cfg
+            .api_url
+            .parse()
+            .map_err(|_| format!("klarna.api_url `{}` is not a URL", cfg.api_url))?;
+        let host = uri.host().ok_or("klarna.api_url has no host")?.to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) else {
+            return Err("klarna.username and klarna.password are required".into());
+        };
+        let mut creds = user.expose().to_vec();
+        creds.push(b':');
+        creds.extend_from_slice(pass.expose());
+        let mut authorization = HeaderValue::from_str(&format!("Basic {}", base64(&creds)))
+            .map_err(|_| "klarna credentials cannot be sent in a header".to_string())?;
+        authorization.set_sensitive(true);
+
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &cfg.ca_file {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            host,
+            port,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            authorization,
+            tls: TlsConnector::from(Arc::new(tls)),
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// Reads one session.
+    pub async fn read_session(&self, session: &SessionId) -> Result<SessionState, ReadError> {
+        let path = format!(
+            "{}/payments/v1/sessions/{}",
+            self.base_path,
+            path_segment(session.as_str())
+        );
+        match tokio::time::timeout(self.timeout, self.get(&path)).await {
+            Ok(r) => r,
+            Err(_) => Err(ReadError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<SessionState, ReadError> {
+        let connect = |e: &dyn std::fmt::Display| ReadError::Connect(e.to_string());
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| connect(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| connect(&e))?;
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| connect(&e))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| connect(&e))?;
+        tokio::spawn(conn);
+        let host = if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let req = Request::get(path)
+            .header(header::HOST, host)
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("authback/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| connect(&e))?;
+        let resp = send.send_request(req).await.map_err(|e| connect(&e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::delivery::parse_retry_after);
+        let body = Limited::new(resp.into_body(), 1024 * 1024)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|_| ReadError::Body)?;
+        match status.as_u16() {
+            200 => parse(&body),
+            404 => Ok(SessionState::NotFound),
+            401 | 403 => Err(ReadError::Auth(status)),
+            429 => Err(ReadError::RateLimited(retry_after)),
+            _ => Err(ReadError::Status(status)),
+        }
+    }
+}
+
+/// The parts of a Read Session answer that matter here.
+pub fn parse(body: &[u8]) -> Result<SessionState, ReadError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ReadError::Body)?;
+    let obj = v.as_object().ok_or(ReadError::Body)?;
+    if obj.get("status").and_then(|s| s.as_str()) == Some("complete") {
+        return Ok(SessionState::Complete);
+    }
+    match obj.get("authorization_token").and_then(|t| t.as_str()) {
+        Some(t) if !t.is_empty() && t.len() <= crate::callback::MAX_FIELD => {
+            Ok(SessionState::Authorized(AuthorizationToken::new(t)))
+        }
+        _ => Ok(SessionState::Incomplete),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_session_bodies() {
+        assert_eq!(
+            parse(br#"{"status":"incomplete","authorization_token":"tok-1"}"#).expect("ok"),
+            SessionState::Authorized(AuthorizationToken::new("tok-1"))
+        );
+        assert_eq!(
+            parse(br#"{"status":"incomplete"}"#).expect("ok"),
+            SessionState::Incomplete
+        );
+        assert_eq!(
+            parse(br#"{"status":"incomplete","authorization_token":""}"#).expect("ok"),
+            SessionState::Incomplete
+        );
+        assert_eq!(
+            parse(br#"{"status":"complete","authorization_token":"tok-1"}"#).expect("ok"),
+            SessionState::Complete,
+            "an order was placed: nothing to recover"
+        );
+        assert!(parse(b"<html>").is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! The Read Session fallback. Each registered session is checked on the
+//! configured schedule until a callback for it is recorded, Klarna returns an
+//! `authorization_token` (then it is recorded and forwarded exactly like a
+//! callback, `source = "read_session"`, deduped by the same id), the order is
+//! `complete`, the session is gone (404), or `give_up_after` passes.
+//! Klarna's errors are logged (never the credentials) and retried on the
+//! schedule; nothing here can stop the loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::klarna::{ReadError, ReadSessionClient, SessionState};
+use crate::shutdown::Stop;
+use crate::store::{CheckNext, Claim, Delivery, DeliveryState, Registration, Source};
+use crate::types::{unix_ms, AuthorizationToken, DeliveryId};
+
+/// Read Session requests in flight at once.
+const MAX_CHECKS_IN_FLIGHT: usize = 8;
+
+pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
+    let permits = Arc::new(Semaphore::new(MAX_CHECKS_IN_FLIGHT));
+    while !stop.is_stopped() {
+        let free = permits.available_permits();
+        if free > 0 {
+            match app.store.take_due_checks(unix_ms(), free).await {
+                Ok(due) => {
+                    for r in due {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (app, client) = (app.clone(), client.clone());
+                        tokio::spawn(async move {
+                            check(&app, &client, r).await;
+                            drop(permit);
+                            app.reconcile_wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read registrations; retrying"),
+            }
+        }
+        let wait = if permits.available_permits() == 0 {
+            Duration::from_secs(60)
+        } else {
+            match app.store.next_check_at().await {
+                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(unix_ms())),
+                _ => Duration::from_secs(60),
+            }
+        }
+        .clamp(Duration::from_millis(5), Duration::from_secs(60));
+        tokio::select! {
+            _ = app.reconcile_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait() => {}
+        }
+    }
+}
+
+/// The delay before the check after `checks_done` checks: the schedule's
+/// step, the last one repeating.
+pub fn step(schedule: &[Duration], checks_done: u32) -> Duration {
+    let i = (checks_done as usize).min(schedule.len().saturating_sub(1));
+    schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+}
+
+async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
+    let cfg = &app.config.reconcile;
+    let checks = r.checks + 1;
+    let now = unix_ms();
+    let give_up_at = r.registered_at + cfg.give_up_after.as_millis() as u64;
+    let next = if now >= give_up_at {
+        app.metrics.reconcile_check("gave_up");
+        tracing::warn!(session_id = %r.session_id, checks = r.checks, "no authorization found for the session before give_up_after; checks stop");
+        CheckNext::Ended {
+            outcome: "gave_up".into(),
+        }
+    } else {
+        let again_at = (now + step(&cfg.schedule, checks).as_millis() as u64).min(give_up_at);
+        match client.read_session(&r.session_id).await {
+            Ok(SessionState::Authorized(token)) => recover(app, &r, token, again_at).await,
+            Ok(SessionState::Incomplete) => {
+                app.metrics.reconcile_check("incomplete");
+                CheckNext::Again {
+                    at: again_at,
+                    error: None,
+                }
+            }
+            Ok(SessionState::Complete) => {
+                app.metrics.reconcile_check("complete");
+                tracing::info!(session_id = %r.session_id, "session complete (order placed); checks stop");
+                CheckNext::Ended {
+                    outcome: "complete".into(),
+                }
+            }
+            Ok(SessionState::NotFound) => {
+                app.metrics.reconcile_check("expired");
+                tracing::info!(session_id = %r.session_id, "session unknown or expired at Klarna (404); checks stop");
+                CheckNext::Ended {
+                    outcome: "expired".into(),
+                }
+            }
+            Err(e) => {
+                app.metrics.reconcile_check(e.label());
+                let at = match &e {
+                    ReadError::RateLimited(Some(wait)) => {
+                        again_at.max(now + wait.as_millis() as u64)
+                    }
+                    _ => again_at,
+                };
+                tracing::warn!(session_id = %r.session_id, error = %e, retry_in_ms = at.saturating_sub(now), "Read Session check failed; will retry");
+                CheckNext::Again {
+                    at,
+                    error: Some(e.to_string()),
+                }
+            }
+        }
+    };
+    if let Err(e) = app
+        .store
+        .finish_check(r.session_id.clone(), checks, next)
+        .await
+    {
+        tracing::error!(session_id = %r.session_id, error = %e, "cannot record a Read Session check; it will be repeated");
+    }
+}
+
+/// Records a token found through Read Session exactly as a callback would
+/// be, so a callback before or after gives no second forward.
+async fn recover(
+    app: &App,
+    r: &Registration,
+    token: AuthorizationToken,
+    again_at: u64,
+) -> CheckNext {
+    let now = unix_ms();
+    let body = serde_json::json!({
+        "authorization_token": token.expose(),
+        "session_id": r.session_id.as_str(),
+    })
+    .to_string();
+    let d = Delivery {
+        id: DeliveryId::for_authorization(&r.session_id, &token),
+        route: r.route.clone(),
+        reference: r.reference.clone(),
+        session_id: r.session_id.clone(),
+        authorization_token: token,
+        source: Source::ReadSession,
+        received_at: now,
+        payload: Bytes::from(body),
+        arrival_uri: None,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        deadline_at: now + app.config.delivery.deadline.as_millis() as u64,
+        last_error: None,
+        delivered_at: None,
+    };
+    let id = d.id;
+    match app.store.claim(d).await {
+        Ok(Claim::Recorded) => {
+            app.wake.notify_one();
+            app.metrics.reconcile_check("recovered");
+            app.metrics.recovered();
+            tracing::info!(session_id = %r.session_id, %id, route = %r.route, reference = %r.reference, "authorization recovered through Read Session");
+            CheckNext::Ended {
+                outcome: "read_session".into(),
+            }
+        }
+        Ok(Claim::Duplicate) => {
+            app.metrics.reconcile_check("already_recorded");
+            CheckNext::Ended {
+                outcome: "callback".into(),
+            }
+        }
+        Err(e) => {
+            app.metrics.reconcile_check("store_error");
+            tracing::error!(session_id = %r.session_id, error = %e, "cannot record a recovered authorization; will check again");
+            CheckNext::Again {
+                at: again_at,
+                error: Some(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_step_repeats() {
+        let s = [
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+            Duration::from_secs(300),
+        ];
+        assert_eq!(step(&s, 0), Duration::from_secs(60));
+        assert_eq!(step(&s, 1), Duration::from_secs(120));
+        assert_eq!(step(&s, 2), Duration::from_secs(300));
+        assert_eq!(step(&s, 50), Duration::from_secs(300));
+    }
+}
