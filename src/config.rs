@@ -123,6 +123,7 @@ struct FileStore {
     kind: Option<String>,
     path: Option<PathBuf>,
     url: Option<String>,
+    key_prefix: Option<String>,
     dedupe_ttl: Option<String>,
 }
 
@@ -249,7 +250,9 @@ pub enum StoreKind {
 pub struct StoreConfig {
     pub kind: StoreKind,
     pub path: Option<PathBuf>,
-    pub url: Option<String>,
+    /// The secret-bearing Redis URL (it may hold a password): never printed.
+    pub url: Option<Secret>,
+    pub key_prefix: String,
     pub dedupe_ttl: Duration,
 }
 
@@ -732,15 +735,39 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
                 c.err("store.path", "is required with kind = \"file\" (the SQLite database, e.g. \"/var/lib/authback/authback.db\")");
             }
         }
-        StoreKind::Redis => c.err(
-            "store.kind",
-            "\"redis\" is not available in this version yet; use \"file\" or \"memory\"",
-        ),
+        StoreKind::Redis => {}
+    }
+    // The Redis URL may carry a password, so it is read like a secret
+    // (`env:`/`file:` allowed) and never printed.
+    let store_url = match f.store.url.as_deref().map(resolve_secret) {
+        None => None,
+        Some(Err(e)) => {
+            c.err("store.url", e);
+            None
+        }
+        Some(Ok((url, _))) => Some(url),
+    };
+    if kind == StoreKind::Redis {
+        match &store_url {
+            None => c.err(
+                "store.url",
+                "is required with kind = \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
+            ),
+            Some(u) => {
+                let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|p| u.expose().starts_with(p.as_bytes()));
+                if !ok {
+                    c.err("store.url", "must be a redis://, rediss:// or unix:// URL");
+                }
+            }
+        }
     }
     let store = StoreConfig {
         kind,
         path: f.store.path.map(|p| base.join(p)),
-        url: f.store.url,
+        url: store_url,
+        key_prefix: f.store.key_prefix.unwrap_or_else(|| "authback:".into()),
         dedupe_ttl: c.positive_duration("store.dedupe_ttl", f.store.dedupe_ttl.as_deref(), "48h"),
     };
 

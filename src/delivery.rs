@@ -91,6 +91,7 @@ pub async fn run(app: Arc<App>, stop: Stop) {
             }
         }
         .min(Duration::from_secs(60))
+        .min(app.store.poll_interval().unwrap_or(Duration::MAX))
         .min(drain_until.map_or(Duration::MAX, |u| {
             u.saturating_duration_since(Instant::now())
         }));

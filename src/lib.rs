@@ -38,6 +38,7 @@ use app::App;
 use config::{StoreKind, TlsConfig};
 use metrics::Metrics;
 use store::memory::MemoryStore;
+use store::redis::RedisStore;
 use store::sqlite::SqliteStore;
 use store::Store;
 
@@ -102,9 +103,27 @@ pub async fn run(
             Arc::new(store)
         }
         StoreKind::Redis => {
-            return Err(RunError::Store(
-                "the redis store is not available in this version".into(),
-            ))
+            let url = config
+                .store
+                .url
+                .as_ref()
+                .ok_or_else(|| RunError::Store("store.url is not set".into()))?;
+            let url = std::str::from_utf8(url.expose())
+                .map_err(|_| RunError::Store("store.url is not UTF-8".into()))?;
+            // A lease outlives an attempt and its recording with room to spare.
+            let lease = config.delivery.attempt_timeout * 2 + Duration::from_secs(5);
+            let registration_ttl = config.reconcile.give_up_after + config.store.dedupe_ttl;
+            let store = RedisStore::open(
+                url,
+                &config.store.key_prefix,
+                config.store.dedupe_ttl,
+                registration_ttl,
+                lease,
+            )
+            .await
+            .map_err(|e| RunError::Store(e.0))?;
+            tracing::info!(prefix = %config.store.key_prefix, "redis store connected");
+            Arc::new(store)
         }
     };
     for w in &config.warnings {

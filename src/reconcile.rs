@@ -51,7 +51,8 @@ pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
                 _ => Duration::from_secs(60),
             }
         }
-        .clamp(Duration::from_millis(5), Duration::from_secs(60));
+        .clamp(Duration::from_millis(5), Duration::from_secs(60))
+        .min(app.store.poll_interval().unwrap_or(Duration::MAX));
         tokio::select! {
             _ = app.reconcile_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}

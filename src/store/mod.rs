@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod outbox;
+pub mod redis;
 pub mod registrations;
 pub mod sqlite;
 
@@ -155,6 +156,12 @@ pub trait Store: Send + Sync + 'static {
     /// Whether what it recorded survives the process (`kill -9` included).
     fn durable(&self) -> bool;
 
+    /// How often workers look for due work even when not woken: for a store
+    /// shared with other processes, whose additions nobody here announces.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Atomically: if `d.id` was seen within the dedupe TTL, `Duplicate`;
     /// otherwise record the key and queue `d`, then `Recorded`. Recording
     /// also ends an active registration of the same session (no more Read
@@ -162,7 +169,8 @@ pub trait Store: Send + Sync + 'static {
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>>;
 
     /// Leases up to `limit` pending deliveries due at `now`; a leased
-    /// delivery is not handed out again until `finish` or a restart.
+    /// delivery is not handed out again until `finish`, a restart, or, in a
+    /// store shared by replicas, the lease's expiry (its holder died).
     fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
 
     /// When the earliest unleased pending delivery is due.

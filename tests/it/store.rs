@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authback::store::memory::MemoryStore;
+use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
     AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, RegState, Registration, Replay,
@@ -13,7 +14,7 @@ use authback::store::{
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
 
-use crate::common::TempDir;
+use crate::common::{RedisServer, TempDir};
 
 const TTL: Duration = Duration::from_secs(3600);
 
@@ -21,15 +22,40 @@ const TTL: Duration = Duration::from_secs(3600);
 enum Kind {
     Memory,
     File,
+    Redis,
 }
 
-/// A store of `kind`; file stores live in `dir`, so reopening finds the data.
-fn open(kind: Kind, dir: &TempDir, ttl: Duration) -> Arc<dyn Store> {
+/// What a store needs to stay alive: its folder, and its server for Redis.
+struct Env {
+    dir: TempDir,
+    redis: Option<RedisServer>,
+}
+
+impl Env {
+    fn new(kind: Kind) -> Self {
+        let dir = TempDir::new();
+        let redis = matches!(kind, Kind::Redis).then(|| RedisServer::start(dir.path()));
+        Env { dir, redis }
+    }
+}
+
+/// A store of `kind`; file and redis stores keep their data in `env`, so
+/// opening again finds it.
+async fn open(kind: Kind, env: &Env, ttl: Duration) -> Arc<dyn Store> {
     match kind {
         Kind::Memory => Arc::new(MemoryStore::new(ttl)),
         Kind::File => Arc::new(
-            SqliteStore::open(&dir.path().join("authback.db"), ttl).expect("open file store"),
+            SqliteStore::open(&env.dir.path().join("authback.db"), ttl).expect("open file store"),
         ),
+        Kind::Redis => {
+            let url = env.redis.as_ref().expect("redis").url();
+            let lease = Duration::from_secs(30);
+            Arc::new(
+                RedisStore::open(&url, "t:", ttl, TTL, lease)
+                    .await
+                    .expect("open redis store"),
+            )
+        }
     }
 }
 
@@ -58,11 +84,14 @@ fn delivery(session: &str, token: &str) -> Delivery {
     }
 }
 
-const FAR: u64 = u64::MAX / 2;
+/// A time far ahead (year 2096, in ms): everything is due by then.
+const FAR: u64 = 4_000_000_000_000;
+/// After FAR plus any lease: a crashed holder's leases have expired.
+const AFTER_LEASES: u64 = FAR + 3_600_000;
 
 async fn claims_are_atomic_under_concurrency(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, TTL);
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     let d = delivery("sess-c", "tok-c");
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -95,15 +124,15 @@ async fn claims_are_atomic_under_concurrency(kind: Kind) {
 }
 
 async fn retry_then_delivered(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, TTL);
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     let d = delivery("sess-r", "tok-r");
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
     let now = unix_ms();
     let got = s.take_due(now + 1, 10).await.expect("take");
     assert_eq!(got.len(), 1);
     assert!(
-        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        s.take_due(now + 1_000, 10).await.expect("take").is_empty(),
         "a leased delivery is not handed out twice"
     );
     let next_at = now + 60_000;
@@ -158,8 +187,8 @@ async fn retry_then_delivered(kind: Kind) {
 }
 
 async fn dead_stays_dead_until_replayed(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, TTL);
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     let d = delivery("sess-d", "tok-d");
     s.claim(d.clone()).await.expect("claim");
     s.take_due(FAR, 10).await.expect("take");
@@ -206,8 +235,8 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
 }
 
 async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, Duration::from_millis(300));
+    let env = Env::new(kind);
+    let s = open(kind, &env, Duration::from_millis(300)).await;
     let delivered = delivery("sess-t1", "tok-t1");
     let pending = delivery("sess-t2", "tok-t2");
     s.claim(delivered.clone()).await.expect("claim");
@@ -235,8 +264,8 @@ async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
 }
 
 async fn listing_is_newest_first_and_filtered(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, TTL);
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     let mut ids = Vec::new();
     for i in 0..5u64 {
         let mut d = delivery(&format!("sess-l{i}"), "tok");
@@ -279,8 +308,8 @@ fn registration(session: &str, due_in_ms: u64) -> Registration {
 }
 
 async fn registrations_are_scheduled_and_end(kind: Kind) {
-    let dir = TempDir::new();
-    let s = open(kind, &dir, TTL);
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     assert!(s
         .register(registration("sess-a", 0))
         .await
@@ -367,6 +396,9 @@ macro_rules! conformance {
         mod file {
             $(#[tokio::test] async fn $property() { super::$property(super::Kind::File).await })*
         }
+        mod redis {
+            $(#[tokio::test] async fn $property() { super::$property(super::Kind::Redis).await })*
+        }
     };
 }
 
@@ -380,9 +412,8 @@ conformance!(
 );
 
 /// Durable stores only: what was recorded is there after reopening.
-#[tokio::test]
-async fn file_store_resumes_after_reopen() {
-    let dir = TempDir::new();
+async fn durable_store_resumes_after_reopen(kind: Kind) {
+    let env = Env::new(kind);
     let (pending, retried, dead, delivered) = (
         delivery("sess-p", "t"),
         delivery("sess-r", "t"),
@@ -390,7 +421,7 @@ async fn file_store_resumes_after_reopen() {
         delivery("sess-ok", "t"),
     );
     {
-        let s = open(Kind::File, &dir, TTL);
+        let s = open(kind, &env, TTL).await;
         for d in [&pending, &retried, &dead, &delivered] {
             s.claim(d.clone()).await.expect("claim");
         }
@@ -419,8 +450,8 @@ async fn file_store_resumes_after_reopen() {
             .expect("finish");
         // `pending` stays leased: the process "dies" with it in flight.
     }
-    let s = open(Kind::File, &dir, TTL);
-    let mut resumed = s.take_due(FAR, 10).await.expect("take");
+    let s = open(kind, &env, TTL).await;
+    let mut resumed = s.take_due(AFTER_LEASES, 10).await.expect("take");
     resumed.sort_by_key(|d| d.session_id.as_str().to_string());
     let got: Vec<(&str, u32)> = resumed
         .iter()
@@ -452,10 +483,9 @@ async fn file_store_resumes_after_reopen() {
     );
 }
 
-#[tokio::test]
-async fn file_store_prunes_delivered_records_past_the_ttl() {
-    let dir = TempDir::new();
-    let s = open(Kind::File, &dir, TTL);
+async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
     let (old, live) = (delivery("sess-old", "t"), delivery("sess-live", "t"));
     s.claim(old.clone()).await.expect("claim");
     s.claim(live.clone()).await.expect("claim");
@@ -474,6 +504,26 @@ async fn file_store_prunes_delivered_records_past_the_ttl() {
         .expect("list")
         .is_empty());
     assert_eq!(s.stats().await.expect("stats").pending, 1);
+}
+
+#[tokio::test]
+async fn file_store_resumes_after_reopen() {
+    durable_store_resumes_after_reopen(Kind::File).await
+}
+
+#[tokio::test]
+async fn redis_store_resumes_after_reopen() {
+    durable_store_resumes_after_reopen(Kind::Redis).await
+}
+
+#[tokio::test]
+async fn file_store_prunes_delivered_records_past_the_ttl() {
+    durable_store_prunes_delivered_records_past_the_ttl(Kind::File).await
+}
+
+#[tokio::test]
+async fn redis_store_prunes_delivered_records_past_the_ttl() {
+    durable_store_prunes_delivered_records_past_the_ttl(Kind::Redis).await
 }
 
 #[tokio::test]
