@@ -9,5 +9,6 @@ mod durability;
 mod process;
 mod proxy;
 mod reconcile;
+mod replicas;
 mod store;
 mod tls;
