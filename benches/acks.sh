@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Durable callback acks: the memory store against the file store, driven by
-# wrk (a separate process) with 64 keep-alive TLS connections posting
+# Durable callback acks: the memory store against the file store and the
+# redis store (one replica, and two replicas sharing one Redis), driven by wrk
+# (separate processes) with 64 keep-alive TLS connections in all, posting
 # distinct callbacks while the upstream hangs, beside the disk's raw fsync
 # rate measured in the same run. Targets alternate; each run lasts RUN_SECS.
+# Redis runs with appendonly yes + appendfsync always (the durable setting).
 # Everything listens on 127.0.0.1; everything started here is stopped at exit.
 #
 #   bash benches/acks.sh            # 3 rounds of 5 s per target
@@ -14,15 +16,20 @@ RUN_SECS=${RUN_SECS:-5}
 CONNS=${CONNS:-64}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 cargo build --release -q
 BIN=$PWD/target/release/authback
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP_LOGS:-}" ] && tail -n 5 "$WORK"/*.log >&2; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); PUB=$(port); ADM=$(port)
+UP=$(port); PUB=$(port); ADM=$(port); PUB2=$(port); ADM2=$(port); RP=$(port)
+
+redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly yes --appendfsync always \
+  --dir "$WORK" --protected-mode no >/dev/null 2>&1 &
+PIDS+=($!)
 
 # An upstream that accepts connections and never answers.
 python3 - "$UP" <<'PY' &
@@ -49,20 +56,25 @@ request = function()
 end
 LUA
 
-config() { # kind
+config() { # kind [public admin]
+  local pub=${2:-$PUB} adm=${3:-$ADM}
   cat <<TOML
 [server]
-listen = "127.0.0.1:$PUB"
-public_url = "https://localhost:$PUB"
+listen = "127.0.0.1:$pub"
+public_url = "https://localhost:$pub"
+shutdown_grace = "1s"
 [server.tls]
 self_signed = true
 [admin]
-listen = "127.0.0.1:$ADM"
+listen = "127.0.0.1:$adm"
 [upstream]
 url = "http://127.0.0.1:$UP"
+[delivery]
+attempt_timeout = "1s"
 [store]
 kind = "$1"
 $( [ "$1" = file ] && echo "path = \"$WORK/authback.db\"" )
+$( [ "$1" = redis ] && echo "url = \"redis://127.0.0.1:$RP/0\"" && echo "key_prefix = \"bench-$ROUND_TAG:\"" )
 [[routes]]
 name = "klarna"
 kind = "klarna_authorization"
@@ -83,25 +95,66 @@ print(n // 2)
 PY
 }
 
-run() { # kind round -> "acks/s p50 p99"
-  config "$1" > "$WORK/$1.toml"
-  rm -f "$WORK"/authback.db*
-  "$BIN" --config "$WORK/$1.toml" 2>"$WORK/$1.log" & local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADM/readyz" >/dev/null && break; sleep 0.05; done
+start() { # kind conf-name public admin -> pid
+  config "$1" "$3" "$4" > "$WORK/$2.toml"
+  "$BIN" --config "$WORK/$2.toml" >/dev/null 2>"$WORK/$2.log" &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$4/readyz" >/dev/null && break; sleep 0.05; done
+  echo "$pid"
+}
+
+load() { # conf-name conns tag -> wrk output
   local url; url=$("$BIN" mint-url --config "$WORK/$1.toml" --route klarna --reference bench)
-  local out; out=$(wrk -t1 -c"$CONNS" -d"${RUN_SECS}s" --latency -s "$WORK/post.lua" "${url/localhost/127.0.0.1}" -- "$1-$2" 2>&1 | sed "s/^/  /")
-  local dups; dups=$(curl -s "http://127.0.0.1:$ADM/metrics" | awk -F' ' '/outcome="duplicate"/ {print $2}')
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  if [ "${dups:-0}" != 0 ]; then echo "the load sent $dups duplicate callbacks: not distinct" >&2; exit 1; fi
-  if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers in $1 run:" >&2; echo "$out" >&2; exit 1; fi
-  awk '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print r, p50, p99}' <<<"$out"
+  wrk -t1 -c"$2" -d"${RUN_SECS}s" --latency -s "$WORK/post.lua" "${url/localhost/127.0.0.1}" -- "$3" 2>&1
+}
+
+stop() { # pid... (children of a subshell: `wait` cannot reap them, so poll)
+  kill "$@" 2>/dev/null || true
+  for p in "$@"; do
+    for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  done
+}
+
+check_distinct() { # admin port...
+  local total=0
+  for adm in "$@"; do
+    local d; d=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/outcome="duplicate"/ {print $2}')
+    total=$((total + ${d:-0}))
+  done
+  if [ "$total" != 0 ]; then echo "the load sent $total duplicate callbacks: not distinct" >&2; exit 1; fi
+}
+
+summary() { # wrk outputs on stdin -> "acks/s p50 p99" (rates summed, worst p50/p99)
+  awk '/Requests\/sec/ {r+=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=1}
+       END {if (bad) {print "non-2xx" > "/dev/stderr"; exit 1} printf "%.2f %s %s\n", r, p50, p99}'
+}
+
+run() { # kind round -> "acks/s p50 p99"
+  ROUND_TAG="$1-$2"
+  rm -f "$WORK"/authback.db*
+  if [ "$1" = redis2 ]; then
+    local a b; a=$(start redis "$ROUND_TAG-a" "$PUB" "$ADM"); b=$(start redis "$ROUND_TAG-b" "$PUB2" "$ADM2")
+    local oa="$WORK/wa.out" ob="$WORK/wb.out"
+    load "$ROUND_TAG-a" $((CONNS / 2)) "$ROUND_TAG-a" > "$oa" & local wa=$!
+    load "$ROUND_TAG-b" $((CONNS / 2)) "$ROUND_TAG-b" > "$ob" & local wb=$!
+    wait "$wa" "$wb"
+    check_distinct "$ADM" "$ADM2"
+    stop "$a" "$b"
+    cat "$oa" "$ob" | summary
+  else
+    local pid; pid=$(start "$1" "$ROUND_TAG" "$PUB" "$ADM")
+    local out; out=$(load "$ROUND_TAG" "$CONNS" "$ROUND_TAG")
+    check_distinct "$ADM"
+    stop "$pid"
+    summary <<<"$out"
+  fi
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; disk fsync (200 B append + fdatasync): $(fsync_rate)/s"
 printf '%-7s %-6s %10s %9s %9s\n' store round acks/s p50 p99
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
-  for kind in memory file; do
+  for kind in memory file redis redis2; do
     read -r rate p50 p99 < <(run "$kind" "$r")
     printf '%-7s %-6s %10s %9s %9s\n' "$kind" "$r" "$rate" "$p50" "$p99"
     SUM[$kind]="${SUM[$kind]:-} $rate"
@@ -109,5 +162,6 @@ for r in $(seq "$ROUNDS"); do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 m=$(echo "${SUM[memory]}" | median); f=$(echo "${SUM[file]}" | median)
-echo "median acks/s: memory $m, file $f, file/memory $(python3 -c "print(f'{$f/$m:.2f}')")"
+r=$(echo "${SUM[redis]}" | median); r2=$(echo "${SUM[redis2]}" | median)
+echo "median acks/s: memory $m, file $f ($(python3 -c "print(f'{$f/$m:.2f}')")x memory), redis $r ($(python3 -c "print(f'{$r/$m:.2f}')")x), redis with 2 replicas $r2 ($(python3 -c "print(f'{$r2/$m:.2f}')")x)"
 echo "disk fsync after the runs: $(fsync_rate)/s"

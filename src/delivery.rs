@@ -108,12 +108,25 @@ pub async fn run(app: Arc<App>, stop: Stop) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // Let attempts in flight finish (bounded by the attempt timeout).
-    let _ = tokio::time::timeout(
-        app.config.delivery.attempt_timeout + Duration::from_secs(1),
-        permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
+    // Let attempts in flight finish, within what is left of the grace: the
+    // whole shutdown stays inside shutdown_grace, as an orchestrator's kill
+    // deadline expects.
+    let left = drain_until.map_or(Duration::ZERO, |u| {
+        u.saturating_duration_since(Instant::now())
+    });
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(
+        left.max(Duration::from_millis(100)),
+        permits.acquire_many(all),
     )
-    .await;
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            in_flight = app.in_flight.load(Ordering::Relaxed),
+            "shutdown grace over with delivery attempts in flight; a durable store sends them again after restart"
+        );
+    }
 }
 
 async fn attempt(app: &App, d: Delivery) {
