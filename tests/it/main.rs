@@ -6,6 +6,8 @@ mod common;
 mod admin;
 mod callback;
 mod durability;
+mod examples;
+mod php;
 mod process;
 mod proxy;
 mod reconcile;
