@@ -156,7 +156,7 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     if it.next()? != "GMT" || it.next().is_some() || hms.next().is_some() {
         return None;
     }
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || year < 1970 {
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || !(1970..=9999).contains(&year) {
         return None;
     }
     let t = days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se;
@@ -332,6 +332,8 @@ mod tests {
         );
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
         assert_eq!(parse_http_date("soon"), None);
+        // A year that would overflow the calendar arithmetic is refused, not a panic.
+        assert_eq!(parse_http_date("Sun, 06 Nov 99999999999999 08:49:37 GMT"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod durability;
 mod examples;
 mod php;
 mod process;
+mod properties;
 mod proxy;
 mod reconcile;
 mod replicas;
