@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::klarna::{ReadError, ReadSessionClient, SessionState};
 use crate::shutdown::Stop;
-use crate::store::{CheckNext, Claim, Delivery, DeliveryState, Registration, Source};
-use crate::types::{unix_ms, AuthorizationToken, DeliveryId};
+use crate::store::{CheckNext, Claim, Delivery, Registration, Source};
+use crate::types::{unix_ms, AuthorizationToken};
 
 /// Read Session requests in flight at once.
 const MAX_CHECKS_IN_FLIGHT: usize = 8;
@@ -143,23 +143,17 @@ async fn recover(
         "session_id": r.session_id.as_str(),
     })
     .to_string();
-    let d = Delivery {
-        id: DeliveryId::for_authorization(&r.session_id, &token),
-        route: r.route.clone(),
-        reference: r.reference.clone(),
-        session_id: r.session_id.clone(),
-        authorization_token: token,
-        source: Source::ReadSession,
-        received_at: now,
-        payload: Bytes::from(body),
-        arrival_uri: None,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at: now,
-        deadline_at: now + app.config.delivery.deadline.as_millis() as u64,
-        last_error: None,
-        delivered_at: None,
-    };
+    let d = Delivery::new_pending(
+        r.route.clone(),
+        r.reference.clone(),
+        r.session_id.clone(),
+        token,
+        Source::ReadSession,
+        Bytes::from(body),
+        None,
+        now,
+        app.config.delivery.deadline,
+    );
     let id = d.id;
     match app.store.claim(d).await {
         Ok(Claim::Recorded) => {

@@ -333,7 +333,10 @@ mod tests {
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
         assert_eq!(parse_http_date("soon"), None);
         // A year that would overflow the calendar arithmetic is refused, not a panic.
-        assert_eq!(parse_http_date("Sun, 06 Nov 99999999999999 08:49:37 GMT"), None);
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 99999999999999 08:49:37 GMT"),
+            None
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::body::{json_error, status, Body};
 use crate::config::{ForwardFormat, Route};
-use crate::store::{ArrivalUri, Claim, Delivery, DeliveryState, Source};
+use crate::store::{ArrivalUri, Claim, Delivery, Source};
 use crate::text::query_param;
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use token::TokenError;
@@ -204,25 +204,18 @@ async fn decide(
         Ok(fields) => fields,
         Err(why) => return Outcome::BadRequest(why),
     };
-    let now = unix_ms();
-    let id = DeliveryId::for_authorization(&session_id, &authorization_token);
-    let delivery = Delivery {
-        id,
-        route: route.name.clone(),
-        reference: reference.to_string(),
+    let delivery = Delivery::new_pending(
+        route.name.clone(),
+        reference.to_string(),
         session_id,
         authorization_token,
-        source: Source::Callback,
-        received_at: now,
-        payload: body,
+        Source::Callback,
+        body,
         arrival_uri,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at: now,
-        deadline_at: now + app.config.delivery.deadline.as_millis() as u64,
-        last_error: None,
-        delivered_at: None,
-    };
+        unix_ms(),
+        app.config.delivery.deadline,
+    );
+    let id = delivery.id;
     match app.store.claim(delivery).await {
         Ok(Claim::Recorded) => {
             app.wake.notify_one();

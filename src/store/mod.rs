@@ -119,6 +119,42 @@ pub struct Delivery {
     pub delivered_at: Option<u64>,
 }
 
+impl Delivery {
+    /// A new authorization, due at once, however it arrived. Its id is the
+    /// one SPEC §4 defines, so a callback and a Read Session recovery of the
+    /// same token are the same delivery.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_pending(
+        route: String,
+        reference: String,
+        session_id: SessionId,
+        authorization_token: AuthorizationToken,
+        source: Source,
+        payload: Bytes,
+        arrival_uri: Option<ArrivalUri>,
+        now: u64,
+        deadline: std::time::Duration,
+    ) -> Self {
+        Delivery {
+            id: DeliveryId::for_authorization(&session_id, &authorization_token),
+            route,
+            reference,
+            session_id,
+            authorization_token,
+            source,
+            received_at: now,
+            payload,
+            arrival_uri,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            deadline_at: now + deadline.as_millis() as u64,
+            last_error: None,
+            delivered_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// First time: recorded and queued.

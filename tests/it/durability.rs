@@ -251,15 +251,10 @@ async fn a_full_filesystem_gets_503_and_readiness_follows_it() {
 
     // Space comes back: readiness and acks come back by themselves.
     std::fs::remove_file(mnt.0.join("filler")).expect("free space");
-    let mut ready = false;
-    for _ in 0..100 {
-        if ab.admin_get("/readyz").await.map(|r| r.0) == Ok(200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "readyz recovers once the disk has room");
+    assert!(
+        ab.wait_ready().await,
+        "readyz recovers once the disk has room"
+    );
     assert_eq!(
         ab.callback(&ab.mint("after"), &callback_body("sess-after", "t-full"))
             .await

@@ -388,6 +388,17 @@ impl Authback {
         panic!("authback did not become ready");
     }
 
+    /// Waits up to 10 s for `/readyz` to answer 200.
+    pub async fn wait_ready(&self) -> bool {
+        for _ in 0..100 {
+            if self.admin_get("/readyz").await.map(|r| r.0) == Ok(200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Begins a graceful shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> Result<(), authback::RunError> {
         if let Some(tx) = self.stop.take() {
