@@ -5,16 +5,21 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -53,7 +58,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The connection watchdog below bounds request heads and idle time;
+        // hyper's own timer would also close idle keep-alive connections.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
@@ -77,8 +84,9 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(builder(&limits));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let timeouts = Timeouts::from(&limits);
     loop {
         // Beyond max_connections, new connections wait in the kernel's backlog.
         let permit = tokio::select! {
@@ -100,20 +108,20 @@ pub async fn serve<H, F>(
         let _ = tcp.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tls = tls.clone();
-        let handshake_timeout = limits.tls_handshake_timeout;
+        let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req| {
-                let fut = handler(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
             match tls {
-                None => serve_io(tcp, &builder, svc, watcher).await,
+                None => serve_io(tcp, peer, &builder, handler, timeouts, stop).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_io(stream, &builder, svc, watcher).await,
+                    let handshake = acceptor.accept(tcp);
+                    let stream = tokio::select! {
+                        r = tokio::time::timeout(timeouts.handshake, handshake) => r,
+                        _ = stop.wait() => return,
+                    };
+                    match stream {
+                        Ok(Ok(s)) => serve_io(s, peer, &builder, handler, timeouts, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -122,7 +130,9 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every connection task holds a slot; all slots back means all are done.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -130,20 +140,263 @@ pub async fn serve<H, F>(
     }
 }
 
-async fn serve_io<I, S>(
+#[derive(Clone, Copy)]
+struct Timeouts {
+    handshake: Duration,
+    header_read: Duration,
+    idle: Duration,
+}
+
+impl From<&Limits> for Timeouts {
+    fn from(l: &Limits) -> Self {
+        Timeouts {
+            handshake: l.tls_handshake_timeout,
+            header_read: l.header_read_timeout,
+            idle: l.idle_timeout,
+        }
+    }
+}
+
+/// What the connection's watchdog knows: requests in flight, when the
+/// connection last fell idle, and when a new request head started arriving.
+/// Times are milliseconds since the connection was opened.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicU32,
+    served: AtomicBool,
+    idle_since: AtomicU64,
+    /// 1 + the time of the first byte read while idle; 0 when none was.
+    head_since: AtomicU64,
+    h2: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            served: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// When the connection is due to be closed for doing nothing, judged
+    /// now; `None` while a request is in flight (its handler bounds it).
+    fn deadline(&self, t: &Timeouts) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let head = self.head_since.load(Ordering::Acquire);
+        let ms = if !self.served.load(Ordering::Relaxed) {
+            // A new connection must send its first request head promptly.
+            t.header_read.as_millis() as u64
+        } else if head > 0 && !self.h2.load(Ordering::Relaxed) {
+            // An HTTP/1 request head is trickling in: the slowloris guard.
+            head - 1 + t.header_read.as_millis() as u64
+        } else {
+            self.idle_since.load(Ordering::Acquire) + t.idle.as_millis() as u64
+        };
+        Some(self.opened + Duration::from_millis(ms))
+    }
+}
+
+/// Marks one request in flight until its response body is dropped, which
+/// hyper does once the body is sent or the request is abandoned.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.served.store(true, Ordering::Relaxed);
+        a.head_since.store(0, Ordering::Release);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Release);
+        self.0.head_since.store(0, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+pub struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket, noting the first bytes read while no request is
+/// in flight (a request head starting) and whether the client speaks HTTP/2.
+struct Watched<I> {
     io: I,
+    activity: Arc<Activity>,
+    first: bool,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let a = &this.activity;
+            if this.first {
+                this.first = false;
+                let n = read.len().min(H2_PREFACE.len());
+                if read[..n] == H2_PREFACE[..n] {
+                    a.h2.store(true, Ordering::Relaxed);
+                }
+            }
+            if a.in_flight.load(Ordering::Acquire) == 0 && a.head_since.load(Ordering::Acquire) == 0
+            {
+                a.head_since.store(a.now_ms() + 1, Ordering::Release);
+            }
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How long a connection told to close (idle, or shutting down with nothing
+/// in flight) may take to say goodbye before it is dropped.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// Serves one connection, closing it when it idles past `idle_timeout`, when
+/// a request head takes longer than `header_read_timeout`, or, gracefully,
+/// when the server stops.
+async fn serve_io<I, H, F>(
+    io: I,
+    peer: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
-    svc: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    handler: H,
+    t: Timeouts,
+    stop: Stop,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let activity = Arc::new(Activity::new());
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+        first: true,
+    };
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let guard = InFlight::start(&activity);
+            let fut = handler(req, peer);
+            async move {
+                let resp = fut.await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: guard,
+                }))
+            }
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    tokio::pin!(conn);
+    let mut closing = false;
+    let recheck = t.header_read.min(t.idle);
+    let watchdog = tokio::time::sleep(recheck);
+    tokio::pin!(watchdog);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait(), if !closing => {
+                // Finish what is in flight; new requests are refused.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                watchdog.as_mut().reset(tokio::time::Instant::now() + GOODBYE);
+            }
+            _ = watchdog.as_mut() => {
+                let now = Instant::now();
+                match activity.deadline(&t) {
+                    Some(_) if closing && activity.in_flight.load(Ordering::Acquire) == 0 => {
+                        tracing::debug!(%peer, "connection did not close in time; dropping it");
+                        return;
+                    }
+                    Some(at) if at <= now && !closing => {
+                        tracing::debug!(%peer, "closing an idle or slow connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        watchdog.as_mut().reset((now + GOODBYE).into());
+                    }
+                    Some(at) if !closing => watchdog.as_mut().reset(at.into()),
+                    _ => watchdog.as_mut().reset((now + recheck).into()),
+                }
+            }
+        }
     }
 }

@@ -13,5 +13,6 @@ mod properties;
 mod proxy;
 mod reconcile;
 mod replicas;
+mod slow;
 mod store;
 mod tls;
