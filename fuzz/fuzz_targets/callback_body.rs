@@ -1,0 +1,62 @@
+//! The callback body parser faces the internet. It never panics, and what it
+//! accepts renders into a normalized JSON request that carries the same
+//! session and token back.
+#![no_main]
+
+use std::path::Path;
+use std::time::Duration;
+
+use authback::callback::parse_body;
+use authback::config::Config;
+use authback::forward;
+use authback::store::{Delivery, Source};
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+
+const CONFIG: &str = r#"
+[server]
+public_url = "https://shop.example.com"
+[server.tls]
+self_signed = true
+[upstream]
+url = "http://127.0.0.1:8080"
+[[routes]]
+name = "json"
+kind = "klarna_authorization"
+path = "/a/{reference}"
+forward_path = "/f"
+secrets = ["a-long-enough-test-secret"]
+[[routes]]
+name = "form"
+kind = "klarna_authorization"
+path = "/b/{reference}"
+forward_path = "/f"
+forward_format = "form"
+secrets = ["a-long-enough-test-secret"]
+"#;
+
+fuzz_target!(|data: &[u8]| {
+    let body = Bytes::copy_from_slice(data);
+    let Ok((session, token)) = parse_body(&body) else {
+        return;
+    };
+    let Ok(cfg) = Config::parse(CONFIG, Path::new(".")) else {
+        panic!("the fuzz config is valid");
+    };
+    let d = Delivery::new_pending(
+        "json".into(),
+        "ref".into(),
+        session.clone(),
+        token.clone(),
+        Source::Callback,
+        body,
+        None,
+        1_700_000_000_000,
+        Duration::from_secs(60),
+    );
+    let json = forward::render(&d, &cfg.routes[0]);
+    let v: serde_json::Value = serde_json::from_slice(&json.body).expect("rendered JSON parses");
+    assert_eq!(v["session_id"].as_str(), Some(session.as_str()));
+    assert_eq!(v["authorization_token"].as_str(), Some(token.expose()));
+    let _ = forward::render(&d, &cfg.routes[1]);
+});
