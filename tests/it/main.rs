@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod callback;
+mod chaos;
 mod durability;
 mod examples;
 mod php;

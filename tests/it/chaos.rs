@@ -1,0 +1,374 @@
+//! Chaos: the real binary on the file store is `kill -9`ed and restarted at
+//! random while 8 clients send distinct callbacks the way Klarna does, and
+//! the backend answers 503, resets the connection, hangs or accepts at
+//! random. At the end every callback that got a 2xx has been forwarded and
+//! accepted, always with one `Idempotency-Key`; a callback accepted twice is
+//! allowed only where authback was killed between the backend's 2xx and
+//! recording it.
+//!
+//! The suite runs it small. `benches/chaos.sh` runs it for longer; set
+//! `AUTHBACK_CHAOS_SECS` and `AUTHBACK_CHAOS_SEED` to do the same by hand.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::common::*;
+
+const FORWARD: &str = "/klarna/authorized";
+
+/// A small xorshift generator: the test needs no cryptographic randomness,
+/// only a seed it can print so that a run can be repeated.
+struct Rng(AtomicU64);
+
+impl Rng {
+    fn next(&self) -> u64 {
+        let mut x = self.0.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0.store(x, Ordering::Relaxed);
+        x
+    }
+    fn below(&self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Answer {
+    Accept,
+    Unavailable,
+    Reset,
+    Hang,
+}
+
+struct Seen {
+    path: String,
+    key: String,
+    session: String,
+    answer: Answer,
+    at: Instant,
+}
+
+/// The backend: answers each forward at random while `chaos` is set, and
+/// accepts everything once it is cleared.
+#[derive(Clone)]
+struct ChaosUpstream {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    chaos: Arc<AtomicBool>,
+    rng: Arc<Rng>,
+}
+
+impl ChaosUpstream {
+    async fn start(port: u16, seed: u64) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind upstream");
+        let up = ChaosUpstream {
+            seen: Arc::default(),
+            chaos: Arc::new(AtomicBool::new(true)),
+            rng: Arc::new(Rng(AtomicU64::new(seed | 1))),
+        };
+        let u = up.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // Closing with SO_LINGER 0 sends a reset, not a FIN.
+                let _ = tcp.set_zero_linger();
+                let u = u.clone();
+                let reset = Arc::new(Notify::new());
+                tokio::spawn(async move {
+                    let r = reset.clone();
+                    let svc = service_fn(move |req| {
+                        let (u, r) = (u.clone(), r.clone());
+                        async move { u.answer(req, &r).await }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = reset.notified() => {}
+                    }
+                });
+            }
+        });
+        up
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        reset: &Notify,
+    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+        let path = req.uri().path().to_string();
+        let key = req
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let session = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["session_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let answer = if self.chaos.load(Ordering::Relaxed) {
+            match self.rng.below(10) {
+                0..=3 => Answer::Accept,
+                4..=5 => Answer::Unavailable,
+                6..=7 => Answer::Reset,
+                _ => Answer::Hang,
+            }
+        } else {
+            Answer::Accept
+        };
+        self.seen.lock().expect("lock").push(Seen {
+            path,
+            key,
+            session,
+            answer,
+            at: Instant::now(),
+        });
+        let status = match answer {
+            Answer::Accept => 200,
+            Answer::Unavailable => 503,
+            Answer::Reset => {
+                reset.notify_one();
+                std::future::pending::<()>().await;
+                unreachable!("the connection is dropped")
+            }
+            Answer::Hang => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                503
+            }
+        };
+        Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("response"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
+    let secs: u64 = std::env::var("AUTHBACK_CHAOS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed: u64 = std::env::var("AUTHBACK_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(authback::types::unix_ms);
+    const CLIENTS: usize = 8;
+    let rng = Arc::new(Rng(AtomicU64::new(seed | 1)));
+
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin, upstream_port) = (free_port(), free_port(), free_port());
+    let store = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("data/authback.db").display()
+    );
+    let text = base_config(&format!("http://127.0.0.1:{upstream_port}"), &c, &k, &store)
+        .replace(
+            "listen = \"127.0.0.1:1\"",
+            &format!("listen = \"127.0.0.1:{public}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:2\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+        );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let cfg = authback::Config::parse(&text, dir.path()).expect("config");
+    let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
+    let up = ChaosUpstream::start(upstream_port, seed.rotate_left(17)).await;
+
+    // The killer: SIGKILL at a random moment, restart at once, again and again.
+    let kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let running = Arc::new(AtomicBool::new(true));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (kills, running, runs, rng, path, logs) = (
+            kills.clone(),
+            running.clone(),
+            runs.clone(),
+            rng.clone(),
+            path.clone(),
+            dir.path().to_path_buf(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let n = runs.fetch_add(1, Ordering::Relaxed);
+                let mut child = spawn_binary(&path, &logs.join(format!("run{n}.log")), &[]);
+                if !running.load(Ordering::Relaxed) {
+                    return child;
+                }
+                tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                if !running.load(Ordering::Relaxed) {
+                    return child;
+                }
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reaped");
+                kills.lock().expect("lock").push(Instant::now());
+            }
+        })
+    };
+
+    // Eight Klarnas, each sending distinct callbacks until time is up.
+    let end = Instant::now() + Duration::from_secs(secs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..CLIENTS {
+        let (next, cfg, ca) = (next.clone(), cfg.clone(), cert.der.clone());
+        senders.push(tokio::spawn(async move {
+            let (mut acked, mut refused) = (Vec::new(), 0usize);
+            while Instant::now() < end {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let url = authback::callback::mint_url(
+                    &cfg,
+                    "klarna",
+                    &format!("cart-{i}"),
+                    Duration::from_secs(3600),
+                    authback::types::unix_ms() / 1000,
+                )
+                .expect("mint")
+                .0
+                .replace("https://localhost", "");
+                let body = callback_body(&format!("chaos-{i}"), &format!("tok-chaos-{i:06}"));
+                if klarna_callback(addr, &ca, &url, &body).await.delivered {
+                    acked.push(i);
+                } else {
+                    refused += 1;
+                }
+            }
+            (acked, refused)
+        }));
+    }
+    let (mut acked, mut not_acked) = (HashSet::new(), 0usize);
+    for s in senders {
+        let (a, r) = s.await.expect("sender");
+        acked.extend(a);
+        not_acked += r;
+    }
+    running.store(false, Ordering::Relaxed);
+    let mut last = killer.await.expect("killer");
+
+    // The backend recovers; everything acknowledged must now arrive.
+    up.chaos.store(false, Ordering::Relaxed);
+    let accepted_sessions = || -> HashSet<String> {
+        up.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.answer == Answer::Accept)
+            .map(|s| s.session.clone())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let got = accepted_sessions();
+        if acked.iter().all(|i| got.contains(&format!("chaos-{i}"))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a stray resend time to show up before counting duplicates.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = last.kill();
+    let _ = last.wait();
+
+    let seen = std::mem::take(&mut *up.seen.lock().expect("lock"));
+    let kills = kills.lock().expect("lock").clone();
+    let mut answers: HashMap<Answer, usize> = HashMap::new();
+    let mut keys: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut accepted: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for s in &seen {
+        assert_eq!(
+            s.path, FORWARD,
+            "only normalized forwards reach the backend"
+        );
+        *answers.entry(s.answer).or_default() += 1;
+        keys.entry(&s.session).or_default().insert(&s.key);
+        if s.answer == Answer::Accept {
+            accepted.entry(&s.session).or_default().push(s.at);
+        }
+    }
+    let lost: Vec<usize> = acked
+        .iter()
+        .copied()
+        .filter(|i| !accepted.contains_key(format!("chaos-{i}").as_str()))
+        .collect();
+    // A second acceptance is explained only by a kill after the first one.
+    let (mut after_kill, mut unexplained) = (0usize, Vec::new());
+    for (session, times) in &accepted {
+        for w in times.windows(2) {
+            if kills.iter().any(|k| *k >= w[0] && *k <= w[1]) {
+                after_kill += 1;
+            } else {
+                unexplained.push(session.to_string());
+            }
+        }
+    }
+    let delivered = accepted.len();
+    eprintln!(
+        "chaos: seed={seed} secs={secs} clients={CLIENTS} runs={} kills={} callbacks={} acked={} not_acked={not_acked} \
+         backend: accept={} 503={} reset={} hang={} delivered={delivered} \
+         duplicates: after_kill={after_kill} other={} lost={}",
+        runs.load(Ordering::Relaxed),
+        kills.len(),
+        acked.len() + not_acked,
+        acked.len(),
+        answers.get(&Answer::Accept).copied().unwrap_or(0),
+        answers.get(&Answer::Unavailable).copied().unwrap_or(0),
+        answers.get(&Answer::Reset).copied().unwrap_or(0),
+        answers.get(&Answer::Hang).copied().unwrap_or(0),
+        unexplained.len(),
+        lost.len(),
+    );
+    assert!(!kills.is_empty(), "the run killed authback at least once");
+    assert!(
+        acked.len() >= 10,
+        "too few callbacks got through to judge: {}",
+        acked.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never accepted by the backend: {lost:?}"
+    );
+    assert!(
+        unexplained.is_empty(),
+        "forwarded twice with no crash in between: {unexplained:?}"
+    );
+    for (session, k) in &keys {
+        assert_eq!(
+            k.len(),
+            1,
+            "{session} was forwarded under several idempotency keys: {k:?}"
+        );
+        assert!(
+            k.iter().all(|k| !k.is_empty()),
+            "{session} was forwarded without an idempotency key"
+        );
+    }
+    // Only acknowledged callbacks may reach the backend... or ones whose
+    // 2xx was lost with a kill after the record was on disk.
+    assert!(delivered >= acked.len());
+}
