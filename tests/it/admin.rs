@@ -106,6 +106,7 @@ async fn the_v1_api_requires_the_bearer_token_when_set() {
             .0,
         401
     );
+    sensitive("admin-token-for-tests-0123");
     let (status, body) = ab
         .admin_request(
             "GET",

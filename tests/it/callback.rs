@@ -145,6 +145,7 @@ async fn a_new_token_for_the_same_session_is_forwarded_again() {
 #[tokio::test]
 async fn every_token_failure_is_401_and_forwards_nothing() {
     let up = Upstream::start().await;
+    sensitive("a-fixed-static-token-value-123");
     let ab = Authback::start_with(
         &up,
         r#"

@@ -242,16 +242,7 @@ async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
             let (mut acked, mut refused) = (Vec::new(), 0usize);
             while Instant::now() < end {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let url = authback::callback::mint_url(
-                    &cfg,
-                    "klarna",
-                    &format!("cart-{i}"),
-                    Duration::from_secs(3600),
-                    authback::types::unix_ms() / 1000,
-                )
-                .expect("mint")
-                .0
-                .replace("https://localhost", "");
+                let url = mint_path(&cfg, "klarna", &format!("cart-{i}"));
                 let body = callback_body(&format!("chaos-{i}"), &format!("tok-chaos-{i:06}"));
                 if klarna_callback(addr, &ca, &url, &body).await.delivered {
                     acked.push(i);

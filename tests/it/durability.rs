@@ -93,18 +93,7 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
     let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
     let urls: Arc<Vec<String>> = Arc::new(
         (0..N)
-            .map(|i| {
-                authback::callback::mint_url(
-                    &cfg,
-                    "klarna",
-                    &format!("cart-{i}"),
-                    Duration::from_secs(3600),
-                    authback::types::unix_ms() / 1000,
-                )
-                .expect("mint")
-                .0
-                .replace("https://localhost", "")
-            })
+            .map(|i| mint_path(&cfg, "klarna", &format!("cart-{i}")))
             .collect(),
     );
 

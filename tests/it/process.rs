@@ -165,6 +165,7 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
     let up = Upstream::start().await;
     let api = KlarnaApi::start().await;
     let recovered_token = "RECOVERED-token-never-logged-0042";
+    sensitive(recovered_token);
     api.script(
         "sess-read",
         vec![ApiAnswer::Json(format!(
@@ -216,16 +217,7 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
         dir.path(),
     )
     .expect("cfg");
-    let url = authback::callback::mint_url(
-        &cfg,
-        "klarna",
-        "cart-log",
-        Duration::from_secs(600),
-        authback::types::unix_ms() / 1000,
-    )
-    .expect("mint")
-    .0
-    .replace("https://localhost", "");
+    let url = mint_path(&cfg, "klarna", "cart-log");
     let url_token = url.split("?token=").nth(1).expect("token").to_string();
     let auth_token = "AUTHTOKEN-must-never-appear-in-logs-77";
     let k = klarna_callback(

@@ -120,16 +120,7 @@ async fn a_replica_killed_while_holding_work_is_taken_over_by_the_survivor() {
     let cfg = authback::Config::parse(&replicas[0].2, dir.path()).expect("config");
     let addr_a = replicas[0].1;
     for i in 0..N {
-        let url = authback::callback::mint_url(
-            &cfg,
-            "klarna",
-            &format!("c{i}"),
-            Duration::from_secs(600),
-            authback::types::unix_ms() / 1000,
-        )
-        .expect("mint")
-        .0
-        .replace("https://localhost", "");
+        let url = mint_path(&cfg, "klarna", &format!("c{i}"));
         let k = klarna_callback(
             addr_a,
             &cert.der,

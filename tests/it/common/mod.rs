@@ -23,6 +23,55 @@ use tokio::sync::{oneshot, Notify};
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
 pub const SIGNING_SECRET: &str = "integration-signing-secret-abcdef";
+pub const OLD_SECRET: &str = "old-secret-still-verifies-0123456789";
+
+// ---------------------------------------------------------------------------
+// The secrets audit: with AUTHBACK_TEST_TRACE set to a file, every test logs
+// at trace level into it, the harness lists each secret and token it uses in
+// `<file>.secrets`, and the real binary's logs are kept in `<file>.d/`.
+// `scripts/secrets-audit.sh` runs the suite so and searches the logs.
+
+fn trace_file() -> Option<PathBuf> {
+    std::env::var_os("AUTHBACK_TEST_TRACE").map(PathBuf::from)
+}
+
+/// Installs the trace-level subscriber once, when the audit asks for it.
+pub fn init_trace() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(path) = trace_file() else { return };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("trace file");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(Mutex::new(file))
+            .try_init();
+    });
+}
+
+/// Notes a value that must never appear in any log.
+pub fn sensitive(value: &str) {
+    let Some(path) = trace_file() else { return };
+    static LIST: Mutex<Option<std::fs::File>> = Mutex::new(None);
+    let mut list = LIST.lock().expect("lock");
+    if list.is_none() {
+        let mut p = path.into_os_string();
+        p.push(".secrets");
+        *list = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok();
+    }
+    if let Some(f) = list.as_mut() {
+        use std::io::Write;
+        let _ = writeln!(f, "{value}");
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Temporary folders and certificates.
@@ -31,6 +80,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> Self {
+        init_trace();
         static N: AtomicU64 = AtomicU64::new(0);
         let p = std::env::temp_dir().join(format!(
             "authback-test-{}-{}",
@@ -47,6 +97,28 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if let Some(trace) = trace_file() {
+            // Keep the binary's logs for the secrets audit.
+            let mut keep = trace.into_os_string();
+            keep.push(".d");
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            let name = self
+                .0
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    let file = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    let _ = std::fs::copy(&p, keep.join(format!("{name}-{file}")));
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -124,6 +196,7 @@ impl Upstream {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Self {
+        init_trace();
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let up = Upstream {
             addr: listener.local_addr().expect("addr"),
@@ -280,6 +353,9 @@ pub struct Authback {
 /// The config every test starts from; `extra` is appended (more routes,
 /// sections). `{upstream}`, `{cert}` and `{key}` are filled in.
 pub fn base_config(upstream: &str, cert: &Path, key: &Path, extra: &str) -> String {
+    for s in [SECRET, SIGNING_SECRET, OLD_SECRET] {
+        sensitive(s);
+    }
     format!(
         r#"
 [server]
@@ -307,7 +383,7 @@ name = "klarna"
 kind = "klarna_authorization"
 path = "/klarna/authorization/{{reference}}"
 forward_path = "/klarna/authorized"
-secrets = ["{SECRET}", "old-secret-still-verifies-0123456789"]
+secrets = ["{SECRET}", "{OLD_SECRET}"]
 {extra}
 "#,
         cert = cert.display(),
@@ -416,17 +492,7 @@ impl Authback {
     }
 
     pub fn mint_for(&self, route: &str, reference: &str) -> String {
-        let (url, _) = authback::callback::mint_url(
-            &self.config,
-            route,
-            reference,
-            Duration::from_secs(3600),
-            authback::types::unix_ms() / 1000,
-        )
-        .expect("mint");
-        // Strip the public base: tests talk to the ephemeral port.
-        url.trim_start_matches(&self.config.server.public_url)
-            .to_string()
+        mint_path(&self.config, route, reference)
     }
 
     pub async fn admin_request(
@@ -529,6 +595,7 @@ pub async fn tls_connect(
 }
 
 pub fn callback_body(session: &str, token: &str) -> String {
+    sensitive(token);
     format!(r#"{{"authorization_token":"{token}","session_id":"{session}"}}"#)
 }
 
@@ -640,6 +707,24 @@ impl http_body::Body for Chunks {
     }
 }
 
+/// A callback path and query for `route`/`reference`, valid for an hour,
+/// without the public base: tests talk to ephemeral ports.
+pub fn mint_path(config: &authback::Config, route: &str, reference: &str) -> String {
+    let (url, _) = authback::callback::mint_url(
+        config,
+        route,
+        reference,
+        Duration::from_secs(3600),
+        authback::types::unix_ms() / 1000,
+    )
+    .expect("mint");
+    if let Some(t) = url.split("token=").nth(1) {
+        sensitive(t);
+    }
+    url.trim_start_matches(&config.server.public_url)
+        .to_string()
+}
+
 // ---------------------------------------------------------------------------
 // The real binary.
 
@@ -661,6 +746,9 @@ pub fn spawn_binary(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::pro
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);
+    if trace_file().is_some() {
+        cmd.env("RUST_LOG", "trace");
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -787,6 +875,7 @@ impl KlarnaApi {
 
     /// The `[klarna]` and `[reconcile]` sections pointing at this simulator.
     pub fn config(&self, dir: &Path, schedule: &str) -> String {
+        sensitive(KLARNA_PASSWORD);
         let ca = dir.join("klarna-ca.pem");
         std::fs::write(&ca, &self.ca_pem).expect("write ca");
         format!(
