@@ -116,8 +116,9 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// TLS 1.2 and 1.3 with the provider's default (strong) suites; ALPN offers
-/// HTTP/2 first, then HTTP/1.1.
+/// TLS 1.2 and 1.3 with the provider's default (strong, AEAD-only, forward
+/// secret) suites, chosen in the server's order; ALPN offers HTTP/2 first,
+/// then HTTP/1.1.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -125,6 +126,8 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, T
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server picks the suite: a client cannot steer it to a weaker one.
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 
