@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chaos test, longer: the release binary on the file store is kill -9ed
 # and restarted at random (every 0.3-1.5 s) while 8 clients send distinct
-# callbacks as Klarna does, and the backend answers 503, resets or hangs
-# 60% of the time. Prints the figures: callbacks, acknowledged, delivered,
+# callbacks as Klarna does, and the backend answers 503 (20%), resets the
+# connection (20%) or hangs past the attempt timeout (10%) while the chaos
+# lasts, then recovers. Prints the figures: callbacks, acknowledged, delivered,
 # duplicates after a kill, unexplained duplicates and lost (must be 0).
 # Everything runs on 127.0.0.1 and stops by itself.
 #
