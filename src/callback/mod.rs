@@ -10,9 +10,9 @@ pub mod token;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::app::App;
@@ -190,15 +190,38 @@ async fn decide(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_BODY as u64);
+    let limit = app.config.limits.header_read_timeout;
     if too_long {
+        linger(req.into_body(), limit);
         return Outcome::TooLarge;
     }
-    let read = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(app.config.limits.header_read_timeout, read).await {
+    let mut incoming = req.into_body();
+    let read = async {
+        let mut buf = BytesMut::new();
+        loop {
+            match incoming.frame().await {
+                None => return Ok(Some(buf.freeze())),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > MAX_BODY {
+                            return Ok(None);
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    };
+    let read = tokio::time::timeout(limit, read).await;
+    let body = match read {
         Err(_) => return Outcome::Timeout,
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Outcome::TooLarge,
         Ok(Err(_)) => return Outcome::BadRequest("body could not be read"),
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(None)) => {
+            linger(incoming, limit);
+            return Outcome::TooLarge;
+        }
+        Ok(Ok(Some(body))) => body,
     };
     let (session_id, authorization_token) = match parse_body(&body) {
         Ok(fields) => fields,
@@ -227,6 +250,29 @@ async fn decide(
             Outcome::Unavailable
         }
     }
+}
+
+/// How much of a refused body is read and thrown away.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Reads and discards the rest of a refused request's body, up to
+/// `LINGER_BYTES` and within `limit`, while the answer goes out: a client
+/// still sending then reads the answer instead of a connection reset.
+fn linger(mut body: Incoming, limit: Duration) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut left = LINGER_BYTES;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    if d.len() >= left {
+                        return;
+                    }
+                    left -= d.len();
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    });
 }
 
 fn verify(route: &Route, reference: &str, query: Option<&str>) -> Result<(), TokenError> {
