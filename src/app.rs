@@ -26,7 +26,10 @@ pub struct App {
     pub wake: Notify,
     /// Wakes the Read Session loop: a new registration, or a free slot.
     pub reconcile_wake: Notify,
+    /// For the delivery worker and requests served off the workers.
     pub client: UpstreamClient,
+    /// One pool per connection worker, used only on that worker's thread.
+    pub worker_clients: Vec<UpstreamClient>,
     pub upstream_base: String,
     pub failed_token_limiter: Option<IpLimiter>,
     pub callback_limiter: Option<IpLimiter>,
@@ -39,8 +42,16 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        workers: usize,
+    ) -> Self {
         let client = proxy::client(&config.upstream);
+        let worker_clients = (0..workers)
+            .map(|_| proxy::client(&config.upstream))
+            .collect();
         let upstream_base = proxy::upstream_base(&config.upstream.url);
         for r in &config.routes {
             metrics.declare_route(&r.name);
@@ -54,11 +65,20 @@ impl App {
             wake: Notify::new(),
             reconcile_wake: Notify::new(),
             client,
+            worker_clients,
             upstream_base,
             in_flight: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// The upstream pool of the worker running the caller: its connections
+    /// live on the same thread as the request.
+    pub fn upstream_client(&self) -> &UpstreamClient {
+        crate::workers::current()
+            .and_then(|i| self.worker_clients.get(i))
+            .unwrap_or(&self.client)
     }
 
     /// Routes one request that arrived on a public listener.

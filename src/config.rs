@@ -87,6 +87,7 @@ struct FileServer {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     shutdown_grace: Option<String>,
+    workers: Option<i64>,
     #[serde(default)]
     tls: FileTls,
 }
@@ -211,6 +212,8 @@ pub struct ServerConfig {
     pub public_url: String,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_grace: Duration,
+    /// Connection threads for the public listeners; 0 means one per CPU.
+    pub workers: usize,
     pub tls: TlsConfig,
 }
 
@@ -632,6 +635,10 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
         f.server.shutdown_grace.as_deref(),
         "20s",
     );
+    let workers = c.count("server.workers", f.server.workers, 0, 0);
+    if workers > 1024 {
+        c.err("server.workers", "must be at most 1024 (0: one per CPU)");
+    }
     let tls = {
         let t = &f.server.tls;
         if t.self_signed {
@@ -1041,6 +1048,7 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
             public_url,
             trusted_proxies,
             shutdown_grace,
+            workers,
             tls,
         },
         admin: AdminConfig {

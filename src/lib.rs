@@ -22,6 +22,7 @@ pub mod store;
 pub mod text;
 pub mod tls;
 pub mod types;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -50,6 +51,8 @@ pub enum RunError {
     Store(String),
     #[error("klarna: {0}")]
     Klarna(String),
+    #[error("{0}")]
+    Runtime(String),
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, lets
@@ -135,7 +138,11 @@ pub async fn run(
 
     let grace = config.server.shutdown_grace;
     let limits = config.limits.clone();
-    let app = Arc::new(App::new(config, store, metrics.clone()));
+    let workers = Arc::new(
+        workers::Workers::start(config.server.workers)
+            .map_err(|e| RunError::Runtime(format!("cannot start connection workers: {e}")))?,
+    );
+    let app = Arc::new(App::new(config, store, metrics.clone(), workers.len()));
 
     let mut background = Vec::new();
     if let Some((reloader, interval)) = reloader {
@@ -219,6 +226,7 @@ pub async fn run(
             handler,
             stop.clone(),
             grace,
+            Some(workers.clone()),
         )));
     }
     if let Some(plain) = listeners.plain {
@@ -235,6 +243,7 @@ pub async fn run(
             handler,
             stop.clone(),
             grace,
+            Some(workers.clone()),
         )));
     }
     // The admin listener outlives the public ones, so probes see the drain.
@@ -252,6 +261,7 @@ pub async fn run(
             handler,
             admin_stop,
             Duration::from_secs(1),
+            None,
         ))
     };
     app.ready.store(true, Ordering::Relaxed);
@@ -269,6 +279,9 @@ pub async fn run(
     let _ = admin_task.await;
     for b in background {
         b.abort();
+    }
+    if let Ok(w) = Arc::try_unwrap(workers) {
+        w.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

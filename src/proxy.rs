@@ -143,7 +143,7 @@ pub async fn forward(
     let out = Request::from_parts(parts, Body::from(body));
 
     let resp =
-        match tokio::time::timeout(app.config.upstream.timeout, app.client.request(out)).await {
+        match tokio::time::timeout(app.config.upstream.timeout, app.upstream_client().request(out)).await {
             Err(_) => {
                 app.metrics.proxy_response(504);
                 return json_error(

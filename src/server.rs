@@ -20,13 +20,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::config::Limits;
 use crate::shutdown::Stop;
+use crate::workers::Workers;
 
 /// The sockets authback serves on, bound before `run` so that tests can use
 /// ephemeral ports and so that a port in use is reported before anything starts.
@@ -71,7 +72,10 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts connections until `stop`, then lets open ones finish within `grace`.
+/// Accepts connections until `stop`, then lets open ones finish within
+/// `grace`. With `workers`, each connection is served on the next worker's
+/// thread; without, on the caller's runtime.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -79,6 +83,7 @@ pub async fn serve<H, F>(
     handler: H,
     stop: Stop,
     grace: Duration,
+    workers: Option<Arc<Workers>>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -106,28 +111,33 @@ pub async fn serve<H, F>(
             _ = stop.wait() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => serve_io(tcp, peer, &builder, handler, timeouts, stop).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(tcp);
-                    let stream = tokio::select! {
-                        r = tokio::time::timeout(timeouts.handshake, handshake) => r,
-                        _ = stop.wait() => return,
-                    };
-                    match stream {
-                        Ok(Ok(s)) => serve_io(s, peer, &builder, handler, timeouts, stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+        let conn = Conn {
+            peer,
+            builder: builder.clone(),
+            handler: handler.clone(),
+            tls: tls.clone(),
+            timeouts,
+            stop: stop.clone(),
+        };
+        match &workers {
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    conn.run(tcp).await;
+                });
             }
-        });
+            Some(w) => {
+                // The socket moves to the worker's own reactor.
+                let Ok(std) = tcp.into_std() else { continue };
+                w.spawn(async move {
+                    let _permit = permit;
+                    match TcpStream::from_std(std) {
+                        Ok(tcp) => conn.run(tcp).await,
+                        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     // Every connection task holds a slot; all slots back means all are done.
@@ -137,6 +147,48 @@ pub async fn serve<H, F>(
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with connections still open; closing them");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn<H> {
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: H,
+    tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
+    stop: Stop,
+}
+
+impl<H, F> Conn<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    async fn run(self, tcp: TcpStream) {
+        let Conn {
+            peer,
+            builder,
+            handler,
+            tls,
+            timeouts,
+            stop,
+        } = self;
+        match tls {
+            None => serve_io(tcp, peer, &builder, handler, timeouts, stop).await,
+            Some(acceptor) => {
+                let handshake = acceptor.accept(tcp);
+                let stream = tokio::select! {
+                    r = tokio::time::timeout(timeouts.handshake, handshake) => r,
+                    _ = stop.wait() => return,
+                };
+                match stream {
+                    Ok(Ok(s)) => serve_io(s, peer, &builder, handler, timeouts, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
     }
 }
 
