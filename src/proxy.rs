@@ -142,37 +142,41 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, Body::from(body));
 
-    let resp =
-        match tokio::time::timeout(app.config.upstream.timeout, app.upstream_client().request(out)).await {
-            Err(_) => {
-                app.metrics.proxy_response(504);
-                return json_error(
+    let resp = match tokio::time::timeout(
+        app.config.upstream.timeout,
+        app.upstream_client().request(out),
+    )
+    .await
+    {
+        Err(_) => {
+            app.metrics.proxy_response(504);
+            return json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            );
+        }
+        Ok(Err(e)) => {
+            let timed_out = is_timeout(&e);
+            tracing::warn!(error = %error_chain(&e), "upstream request failed");
+            let (status, code, msg) = if timed_out {
+                (
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
-                    "the upstream did not answer in time",
-                );
-            }
-            Ok(Err(e)) => {
-                let timed_out = is_timeout(&e);
-                tracing::warn!(error = %error_chain(&e), "upstream request failed");
-                let (status, code, msg) = if timed_out {
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "connecting to the upstream timed out",
-                    )
-                } else {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        "bad_gateway",
-                        "the upstream is unreachable",
-                    )
-                };
-                app.metrics.proxy_response(status.as_u16());
-                return json_error(status, code, msg);
-            }
-            Ok(Ok(r)) => r,
-        };
+                    "connecting to the upstream timed out",
+                )
+            } else {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the upstream is unreachable",
+                )
+            };
+            app.metrics.proxy_response(status.as_u16());
+            return json_error(status, code, msg);
+        }
+        Ok(Ok(r)) => r,
+    };
     app.metrics.proxy_response(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -1,4 +1,4 @@
-//! The `memory` store: a moka TTL cache of dedupe keys and an in-process
+//! The `memory` store: TTL dedupe keys (`dedupe`) and an in-process
 //! outbox. Fast, and honest about it: a crash loses whatever was not yet
 //! delivered.
 
@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use moka::sync::Cache;
+
+use super::dedupe::DedupeKeys;
 
 use super::outbox::{newest_first, Outbox};
 use super::registrations::{CheckNext, RegIndex, Registration};
@@ -20,7 +22,7 @@ use crate::types::{DeliveryId, SessionId};
 const DELIVERED_KEPT: usize = 10_000;
 
 pub struct MemoryStore {
-    seen: Cache<DeliveryId, ()>,
+    seen: DedupeKeys,
     /// Sessions whose registration ended, so registering again is a no-op.
     ended: Cache<SessionId, ()>,
     inner: Mutex<Inner>,
@@ -36,7 +38,7 @@ struct Inner {
 impl MemoryStore {
     pub fn new(dedupe_ttl: Duration) -> Self {
         Self {
-            seen: Cache::builder().time_to_live(dedupe_ttl).build(),
+            seen: DedupeKeys::new(dedupe_ttl),
             ended: Cache::builder().time_to_live(dedupe_ttl).build(),
             inner: Mutex::new(Inner::default()),
         }
@@ -49,7 +51,7 @@ impl MemoryStore {
     }
 
     fn claim_now(&self, d: Delivery) -> Claim {
-        if !self.seen.entry(d.id).or_insert(()).is_fresh() {
+        if !self.seen.insert_new(d.id) {
             return Claim::Duplicate;
         }
         let mut inner = self.inner();

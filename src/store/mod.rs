@@ -7,6 +7,7 @@
 //! recorded (durably, for the durable kinds), and never hand out a delivered
 //! delivery again.
 
+pub mod dedupe;
 pub mod memory;
 pub mod outbox;
 pub mod redis;

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::dedupe::DedupeKeys;
 use bytes::Bytes;
-use moka::sync::Cache;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
@@ -181,7 +181,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     scripts: Scripts,
-    seen: Cache<DeliveryId, ()>,
+    seen: DedupeKeys,
     /// Lease tokens of the deliveries this replica holds.
     leases: Mutex<HashMap<DeliveryId, String>>,
     replica: String,
@@ -231,7 +231,7 @@ impl RedisStore {
                 take_checks: Script::new(TAKE_CHECKS),
                 finish_check: Script::new(FINISH_CHECK),
             },
-            seen: Cache::builder().time_to_live(dedupe_ttl).build(),
+            seen: DedupeKeys::new(dedupe_ttl),
             leases: Mutex::new(HashMap::new()),
             replica: format!("{:x}-{:x}", std::process::id(), unix_ms()),
             ttl_ms: dedupe_ttl.as_millis() as u64,
@@ -469,7 +469,7 @@ impl Store for RedisStore {
 
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>> {
         Box::pin(async move {
-            if self.seen.contains_key(&d.id) {
+            if self.seen.contains(&d.id) {
                 return Ok(Claim::Duplicate);
             }
             let mut conn = self.conn.clone();
@@ -502,7 +502,7 @@ impl Store for RedisStore {
                 .invoke_async(&mut conn)
                 .await;
             let n = self.track(r)?;
-            self.seen.insert(d.id, ());
+            self.seen.insert_new(d.id);
             Ok(if n == 1 {
                 Claim::Recorded
             } else {

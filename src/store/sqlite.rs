@@ -12,8 +12,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::dedupe::DedupeKeys;
 use bytes::Bytes;
-use moka::sync::Cache;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -120,7 +120,7 @@ struct Shared {
     index: Mutex<Outbox>,
     regs: Mutex<RegIndex>,
     /// Ids known to be committed: duplicates stop here, off the disk.
-    seen: Cache<DeliveryId, ()>,
+    seen: DedupeKeys,
     /// Why the last write failed, until a write succeeds again.
     failure: Mutex<Option<String>>,
 }
@@ -249,7 +249,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
             regs: Mutex::new(regs),
-            seen: Cache::builder().time_to_live(dedupe_ttl).build(),
+            seen: DedupeKeys::new(dedupe_ttl),
             failure: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
@@ -668,7 +668,7 @@ impl Store for SqliteStore {
 
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>> {
         Box::pin(async move {
-            if self.shared.seen.contains_key(&d.id) {
+            if self.shared.seen.contains(&d.id) {
                 return Ok(Claim::Duplicate);
             }
             let cutoff = d.received_at.saturating_sub(self.dedupe_ttl_ms);
@@ -676,7 +676,7 @@ impl Store for SqliteStore {
             let claim = self.call(|reply| Cmd::Claim { d, cutoff, reply }).await?;
             // Only an optimisation (the database dedupes), so it is kept off
             // the writer thread, whose time every waiting callback shares.
-            self.shared.seen.insert(id, ());
+            self.shared.seen.insert_new(id);
             Ok(claim)
         })
     }
