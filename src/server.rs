@@ -245,16 +245,23 @@ impl Activity {
             return None;
         }
         let head = self.head_since.load(Ordering::Acquire);
-        let ms = if !self.served.load(Ordering::Relaxed) {
+        let (from, limit) = if !self.served.load(Ordering::Relaxed) {
             // A new connection must send its first request head promptly.
-            t.header_read.as_millis() as u64
+            (0, t.header_read)
         } else if head > 0 && !self.h2.load(Ordering::Relaxed) {
             // An HTTP/1 request head is trickling in: the slowloris guard.
-            head - 1 + t.header_read.as_millis() as u64
+            (head - 1, t.header_read)
         } else {
-            self.idle_since.load(Ordering::Acquire) + t.idle.as_millis() as u64
+            (self.idle_since.load(Ordering::Acquire), t.idle)
         };
-        Some(self.opened + Duration::from_millis(ms))
+        let at = Duration::from_millis(from).saturating_add(limit);
+        // Config durations are at most 100 years; this cannot overflow, but
+        // a deadline past the clock's range would just mean "never".
+        Some(
+            self.opened
+                .checked_add(at)
+                .unwrap_or_else(|| self.opened + Duration::from_secs(86_400 * 365)),
+        )
     }
 }
 

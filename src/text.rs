@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+/// The longest duration the config accepts: 100 years. Anything longer is a
+/// typo, and bounding it keeps every deadline computed from it in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration written as one or more `<integer><unit>` groups:
-/// `250ms`, `2s`, `1m`, `48h`, `1d`, `1h30m`.
+/// `250ms`, `2s`, `1m`, `48h`, `1d`, `1h30m`; at most `MAX_DURATION`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -41,6 +45,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             }
         };
         total = total.saturating_add(part);
+        if total > MAX_DURATION {
+            return Err(format!("`{s}`: too large (at most 100 years)"));
+        }
     }
     Ok(total)
 }
@@ -291,6 +298,16 @@ pub fn redact(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_durations_are_refused_not_saturated() {
+        // Found by the text_parsers fuzz target: this parsed to ~584 billion
+        // years, which did not print back, and would overflow a deadline.
+        assert!(parse_duration("2888888888881h88888888888888881h88888888888m").is_err());
+        assert!(parse_duration("36501d").is_err());
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        assert!(parse_duration(&format_duration(MAX_DURATION)).is_ok());
+    }
 
     #[test]
     fn durations() {

@@ -62,7 +62,7 @@ proptest! {
     }
 
     #[test]
-    fn durations_round_trip(n in 0u64..1_000_000, unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"])) {
+    fn durations_round_trip(n in 0u64..36_500, unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"])) {
         let d = parse_duration(&format!("{n}{unit}")).expect("valid duration");
         let ms = match unit { "ms" => n, "s" => n * 1000, "m" => n * 60_000, "h" => n * 3_600_000, _ => n * 86_400_000 };
         prop_assert_eq!(d, Duration::from_millis(ms));
