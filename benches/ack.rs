@@ -1,4 +1,5 @@
-//! `cargo bench --bench ack`: callback ack latency while the upstream hangs,
+//! `cargo bench --bench ack`: callback ack latency while the upstream hangs
+//! (alone, and beside 1,000 held slow connections),
 //! and pass-through requests/s beside the same client hitting the upstream
 //! directly. Everything on 127.0.0.1, bounded in count and time. Timings are
 //! reported, never asserted.
@@ -39,9 +40,52 @@ enum Until {
 /// each, as Klarna's senders reuse theirs) against authback started with
 /// `extra` config, the upstream hanging. Returns every ack's latency, sorted.
 async fn ack_load(extra: &str, tag: &str, clients: usize, until: Until) -> Vec<Duration> {
+    ack_load_beside(extra, tag, clients, until, 0).await
+}
+
+/// `ack_load` while `slow` slow connections are held open: two fifths TCP
+/// that never start TLS, three tenths TLS that never send a request, three
+/// tenths trickling a request head a byte every 200 ms.
+async fn ack_load_beside(
+    extra: &str,
+    tag: &str,
+    clients: usize,
+    until: Until,
+    slow: usize,
+) -> Vec<Duration> {
     let up = Upstream::start().await;
     up.set(Behaviour::Hang);
     let ab = Arc::new(Authback::start_with(&up, extra, false).await);
+    let mut held_tcp = Vec::new();
+    let mut held_tls = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for i in 0..slow {
+        match i * 10 / slow.max(1) {
+            0..=3 => held_tcp.push(
+                tokio::net::TcpStream::connect(ab.public)
+                    .await
+                    .expect("connect"),
+            ),
+            4..=6 => held_tls.push(ab.tls(&[b"http/1.1"]).await),
+            _ => {
+                let mut tls = ab.tls(&[b"http/1.1"]).await;
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let head = b"POST /klarna/authorization/slow HTTP/1.1\r\nhost: localhost\r\nx-filler: ";
+                    for b in head.iter().chain(std::iter::repeat(&b'a')) {
+                        if tls.write_all(&[*b]).await.is_err() {
+                            return;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
+                });
+            }
+        }
+    }
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -78,8 +122,22 @@ async fn ack_load(extra: &str, tag: &str, clients: usize, until: Until) -> Vec<D
     for t in tasks {
         all.extend(t.await.expect("client"));
     }
+    stop_tx.send_replace(true);
+    drop((held_tcp, held_tls));
     all.sort();
     all
+}
+
+async fn acks_beside_slow_connections() {
+    const SLOW: usize = 1000;
+    let all = ack_load_beside("", "slowloris", CLIENTS, Until::Count(CALLBACKS), SLOW).await;
+    println!(
+        "ack latency beside {SLOW} held slow connections (400 no TLS, 300 idle TLS, 300 trickling heads), {} callbacks from {CLIENTS} keep-alive TLS clients: p50 {:?}  p99 {:?}  max {:?}",
+        all.len(),
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all[all.len() - 1]
+    );
 }
 
 async fn acks_while_upstream_hangs() {
@@ -209,6 +267,9 @@ fn main() {
             |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
         if wanted("ack_latency") {
             acks_while_upstream_hangs().await;
+        }
+        if wanted("slowloris") {
+            acks_beside_slow_connections().await;
         }
         if wanted("durable_acks") {
             durable_acks().await;
