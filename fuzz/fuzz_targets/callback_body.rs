@@ -3,23 +3,15 @@
 //! session and token back.
 #![no_main]
 
-use std::path::Path;
 use std::time::Duration;
 
 use authback::callback::parse_body;
-use authback::config::Config;
 use authback::forward;
 use authback::store::{Delivery, Source};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
-const CONFIG: &str = r#"
-[server]
-public_url = "https://shop.example.com"
-[server.tls]
-self_signed = true
-[upstream]
-url = "http://127.0.0.1:8080"
+const ROUTES: &str = r#"
 [[routes]]
 name = "json"
 kind = "klarna_authorization"
@@ -40,9 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((session, token)) = parse_body(&body) else {
         return;
     };
-    let Ok(cfg) = Config::parse(CONFIG, Path::new(".")) else {
-        panic!("the fuzz config is valid");
-    };
+    let cfg = authback_fuzz::config(ROUTES);
     let d = Delivery::new_pending(
         "json".into(),
         "ref".into(),

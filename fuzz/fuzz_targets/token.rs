@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let secrets = [Secret::new("fuzz-secret-one"), Secret::new("fuzz-secret-two")];
+    let secrets = [
+        Secret::new("fuzz-secret-one"),
+        Secret::new("fuzz-secret-two"),
+    ];
     let _ = token::verify(&text, &secrets, "klarna", "order-1", 1_700_000_000);
     let _ = token::verify_static(&text, &secrets);
 

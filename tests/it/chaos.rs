@@ -190,16 +190,12 @@ async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
     // The attempt timeout is long enough that a 2xx answered at once is never
     // taken for a timeout on a loaded machine: then every duplicate has a
     // kill to explain it. Hangs outlast it.
-    let text = base_config(&format!("http://127.0.0.1:{upstream_port}"), &c, &k, &store)
-        .replace("attempt_timeout = \"500ms\"", "attempt_timeout = \"5s\"")
-        .replace(
-            "listen = \"127.0.0.1:1\"",
-            &format!("listen = \"127.0.0.1:{public}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:2\"",
-            &format!("listen = \"127.0.0.1:{admin}\""),
-        );
+    let text = on_ports(
+        &base_config(&format!("http://127.0.0.1:{upstream_port}"), &c, &k, &store)
+            .replace("attempt_timeout = \"500ms\"", "attempt_timeout = \"5s\""),
+        public,
+        admin,
+    );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, &text).expect("write config");
     let cfg = authback::Config::parse(&text, dir.path()).expect("config");

@@ -73,19 +73,15 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
     let cert = make_cert();
     let (c, k) = write_cert(dir.path(), &cert);
     let (public, admin, upstream_port) = (free_port(), free_port(), free_port());
-    let text = base_config(
-        &format!("http://127.0.0.1:{upstream_port}"),
-        &c,
-        &k,
-        &store_section(&dir.path().join("data/authback.db")),
-    )
-    .replace(
-        "listen = \"127.0.0.1:1\"",
-        &format!("listen = \"127.0.0.1:{public}\""),
-    )
-    .replace(
-        "listen = \"127.0.0.1:2\"",
-        &format!("listen = \"127.0.0.1:{admin}\""),
+    let text = on_ports(
+        &base_config(
+            &format!("http://127.0.0.1:{upstream_port}"),
+            &c,
+            &k,
+            &store_section(&dir.path().join("data/authback.db")),
+        ),
+        public,
+        admin,
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, &text).expect("write config");
@@ -279,15 +275,11 @@ fn a_corrupt_database_stops_the_start_with_exit_2() {
         b"this is not a SQLite database, just bytes that look nothing like one",
     )
     .expect("write");
-    let text = base_config("http://127.0.0.1:9", &c, &k, &store_section(&db))
-        .replace(
-            "listen = \"127.0.0.1:1\"",
-            &format!("listen = \"127.0.0.1:{}\"", free_port()),
-        )
-        .replace(
-            "listen = \"127.0.0.1:2\"",
-            &format!("listen = \"127.0.0.1:{}\"", free_port()),
-        );
+    let text = on_ports(
+        &base_config("http://127.0.0.1:9", &c, &k, &store_section(&db)),
+        free_port(),
+        free_port(),
+    );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_authback"))

@@ -101,15 +101,11 @@ async fn a_replica_killed_while_holding_work_is_taken_over_by_the_survivor() {
     let mut replicas = Vec::new();
     for name in ["a", "b"] {
         let (public, admin) = (free_port(), free_port());
-        let text = base_config(&up.url(), &c, &k, &redis.store_section("kill:"))
-            .replace(
-                "listen = \"127.0.0.1:1\"",
-                &format!("listen = \"127.0.0.1:{public}\""),
-            )
-            .replace(
-                "listen = \"127.0.0.1:2\"",
-                &format!("listen = \"127.0.0.1:{admin}\""),
-            );
+        let text = on_ports(
+            &base_config(&up.url(), &c, &k, &redis.store_section("kill:")),
+            public,
+            admin,
+        );
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, &text).expect("config");
         let child = spawn_binary(&path, &dir.path().join(format!("{name}.log")), &[]);

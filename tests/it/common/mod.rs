@@ -728,6 +728,19 @@ pub fn mint_path(config: &authback::Config, route: &str, reference: &str) -> Str
 // ---------------------------------------------------------------------------
 // The real binary.
 
+/// `text` (from `base_config`) listening on fixed loopback ports, for the
+/// binary, which binds them itself.
+pub fn on_ports(text: &str, public: u16, admin: u16) -> String {
+    text.replace(
+        "listen = \"127.0.0.1:1\"",
+        &format!("listen = \"127.0.0.1:{public}\""),
+    )
+    .replace(
+        "listen = \"127.0.0.1:2\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    )
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
