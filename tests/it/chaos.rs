@@ -10,7 +10,6 @@
 //! `AUTHBACK_CHAOS_SECS` and `AUTHBACK_CHAOS_SEED` to do the same by hand.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,10 +195,7 @@ async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
         public,
         admin,
     );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, &text).expect("write config");
-    let cfg = authback::Config::parse(&text, dir.path()).expect("config");
-    let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
     let up = ChaosUpstream::start(upstream_port, seed.rotate_left(17)).await;
 
     // The killer: SIGKILL at a random moment, restart at once, again and again.

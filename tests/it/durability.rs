@@ -83,10 +83,7 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
         public,
         admin,
     );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, &text).expect("write config");
-    let cfg = authback::Config::parse(&text, dir.path()).expect("config");
-    let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
     let urls: Arc<Vec<String>> = Arc::new(
         (0..N)
             .map(|i| mint_path(&cfg, "klarna", &format!("cart-{i}")))

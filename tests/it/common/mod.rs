@@ -728,6 +728,20 @@ pub fn mint_path(config: &authback::Config, route: &str, reference: &str) -> Str
 // ---------------------------------------------------------------------------
 // The real binary.
 
+/// Writes `text` to `dir/c.toml` for the binary; returns the file, the parsed
+/// config (for minting) and the public address.
+pub fn write_config(
+    dir: &Path,
+    text: &str,
+    public: u16,
+) -> (PathBuf, authback::Config, SocketAddr) {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).expect("write config");
+    let cfg = authback::Config::parse(text, dir).expect("config");
+    let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
+    (path, cfg, addr)
+}
+
 /// `text` (from `base_config`) listening on fixed loopback ports, for the
 /// binary, which binds them itself.
 pub fn on_ports(text: &str, public: u16, admin: u16) -> String {
