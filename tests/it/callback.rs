@@ -576,3 +576,55 @@ async fn repeated_bad_tokens_from_one_address_get_429_but_valid_callbacks_pass()
     assert_eq!(callbacks(&m, "rate_limited"), Some(1.0));
     assert_eq!(up.wait_for(FORWARD, 1, WAIT).await.len(), 1);
 }
+
+/// `callback_per_ip` caps every callback from one client address, keyed by
+/// the real client IP behind a trusted proxy; pass-through is never limited.
+#[tokio::test]
+async fn callback_per_ip_caps_each_client_address_and_never_pass_through() {
+    let up = Upstream::start().await;
+    let ab = Authback::start_edited(
+        &up.url(),
+        |t| {
+            t.replace(
+                "shutdown_grace = \"5s\"",
+                "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+            ) + "[limits]\ncallback_per_ip = \"4/m\"\n"
+        },
+        false,
+    )
+    .await;
+    let send = |ip: &'static str, i: usize| {
+        let req = Request::post(ab.mint(&format!("cart-cap-{i}")))
+            .header("host", "localhost")
+            .header("x-forwarded-for", ip)
+            .body(Full::new(Bytes::from(callback_body(
+                &format!("sess-cap-{ip}-{i}"),
+                &format!("tok-cap-{ip}-{i:04}"),
+            ))))
+            .expect("req");
+        ab.https(req)
+    };
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(send("203.0.113.7", i).await.0.as_u16());
+    }
+    assert_eq!(statuses, [204, 204, 204, 204, 429, 429]);
+    let (status, headers, _) = send("203.0.113.7", 6).await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+    // Another client behind the same proxy has its own quota.
+    assert_eq!(send("198.51.100.9", 0).await.0, 204);
+    // Pass-through from the capped address is never limited.
+    for _ in 0..20 {
+        let req = Request::get("/catalog")
+            .header("host", "localhost")
+            .header("x-forwarded-for", "203.0.113.7")
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        assert_eq!(ab.https(req).await.0, 200);
+    }
+    let m = ab.metrics().await;
+    assert_eq!(callbacks(&m, "rate_limited"), Some(3.0));
+    assert_eq!(callbacks(&m, "accepted"), Some(5.0));
+    assert_eq!(up.wait_for(FORWARD, 5, WAIT).await.len(), 5);
+}
