@@ -138,6 +138,7 @@ pub async fn run(
 
     let grace = config.server.shutdown_grace;
     let limits = config.limits.clone();
+    let upstream_timeout = config.upstream.timeout;
     let workers = Arc::new(
         workers::Workers::start(config.server.workers)
             .map_err(|e| RunError::Runtime(format!("cannot start connection workers: {e}")))?,
@@ -227,6 +228,7 @@ pub async fn run(
             stop.clone(),
             grace,
             Some(workers.clone()),
+            upstream_timeout,
         )));
     }
     if let Some(plain) = listeners.plain {
@@ -244,6 +246,7 @@ pub async fn run(
             stop.clone(),
             grace,
             Some(workers.clone()),
+            upstream_timeout,
         )));
     }
     // The admin listener outlives the public ones, so probes see the drain.
@@ -262,6 +265,7 @@ pub async fn run(
             admin_stop,
             Duration::from_secs(1),
             None,
+            Duration::ZERO,
         ))
     };
     app.ready.store(true, Ordering::Relaxed);

@@ -29,6 +29,8 @@ pub fn client(cfg: &UpstreamConfig) -> UpstreamClient {
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
+        // One pool per worker: cap what each keeps open to the backend.
+        .pool_max_idle_per_host(256)
         .build(http)
 }
 

@@ -84,6 +84,7 @@ pub async fn serve<H, F>(
     stop: Stop,
     grace: Duration,
     workers: Option<Arc<Workers>>,
+    upstream_timeout: Duration,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -91,7 +92,12 @@ pub async fn serve<H, F>(
     let builder = Arc::new(builder(&limits));
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
-    let timeouts = Timeouts::from(&limits);
+    let timeouts = Timeouts {
+        handshake: limits.tls_handshake_timeout,
+        header_read: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+        stalled: limits.idle_timeout.max(upstream_timeout),
+    };
     loop {
         // Beyond max_connections, new connections wait in the kernel's backlog.
         let permit = tokio::select! {
@@ -197,16 +203,8 @@ struct Timeouts {
     handshake: Duration,
     header_read: Duration,
     idle: Duration,
-}
-
-impl From<&Limits> for Timeouts {
-    fn from(l: &Limits) -> Self {
-        Timeouts {
-            handshake: l.tls_handshake_timeout,
-            header_read: l.header_read_timeout,
-            idle: l.idle_timeout,
-        }
-    }
+    /// How long a request in flight may go without a byte moving.
+    stalled: Duration,
 }
 
 /// What the connection's watchdog knows: requests in flight, when the
@@ -219,6 +217,10 @@ struct Activity {
     idle_since: AtomicU64,
     /// 1 + the time of the first byte read while idle; 0 when none was.
     head_since: AtomicU64,
+    /// When bytes last moved either way.
+    last_io: AtomicU64,
+    /// When bytes were last written to the client.
+    last_write: AtomicU64,
     h2: AtomicBool,
 }
 
@@ -230,6 +232,8 @@ impl Activity {
             served: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            last_io: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
             h2: AtomicBool::new(false),
         }
     }
@@ -238,14 +242,15 @@ impl Activity {
         self.opened.elapsed().as_millis() as u64
     }
 
-    /// When the connection is due to be closed for doing nothing, judged
-    /// now; `None` while a request is in flight (its handler bounds it).
-    fn deadline(&self, t: &Timeouts) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
+    /// When the connection is due to be closed for doing nothing, judged now.
+    fn deadline(&self, t: &Timeouts) -> Instant {
         let head = self.head_since.load(Ordering::Acquire);
-        let (from, limit) = if !self.served.load(Ordering::Relaxed) {
+        let (from, limit) = if self.in_flight.load(Ordering::Acquire) > 0 {
+            // A request in flight whose bytes stopped moving either way (a
+            // client that stopped reading its response, say) for idle_timeout.
+            // Waiting on the upstream is bounded by upstream.timeout first.
+            (self.last_io.load(Ordering::Acquire), t.stalled)
+        } else if !self.served.load(Ordering::Relaxed) {
             // A new connection must send its first request head promptly.
             (0, t.header_read)
         } else if head > 0 && !self.h2.load(Ordering::Relaxed) {
@@ -257,11 +262,25 @@ impl Activity {
         let at = Duration::from_millis(from).saturating_add(limit);
         // Config durations are at most 100 years; this cannot overflow, but
         // a deadline past the clock's range would just mean "never".
-        Some(
-            self.opened
-                .checked_add(at)
-                .unwrap_or_else(|| self.opened + Duration::from_secs(86_400 * 365)),
-        )
+        self.opened
+            .checked_add(at)
+            .unwrap_or_else(|| self.opened + Duration::from_secs(86_400 * 365))
+    }
+
+    /// How long since the last write to the client.
+    fn written_ago(&self, now: Instant) -> Duration {
+        let last = self.opened + Duration::from_millis(self.last_write.load(Ordering::Acquire));
+        now.saturating_duration_since(last)
+    }
+
+    fn read_some(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn wrote_some(&self) {
+        let now = self.now_ms();
+        self.last_io.store(now, Ordering::Release);
+        self.last_write.store(now, Ordering::Release);
     }
 }
 
@@ -317,7 +336,9 @@ impl http_body::Body for Tracked {
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
-    first: bool,
+    /// How many bytes of the HTTP/2 preface the client has sent so far;
+    /// `usize::MAX` once it is known not to be one.
+    preface: usize,
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -334,11 +355,18 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let a = &this.activity;
-            if this.first {
-                this.first = false;
-                let n = read.len().min(H2_PREFACE.len());
-                if read[..n] == H2_PREFACE[..n] {
-                    a.h2.store(true, Ordering::Relaxed);
+            a.read_some();
+            if this.preface < H2_PREFACE.len() {
+                // Decided only on the whole preface: "P" may begin a POST.
+                let want = &H2_PREFACE[this.preface..];
+                let n = read.len().min(want.len());
+                if read[..n] == want[..n] {
+                    this.preface += n;
+                    if this.preface == H2_PREFACE.len() {
+                        a.h2.store(true, Ordering::Relaxed);
+                    }
+                } else {
+                    this.preface = usize::MAX;
                 }
             }
             if a.in_flight.load(Ordering::Acquire) == 0 && a.head_since.load(Ordering::Acquire) == 0
@@ -356,7 +384,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                this.activity.wrote_some();
+            }
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -364,7 +399,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                this.activity.wrote_some();
+            }
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -403,7 +445,7 @@ async fn serve_io<I, H, F>(
     let io = Watched {
         io,
         activity: activity.clone(),
-        first: true,
+        preface: 0,
     };
     let svc = {
         let activity = activity.clone();
@@ -427,6 +469,9 @@ async fn serve_io<I, H, F>(
     tokio::pin!(watchdog);
     loop {
         tokio::select! {
+            // The connection first: bytes already read are served before the
+            // watchdog can judge the connection idle.
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -441,19 +486,29 @@ async fn serve_io<I, H, F>(
             }
             _ = watchdog.as_mut() => {
                 let now = Instant::now();
-                match activity.deadline(&t) {
-                    Some(_) if closing && activity.in_flight.load(Ordering::Acquire) == 0 => {
-                        tracing::debug!(%peer, "connection did not close in time; dropping it");
+                let in_flight = activity.in_flight.load(Ordering::Acquire) > 0;
+                let due = activity.deadline(&t) <= now;
+                if in_flight && due {
+                    tracing::debug!(%peer, "dropping a connection whose request stalled");
+                    return;
+                }
+                if closing {
+                    // Nothing in flight and the last answer written: the
+                    // goodbye is over (a trickling head does not extend it).
+                    if !in_flight && activity.written_ago(now) >= GOODBYE {
                         return;
                     }
-                    Some(at) if at <= now && !closing => {
-                        tracing::debug!(%peer, "closing an idle or slow connection");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        watchdog.as_mut().reset((now + GOODBYE).into());
-                    }
-                    Some(at) if !closing => watchdog.as_mut().reset(at.into()),
-                    _ => watchdog.as_mut().reset((now + recheck).into()),
+                    watchdog.as_mut().reset((now + GOODBYE).into());
+                } else if due {
+                    tracing::debug!(%peer, "closing an idle or slow connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    watchdog.as_mut().reset((now + GOODBYE).into());
+                } else {
+                    // Look again by `recheck` at the latest: a request head
+                    // may start arriving meanwhile, with a nearer deadline.
+                    let at = activity.deadline(&t).min(now + recheck);
+                    watchdog.as_mut().reset(at.into());
                 }
             }
         }

@@ -192,7 +192,14 @@ async fn decide(
         .is_some_and(|n| n > MAX_BODY as u64);
     let limit = app.config.limits.header_read_timeout;
     if too_long {
-        linger(req.into_body(), limit);
+        // A client waiting for `100 Continue` sends no body: nothing to drain.
+        let waits = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            linger(req.into_body(), limit);
+        }
         return Outcome::TooLarge;
     }
     let mut incoming = req.into_body();

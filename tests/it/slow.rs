@@ -256,3 +256,76 @@ async fn callbacks_are_acknowledged_while_a_thousand_slow_connections_are_held()
     assert_eq!(callbacks(&m, "accepted"), Some(50.0));
     drop((silent, idle));
 }
+
+#[tokio::test]
+async fn a_trickled_head_on_a_kept_alive_connection_is_cut_off_too() {
+    let upstream = Upstream::start().await;
+    let ab = Authback::start_with(
+        &upstream,
+        "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"60s\"\n",
+        false,
+    )
+    .await;
+    let mut tls = ab.tls(&[b"http/1.1"]).await;
+    assert!(get(&mut tls, "/first").await.contains(" 200 "));
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // "P" alone first: it must not be taken for the start of an HTTP/2 preface.
+    let trickle = tokio::spawn(async move {
+        let mut sent = 0;
+        for chunk in [&b"P"[..], b"OST /slow HTTP/1.1\r\n"] {
+            if wr.write_all(chunk).await.is_err() {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for i in 0..40 {
+            if wr
+                .write_all(format!("x-slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        sent
+    });
+    // Cut by header_read_timeout (1 s), long before idle_timeout (60 s).
+    assert!(
+        closed_within(&mut rd, Duration::from_secs(8)).await,
+        "a trickled second head was never cut off"
+    );
+    assert!(trickle.await.expect("trickle") < 40);
+    assert_eq!(upstream.recorded().len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_dropped() {
+    let upstream = Upstream::start().await;
+    let ab = Authback::start_with(&upstream, LIMITS, false).await;
+    let mut tls = ab.tls(&[b"http/1.1"]).await;
+    // The upstream echoes the body: 16 MiB back, far more than socket buffers hold.
+    const SIZE: usize = 16 * 1024 * 1024;
+    let head = format!("POST /echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: {SIZE}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        tls.write_all(&chunk).await.expect("body");
+    }
+    // Read nothing for longer than the stall limit (idle_timeout 3 s here).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the stalled connection was neither finished nor dropped"),
+        }
+    }
+    assert!(
+        got < SIZE,
+        "the whole response arrived ({got} bytes): the stalled connection was kept"
+    );
+}
