@@ -70,6 +70,35 @@ async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     head.lines().next().unwrap_or_default().to_string()
 }
 
+/// Writes `start` a piece every 250 ms, then up to 40 header lines at the
+/// same pace, until a write fails; returns how many header lines went out.
+fn trickle_head<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut wr: W,
+    start: &'static [&'static [u8]],
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut sent = 0;
+        for piece in start {
+            if wr.write_all(piece).await.is_err() {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for i in 0..40 {
+            if wr
+                .write_all(format!("x-slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        sent
+    })
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_lives_for_idle_timeout_not_the_head_timeout() {
     let upstream = Upstream::start().await;
@@ -95,28 +124,7 @@ async fn a_trickled_request_head_is_cut_off_by_header_read_timeout() {
     let tls = ab.tls(&[b"http/1.1"]).await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     // A header line every 250 ms would take 10 s to finish the head.
-    let trickle = tokio::spawn(async move {
-        let mut sent = 0;
-        if wr
-            .write_all(b"GET /slow HTTP/1.1\r\nhost: localhost\r\n")
-            .await
-            .is_err()
-        {
-            return sent;
-        }
-        for i in 0..40 {
-            if wr
-                .write_all(format!("x-slow-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                break;
-            }
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        sent
-    });
+    let trickle = trickle_head(wr, &[b"GET /slow HTTP/1.1\r\nhost: localhost\r\n"]);
     assert!(
         closed_within(&mut rd, Duration::from_secs(8)).await,
         "a trickled head was never cut off"
@@ -270,27 +278,7 @@ async fn a_trickled_head_on_a_kept_alive_connection_is_cut_off_too() {
     assert!(get(&mut tls, "/first").await.contains(" 200 "));
     let (mut rd, mut wr) = tokio::io::split(tls);
     // "P" alone first: it must not be taken for the start of an HTTP/2 preface.
-    let trickle = tokio::spawn(async move {
-        let mut sent = 0;
-        for chunk in [&b"P"[..], b"OST /slow HTTP/1.1\r\n"] {
-            if wr.write_all(chunk).await.is_err() {
-                return sent;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        for i in 0..40 {
-            if wr
-                .write_all(format!("x-slow-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                break;
-            }
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        sent
-    });
+    let trickle = trickle_head(wr, &[b"P", b"OST /slow HTTP/1.1\r\n"]);
     // Cut by header_read_timeout (1 s), long before idle_timeout (60 s).
     assert!(
         closed_within(&mut rd, Duration::from_secs(8)).await,
