@@ -122,7 +122,7 @@ async fn a_trickled_request_head_is_cut_off_by_header_read_timeout() {
     let upstream = Upstream::start().await;
     let ab = Authback::start_with(&upstream, LIMITS, false).await;
     let tls = ab.tls(&[b"http/1.1"]).await;
-    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (mut rd, wr) = tokio::io::split(tls);
     // A header line every 250 ms would take 10 s to finish the head.
     let trickle = trickle_head(wr, &[b"GET /slow HTTP/1.1\r\nhost: localhost\r\n"]);
     assert!(
@@ -276,7 +276,7 @@ async fn a_trickled_head_on_a_kept_alive_connection_is_cut_off_too() {
     .await;
     let mut tls = ab.tls(&[b"http/1.1"]).await;
     assert!(get(&mut tls, "/first").await.contains(" 200 "));
-    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (mut rd, wr) = tokio::io::split(tls);
     // "P" alone first: it must not be taken for the start of an HTTP/2 preface.
     let trickle = trickle_head(wr, &[b"P", b"OST /slow HTTP/1.1\r\n"]);
     // Cut by header_read_timeout (1 s), long before idle_timeout (60 s).
