@@ -10,8 +10,10 @@ use crate::types::DeliveryId;
 
 #[derive(Default)]
 pub struct Outbox {
-    /// Pending (queued or leased) and dead deliveries.
-    live: HashMap<DeliveryId, Delivery>,
+    /// Pending (queued or leased) and dead deliveries. Boxed: when the map
+    /// grows it moves pointers, not whole deliveries, so an ack waiting on
+    /// the lock does not wait for tens of megabytes to be copied.
+    live: HashMap<DeliveryId, Box<Delivery>>,
     /// Pending deliveries that are not leased, by due time.
     queue: BTreeSet<(u64, DeliveryId)>,
 }
@@ -22,7 +24,7 @@ impl Outbox {
     }
 
     pub fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
-        self.live.get(id)
+        self.live.get(id).map(|d| &**d)
     }
 
     /// Adds a pending delivery (queued) or a dead one (kept for listing).
@@ -31,7 +33,7 @@ impl Outbox {
             self.queue.insert((d.next_attempt_at, d.id));
         }
         if d.state != DeliveryState::Delivered {
-            self.live.insert(d.id, d);
+            self.live.insert(d.id, Box::new(d));
         }
     }
 
@@ -47,7 +49,7 @@ impl Outbox {
             }
             self.queue.pop_first();
             if let Some(d) = self.live.get(&id) {
-                out.push(d.clone());
+                out.push(Delivery::clone(d));
             }
         }
         out
@@ -67,10 +69,14 @@ impl Outbox {
         let mut d = self.live.remove(&id)?;
         apply(&mut d, attempts, outcome);
         if d.state == DeliveryState::Delivered {
-            return Some(d);
+            return Some(*d);
         }
-        self.insert(d.clone());
-        Some(d)
+        let now = Delivery::clone(&d);
+        if d.state == DeliveryState::Pending {
+            self.queue.insert((d.next_attempt_at, d.id));
+        }
+        self.live.insert(d.id, d);
+        Some(now)
     }
 
     pub fn replay(&mut self, id: DeliveryId, now: u64, deadline_at: u64) -> Replay {
@@ -91,7 +97,7 @@ impl Outbox {
         self.live
             .values()
             .filter(|d| state.is_none_or(|s| d.state == s))
-            .cloned()
+            .map(|d| Delivery::clone(d))
             .collect()
     }
 
