@@ -9,11 +9,13 @@
 #
 #   bash benches/acks.sh            # 3 rounds of 5 s per target
 #   ROUNDS=1 RUN_SECS=3 bash benches/acks.sh
+#   KINDS="memory file" bash benches/acks.sh   # only these targets
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 RUN_SECS=${RUN_SECS:-5}
 CONNS=${CONNS:-64}
+KINDS=${KINDS:-memory file redis redis2}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
@@ -154,14 +156,20 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; disk fsy
 printf '%-7s %-6s %10s %9s %9s\n' store round acks/s p50 p99
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
-  for kind in memory file redis redis2; do
+  for kind in $KINDS; do
     read -r rate p50 p99 < <(run "$kind" "$r")
     printf '%-7s %-6s %10s %9s %9s\n' "$kind" "$r" "$rate" "$p50" "$p99"
     SUM[$kind]="${SUM[$kind]:-} $rate"
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m=$(echo "${SUM[memory]}" | median); f=$(echo "${SUM[file]}" | median)
-r=$(echo "${SUM[redis]}" | median); r2=$(echo "${SUM[redis2]}" | median)
-echo "median acks/s: memory $m, file $f ($(python3 -c "print(f'{$f/$m:.2f}')")x memory), redis $r ($(python3 -c "print(f'{$r/$m:.2f}')")x), redis with 2 replicas $r2 ($(python3 -c "print(f'{$r2/$m:.2f}')")x)"
+m=$(echo "${SUM[memory]:-}" | median)
+line="median acks/s:"
+for kind in $KINDS; do
+  v=$(echo "${SUM[$kind]}" | median)
+  line="$line $kind $v"
+  [ -n "$m" ] && [ "$kind" != memory ] && line="$line ($(python3 -c "print(f'{$v/$m:.2f}')")x memory)"
+  line="$line,"
+done
+echo "${line%,}"
 echo "disk fsync after the runs: $(fsync_rate)/s"
