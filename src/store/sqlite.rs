@@ -218,7 +218,7 @@ impl SqliteStore {
         // sustained load.
         conn.execute_batch(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-             PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;",
+             PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -16384;",
         )
         .map_err(|e| err("cannot configure", &e))?;
         conn.busy_timeout(Duration::from_secs(5))
@@ -419,11 +419,19 @@ fn run_batch(conn: &mut Connection, batch: Vec<Cmd>, shared: &Shared) {
     // nothing of the batch is kept and each command is tried alone, so one
     // bad command cannot take the others down with it.
     let started = std::time::Instant::now();
+    // Sessions this batch registers: not in the index until it commits.
+    let registering: Vec<&SessionId> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Register { r, .. } => Some(&r.session_id),
+            _ => None,
+        })
+        .collect();
     let together = (|| -> rusqlite::Result<Vec<Done>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let done = batch
             .iter()
-            .map(|cmd| execute(&tx, cmd))
+            .map(|cmd| execute(&tx, cmd, shared, &registering))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         tx.commit()?;
         Ok(done)
@@ -456,7 +464,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Cmd>, shared: &Shared) {
     }
 }
 
-fn execute(db: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
+fn execute(
+    db: &Connection,
+    cmd: &Cmd,
+    shared: &Shared,
+    registering: &[&SessionId],
+) -> rusqlite::Result<Done> {
     match cmd {
         Cmd::Claim { d, cutoff, .. } => {
             let n = db.prepare_cached(CLAIM_SQL)?.execute(params![
@@ -480,9 +493,15 @@ fn execute(db: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
             if n != 1 {
                 return Ok(Done::Claim(Claim::Duplicate));
             }
-            // Recorded: the session needs no more Read Session checks.
-            db.prepare_cached("UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0")?
+            // Recorded: the session needs no more Read Session checks. The
+            // index holds every active registration the disk does, so most
+            // claims (sessions never registered) skip the statement.
+            let registered =
+                shared.regs().contains(&d.session_id) || registering.contains(&&d.session_id);
+            if registered {
+                db.prepare_cached("UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0")?
                 .execute(params![d.session_id.as_str(), d.source.as_str()])?;
+            }
             Ok(Done::Claim(Claim::Recorded))
         }
         Cmd::Register { r, .. } => {

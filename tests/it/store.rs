@@ -422,6 +422,14 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
     );
     {
         let s = open(kind, &env, TTL).await;
+        // A registered session whose callback is recorded ends on disk too;
+        // one with no callback stays.
+        for session in ["sess-p", "sess-waiting"] {
+            assert!(s
+                .register(registration(session, 60_000))
+                .await
+                .expect("register"));
+        }
         for d in [&pending, &retried, &dead, &delivered] {
             s.claim(d.clone()).await.expect("claim");
         }
@@ -451,6 +459,11 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         // `pending` stays leased: the process "dies" with it in flight.
     }
     let s = open(kind, &env, TTL).await;
+    assert_eq!(
+        s.active_registrations(),
+        1,
+        "the registration ended by its callback stays ended after reopen"
+    );
     let mut resumed = s.take_due(AFTER_LEASES, 10).await.expect("take");
     resumed.sort_by_key(|d| d.session_id.as_str().to_string());
     let got: Vec<(&str, u32)> = resumed
