@@ -36,7 +36,7 @@ UP=$(port); AB_TLS=$(port); AB_PLAIN=$(port); AB_ADM=$(port); NG_TLS=$(port); NG
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
 
-"$UPBIN" "127.0.0.1:$UP" & PIDS+=($!)
+"$UPBIN" "127.0.0.1:$UP" & UP_PID=$!; PIDS+=($UP_PID)
 
 cat > "$WORK/authback.toml" <<TOML
 [server]
@@ -99,27 +99,41 @@ IDLE_AB=$(rss $AB_PID); IDLE_NG=$(rss $NG_PID)
 wrk_run() { # url [extra args] -> "req/s p50 p99"
   local url=$1; shift
   wrk -t2 -c"$CONNS" -d"${RUN_SECS}s" --latency "$@" "$url" 2>&1 |
-    awk '/Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {e=e" "$0} END {printf "%s %s %s\n", r, p50, p99; if (e) print "errors:" e > "/dev/stderr"}'
+    awk '/requests in/ {n=$1} /Requests\/sec/ {r=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {e=e" "$0} END {printf "%s %s %s %s\n", r, p50, p99, n; if (e) print "errors:" e > "/dev/stderr"}'
 }
-h2_run() { # url -> "req/s - -"
-  h2load -t2 -c"$CONNS" -m10 -D"$RUN_SECS" "$1" 2>&1 | awk '/finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) {r=$(i-1)}} END {printf "%s - -\n", r}'
+h2_run() { # url -> "req/s - - requests"
+  h2load -t2 -c"$CONNS" -m10 -D"$RUN_SECS" "$1" 2>&1 | awk '/finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) {r=$(i-1)}} /^requests:/ {n=$2} END {printf "%s - - %s\n", r, n}'
+}
+cpu_ticks() { # pid... -> user+system clock ticks of them and their children
+  local t=0
+  for p in "$@"; do for q in $p $(pgrep -P "$p" || true); do t=$((t + $(awk '{print $14 + $15}' /proc/"$q"/stat 2>/dev/null || echo 0))); done; done
+  echo "$t"
 }
 
 declare -A RES
+declare -A CPU
 scenario() { # name target url kind
-  local out
+  local out pid c0 c1 rate p50 p99 n us
+  case $2 in authback) pid=$AB_PID ;; nginx) pid=$NG_PID ;; *) pid=$UP_PID ;; esac
+  c0=$(cpu_ticks "$pid")
   case $4 in
     wrk) out=$(wrk_run "$3") ;;
     close) out=$(wrk_run "$3" -H "Connection: close") ;;
     h2) out=$(h2_run "$3") ;;
   esac
-  RES["$1|$2"]="${RES["$1|$2"]:-} ${out%% *}"
-  printf '%-16s %-9s %12s %9s %9s\n' "$1" "$2" $out
+  c1=$(cpu_ticks "$pid")
+  read -r rate p50 p99 n <<<"$out"
+  # The server's CPU per request: the steadiest figure when the client, the
+  # proxy and the upstream share the cores.
+  us=$(python3 -c "print(f'{($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / max(${n:-0}, 1):.1f}')")
+  RES["$1|$2"]="${RES["$1|$2"]:-} $rate"
+  CPU["$1|$2"]="${CPU["$1|$2"]:-} $us"
+  printf '%-16s %-9s %12s %9s %9s %10s\n' "$1" "$2" "$rate" "$p50" "$p99" "$us"
 }
 
 LOAD_AB=0; LOAD_NG=0
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); wrk -t2 -c$CONNS, h2load -t2 -c$CONNS -m10; ${RUN_SECS}s runs, $ROUNDS rounds"
-printf '%-16s %-9s %12s %9s %9s\n' scenario target req/s p50 p99
+printf '%-16s %-9s %12s %9s %9s %10s\n' scenario target req/s p50 p99 "CPU us/req"
 for r in $(seq "$ROUNDS"); do
   scenario direct upstream "http://127.0.0.1:$UP/" wrk
   for t in authback nginx; do
@@ -137,7 +151,8 @@ echo
 echo "medians (req/s) and authback/nginx:"
 for s in plain tls tls-newconn h2; do
   a=$(echo "${RES["$s|authback"]}" | median); n=$(echo "${RES["$s|nginx"]}" | median)
-  printf '  %-12s authback %10s  nginx %10s  ratio %s\n' "$s" "$a" "$n" "$(python3 -c "print(f'{$a/$n:.2f}x')")"
+  ca=$(echo "${CPU["$s|authback"]}" | median); cn=$(echo "${CPU["$s|nginx"]}" | median)
+  printf '  %-12s authback %10s  nginx %10s  ratio %s   CPU us/req authback %s nginx %s\n' "$s" "$a" "$n" "$(python3 -c "print(f'{$a/$n:.2f}x')")" "$ca" "$cn"
 done
 printf '  %-12s %10s\n' "upstream direct" "$(echo "${RES["direct|upstream"]}" | median)"
 echo "RSS MB: authback idle $IDLE_AB, under load $LOAD_AB; nginx (master + 2 workers) idle $IDLE_NG, under load $LOAD_NG"
