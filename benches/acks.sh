@@ -131,34 +131,49 @@ summary() { # wrk outputs on stdin -> "acks/s p50 p99" (rates summed, worst p50/
        END {if (bad) {print "non-2xx" > "/dev/stderr"; exit 1} printf "%.2f %s %s\n", r, p50, p99}'
 }
 
-run() { # kind round -> "acks/s p50 p99"
+cpu_ticks() { # pid... -> their user+system clock ticks
+  local t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+per_ack() { # ticks acks/s -> authback's CPU microseconds per ack
+  python3 -c "print(f'{$1 * 1e6 / $(getconf CLK_TCK) / max($2 * $RUN_SECS, 1):.1f}')"
+}
+
+run() { # kind round -> "acks/s p50 p99 cpu-us/ack"
   ROUND_TAG="$1-$2"
   rm -f "$WORK"/authback.db*
   if [ "$1" = redis2 ]; then
     local a b; a=$(start redis "$ROUND_TAG-a" "$PUB" "$ADM"); b=$(start redis "$ROUND_TAG-b" "$PUB2" "$ADM2")
-    local oa="$WORK/wa.out" ob="$WORK/wb.out"
+    local oa="$WORK/wa.out" ob="$WORK/wb.out" c0 c1 rate p50 p99
+    c0=$(cpu_ticks "$a" "$b")
     load "$ROUND_TAG-a" $((CONNS / 2)) "$ROUND_TAG-a" > "$oa" & local wa=$!
     load "$ROUND_TAG-b" $((CONNS / 2)) "$ROUND_TAG-b" > "$ob" & local wb=$!
     wait "$wa" "$wb"
+    c1=$(cpu_ticks "$a" "$b")
     check_distinct "$ADM" "$ADM2"
     stop "$a" "$b"
-    cat "$oa" "$ob" | summary
+    read -r rate p50 p99 < <(cat "$oa" "$ob" | summary)
+    echo "$rate $p50 $p99 $(per_ack $((c1 - c0)) "$rate")"
   else
-    local pid; pid=$(start "$1" "$ROUND_TAG" "$PUB" "$ADM")
-    local out; out=$(load "$ROUND_TAG" "$CONNS" "$ROUND_TAG")
+    local pid c0 c1 out rate p50 p99; pid=$(start "$1" "$ROUND_TAG" "$PUB" "$ADM")
+    c0=$(cpu_ticks "$pid")
+    out=$(load "$ROUND_TAG" "$CONNS" "$ROUND_TAG")
+    c1=$(cpu_ticks "$pid")
     check_distinct "$ADM"
     stop "$pid"
-    summary <<<"$out"
+    read -r rate p50 p99 < <(summary <<<"$out")
+    echo "$rate $p50 $p99 $(per_ack $((c1 - c0)) "$rate")"
   fi
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; disk fsync (200 B append + fdatasync): $(fsync_rate)/s"
-printf '%-7s %-6s %10s %9s %9s\n' store round acks/s p50 p99
+printf '%-7s %-6s %10s %9s %9s %12s\n' store round acks/s p50 p99 "CPU us/ack"
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
   for kind in $KINDS; do
-    read -r rate p50 p99 < <(run "$kind" "$r")
-    printf '%-7s %-6s %10s %9s %9s\n' "$kind" "$r" "$rate" "$p50" "$p99"
+    read -r rate p50 p99 cpu < <(run "$kind" "$r")
+    printf '%-7s %-6s %10s %9s %9s %12s\n' "$kind" "$r" "$rate" "$p50" "$p99" "$cpu"
     SUM[$kind]="${SUM[$kind]:-} $rate"
   done
 done
