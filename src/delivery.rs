@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::app::App;
 use crate::forward;
@@ -41,6 +41,11 @@ enum Failure {
 pub async fn run(app: Arc<App>, stop: Stop) {
     let max = app.config.delivery.max_in_flight;
     let permits = Arc::new(Semaphore::new(max));
+    // An attempt that ends wakes the loop here, not through `app.wake`: while
+    // every slot is busy, new work needs no wake-up (it would find no slot),
+    // so a flood of callbacks against a stuck upstream costs no thread
+    // switch per callback.
+    let slot_freed = Arc::new(Notify::new());
     let mut drain_until: Option<Instant> = None;
     loop {
         if stop.is_stopped() && drain_until.is_none() {
@@ -64,12 +69,13 @@ pub async fn run(app: Arc<App>, stop: Stop) {
                             break;
                         };
                         let app = app.clone();
+                        let slot_freed = slot_freed.clone();
                         app.in_flight.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             attempt(&app, d).await;
                             app.in_flight.fetch_sub(1, Ordering::Relaxed);
                             drop(permit);
-                            app.wake.notify_one();
+                            slot_freed.notify_one();
                         });
                     }
                 }
@@ -98,8 +104,12 @@ pub async fn run(app: Arc<App>, stop: Stop) {
         if wait.is_zero() {
             continue;
         }
+        // A notification left unclaimed while the slots were busy is kept by
+        // `Notify` and wakes the loop at once when it next waits for work.
+        let has_slot = permits.available_permits() > 0;
         tokio::select! {
-            _ = app.wake.notified() => {}
+            _ = app.wake.notified(), if has_slot => {}
+            _ = slot_freed.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait(), if drain_until.is_none() => {}
         }

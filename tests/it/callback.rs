@@ -388,6 +388,37 @@ async fn upstream_failing_three_times_gives_four_attempts_and_one_acceptance() {
 }
 
 #[tokio::test]
+async fn work_that_arrives_while_every_delivery_slot_is_busy_is_still_sent() {
+    // One slot, and each delivery holds it for 300 ms: the callbacks after
+    // the first arrive while the worker has no slot and does not listen for
+    // new work. Each must still go out once a slot frees.
+    let up = Upstream::start().await;
+    up.set(Behaviour::Slow(Duration::from_millis(300)));
+    let ab = Authback::start_edited(
+        &up.url(),
+        |c| c.replace("[delivery]\n", "[delivery]\nmax_in_flight = 1\n"),
+        false,
+    )
+    .await;
+    for i in 0..4 {
+        let (status, _) = ab
+            .callback(
+                &ab.mint(&format!("cart-s{i}")),
+                &callback_body(&format!("sess-s{i}"), &format!("tok-slot-{i:08}")),
+            )
+            .await;
+        assert_eq!(status, 204);
+    }
+    let got = up.wait_for(FORWARD, 4, WAIT).await;
+    let mut sessions: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["session_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    sessions.sort();
+    assert_eq!(sessions, ["sess-s0", "sess-s1", "sess-s2", "sess-s3"]);
+}
+
+#[tokio::test]
 async fn acks_stay_immediate_while_the_upstream_hangs() {
     let up = Upstream::start().await;
     up.set(Behaviour::Hang);
