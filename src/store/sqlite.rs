@@ -218,7 +218,7 @@ impl SqliteStore {
         // sustained load.
         conn.execute_batch(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-             PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -16384;",
+             PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(|e| err("cannot configure", &e))?;
         conn.busy_timeout(Duration::from_secs(5))
