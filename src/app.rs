@@ -31,6 +31,8 @@ pub struct App {
     /// One pool per connection worker, used only on that worker's thread.
     pub worker_clients: Vec<UpstreamClient>,
     pub upstream_base: String,
+    /// The same, split for building pass-through URIs.
+    pub upstream_target: proxy::Target,
     pub failed_token_limiter: Option<IpLimiter>,
     pub callback_limiter: Option<IpLimiter>,
     /// Delivery attempts in flight.
@@ -53,6 +55,7 @@ impl App {
             .map(|_| proxy::client(&config.upstream))
             .collect();
         let upstream_base = proxy::upstream_base(&config.upstream.url);
+        let upstream_target = proxy::Target::new(&config.upstream.url);
         for r in &config.routes {
             metrics.declare_route(&r.name);
         }
@@ -67,6 +70,7 @@ impl App {
             client,
             worker_clients,
             upstream_base,
+            upstream_target,
             in_flight: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),

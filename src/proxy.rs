@@ -42,6 +42,46 @@ pub fn upstream_base(uri: &http::Uri) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
+/// Where pass-through requests go: the upstream URL's scheme and authority,
+/// and its base path (without a trailing slash, empty when it has none).
+pub struct Target {
+    scheme: http::uri::Scheme,
+    authority: Option<http::uri::Authority>,
+    prefix: String,
+}
+
+impl Target {
+    pub fn new(uri: &http::Uri) -> Self {
+        Target {
+            scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+            authority: uri.authority().cloned(),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The upstream URI for a request's path and query. Without a base path
+    /// the parsed request target is reused as is, not printed and parsed
+    /// again.
+    fn uri(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
+        let path_and_query = match (self.prefix.is_empty(), path) {
+            (true, Some(p)) => p.clone(),
+            (_, p) => {
+                let p = p.map_or("/", |p| p.as_str());
+                format!("{}{p}", self.prefix).parse().ok()?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = self.authority.clone();
+        parts.path_and_query = Some(path_and_query);
+        http::Uri::from_parts(parts).ok()
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -102,10 +142,9 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = match format!("{}{}", app.upstream_base, path).parse::<http::Uri>() {
-        Ok(u) => u,
-        Err(_) => {
+    let uri = match app.upstream_target.uri(parts.uri.path_and_query()) {
+        Some(u) => u,
+        None => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -125,19 +164,19 @@ pub async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let xff = headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .map(|s| forwarded_for(peer, Some(s), &app.config.server.trusted_proxies))
         .unwrap_or_else(|| forwarded_for(peer, None, &app.config.server.trusted_proxies));
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
     if let Some(h) = host {
-        headers.insert("x-forwarded-host", h.clone());
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         headers.insert(header::HOST, h);
     }
     parts.uri = uri;
@@ -254,6 +293,30 @@ mod tests {
         assert!(h.contains_key("x-end-to-end"));
         strip_hop_by_hop(&mut kept, true);
         assert!(kept.contains_key(header::UPGRADE));
+    }
+
+    #[test]
+    fn target_joins_the_base_path_and_the_request_target() {
+        let uri = |u: &str| u.parse::<http::Uri>().expect("uri");
+        let pq = |p: &str| p.parse::<http::uri::PathAndQuery>().expect("path");
+        let plain = Target::new(&uri("http://127.0.0.1:8080"));
+        assert_eq!(
+            plain.uri(Some(&pq("/a/b?x=1&y"))).map(|u| u.to_string()),
+            Some("http://127.0.0.1:8080/a/b?x=1&y".to_string())
+        );
+        assert_eq!(
+            plain.uri(None).map(|u| u.to_string()),
+            Some("http://127.0.0.1:8080/".to_string())
+        );
+        let shop = Target::new(&uri("http://app:80/shop/"));
+        assert_eq!(
+            shop.uri(Some(&pq("/cart?id=7"))).map(|u| u.to_string()),
+            Some("http://app:80/shop/cart?id=7".to_string())
+        );
+        assert_eq!(
+            shop.uri(None).map(|u| u.to_string()),
+            Some("http://app:80/shop/".to_string())
+        );
     }
 
     #[test]
