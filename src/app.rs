@@ -33,6 +33,8 @@ pub struct App {
     pub upstream_base: String,
     /// The same, split for building pass-through URIs.
     pub upstream_target: proxy::Target,
+    /// Where the workers' own pass-through connections go.
+    pub upstream_addr: Option<crate::upstream::Address>,
     pub failed_token_limiter: Option<IpLimiter>,
     pub callback_limiter: Option<IpLimiter>,
     /// Delivery attempts in flight.
@@ -56,6 +58,7 @@ impl App {
             .collect();
         let upstream_base = proxy::upstream_base(&config.upstream.url);
         let upstream_target = proxy::Target::new(&config.upstream.url);
+        let upstream_addr = crate::upstream::Address::new(&config.upstream.url);
         for r in &config.routes {
             metrics.declare_route(&r.name);
         }
@@ -71,6 +74,7 @@ impl App {
             worker_clients,
             upstream_base,
             upstream_target,
+            upstream_addr,
             in_flight: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),

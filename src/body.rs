@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 pub enum Body {
     Bytes(Option<Bytes>),
     Incoming(Incoming),
+    /// A pass-through response on a worker's own upstream connection.
+    Upstream(crate::upstream::Returning),
 }
 
 impl Body {
@@ -49,6 +51,12 @@ impl From<Incoming> for Body {
     }
 }
 
+impl From<crate::upstream::Returning> for Body {
+    fn from(b: crate::upstream::Returning) -> Self {
+        Body::Upstream(b)
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -60,6 +68,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(i) => Pin::new(i).poll_frame(cx),
+            Body::Upstream(u) => Pin::new(u).poll_frame(cx),
         }
     }
 
@@ -67,6 +76,7 @@ impl http_body::Body for Body {
         match self {
             Body::Bytes(b) => b.is_none(),
             Body::Incoming(i) => i.is_end_stream(),
+            Body::Upstream(u) => u.is_end_stream(),
         }
     }
 
@@ -74,6 +84,7 @@ impl http_body::Body for Body {
         match self {
             Body::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(i) => i.size_hint(),
+            Body::Upstream(u) => u.size_hint(),
         }
     }
 }

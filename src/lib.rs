@@ -22,6 +22,7 @@ pub mod store;
 pub mod text;
 pub mod tls;
 pub mod types;
+pub mod upstream;
 pub mod workers;
 
 use std::future::Future;

@@ -19,7 +19,9 @@ use crate::net::forwarded_for;
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
-/// One pooled keep-alive client for the proxy and the delivery worker.
+/// A pooled keep-alive client: for the delivery worker, and for upgrades and
+/// requests served off the connection workers (the workers' other requests
+/// go through `upstream`).
 pub fn client(cfg: &UpstreamConfig) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -59,22 +61,33 @@ impl Target {
         }
     }
 
-    /// The upstream URI for a request's path and query. Without a base path
-    /// the parsed request target is reused as is, not printed and parsed
-    /// again.
-    fn uri(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
-        let path_and_query = match (self.prefix.is_empty(), path) {
-            (true, Some(p)) => p.clone(),
+    /// The upstream path and query for a request's. Without a base path the
+    /// parsed request target is reused as is, not printed and parsed again.
+    fn path_and_query(
+        &self,
+        path: Option<&http::uri::PathAndQuery>,
+    ) -> Option<http::uri::PathAndQuery> {
+        match (self.prefix.is_empty(), path) {
+            (true, Some(p)) => Some(p.clone()),
             (_, p) => {
                 let p = p.map_or("/", |p| p.as_str());
-                format!("{}{p}", self.prefix).parse().ok()?
+                format!("{}{p}", self.prefix).parse().ok()
             }
-        };
+        }
+    }
+
+    /// The absolute upstream URI, for the pooled client.
+    fn uri(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = self.authority.clone();
-        parts.path_and_query = Some(path_and_query);
+        parts.path_and_query = Some(self.path_and_query(path)?);
         http::Uri::from_parts(parts).ok()
+    }
+
+    /// The origin-form target (`/path?query`), for a worker's own connections.
+    fn origin(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
+        Some(http::Uri::from(self.path_and_query(path)?))
     }
 }
 
@@ -142,7 +155,18 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let uri = match app.upstream_target.uri(parts.uri.path_and_query()) {
+    // A worker proxies on connections of its own; an upgrade, or a request
+    // served off the workers, goes through the pooled client.
+    let own = match &app.upstream_addr {
+        Some(addr) if !upgrade && crate::workers::current().is_some() => Some(addr),
+        _ => None,
+    };
+    let target = &app.upstream_target;
+    let uri = match if own.is_some() {
+        target.origin(parts.uri.path_and_query())
+    } else {
+        target.uri(parts.uri.path_and_query())
+    } {
         Some(u) => u,
         None => {
             return json_error(
@@ -178,17 +202,35 @@ pub async fn forward(
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         headers.insert(header::HOST, h);
+    } else if let Some(a) = target.authority.as_ref().filter(|_| own.is_some()) {
+        // The pooled client names the upstream when the client named no
+        // host; an own connection must too (HTTP/1.1 requires Host).
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            headers.insert(header::HOST, v);
+        }
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, Body::from(body));
 
-    let resp = match tokio::time::timeout(
-        app.config.upstream.timeout,
-        app.upstream_client().request(out),
-    )
-    .await
-    {
+    let sent = async {
+        match own {
+            Some(addr) => crate::upstream::send(addr, app.config.upstream.connect_timeout, out)
+                .await
+                .map(|r| r.map(Body::from))
+                .map_err(|e| {
+                    let timed_out = matches!(e, crate::upstream::Error::ConnectTimeout);
+                    (timed_out, e.to_string())
+                }),
+            None => app
+                .upstream_client()
+                .request(out)
+                .await
+                .map(|r| r.map(Body::from))
+                .map_err(|e| (is_timeout(&e), error_chain(&e))),
+        }
+    };
+    let resp = match tokio::time::timeout(app.config.upstream.timeout, sent).await {
         Err(_) => {
             app.metrics.proxy_response(504);
             return json_error(
@@ -197,9 +239,8 @@ pub async fn forward(
                 "the upstream did not answer in time",
             );
         }
-        Ok(Err(e)) => {
-            let timed_out = is_timeout(&e);
-            tracing::warn!(error = %error_chain(&e), "upstream request failed");
+        Ok(Err((timed_out, error))) => {
+            tracing::warn!(%error, "upstream request failed");
             let (status, code, msg) = if timed_out {
                 (
                     StatusCode::GATEWAY_TIMEOUT,
@@ -234,13 +275,12 @@ pub async fn forward(
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }
             });
-            let (parts, body) = resp.into_parts();
-            return Response::from_parts(parts, Body::from(body));
+            return resp;
         }
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, Body::from(body))
+    Response::from_parts(parts, body)
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

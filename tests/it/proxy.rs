@@ -1,6 +1,8 @@
 //! Pass-through: everything that is not a callback reaches the upstream
 //! unchanged in meaning.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -215,4 +217,104 @@ async fn unreachable_upstream_is_502_and_slow_upstream_504() {
         metric(&m, "authback_proxy_requests_total{status_class=\"5xx\"}"),
         Some(1.0)
     );
+}
+
+/// A raw HTTP/1.1 upstream that counts its connections. `/close` answers
+/// with `Connection: close` and closes; `/quiet-close` closes without
+/// saying so; `/empty` is a 204; anything else is `ok`, kept alive. A
+/// request without `Host` gets 400, as HTTP/1.1 requires.
+async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let has_host = head.to_ascii_lowercase().contains("\r\nhost:");
+                    let (answer, close): (&[u8], bool) = match path.as_str() {
+                        _ if !has_host => (
+                            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+                            false,
+                        ),
+                        "/close" => (
+                            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                            true,
+                        ),
+                        "/quiet-close" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
+                        "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+                        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+                    };
+                    if tcp.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    let (addr, accepted) = counting_upstream().await;
+    // One worker, so every request uses the same worker's connections.
+    let one_worker = |t: String| t.replace("[server]\n", "[server]\nworkers = 1\n");
+    let ab = Authback::start_edited(&format!("http://{addr}"), one_worker, false).await;
+    let get = |path: &str| {
+        Request::get(path)
+            .header("host", "shop.example.com")
+            .body(Full::new(Bytes::new()))
+            .expect("req")
+    };
+    for _ in 0..5 {
+        let (status, _, body) = ab.https(get("/a")).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests share one upstream connection"
+    );
+    assert_eq!(ab.https(get("/empty")).await.0, 204);
+    assert_eq!(ab.https(get("/a")).await.0, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a response without a body leaves the connection reusable"
+    );
+    // The upstream says it closes: the next request needs a new connection.
+    assert_eq!(ab.https(get("/close")).await.0, 200);
+    assert_eq!(ab.https(get("/a")).await.0, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // The upstream closes an idle connection without a word: noticed, and
+    // replaced, not answered with 502.
+    assert_eq!(ab.https(get("/quiet-close")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, body) = ab.https(get("/a")).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    // A request without Host still names one upstream-side (HTTP/1.1).
+    let no_host = Request::get("/a")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(ab.https(no_host).await.0, 200);
 }
