@@ -73,15 +73,14 @@ impl Address {
     }
 }
 
+/// The most recently used connection that can take a request now. One still
+/// finishing its last response is left for later rather than waited on.
 fn checkout() -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        while let Some((s, _)) = idle.pop_back() {
-            if !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
+        idle.retain(|(s, _)| !s.is_closed());
+        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
+        idle.remove(i).map(|(s, _)| s)
     })
 }
 
