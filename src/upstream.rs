@@ -138,18 +138,11 @@ pub async fn send(
             Some(s) => (s, true),
             None => (connect(addr, connect_timeout).await?, false),
         };
-        if sender.ready().await.is_err() {
+        if let Err(e) = sender.ready().await {
             if reused {
                 continue;
             }
-            // A new connection that is not ready has failed: say why.
-            return match sender.try_send_request(req).await {
-                Ok(resp) => Ok(returning(resp, sender)),
-                Err(mut e) => {
-                    let _ = e.take_message();
-                    Err(Error::Http(e.into_error()))
-                }
-            };
+            return Err(Error::Http(e));
         }
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok(returning(resp, sender)),
