@@ -219,9 +219,19 @@ async fn unreachable_upstream_is_502_and_slow_upstream_504() {
     );
 }
 
+/// A 4 MiB response, more than the sockets between upstream, authback and
+/// client hold, so a client that stops reading leaves it half sent.
+static BIG: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = vec![b'x'; 4 << 20];
+    let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+    r.extend_from_slice(&body);
+    r
+});
+
 /// A raw HTTP/1.1 upstream that counts its connections. `/close` answers
 /// with `Connection: close` and closes; `/quiet-close` closes without
-/// saying so; `/empty` is a 204; anything else is `ok`, kept alive. A
+/// saying so; `/empty` is a 204; `/big` is 4 MiB; anything else is `ok`,
+/// kept alive. A
 /// request without `Host` gets 400, as HTTP/1.1 requires.
 async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -261,6 +271,7 @@ async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                         ),
                         "/quiet-close" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
                         "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+                        "/big" => (&BIG[..], false),
                         _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
                     };
                     if tcp.write_all(answer).await.is_err() || close {
@@ -317,4 +328,38 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
         .body(Full::new(Bytes::new()))
         .expect("req");
     assert_eq!(ab.https(no_host).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_response_the_client_abandons_does_not_spoil_the_next_request() {
+    let (addr, accepted) = counting_upstream().await;
+    let one_worker = |t: String| t.replace("[server]\n", "[server]\nworkers = 1\n");
+    let ab = Authback::start_edited(&format!("http://{addr}"), one_worker, false).await;
+    let mut tls = ab.tls(&[b"http/1.1"]).await;
+    tls.write_all(b"GET /big HTTP/1.1\r\nhost: shop.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    while n < got.len() {
+        match tls.read(&mut got[n..]).await.expect("read") {
+            0 => break,
+            k => n += k,
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "the big response began");
+    // The client goes away with most of the 4 MiB unread.
+    drop(tls);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let get = Request::get("/a")
+        .header("host", "shop.example.com")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let (status, _, body) = ab.https(get).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the half-read connection is not reused"
+    );
 }
