@@ -26,10 +26,9 @@ pub struct App {
     pub wake: Notify,
     /// Wakes the Read Session loop: a new registration, or a free slot.
     pub reconcile_wake: Notify,
-    /// For the delivery worker and requests served off the workers.
+    /// For the delivery worker, upgrades, and requests served off the
+    /// workers (the workers keep their own connections, `upstream`).
     pub client: UpstreamClient,
-    /// One pool per connection worker, used only on that worker's thread.
-    pub worker_clients: Vec<UpstreamClient>,
     pub upstream_base: String,
     /// The same, split for building pass-through URIs.
     pub upstream_target: proxy::Target,
@@ -46,16 +45,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        workers: usize,
-    ) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         let client = proxy::client(&config.upstream);
-        let worker_clients = (0..workers)
-            .map(|_| proxy::client(&config.upstream))
-            .collect();
         let upstream_base = proxy::upstream_base(&config.upstream.url);
         let upstream_target = proxy::Target::new(&config.upstream.url);
         let upstream_addr = crate::upstream::Address::new(&config.upstream.url);
@@ -71,7 +62,6 @@ impl App {
             wake: Notify::new(),
             reconcile_wake: Notify::new(),
             client,
-            worker_clients,
             upstream_base,
             upstream_target,
             upstream_addr,
@@ -79,14 +69,6 @@ impl App {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
-    }
-
-    /// The upstream pool of the worker running the caller: its connections
-    /// live on the same thread as the request.
-    pub fn upstream_client(&self) -> &UpstreamClient {
-        crate::workers::current()
-            .and_then(|i| self.worker_clients.get(i))
-            .unwrap_or(&self.client)
     }
 
     /// Routes one request that arrived on a public listener.

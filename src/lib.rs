@@ -144,7 +144,7 @@ pub async fn run(
         workers::Workers::start(config.server.workers)
             .map_err(|e| RunError::Runtime(format!("cannot start connection workers: {e}")))?,
     );
-    let app = Arc::new(App::new(config, store, metrics.clone(), workers.len()));
+    let app = Arc::new(App::new(config, store, metrics.clone()));
 
     let mut background = Vec::new();
     if let Some((reloader, interval)) = reloader {

@@ -223,7 +223,7 @@ pub async fn forward(
                     (timed_out, e.to_string())
                 }),
             None => app
-                .upstream_client()
+                .client
                 .request(out)
                 .await
                 .map(|r| r.map(Body::from))

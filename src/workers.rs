@@ -1,6 +1,6 @@
 //! Connection workers: one single-threaded runtime per core. The accept
 //! loop hands each new connection to the next worker, which serves it to the
-//! end, with an upstream connection pool of its own. A request is then
+//! end, with upstream connections of its own (`upstream`). A request is then
 //! handled on one thread from the client's socket to the upstream's and
 //! back, without the wake-ups between threads that a work-stealing runtime
 //! pays on every request.
