@@ -219,30 +219,34 @@ async fn unreachable_upstream_is_502_and_slow_upstream_504() {
     );
 }
 
-/// A 4 MiB response, more than the sockets between upstream, authback and
-/// client hold, so a client that stops reading leaves it half sent.
-static BIG: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let body = vec![b'x'; 4 << 20];
-    let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
-    r.extend_from_slice(&body);
+/// The start of a response that never ends: its head announces 64 MiB and
+/// only 256 KiB follow. However much the sockets on the way hold, the body
+/// cannot be read to its end, so the connection it came on stays mid-message.
+static STALLED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 64 << 20).into_bytes();
+    r.extend_from_slice(&vec![b'x'; 256 << 10]);
     r
 });
 
 /// A raw HTTP/1.1 upstream that counts its connections. `/close` answers
 /// with `Connection: close` and closes; `/quiet-close` closes without
-/// saying so; `/empty` is a 204; `/big` is 4 MiB; anything else is `ok`,
-/// kept alive. A
-/// request without `Host` gets 400, as HTTP/1.1 requires.
-async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// saying so; `/empty` is a 204; `/stall` sends part of a response and
+/// waits, counting in `.2` the stalled connections the peer closed; anything
+/// else is `ok`, kept alive. A request without `Host` gets 400, as HTTP/1.1
+/// requires.
+async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let stalls_closed = Arc::new(AtomicUsize::new(0));
+    let closed = stalls_closed.clone();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -271,7 +275,14 @@ async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                         ),
                         "/quiet-close" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
                         "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n", false),
-                        "/big" => (&BIG[..], false),
+                        "/stall" => {
+                            if tcp.write_all(&STALLED).await.is_ok() {
+                                // Nothing more is sent; wait for the peer to go.
+                                while let Ok(1..) = tcp.read(&mut chunk).await {}
+                                closed.fetch_add(1, Ordering::SeqCst);
+                            }
+                            return;
+                        }
                         _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
                     };
                     if tcp.write_all(answer).await.is_err() || close {
@@ -281,12 +292,12 @@ async fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, stalls_closed)
 }
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_closed_ones_replaced() {
-    let (addr, accepted) = counting_upstream().await;
+    let (addr, accepted, _) = counting_upstream().await;
     // One worker, so every request uses the same worker's connections.
     let one_worker = |t: String| t.replace("[server]\n", "[server]\nworkers = 1\n");
     let ab = Authback::start_edited(&format!("http://{addr}"), one_worker, false).await;
@@ -332,11 +343,11 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
 
 #[tokio::test]
 async fn a_response_the_client_abandons_does_not_spoil_the_next_request() {
-    let (addr, accepted) = counting_upstream().await;
+    let (addr, accepted, stalls_closed) = counting_upstream().await;
     let one_worker = |t: String| t.replace("[server]\n", "[server]\nworkers = 1\n");
     let ab = Authback::start_edited(&format!("http://{addr}"), one_worker, false).await;
     let mut tls = ab.tls(&[b"http/1.1"]).await;
-    tls.write_all(b"GET /big HTTP/1.1\r\nhost: shop.example.com\r\n\r\n")
+    tls.write_all(b"GET /stall HTTP/1.1\r\nhost: shop.example.com\r\n\r\n")
         .await
         .expect("write");
     let mut got = vec![0u8; 64 * 1024];
@@ -347,10 +358,19 @@ async fn a_response_the_client_abandons_does_not_spoil_the_next_request() {
             k => n += k,
         }
     }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "the big response began");
-    // The client goes away with most of the 4 MiB unread.
+    assert!(got.starts_with(b"HTTP/1.1 200"), "the response began");
+    // The client goes away in the middle of the body.
     drop(tls);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // authback lets go of the upstream connection it was reading that body
+    // from, rather than keeping it, or leaving it open.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stalls_closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream connection of an abandoned response is closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let get = Request::get("/a")
         .header("host", "shop.example.com")
         .body(Full::new(Bytes::new()))
@@ -360,6 +380,6 @@ async fn a_response_the_client_abandons_does_not_spoil_the_next_request() {
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         2,
-        "the half-read connection is not reused"
+        "the next request goes on a new upstream connection"
     );
 }
