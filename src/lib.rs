@@ -147,6 +147,7 @@ pub async fn run(
     let app = Arc::new(App::new(config, store, metrics.clone()));
 
     let mut background = Vec::new();
+    let reloads = reloader.is_some();
     if let Some((reloader, interval)) = reloader {
         background.push(tokio::spawn(reloader.run(
             interval,
@@ -154,24 +155,30 @@ pub async fn run(
             metrics.clone(),
             stop.clone(),
         )));
-        let sighup = sighup.clone();
-        let stop = stop.clone();
-        background.push(tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading the certificate");
-                        sighup.notify_one();
+    }
+    // SIGHUP is always caught, so that it never ends the process (its default
+    // action), even when there is no certificate file to reload.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let sighup = sighup.clone();
+            let stop = stop.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => {
+                            if reloads {
+                                tracing::info!("SIGHUP: reloading the certificate");
+                                sighup.notify_one();
+                            } else {
+                                tracing::info!("SIGHUP: no certificate files to reload");
+                            }
+                        }
+                        _ = stop.wait() => return,
                     }
-                    _ = stop.wait() => return,
                 }
-            }
-        }));
+            }));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
     }
     {
         let app = app.clone();

@@ -157,6 +157,73 @@ fn a_port_in_use_exits_2() {
     );
 }
 
+/// `GET /healthz` on the admin port: its status and body, or `None` if
+/// nothing answers.
+async fn healthz(admin: u16) -> Option<(u16, Bytes)> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        .await
+        .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::get("/healthz")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let resp = send.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.into_body().collect().await.ok()?.to_bytes()))
+}
+
+/// SIGHUP reloads certificate files. With a self-signed certificate there is
+/// nothing to reload, and the signal must not end the process (its default
+/// action when nobody catches it).
+#[tokio::test]
+async fn sighup_without_certificate_files_does_not_stop_the_process() {
+    let dir = TempDir::new();
+    let (public, admin) = (free_port(), free_port());
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\npublic_url = \"https://localhost\"\n[server.tls]\nself_signed = true\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+        ),
+    )
+    .expect("write");
+    let log_path = dir.path().join("stderr.log");
+    let mut child = spawn_binary(&path, &log_path, &[]);
+    let mut up = None;
+    for _ in 0..400 {
+        up = healthz(admin).await;
+        if up.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(up, Some((200, Bytes::from_static(b"ok"))), "started");
+    let pid = child.id().to_string();
+    for _ in 0..2 {
+        assert!(Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid}")])
+            .status()
+            .expect("kill")
+            .success());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let exited = child.try_wait().expect("wait");
+    let still = healthz(admin).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(exited, None, "SIGHUP ended the process");
+    assert_eq!(still.map(|r| r.0), Some(200));
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(
+        logs.contains("SIGHUP"),
+        "the signal is logged: {logs:.2000}"
+    );
+}
+
 /// Runs the binary with trace logging, sends callbacks and proxied requests
 /// carrying secrets, sends SIGTERM while a request is in flight, and checks
 /// that the request finished, the process exited 0, and no secret was logged.
