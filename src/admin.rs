@@ -23,7 +23,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
         (Method::GET, "/metrics") => metrics(app).await,
         (_, p) if p.starts_with("/v1/") => {

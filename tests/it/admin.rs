@@ -6,10 +6,7 @@ use crate::common::*;
 async fn probes_and_metrics_are_served() {
     let up = Upstream::start().await;
     let ab = Authback::start(&up).await;
-    assert_eq!(
-        ab.admin_get("/healthz").await,
-        Ok((200, "ok\n".to_string()))
-    );
+    assert_eq!(ab.admin_get("/healthz").await, Ok((200, "ok".to_string())));
     let (status, body) = ab.admin_get("/readyz").await.expect("readyz");
     assert_eq!(status, 200);
     assert!(
