@@ -470,18 +470,197 @@ impl Config {
     /// Parses and validates TOML text. Relative certificate paths are taken
     /// relative to `base_dir` (the config file's folder).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| {
-            vec![ConfigError {
-                key: String::new(),
-                message: e.to_string().trim_end().to_string(),
-            }]
-        })?;
-        validate(file, base_dir)
+        let (file, mut errors) = read_file(text)?;
+        match validate(file, base_dir) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                // A key whose line was set aside may be reported again as
+                // missing: once is enough.
+                let seen: HashSet<String> = errors.iter().map(|e| e.key.clone()).collect();
+                errors.extend(more.into_iter().filter(|e| !seen.contains(&e.key)));
+                Err(errors)
+            }
+        }
     }
 
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }
+}
+
+/// Reads the file's structure. An unknown key or a value of the wrong type
+/// is reported with its key and line, then its entry is set aside and the
+/// file read again, so that one run reports every such problem rather than
+/// the first. Fails at once on a TOML syntax error, or on a problem that
+/// setting an entry aside cannot get past (a missing table).
+fn read_file(text: &str) -> Result<(FileConfig, Vec<ConfigError>), Vec<ConfigError>> {
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(vec![ConfigError {
+            key: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        }]);
+    }
+    let mut work = text.to_string();
+    let mut errors = Vec::new();
+    // Each round sets one entry aside; a file has finitely many.
+    for _ in 0..=text.lines().count() {
+        let e = match toml::from_str::<FileConfig>(&work) {
+            Ok(file) => return Ok((file, errors)),
+            Err(e) => e,
+        };
+        let entries = entries(&work);
+        let at = e
+            .span()
+            .and_then(|span| entries.iter().find(|x| span.start < x.end));
+        let whole_file = e
+            .span()
+            .is_some_and(|s| s.start == 0 && (s.end == 0 || s.end >= work.trim_end().len()));
+        let missing = e
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let (key, message) = match (at, missing) {
+            (_, Some(field)) if whole_file => (field.to_string(), "is required".to_string()),
+            (Some(x), Some(field)) => (format!("{}.{field}", x.table), "is required".to_string()),
+            (Some(x), None) => (
+                x.key.clone(),
+                format!("{} (line {})", e.message(), x.line + 1),
+            ),
+            (None, _) => (String::new(), e.message().to_string()),
+        };
+        errors.push(ConfigError { key, message });
+        let settable = e.message().starts_with("unknown field")
+            || e.message().starts_with("invalid type")
+            || e.message().starts_with("invalid value");
+        match at {
+            Some(x) if settable && !x.header => {
+                let mut next = work.clone();
+                let blank: String = work[x.start..x.end]
+                    .chars()
+                    .map(|c| if c == '\n' { c } else { ' ' })
+                    .collect();
+                next.replace_range(x.start..x.end, &blank);
+                if next.parse::<toml::Table>().is_err() {
+                    return Err(errors);
+                }
+                work = next;
+            }
+            _ => return Err(errors),
+        }
+    }
+    Err(errors)
+}
+
+/// One table header or `key = value` entry of a TOML file, by byte range
+/// (a value may run over several lines).
+#[derive(Debug)]
+struct Entry {
+    /// Dotted: `server.tls.cert`, `routes[1].secrets`; for a header, its table.
+    key: String,
+    /// The table it is in.
+    table: String,
+    header: bool,
+    /// Its first line, counted from 0.
+    line: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The file's headers and entries, in order. A light scan, good enough to
+/// name what an error points at in a file that has already parsed.
+fn entries(text: &str) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Open brackets and braces of the value being read, outside strings.
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        let end = start + l.len();
+        let t = l.trim();
+        if depth > 0 {
+            if let Some(last) = out.last_mut() {
+                last.end = end;
+            }
+        } else if t.starts_with('[') {
+            let array = t.starts_with("[[");
+            let name = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .replace(['"', '\''], "");
+            table = if array {
+                let n = arrays.entry(name.clone()).or_insert(0);
+                *n += 1;
+                format!("{name}[{}]", *n - 1)
+            } else {
+                // `[routes.x]` under `[[routes]]` belongs to the last route.
+                match name.split_once('.') {
+                    Some((head, rest)) if arrays.contains_key(head) => {
+                        format!("{head}[{}].{rest}", arrays[head] - 1)
+                    }
+                    _ => name,
+                }
+            };
+            out.push(Entry {
+                key: table.clone(),
+                table: table.clone(),
+                header: true,
+                line: i,
+                start,
+                end,
+            });
+            start = end;
+            continue;
+        } else if let Some((k, _)) = t.split_once('=').filter(|_| !t.starts_with('#')) {
+            let k = k.trim().replace(['"', '\''], "");
+            out.push(Entry {
+                key: if table.is_empty() {
+                    k
+                } else {
+                    format!("{table}.{k}")
+                },
+                table: table.clone(),
+                header: false,
+                line: i,
+                start,
+                end,
+            });
+        }
+        depth += value_depth(l);
+        start = end;
+    }
+    out
+}
+
+/// How many brackets and braces `line` opens minus closes, outside strings
+/// and comments.
+fn value_depth(line: &str) -> i32 {
+    let (mut depth, mut quote, mut escaped) = (0, None, false);
+    for c in line.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => break,
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    depth
 }
 
 struct Checker {
@@ -1119,6 +1298,57 @@ secrets = ["a-long-enough-test-secret"]
         let text = MINIMAL.replace("[upstream]", "[upstream]\nurll = \"x\"");
         let errs = Config::parse(&text, Path::new(".")).expect_err("unknown key");
         assert!(errs[0].message.contains("urll"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_all_reported_with_the_rest() {
+        let text = MINIMAL
+            .replace("[upstream]", "[upstream]\nurll = \"x\"\ntimeout = \"soon\"")
+            .replace("[server.tls]", "[server.tls]\nmystery = 1")
+            .replace(
+                "secrets = [\"a-long-enough-test-secret\"]",
+                "secrets = [\n  \"a-long-enough-test-secret\",\n  7,\n]\nbogus = { a = 1 }",
+            )
+            + "[[routes]]\nname = \"b\"\nforward_path = 5\n";
+        let errs = Config::parse(&text, Path::new(".")).expect_err("broken");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "server.tls.mystery",
+            "upstream.urll",
+            "routes[0].secrets",
+            "routes[0].bogus",
+            "routes[1].forward_path",
+            // Found by validation, after the file was read past the others.
+            "upstream.timeout",
+            "routes[1].kind",
+        ] {
+            assert!(keys.contains(&key), "{key} not reported: {errs:?}");
+        }
+        let unknown = errs
+            .iter()
+            .find(|e| e.key == "upstream.urll")
+            .expect("urll");
+        assert!(unknown.message.contains("unknown field") && unknown.message.contains("(line "));
+        // routes[1].forward_path is reported once, as the wrong type, not again as missing.
+        assert_eq!(
+            keys.iter()
+                .filter(|k| **k == "routes[1].forward_path")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_missing_table_and_a_syntax_error_are_reported() {
+        let errs = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\n", Path::new("."))
+            .expect_err("no upstream");
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].message.as_str()),
+            ("upstream", "is required")
+        );
+        let errs = Config::parse("[server\n", Path::new(".")).expect_err("syntax");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("line 1"), "{errs:?}");
     }
 
     #[test]

@@ -55,10 +55,11 @@ forward_path = "/f"
     }
     assert!(err.contains("broken.toml"), "names the file: {err}");
 
-    // An unknown key is an error too.
+    // Unknown keys and values of the wrong type are errors too, and do not
+    // hide the others.
     std::fs::write(
         &path,
-        "[server]\nlisten = \"127.0.0.1:1\"\nmystery = 1\n[upstream]\nurl = \"http://x:1\"\n",
+        "[server]\nlisten = \"127.0.0.1:1\"\nmystery = 1\n[upstream]\nurl = \"http://x:1\"\ntimeout = \"soon\"\nconnect_timeout = 5\n",
     )
     .expect("write");
     let out = bin()
@@ -67,7 +68,15 @@ forward_path = "/f"
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mystery"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.mystery",
+        "upstream.connect_timeout",
+        "upstream.timeout",
+        "server.public_url",
+    ] {
+        assert!(err.contains(key), "{key} not reported in:\n{err}");
+    }
 }
 
 #[test]
