@@ -85,11 +85,12 @@ impl App {
                 PathMatch::Yes(r) => Some(r.to_string()),
                 PathMatch::BadReference => None,
             };
-            let xff = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            let ip = client_ip(peer.ip(), xff, &self.config.server.trusted_proxies);
+            let xff = crate::net::forwarded_chain(req.headers());
+            let ip = client_ip(
+                peer.ip(),
+                xff.as_deref(),
+                &self.config.server.trusted_proxies,
+            );
             return callback::handle(self, route, reference.as_deref(), req, ip).await;
         }
         proxy::forward(self, req, peer.ip(), tls).await

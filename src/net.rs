@@ -73,6 +73,29 @@ impl fmt::Debug for IpNet {
     }
 }
 
+/// The whole `X-Forwarded-For` chain a request carries. A proxy may add its
+/// own header line rather than extend the last one, so every line counts, in
+/// order: reading only the first would take a client's forged entry for the
+/// one a trusted proxy added.
+pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}, {second}");
+            for l in lines {
+                all.push_str(", ");
+                all.push_str(l);
+            }
+            Some(std::borrow::Cow::Owned(all))
+        }
+    }
+}
+
 /// The client's address and the `X-Forwarded-For` value to send upstream.
 ///
 /// The peer is believed to be a proxy only when it is in `trusted`; then the
@@ -117,6 +140,32 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn the_chain_is_every_line_in_order() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(forwarded_chain(&h), None);
+        h.append("x-forwarded-for", "1.1.1.1".parse().expect("v"));
+        assert_eq!(forwarded_chain(&h).as_deref(), Some("1.1.1.1"));
+        h.append("x-forwarded-for", "2.2.2.2, 3.3.3.3".parse().expect("v"));
+        h.append("x-forwarded-for", "4.4.4.4".parse().expect("v"));
+        let chain = forwarded_chain(&h);
+        assert_eq!(chain.as_deref(), Some("1.1.1.1, 2.2.2.2, 3.3.3.3, 4.4.4.4"));
+        // The client is the right-most untrusted hop: in the last line.
+        let trusted: Vec<IpNet> = vec!["9.9.9.9/32".parse().expect("cidr")];
+        assert_eq!(
+            client_ip(ip("9.9.9.9"), chain.as_deref(), &trusted),
+            ip("4.4.4.4")
+        );
+        let trusted: Vec<IpNet> = vec![
+            "4.4.4.4/32".parse().expect("cidr"),
+            "9.9.9.9/32".parse().expect("cidr"),
+        ];
+        assert_eq!(
+            client_ip(ip("9.9.9.9"), chain.as_deref(), &trusted),
+            ip("3.3.3.3")
+        );
     }
 
     #[test]

@@ -107,6 +107,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// HTTP/2 clients send each cookie as a field of its own; on HTTP/1.1 they
+/// must travel as one `Cookie` line, joined with "; " (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too unless `keep_upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -182,16 +199,23 @@ pub async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    let from_h2 = parts.version == Version::HTTP_2;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
+    // authback streams the body to the upstream at once, having answered
+    // the client's `100-continue` itself: the upstream is not asked again.
+    headers.remove(header::EXPECT);
+    if from_h2 {
+        join_cookies(headers);
+    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let xff = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| forwarded_for(peer, Some(s), &app.config.server.trusted_proxies))
-        .unwrap_or_else(|| forwarded_for(peer, None, &app.config.server.trusted_proxies));
+    let xff = forwarded_for(
+        peer,
+        crate::net::forwarded_chain(headers).as_deref(),
+        &app.config.server.trusted_proxies,
+    );
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }

@@ -70,11 +70,18 @@ async fn forwarded_chain_is_kept_from_a_trusted_proxy_on_the_plain_listener() {
     let req = Request::get("/p")
         .header("host", "h")
         .header("x-forwarded-for", "203.0.113.9")
+        // A proxy on the way added its own line rather than extend the first.
+        .header("x-forwarded-for", "198.51.100.7")
         .body(Full::new(Bytes::new()))
         .expect("req");
     assert_eq!(send.send_request(req).await.expect("resp").status(), 200);
     let r = &up.recorded()[0];
-    assert_eq!(r.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        r.header("x-forwarded-for"),
+        Some("203.0.113.9, 198.51.100.7, 127.0.0.1"),
+        "every line of the chain is kept, in order"
+    );
+    assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
     assert_eq!(r.header("x-forwarded-proto"), Some("http"));
 }
 
@@ -109,6 +116,8 @@ async fn http2_by_alpn_is_proxied() {
             .expect("h2 handshake");
     tokio::spawn(conn);
     let req = Request::post("https://shop.example.com/h2/path?q=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
         .body(Full::new(Bytes::from_static(b"over h2")))
         .expect("req");
     let resp = send.send_request(req).await.expect("answer");
@@ -123,6 +132,8 @@ async fn http2_by_alpn_is_proxied() {
         Some("shop.example.com"),
         "h2 :authority becomes Host"
     );
+    let cookies: Vec<_> = r.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"], "h2 cookie fields become one line");
 }
 
 #[tokio::test]
@@ -137,11 +148,14 @@ async fn hop_by_hop_headers_are_removed() {
         .header("te", "trailers")
         .header("proxy-authorization", "Basic abc")
         .header("x-end-to-end", "yes")
-        .body(Full::new(Bytes::new()))
+        .header("expect", "100-continue")
+        .body(Full::new(Bytes::from_static(b"with a body")))
         .expect("req");
     assert_eq!(ab.https(req).await.0, 200);
     let r = &up.recorded()[0];
+    assert_eq!(&r.body[..], b"with a body");
     for h in [
+        "expect",
         "x-private-hop",
         "keep-alive",
         "te",
