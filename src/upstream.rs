@@ -74,11 +74,14 @@ impl Address {
 }
 
 /// The most recently used connection that can take a request now. One still
-/// finishing its last response is left for later rather than waited on.
+/// finishing its last response is left for later rather than waited on; one
+/// idle for `IDLE_FOR` is closed, not used (a firewall on the way may have
+/// forgotten it without a word).
 fn checkout() -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.retain(|(s, _)| !s.is_closed());
+        let now = Instant::now();
+        idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_FOR);
         let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
         idle.remove(i).map(|(s, _)| s)
     })
