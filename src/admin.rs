@@ -336,7 +336,7 @@ fn delivery_json(d: &Delivery) -> serde_json::Value {
         "route": d.route,
         "reference": d.reference,
         "session_id": d.session_id.as_str(),
-        "authorization_token": d.authorization_token.redacted(),
+        "authorization_token": d.authorization_token.last4(),
         "source": d.source.as_str(),
         "state": d.state.as_str(),
         "attempts": d.attempts,

@@ -49,6 +49,11 @@ impl AuthorizationToken {
     pub fn redacted(&self) -> String {
         redact(&self.0)
     }
+    /// Its last four characters and nothing else, as the admin API lists it;
+    /// nothing at all for a token that short.
+    pub fn last4(&self) -> String {
+        redact(&self.0).trim_start_matches('…').to_string()
+    }
 }
 
 impl fmt::Debug for AuthorizationToken {
@@ -180,6 +185,8 @@ mod tests {
     fn credentials_redact() {
         let t = AuthorizationToken::new("0b1d9815-165e-42e2-8867-35bc03789e00");
         assert_eq!(format!("{t}"), "…9e00");
+        assert_eq!(t.last4(), "9e00");
+        assert_eq!(AuthorizationToken::new("abcd").last4(), "");
         assert!(!format!("{t:?}").contains("0b1d9815"));
         let s = Secret::new("hunter2-hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
