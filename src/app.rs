@@ -42,6 +42,13 @@ pub struct App {
     pub ready: AtomicBool,
     /// A shutdown has begun: readiness goes false so traffic moves away.
     pub stopping: AtomicBool,
+    /// When shutdown began: the delivery worker's drain ends `shutdown_grace`
+    /// after it, however long the listeners took to drain.
+    pub stop_began: std::sync::OnceLock<std::time::Instant>,
+    /// Deliveries whose attempt is running here, sending or recording its
+    /// outcome. A shared store may hand one out again when its lease runs
+    /// out while the outcome still waits to be recorded; it is not sent twice.
+    pub attempting: std::sync::Mutex<std::collections::HashSet<crate::types::DeliveryId>>,
 }
 
 impl App {
@@ -68,6 +75,8 @@ impl App {
             in_flight: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            stop_began: std::sync::OnceLock::new(),
+            attempting: std::sync::Mutex::default(),
         }
     }
 

@@ -21,9 +21,6 @@ use crate::store::{AttemptOutcome, Delivery};
 use crate::text::{hex, parse_http_date};
 use crate::types::unix_ms;
 
-/// How often recording an attempt's outcome is tried (about 10 minutes).
-const RECORD_TRIES: u32 = 130;
-
 /// How an attempt failed.
 #[derive(Debug)]
 enum Failure {
@@ -49,7 +46,8 @@ pub async fn run(app: Arc<App>, stop: Stop) {
     let mut drain_until: Option<Instant> = None;
     loop {
         if stop.is_stopped() && drain_until.is_none() {
-            drain_until = Some(Instant::now() + app.config.server.shutdown_grace);
+            let began = app.stop_began.get().copied().unwrap_or_else(Instant::now);
+            drain_until = Some(began + app.config.server.shutdown_grace);
         }
         if let Some(until) = drain_until {
             let pending = app.store.stats().await.map(|s| s.pending).unwrap_or(0);
@@ -65,14 +63,24 @@ pub async fn run(app: Arc<App>, stop: Stop) {
             match app.store.take_due(unix_ms(), free).await {
                 Ok(batch) => {
                     for d in batch {
+                        // Handed out again while its attempt here still
+                        // records the outcome (a shared store's lease ran
+                        // out): that attempt finishes it, it is not sent again.
+                        if !attempting(&app).insert(d.id) {
+                            tracing::warn!(id = %d.id, "delivery handed out again while its outcome is being recorded here; not sent twice");
+                            continue;
+                        }
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            attempting(&app).remove(&d.id);
                             break;
                         };
                         let app = app.clone();
                         let slot_freed = slot_freed.clone();
                         app.in_flight.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
+                            let id = d.id;
                             attempt(&app, d).await;
+                            attempting(&app).remove(&id);
                             app.in_flight.fetch_sub(1, Ordering::Relaxed);
                             drop(permit);
                             slot_freed.notify_one();
@@ -180,10 +188,13 @@ async fn attempt(app: &App, d: Delivery) {
             AttemptOutcome::Retry { next_at, error }
         }
     };
-    // Recording the outcome is retried until it holds: giving up after a 2xx
-    // would send the authorization again after a restart.
+    // Recording the outcome is retried until it holds, however long the
+    // store is down: giving up after a 2xx would send the authorization
+    // again, and giving up after a failure would leave the delivery leased
+    // and never retried. Only the process stopping ends it (then, after a
+    // restart, the delivery is sent again with the same Idempotency-Key).
     let mut pause = Duration::from_millis(100);
-    for _ in 0..RECORD_TRIES {
+    loop {
         match app.store.finish(d.id, n, outcome.clone()).await {
             Ok(()) => return,
             Err(e) => {
@@ -193,7 +204,12 @@ async fn attempt(app: &App, d: Delivery) {
             }
         }
     }
-    tracing::error!(id = %d.id, "delivery outcome not recorded; after a restart it is sent again with the same Idempotency-Key");
+}
+
+fn attempting(
+    app: &App,
+) -> std::sync::MutexGuard<'_, std::collections::HashSet<crate::types::DeliveryId>> {
+    app.attempting.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn send(

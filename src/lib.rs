@@ -204,7 +204,12 @@ pub async fn run(
             }
         }));
     }
-    let worker = tokio::spawn(delivery::run(app.clone(), stop.clone()));
+    // The delivery worker stops only after the listeners and the Read Session
+    // checks have: a callback answered 2xx while they drain must still find
+    // a worker to deliver it (with the memory store, nothing else would).
+    let (worker_trigger, worker_stop) = shutdown::latch();
+    let worker = tokio::spawn(delivery::run(app.clone(), worker_stop));
+    let mut reconciler = None;
     if app.config.reconcile.enabled {
         let klarna =
             app.config.klarna.as_ref().ok_or_else(|| {
@@ -212,7 +217,7 @@ pub async fn run(
             })?;
         let client = klarna::ReadSessionClient::new(klarna).map_err(RunError::Klarna)?;
         tracing::info!(api_url = %klarna.api_url, pending = app.store.active_registrations(), "Read Session fallback on");
-        background.push(tokio::spawn(reconcile::run(
+        reconciler = Some(tokio::spawn(reconcile::run(
             app.clone(),
             Arc::new(client),
             stop.clone(),
@@ -282,10 +287,15 @@ pub async fn run(
     shutdown.await;
     tracing::info!(grace = %text::format_duration(grace), "shutting down: no new connections; draining");
     app.stopping.store(true, Ordering::Relaxed);
+    let _ = app.stop_began.set(std::time::Instant::now());
     trigger.fire();
     for f in fronts {
         let _ = f.await;
     }
+    if let Some(r) = reconciler {
+        let _ = r.await;
+    }
+    worker_trigger.fire();
     let _ = worker.await;
     admin_trigger.fire();
     let _ = admin_task.await;

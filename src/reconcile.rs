@@ -59,6 +59,10 @@ pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
             _ = stop.wait() => {}
         }
     }
+    // Checks in flight may still record an authorization: shutdown lets the
+    // delivery worker stop only once they are done (within the grace).
+    let all = u32::try_from(MAX_CHECKS_IN_FLIGHT).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(app.config.server.shutdown_grace, permits.acquire_many(all)).await;
 }
 
 /// The delay before the check after `checks_done` checks: the schedule's

@@ -233,6 +233,88 @@ async fn sighup_without_certificate_files_does_not_stop_the_process() {
     );
 }
 
+/// With the memory store, a callback still arriving when SIGTERM comes is
+/// answered 204 while the listener drains; it must still be forwarded before
+/// the process exits, since nothing else would ever deliver it.
+#[tokio::test]
+async fn a_callback_acknowledged_during_shutdown_is_delivered_before_exit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    let text = on_ports(&base_config(&up.url(), &c, &k, ""), public, admin);
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let mut child = spawn_binary(&path, &dir.path().join("stderr.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+
+    let url = mint_path(&cfg, "klarna", "cart-drain");
+    let body = callback_body("sess-drain", "tok-drain-0001");
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut tls = tls_connect(addr, &cert.der, &[b"http/1.1"])
+        .await
+        .expect("tls");
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    tls.write_all(first).await.expect("half the body");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .expect("kill")
+        .success());
+    // Shutdown is under way, with nothing queued, when the body completes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tls.write_all(rest).await.expect("the rest");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 204"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(tls);
+    let mut exit = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            exit = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(exit) = exit else {
+        let _ = child.kill();
+        panic!("authback did not exit after SIGTERM");
+    };
+    assert_eq!(exit.code(), Some(0));
+    let sessions: Vec<String> = up
+        .to_path("/klarna/authorized")
+        .iter()
+        .map(|r| {
+            r.json()["session_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        ["sess-drain"],
+        "the callback answered 204 during shutdown was forwarded"
+    );
+}
+
 /// Runs the binary with trace logging, sends callbacks and proxied requests
 /// carrying secrets, sends SIGTERM while a request is in flight, and checks
 /// that the request finished, the process exited 0, and no secret was logged.

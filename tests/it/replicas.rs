@@ -218,3 +218,72 @@ async fn redis_down_means_503_and_a_restart_loses_nothing_acked() {
         "the refused callback was never recorded"
     );
 }
+
+/// Sends one command to Redis and returns its first reply line.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("redis");
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    tcp.write_all(cmd.as_bytes()).expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(tcp)
+        .read_line(&mut line)
+        .expect("reply");
+    line
+}
+
+/// The backend takes a delivery, and Redis refuses writes before authback
+/// can record that. The outcome waits out the refusal, longer than the
+/// delivery's lease; when writes are back, this same process is handed the
+/// delivery again. It must not send it a second time: the outcome it still
+/// holds settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_waiting_out_a_redis_outage_is_not_sent_again() {
+    let dir = TempDir::new();
+    let redis = RedisServer::start(dir.path());
+    let up = Upstream::start().await;
+    // The 2xx comes 700 ms after the request: time to stop Redis's writes.
+    up.set(Behaviour::Slow(Duration::from_millis(700)));
+    let store = redis.store_section("outage:");
+    // A lease of attempt_timeout x 2 + 5 s = 7 s.
+    let edit = |t: String| {
+        format!(
+            "{}{store}",
+            t.replace("attempt_timeout = \"500ms\"", "attempt_timeout = \"1s\"")
+        )
+    };
+    let ab = Authback::start_edited(&up.url(), edit, false).await;
+    let (status, _) = ab
+        .callback(&ab.mint("c1"), &callback_body("sess-outage", "tok-outage"))
+        .await;
+    assert_eq!(status, 204);
+    up.wait_for(FORWARD, 1, Duration::from_secs(10)).await;
+    // Without a replica, every write (scripts included) is now refused.
+    let set = |n: &str| redis_command(redis.port, &["CONFIG", "SET", "min-replicas-to-write", n]);
+    assert_eq!(set("1").trim(), "+OK");
+    // Past the lease: the delivery is due again in Redis's eyes.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(set("0").trim(), "+OK");
+    // The outcome is recorded once writes are back...
+    let mut delivered = false;
+    for _ in 0..200 {
+        if let Ok((200, body)) = ab.admin_get("/v1/deliveries?state=delivered").await {
+            if body.contains("sess-outage") {
+                delivered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "the 2xx was recorded after the outage");
+    // ...and the backend saw the authorization once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        up.to_path(FORWARD).len(),
+        1,
+        "sent again while its first outcome waited to be recorded"
+    );
+}
