@@ -283,11 +283,16 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(make(reply));
+        let stopped = || {
+            // Nothing will clear this: readiness says so until a restart.
+            let why = "the database writer has stopped".to_string();
+            self.shared.set_failure(Some(why.clone()));
+            StoreError(why)
+        };
         if sent.is_err() {
-            return Err(StoreError("the database writer has stopped".into()));
+            return Err(stopped());
         }
-        rx.await
-            .map_err(|_| StoreError("the database writer has stopped".into()))?
+        rx.await.map_err(|_| stopped())?
     }
 }
 
