@@ -149,30 +149,30 @@ async fn decide(
     req: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Outcome {
+    let limit = app.config.limits.header_read_timeout;
     if req.method() != Method::POST {
-        return Outcome::MethodNotAllowed;
+        return refused(req, limit, Outcome::MethodNotAllowed);
     }
     if !route.ip_allowed(client_ip) {
-        return Outcome::Forbidden;
+        return refused(req, limit, Outcome::Forbidden);
     }
     if let Some(limiter) = &app.callback_limiter {
         if let Err(wait) = limiter.check(client_ip) {
-            return Outcome::RateLimited(wait);
+            return refused(req, limit, Outcome::RateLimited(wait));
         }
     }
     let Some(reference) = reference else {
-        return Outcome::BadRequest(
-            "reference in the path must be 1-128 characters of A-Z a-z 0-9 . _ ~ -",
-        );
+        let why = "reference in the path must be 1-128 characters of A-Z a-z 0-9 . _ ~ -";
+        return refused(req, limit, Outcome::BadRequest(why));
     };
     if let Err(e) = verify(route, reference, req.uri().query()) {
         // Throttle guessing, but never a caller with a valid token.
         if let Some(limiter) = &app.failed_token_limiter {
             if let Err(wait) = limiter.check(client_ip) {
-                return Outcome::RateLimited(wait);
+                return refused(req, limit, Outcome::RateLimited(wait));
             }
         }
-        return Outcome::InvalidToken(e);
+        return refused(req, limit, Outcome::InvalidToken(e));
     }
     let arrival_uri = (route.forward_format == ForwardFormat::Original
         && route.forward_path.is_none())
@@ -190,17 +190,8 @@ async fn decide(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_BODY as u64);
-    let limit = app.config.limits.header_read_timeout;
     if too_long {
-        // A client waiting for `100 Continue` sends no body: nothing to drain.
-        let waits = req
-            .headers()
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !waits {
-            linger(req.into_body(), limit);
-        }
-        return Outcome::TooLarge;
+        return refused(req, limit, Outcome::TooLarge);
     }
     let mut incoming = req.into_body();
     let read = async {
@@ -261,6 +252,21 @@ async fn decide(
 
 /// How much of a refused body is read and thrown away.
 const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Answers `outcome` before the body was read, reading the body meanwhile
+/// (see `linger`): an HTTP/1 connection stays usable, and an HTTP/2 client
+/// still sending gets the answer rather than a reset stream. A client
+/// waiting for `100 Continue` sends no body, and is not invited to.
+fn refused(req: Request<Incoming>, limit: Duration, outcome: Outcome) -> Outcome {
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        linger(req.into_body(), limit);
+    }
+    outcome
+}
 
 /// Reads and discards the rest of a refused request's body, up to
 /// `LINGER_BYTES` and within `limit`, while the answer goes out: a client

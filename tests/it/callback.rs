@@ -659,3 +659,53 @@ async fn callback_per_ip_caps_each_client_address_and_never_pass_through() {
     assert_eq!(callbacks(&m, "accepted"), Some(5.0));
     assert_eq!(up.wait_for(FORWARD, 5, WAIT).await.len(), 5);
 }
+
+/// A request body fed from a channel, so the test decides when it is sent.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// A callback refused before its body is read (here a bad token) over
+/// HTTP/2: the client gets the answer, and its stream is left open for the
+/// body it is still sending rather than reset (some clients, curl among
+/// them, then report the reset and not the answer).
+#[tokio::test]
+async fn an_http2_refusal_does_not_reset_the_stream_the_body_is_still_on() {
+    use http_body_util::BodyExt;
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let tls = ab.tls(&[b"h2"]).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let path = format!("{}x", ab.mint("h2-early"));
+    let req = Request::post(format!("https://localhost{path}"))
+        .body(ChannelBody(rx))
+        .expect("req");
+    let resp = send.send_request(req).await.expect("answer");
+    assert_eq!(resp.status(), 401);
+    let body = resp.into_body().collect().await.expect("answer body");
+    assert!(String::from_utf8_lossy(&body.to_bytes()).contains("invalid_token"));
+    // A reset would end the client's sending: the channel would close.
+    let reset = tokio::time::timeout(Duration::from_secs(1), tx.closed()).await;
+    assert!(reset.is_err(), "the stream was reset under the body");
+    tx.send(Bytes::from_static(b"{}"))
+        .await
+        .expect("the body goes out");
+}
