@@ -44,8 +44,11 @@ enum Command {
     Check,
     /// Print one callback URL for `merchant_urls.authorization`.
     MintUrl {
+        /// The route's `name` in the config (e.g. klarna).
         #[arg(long)]
         route: String,
+        /// The order or cart reference the URL is bound to: 1-128 characters
+        /// of A-Z a-z 0-9 . _ ~ -
         #[arg(long)]
         reference: String,
         /// How long the URL stays valid.
