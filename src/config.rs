@@ -525,7 +525,7 @@ fn read_file(text: &str) -> Result<(FileConfig, Vec<ConfigError>), Vec<ConfigErr
             (Some(x), Some(field)) => (format!("{}.{field}", x.table), "is required".to_string()),
             (Some(x), None) => (
                 x.key.clone(),
-                format!("{} (line {})", e.message(), x.line + 1),
+                format!("{} (line {})", plain_types(e.message()), x.line + 1),
             ),
             (None, _) => (String::new(), e.message().to_string()),
         };
@@ -550,6 +550,18 @@ fn read_file(text: &str) -> Result<(FileConfig, Vec<ConfigError>), Vec<ConfigErr
         }
     }
     Err(errors)
+}
+
+/// serde names Rust's types ("expected u64"); a config's reader wants words.
+fn plain_types(message: &str) -> String {
+    let mut m = message.to_string();
+    for t in [
+        "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ] {
+        m = m.replace(&format!("expected {t}"), "expected an integer");
+    }
+    m.replace("expected f64", "expected a number")
+        .replace("expected f32", "expected a number")
 }
 
 /// One table header or `key = value` entry of a TOML file, by byte range
@@ -1309,7 +1321,7 @@ secrets = ["a-long-enough-test-secret"]
                 "secrets = [\"a-long-enough-test-secret\"]",
                 "secrets = [\n  \"a-long-enough-test-secret\",\n  7,\n]\nbogus = { a = 1 }",
             )
-            + "[[routes]]\nname = \"b\"\nforward_path = 5\n";
+            + "[[routes]]\nname = \"b\"\nforward_path = 5\n[delivery]\nmax_in_flight = \"x\"\n";
         let errs = Config::parse(&text, Path::new(".")).expect_err("broken");
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
         for key in [
@@ -1318,12 +1330,23 @@ secrets = ["a-long-enough-test-secret"]
             "routes[0].secrets",
             "routes[0].bogus",
             "routes[1].forward_path",
+            "delivery.max_in_flight",
             // Found by validation, after the file was read past the others.
             "upstream.timeout",
             "routes[1].kind",
         ] {
             assert!(keys.contains(&key), "{key} not reported: {errs:?}");
         }
+        let typed = errs
+            .iter()
+            .find(|e| e.key == "routes[1].forward_path")
+            .expect("typed");
+        assert!(typed.message.contains("expected a string"), "{typed:?}");
+        let number = errs
+            .iter()
+            .find(|e| e.key == "delivery.max_in_flight")
+            .expect("number");
+        assert!(number.message.contains("expected an integer"), "{number:?}");
         let unknown = errs
             .iter()
             .find(|e| e.key == "upstream.urll")

@@ -15,6 +15,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration".into());
     }
+    if s.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{s}`: no spaces in a duration (write e.g. \"30s\", \"1h30m\")"
+        ));
+    }
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
@@ -312,6 +317,7 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("30 s").is_err_and(|e| e.contains("no spaces")));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("48h"), Ok(Duration::from_secs(48 * 3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
