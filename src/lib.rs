@@ -224,8 +224,11 @@ pub async fn run(
         )));
     }
 
-    let public_addr = listeners.public.local_addr().ok();
-    let admin_addr = listeners.admin.local_addr().ok();
+    let addr = |l: &tokio::net::TcpListener| {
+        l.local_addr()
+            .map_or_else(|_| "-".to_string(), |a| a.to_string())
+    };
+    let (public_addr, admin_addr) = (addr(&listeners.public), addr(&listeners.admin));
     let mut fronts = Vec::new();
     {
         let a = app.clone();
@@ -245,7 +248,10 @@ pub async fn run(
         )));
     }
     if let Some(plain) = listeners.plain {
-        tracing::info!(addr = ?plain.local_addr().ok(), "plain HTTP listener (use only behind an ingress that terminates TLS)");
+        let addr = plain
+            .local_addr()
+            .map_or_else(|_| "-".to_string(), |a| a.to_string());
+        tracing::info!(%addr, "plain HTTP listener (use only behind an ingress that terminates TLS)");
         let a = app.clone();
         let handler = move |req, peer| {
             let a = a.clone();
@@ -282,7 +288,7 @@ pub async fn run(
         ))
     };
     app.ready.store(true, Ordering::Relaxed);
-    tracing::info!(public = ?public_addr, admin = ?admin_addr, upstream = %app.upstream_base, routes = app.config.routes.len(), "authback serving");
+    tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %app.upstream_base, routes = app.config.routes.len(), "authback serving");
 
     shutdown.await;
     tracing::info!(grace = %text::format_duration(grace), "shutting down: no new connections; draining");

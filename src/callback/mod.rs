@@ -60,54 +60,53 @@ impl Outcome {
         }
     }
 
+    /// What went wrong, in words, as the answer's `message` says it.
+    pub fn message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Outcome::Accepted(_) => "recorded".into(),
+            Outcome::Duplicate(_) => "already recorded".into(),
+            Outcome::MethodNotAllowed => "callbacks are POST".into(),
+            Outcome::Forbidden => "source address not allowed".into(),
+            Outcome::InvalidToken(e) => e.to_string().into(),
+            Outcome::RateLimited(_) => "too many requests from this address".into(),
+            Outcome::TooLarge => "body over 64 KiB".into(),
+            Outcome::BadRequest(why) => (*why).into(),
+            Outcome::Timeout => "body not received in time".into(),
+            Outcome::Unavailable => "the callback could not be recorded; retry".into(),
+        }
+    }
+
     pub fn response(&self) -> Response<Body> {
+        let message = self.message();
         match self {
             Outcome::Accepted(_) | Outcome::Duplicate(_) => status(StatusCode::NO_CONTENT),
             Outcome::MethodNotAllowed => {
                 let mut r = json_error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
-                    "callbacks are POST",
+                    &message,
                 );
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 r
             }
-            Outcome::Forbidden => json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "source address not allowed",
-            ),
-            Outcome::InvalidToken(e) => {
-                json_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string())
+            Outcome::Forbidden => json_error(StatusCode::FORBIDDEN, "forbidden", &message),
+            Outcome::InvalidToken(_) => {
+                json_error(StatusCode::UNAUTHORIZED, "invalid_token", &message)
             }
             Outcome::RateLimited(wait) => {
-                let mut r = json_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many requests from this address",
-                );
+                let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &message);
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 r
             }
-            Outcome::TooLarge => json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "body over 64 KiB",
-            ),
-            Outcome::BadRequest(why) => json_error(StatusCode::BAD_REQUEST, "bad_request", why),
-            Outcome::Timeout => json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "body not received in time",
-            ),
-            Outcome::Unavailable => json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the callback could not be recorded; retry",
-            ),
+            Outcome::TooLarge => json_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &message),
+            Outcome::BadRequest(_) => json_error(StatusCode::BAD_REQUEST, "bad_request", &message),
+            Outcome::Timeout => json_error(StatusCode::REQUEST_TIMEOUT, "timeout", &message),
+            Outcome::Unavailable => {
+                json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message)
+            }
         }
     }
 }
@@ -136,7 +135,7 @@ pub async fn handle(
             route = %route.name, reference, client_ip = %client_ip, outcome = outcome.label(), "callback not recorded"
         ),
         other => tracing::warn!(
-            route = %route.name, reference, client_ip = %client_ip, outcome = other.label(), detail = ?other, "callback refused"
+            route = %route.name, reference, client_ip = %client_ip, outcome = other.label(), detail = %other.message(), "callback refused"
         ),
     }
     outcome.response()
