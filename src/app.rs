@@ -46,9 +46,10 @@ pub struct App {
     /// after it, however long the listeners took to drain.
     pub stop_began: std::sync::OnceLock<std::time::Instant>,
     /// Deliveries whose attempt is running here, sending or recording its
-    /// outcome. A shared store may hand one out again when its lease runs
-    /// out while the outcome still waits to be recorded; it is not sent twice.
-    pub attempting: std::sync::Mutex<std::collections::HashSet<crate::types::DeliveryId>>,
+    /// outcome, with that attempt's number. A shared store may hand one out
+    /// again when its lease runs out while the outcome still waits to be
+    /// recorded; it is not sent twice.
+    pub attempting: std::sync::Mutex<std::collections::HashMap<crate::types::DeliveryId, u32>>,
 }
 
 impl App {

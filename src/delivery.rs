@@ -63,27 +63,38 @@ pub async fn run(app: Arc<App>, stop: Stop) {
             match app.store.take_due(unix_ms(), free).await {
                 Ok(batch) => {
                     for d in batch {
-                        // Handed out again while its attempt here still
-                        // records the outcome (a shared store's lease ran
-                        // out): that attempt finishes it, it is not sent again.
-                        if !attempting(&app).insert(d.id) {
-                            tracing::warn!(id = %d.id, "delivery handed out again while its outcome is being recorded here; not sent twice");
-                            continue;
+                        let n = d.attempts + 1;
+                        {
+                            let mut running = attempting(&app);
+                            // Handed out again before the store has the
+                            // outcome of the attempt still running here (a
+                            // shared store's lease ran out while that outcome
+                            // waited to be recorded): that attempt settles
+                            // it; it is not sent again. Once the store has
+                            // the outcome, the delivery carries its count and
+                            // this is simply the next attempt.
+                            if running.get(&d.id).is_some_and(|r| d.attempts < *r) {
+                                tracing::warn!(id = %d.id, "delivery handed out again while its outcome is being recorded here; not sent twice");
+                                continue;
+                            }
+                            running.insert(d.id, n);
                         }
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             attempting(&app).remove(&d.id);
                             break;
                         };
-                        let app = app.clone();
-                        let slot_freed = slot_freed.clone();
                         app.in_flight.fetch_add(1, Ordering::Relaxed);
+                        // Dropped when the attempt ends, even by a panic.
+                        let running = Running {
+                            app: app.clone(),
+                            id: d.id,
+                            n,
+                            _permit: permit,
+                            slot_freed: slot_freed.clone(),
+                        };
                         tokio::spawn(async move {
-                            let id = d.id;
-                            attempt(&app, d).await;
-                            attempting(&app).remove(&id);
-                            app.in_flight.fetch_sub(1, Ordering::Relaxed);
-                            drop(permit);
-                            slot_freed.notify_one();
+                            attempt(&running.app, d).await;
+                            drop(running);
                         });
                     }
                 }
@@ -206,9 +217,33 @@ async fn attempt(app: &App, d: Delivery) {
     }
 }
 
-fn attempting(
-    app: &App,
-) -> std::sync::MutexGuard<'_, std::collections::HashSet<crate::types::DeliveryId>> {
+/// One attempt running: while it lives, its slot is taken and its delivery
+/// id is known to be in progress here.
+struct Running {
+    app: Arc<App>,
+    id: crate::types::DeliveryId,
+    n: u32,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    slot_freed: Arc<Notify>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        {
+            let mut running = attempting(&self.app);
+            // A later attempt of the same delivery may have started already.
+            if running.get(&self.id) == Some(&self.n) {
+                running.remove(&self.id);
+            }
+        }
+        self.app.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.slot_freed.notify_one();
+    }
+}
+
+type Attempting = std::collections::HashMap<crate::types::DeliveryId, u32>;
+
+fn attempting(app: &App) -> std::sync::MutexGuard<'_, Attempting> {
     app.attempting.lock().unwrap_or_else(|p| p.into_inner())
 }
 
