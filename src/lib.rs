@@ -204,9 +204,9 @@ pub async fn run(
             }
         }));
     }
-    // The delivery worker stops only after the listeners and the Read Session
-    // checks have: a callback answered 2xx while they drain must still find
-    // a worker to deliver it (with the memory store, nothing else would).
+    // With the memory store, the delivery worker stops only after the
+    // listeners and the Read Session checks have: a callback answered 2xx
+    // while they drain must still find a worker to deliver it.
     let (worker_trigger, worker_stop) = shutdown::latch();
     let worker = tokio::spawn(delivery::run(app.clone(), worker_stop));
     let mut reconciler = None;
@@ -295,6 +295,11 @@ pub async fn run(
     app.stopping.store(true, Ordering::Relaxed);
     let _ = app.stop_began.set(std::time::Instant::now());
     trigger.fire();
+    // A durable store keeps what is queued: its worker stops taking new work
+    // at once, and its attempts in flight get the whole grace.
+    if app.store.durable() {
+        worker_trigger.fire();
+    }
     for f in fronts {
         let _ = f.await;
     }
