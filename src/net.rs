@@ -78,10 +78,13 @@ impl fmt::Debug for IpNet {
 /// order: reading only the first would take a client's forged entry for the
 /// one a trusted proxy added.
 pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
-    let mut lines = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
+    let values = headers.get_all("x-forwarded-for");
+    // A line that is not text spoils the chain: skipping it would drop the
+    // entry a trusted proxy appended to it, and believe the ones before.
+    if values.iter().any(|v| v.to_str().is_err()) {
+        return None;
+    }
+    let mut lines = values.iter().filter_map(|v| v.to_str().ok());
     let first = lines.next()?;
     match lines.next() {
         None => Some(std::borrow::Cow::Borrowed(first)),
@@ -152,6 +155,12 @@ mod tests {
         h.append("x-forwarded-for", "4.4.4.4".parse().expect("v"));
         let chain = forwarded_chain(&h);
         assert_eq!(chain.as_deref(), Some("1.1.1.1, 2.2.2.2, 3.3.3.3, 4.4.4.4"));
+        let mut spoilt = h.clone();
+        spoilt.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff, 5.5.5.5").expect("obs-text"),
+        );
+        assert_eq!(forwarded_chain(&spoilt), None);
         // The client is the right-most untrusted hop: in the last line.
         let trusted: Vec<IpNet> = vec!["9.9.9.9/32".parse().expect("cidr")];
         assert_eq!(
