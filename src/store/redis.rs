@@ -579,14 +579,15 @@ impl Store for RedisStore {
                 .arg(at)
                 .arg(error)
                 .arg(self.ttl_ms)
-                .arg(token)
+                .arg(&token)
                 .invoke_async(&mut conn)
                 .await;
             self.track(r)?;
-            self.leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            // Not a lease taken since this call read its token.
+            if leases.get(&id) == Some(&token) {
+                leases.remove(&id);
+            }
             Ok(())
         })
     }
