@@ -215,7 +215,7 @@ async fn decide(
         Err(_) => return Outcome::Timeout,
         Ok(Err(_)) => return Outcome::BadRequest("body could not be read"),
         Ok(Ok(None)) => {
-            linger(incoming, limit);
+            linger(incoming, limit, LINGER_BYTES);
             return Outcome::TooLarge;
         }
         Ok(Ok(Some(body))) => body,
@@ -262,18 +262,25 @@ fn refused(req: Request<Incoming>, limit: Duration, outcome: Outcome) -> Outcome
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if !waits {
-        linger(req.into_body(), limit);
+        // A callback body is at most MAX_BODY: a larger one is only read
+        // through when it was refused for its size.
+        let bytes = if matches!(outcome, Outcome::TooLarge) {
+            LINGER_BYTES
+        } else {
+            MAX_BODY
+        };
+        linger(req.into_body(), limit, bytes);
     }
     outcome
 }
 
 /// Reads and discards the rest of a refused request's body, up to
-/// `LINGER_BYTES` and within `limit`, while the answer goes out: a client
+/// `bytes` and within `limit`, while the answer goes out: a client
 /// still sending then reads the answer instead of a connection reset.
-fn linger(mut body: Incoming, limit: Duration) {
+fn linger(mut body: Incoming, limit: Duration, bytes: usize) {
     tokio::spawn(async move {
         let drain = async {
-            let mut left = LINGER_BYTES;
+            let mut left = bytes;
             while let Some(Ok(frame)) = body.frame().await {
                 if let Some(d) = frame.data_ref() {
                     if d.len() >= left {
