@@ -585,13 +585,13 @@ fn entries(text: &str) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     let mut table = String::new();
     let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    // Open brackets and braces of the value being read, outside strings.
-    let mut depth = 0i32;
+    // Where the value being read stands: open brackets, multi-line strings.
+    let mut value = ValueScan::default();
     let mut start = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         let end = start + l.len();
         let t = l.trim();
-        if depth > 0 {
+        if value.open() {
             if let Some(last) = out.last_mut() {
                 last.end = end;
             }
@@ -642,37 +642,68 @@ fn entries(text: &str) -> Vec<Entry> {
                 end,
             });
         }
-        depth += value_depth(l);
+        value.line(l);
         start = end;
     }
     out
 }
 
-/// How many brackets and braces `line` opens minus closes, outside strings
-/// and comments.
-fn value_depth(line: &str) -> i32 {
-    let (mut depth, mut quote, mut escaped) = (0, None, false);
-    for c in line.chars() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
+/// Follows a value over lines: brackets and braces opened and not yet
+/// closed, and multi-line strings (`"""`, `'''`) not yet ended, ignoring what
+/// is inside strings and comments.
+#[derive(Default)]
+struct ValueScan {
+    depth: i32,
+    /// Inside a multi-line string opened by three of these.
+    multi: Option<char>,
+}
+
+impl ValueScan {
+    fn open(&self) -> bool {
+        self.depth > 0 || self.multi.is_some()
+    }
+
+    fn line(&mut self, line: &str) {
+        let c: Vec<char> = line.chars().collect();
+        let triple = |i: usize, q: char| c.get(i..i + 3).is_some_and(|w| w.iter().all(|x| *x == q));
+        let (mut quote, mut escaped, mut i) = (None, false, 0);
+        while i < c.len() {
+            let ch = c[i];
+            i += 1;
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            if let Some(q) = self.multi {
+                if ch == '\\' && q == '"' {
                     escaped = true;
-                } else if c == q {
+                } else if ch == q && triple(i - 1, q) {
+                    self.multi = None;
+                    i += 2;
+                }
+                continue;
+            }
+            if let Some(q) = quote {
+                if ch == '\\' && q == '"' {
+                    escaped = true;
+                } else if ch == q {
                     quote = None;
                 }
+                continue;
             }
-            None => match c {
-                '"' | '\'' => quote = Some(c),
+            match ch {
+                '"' | '\'' if triple(i - 1, ch) => {
+                    self.multi = Some(ch);
+                    i += 2;
+                }
+                '"' | '\'' => quote = Some(ch),
                 '#' => break,
-                '[' | '{' => depth += 1,
-                ']' | '}' => depth -= 1,
+                '[' | '{' => self.depth += 1,
+                ']' | '}' => self.depth -= 1,
                 _ => {}
-            },
+            }
         }
     }
-    depth
 }
 
 struct Checker {
@@ -1358,6 +1389,32 @@ secrets = ["a-long-enough-test-secret"]
                 .filter(|k| **k == "routes[1].forward_path")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn values_over_several_lines_are_followed_to_their_end() {
+        let extra = r#"[upstream]
+signing_secret = """
+abc [ {
+[server]
+"""
+foo = 1
+bar = '''x ]
+'''
+baz = [
+  "]", # ]
+  1,
+]"#;
+        let text = MINIMAL.replace("[upstream]", extra);
+        let errs = Config::parse(&text, Path::new(".")).expect_err("unknown keys");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for key in ["upstream.foo", "upstream.bar", "upstream.baz"] {
+            assert!(keys.contains(&key), "{key} not reported: {errs:?}");
+        }
+        assert!(
+            !keys.iter().any(|k| k.starts_with("upstream.signing")),
+            "{errs:?}"
         );
     }
 
