@@ -14,6 +14,30 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_authback"))
 }
 
+/// Sends `signal` ("TERM", "HUP") to the process.
+fn send_signal(child: &std::process::Child, signal: &str) {
+    assert!(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// Waits up to `limit` for the process to exit; kills it and fails the test
+/// if it does not.
+async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    panic!("authback did not exit after SIGTERM");
+}
+
 #[test]
 fn check_lists_every_problem_and_exits_1() {
     let dir = TempDir::new();
@@ -211,13 +235,8 @@ async fn sighup_without_certificate_files_does_not_stop_the_process() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(up, Some((200, Bytes::from_static(b"ok"))), "started");
-    let pid = child.id().to_string();
     for _ in 0..2 {
-        assert!(Command::new("sh")
-            .args(["-c", &format!("kill -HUP {pid}")])
-            .status()
-            .expect("kill")
-            .success());
+        send_signal(&child, "HUP");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let exited = child.try_wait().expect("wait");
@@ -262,12 +281,7 @@ async fn a_callback_acknowledged_during_shutdown_is_delivered_before_exit() {
     tls.write_all(head.as_bytes()).await.expect("head");
     tls.write_all(first).await.expect("half the body");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = child.id().to_string();
-    assert!(Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("kill")
-        .success());
+    send_signal(&child, "TERM");
     // Shutdown is under way, with nothing queued, when the body completes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     tls.write_all(rest).await.expect("the rest");
@@ -285,18 +299,7 @@ async fn a_callback_acknowledged_during_shutdown_is_delivered_before_exit() {
         String::from_utf8_lossy(&answer)
     );
     drop(tls);
-    let mut exit = None;
-    for _ in 0..300 {
-        if let Some(s) = child.try_wait().expect("wait") {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let Some(exit) = exit else {
-        let _ = child.kill();
-        panic!("authback did not exit after SIGTERM");
-    };
+    let exit = wait_exit(&mut child, Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0));
     let sessions: Vec<String> = up
         .to_path("/klarna/authorized")
@@ -432,27 +435,11 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
         )
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().to_string();
-    assert!(Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("kill")
-        .success());
+    send_signal(&child, "TERM");
     let (status, body) = in_flight.await.expect("task");
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"in flight");
-    let mut exit = None;
-    for _ in 0..200 {
-        if let Some(s) = child.try_wait().expect("wait") {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let Some(exit) = exit else {
-        let _ = child.kill();
-        panic!("authback did not exit after SIGTERM");
-    };
+    let exit = wait_exit(&mut child, Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0));
 
     let logs = std::fs::read_to_string(&log_path).expect("logs");
