@@ -248,9 +248,7 @@ pub async fn run(
         )));
     }
     if let Some(plain) = listeners.plain {
-        let addr = plain
-            .local_addr()
-            .map_or_else(|_| "-".to_string(), |a| a.to_string());
+        let addr = addr(&plain);
         tracing::info!(%addr, "plain HTTP listener (use only behind an ingress that terminates TLS)");
         let a = app.clone();
         let handler = move |req, peer| {
