@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::body::Body;
+use crate::body::{json_error, Body};
 use crate::callback::{self, limit::IpLimiter};
 use crate::config::{Config, PathMatch};
 use crate::metrics::Metrics;
@@ -81,28 +81,89 @@ impl App {
         }
     }
 
-    /// Routes one request that arrived on a public listener.
+    /// Routes one request that arrived on a public listener. The head is
+    /// checked and the path made canonical first, so that no spelling of a
+    /// callback route or a forward path gets around them (see `path`).
     pub async fn handle_public(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Body> {
-        let path = req.uri().path();
+        if let Err(why) = crate::head::check(&req) {
+            return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
+        }
+        let raw = req.uri().path();
+        let path = crate::path::canonical(raw);
+        // Decoding can make `%2%46` into `%2F`: the canonical path is read
+        // for such spellings too.
+        if crate::path::is_ambiguous(raw) || crate::path::is_ambiguous(&path) {
+            let shielded = self.shields(&path)
+                || self.shields(&crate::path::lenient(raw))
+                || self.shields(&crate::path::lenient(&path));
+            if shielded {
+                let why = "an encoded slash or backslash, a backslash or a `;` parameter is not accepted on this path";
+                return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
+            }
+        }
         for route in &self.config.routes {
-            let reference = match route.path.matches(path) {
+            let reference = match route.path.matches(&path) {
                 PathMatch::No => continue,
                 PathMatch::Yes(r) => Some(r.to_string()),
                 PathMatch::BadReference => None,
             };
+            let path = path.into_owned();
             let xff = crate::net::forwarded_chain(req.headers());
             let ip = client_ip(
                 peer.ip(),
                 xff.as_deref(),
                 &self.config.server.trusted_proxies,
             );
-            return callback::handle(self, route, reference.as_deref(), req, ip).await;
+            return callback::handle(self, route, reference.as_deref(), &path, req, ip).await;
+        }
+        if self.is_forward_path(&path) {
+            return self.refuse(StatusCode::NOT_FOUND, "not_found", "not found", &req, peer);
         }
         proxy::forward(self, req, peer.ip(), tls).await
+    }
+
+    /// Whether a canonical path belongs to a callback route or is a
+    /// forward path: such a path must never be proxied as it is.
+    fn shields(&self, path: &str) -> bool {
+        self.is_forward_path(path)
+            || self
+                .config
+                .routes
+                .iter()
+                .any(|r| r.path.matches(path) != PathMatch::No)
+    }
+
+    /// Whether a canonical path is where the upstream receives deliveries:
+    /// only authback may send there.
+    fn is_forward_path(&self, path: &str) -> bool {
+        self.config.routes.iter().any(|r| {
+            r.forward_path.as_deref().is_some_and(|fp| {
+                let fp = fp.split('?').next().unwrap_or(fp);
+                crate::path::canonical(fp) == path
+            })
+        })
+    }
+
+    /// Answers a public request that is not proxied, and says why in the log
+    /// (the path without its query: a query may carry a token).
+    fn refuse(
+        &self,
+        status: StatusCode,
+        code: &str,
+        why: &str,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        self.metrics.proxy_response(status.as_u16());
+        tracing::info!(
+            method = %req.method(), path = req.uri().path(), client = %peer.ip(),
+            status = status.as_u16(), why, "request refused"
+        );
+        json_error(status, code, why)
     }
 }

@@ -107,6 +107,7 @@ struct FileTls {
 struct FileAdmin {
     listen: Option<String>,
     token: Option<String>,
+    max_url_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +232,8 @@ pub enum TlsConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<Secret>,
+    /// The longest life a minted callback URL may have.
+    pub max_url_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -901,6 +904,17 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
         .token
         .as_deref()
         .and_then(|t| c.secret("admin.token", t));
+    // The admin API mints callback URLs and replays deliveries: beyond this
+    // host it needs a token.
+    if f.admin.token.is_none() && !crate::net::canonical(admin_listen.ip()).is_loopback() {
+        c.err(
+            "admin.token",
+            format!("is required when admin.listen ({admin_listen}) is not a loopback address: set token = \"env:AUTHBACK_ADMIN_TOKEN\" (a long random secret), or listen on 127.0.0.1"),
+        );
+    }
+    // Klarna sessions live 48 h: a week covers any checkout.
+    let max_url_ttl =
+        c.positive_duration("admin.max_url_ttl", f.admin.max_url_ttl.as_deref(), "7d");
 
     // [upstream]
     let upstream_url = match f.upstream.url.as_deref() {
@@ -1124,6 +1138,17 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
         } else if r.secrets.is_empty() && r.static_tokens.is_empty() {
             c.err(key("secrets"), "a route needs secrets or static_tokens (or unverified = true with forward_format = \"original\")");
         }
+        if r.unverified && r.allow_ips.is_empty() {
+            c.warnings.push(format!(
+                "routes[{i}]: unverified with no allow_ips, so anyone can send it callbacks; set allow_ips = [\"klarna-production\"]"
+            ));
+        }
+        if forward_format != ForwardFormat::Original && f.upstream.signing_secret.is_none() {
+            c.warnings.push(format!(
+                "routes[{i}]: forward_format = \"{}\" with no upstream.signing_secret, so the backend cannot tell authback's deliveries from forged ones; set upstream.signing_secret",
+                r.forward_format.as_deref().unwrap_or("json")
+            ));
+        }
         let mut allow_ips = Vec::new();
         for (j, a) in r.allow_ips.iter().enumerate() {
             if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
@@ -1276,6 +1301,7 @@ fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
         admin: AdminConfig {
             listen: admin_listen,
             token: admin_token,
+            max_url_ttl,
         },
         upstream,
         store,

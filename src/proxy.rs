@@ -95,8 +95,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1,
+/// and HTTP2-Settings, which only an h2c upgrade carries).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -105,6 +106,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// HTTP/2 clients send each cookie as a field of its own; on HTTP/1.1 they
@@ -147,9 +149,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the request asks to switch to WebSocket, the one protocol
+/// tunnelled: any other (h2c above all) would carry requests, callbacks
+/// among them, that authback never sees. Other tokens are dropped with the
+/// `Upgrade` header, and the request is served as plain HTTP/1.1.
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::UPGRADE).iter().any(|v| {
+            v.as_bytes()
+                .split(|&c| c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        })
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -210,7 +220,9 @@ pub async fn forward(
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    strip_authback_headers(headers);
     let xff = forwarded_for(
         peer,
         crate::net::forwarded_chain(headers).as_deref(),
@@ -305,6 +317,18 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, body)
+}
+
+/// `Authback-*` headers are authback's to send to the upstream (the
+/// attempt number, the signature): a client's own never reach it.
+fn strip_authback_headers(headers: &mut HeaderMap) {
+    let ours = |n: &HeaderName| n.as_str().starts_with("authback-");
+    if headers.keys().any(ours) {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| ours(n)).cloned().collect();
+        for n in names {
+            headers.remove(n);
+        }
+    }
 }
 
 fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {

@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::body::{json_error, status, Body};
 use crate::config::{ForwardFormat, Route};
 use crate::store::{ArrivalUri, Claim, Delivery, Source};
-use crate::text::query_param;
+use crate::text::query_decode;
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use token::TokenError;
 
@@ -111,17 +111,19 @@ impl Outcome {
     }
 }
 
-/// Handles one request on a callback route. `reference` is `None` when the
-/// path's reference segment is invalid.
+/// Handles one request on a callback route. `path` is the request's
+/// canonical path; `reference` is `None` when its reference segment is
+/// invalid.
 pub async fn handle(
     app: &App,
     route: &Route,
     reference: Option<&str>,
+    path: &str,
     req: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Response<Body> {
     let started = Instant::now();
-    let outcome = decide(app, route, reference, req, client_ip).await;
+    let outcome = decide(app, route, reference, path, req, client_ip).await;
     let elapsed = started.elapsed();
     app.metrics.callback(&route.name, outcome.label());
     app.metrics.ack_duration(elapsed);
@@ -145,6 +147,7 @@ async fn decide(
     app: &App,
     route: &Route,
     reference: Option<&str>,
+    path: &str,
     req: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Outcome {
@@ -173,15 +176,14 @@ async fn decide(
         }
         return refused(req, limit, Outcome::InvalidToken(e));
     }
+    // The backend gets the canonical path, the one authback matched.
     let arrival_uri = (route.forward_format == ForwardFormat::Original
         && route.forward_path.is_none())
     .then(|| {
-        ArrivalUri(
-            req.uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-        )
+        ArrivalUri(match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        })
     });
     let too_long = req
         .headers()
@@ -298,9 +300,7 @@ fn verify(route: &Route, reference: &str, query: Option<&str>) -> Result<(), Tok
     if route.unverified {
         return Ok(());
     }
-    let token = query
-        .and_then(|q| query_param(q, "token"))
-        .ok_or(TokenError::Missing)?;
+    let token = the_token(query.unwrap_or(""))?.ok_or(TokenError::Missing)?;
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
@@ -318,19 +318,49 @@ fn verify(route: &Route, reference: &str, query: Option<&str>) -> Result<(), Tok
     token::verify_static(&token, &route.static_tokens)
 }
 
+/// The `token` query parameter. A repeated one is refused: authback would
+/// check one value while a backend behind an `original` route reads
+/// another (PHP reads the last). Names are compared decoded, and PHP's
+/// `token[...]` counts as the same parameter.
+fn the_token(query: &str) -> Result<Option<String>, TokenError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = if k.contains(['%', '+']) {
+            query_decode(k).unwrap_or_default()
+        } else {
+            k.to_string()
+        };
+        if name == "token" || name.starts_with("token[") {
+            if found.is_some() {
+                return Err(TokenError::Repeated);
+            }
+            found = Some(query_decode(v).ok_or(TokenError::Malformed)?);
+        }
+    }
+    Ok(found)
+}
+
 /// The callback body: a JSON object with non-empty string fields
-/// `authorization_token` and `session_id` of at most 1 KiB. Klarna does not
-/// document its content type, so the header is not consulted.
+/// `authorization_token` and `session_id` of at most 1 KiB, free of control
+/// characters (two authorizations could otherwise share one dedupe id, and a
+/// log line could be forged). A repeated key, at any depth, is refused: the
+/// backend might read the other one. Klarna does not document its content
+/// type, so the header is not consulted.
 pub fn parse_body(body: &Bytes) -> Result<(SessionId, AuthorizationToken), &'static str> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body is not JSON")?;
     let obj = value.as_object().ok_or("body is not a JSON object")?;
+    serde_json::from_slice::<UniqueKeys>(body).map_err(|_| "a key appears twice in the body")?;
     let field = |name: &str| -> Result<String, &'static str> {
         match obj.get(name) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_FIELD => {
-                Ok(s.clone())
-            }
             Some(serde_json::Value::String(s)) if s.is_empty() => Err("a required field is empty"),
-            Some(serde_json::Value::String(_)) => Err("a field is over 1 KiB"),
+            Some(serde_json::Value::String(s)) if s.len() > MAX_FIELD => {
+                Err("a field is over 1 KiB")
+            }
+            Some(serde_json::Value::String(s)) if s.chars().any(|c| c.is_ascii_control()) => {
+                Err("authorization_token and session_id must not hold control characters")
+            }
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
             Some(_) => Err("authorization_token and session_id must be strings"),
             None => Err("authorization_token and session_id are required"),
         }
@@ -338,6 +368,58 @@ pub fn parse_body(body: &Bytes) -> Result<(SessionId, AuthorizationToken), &'sta
     let token = field("authorization_token")?;
     let session = field("session_id")?;
     Ok((SessionId::new(session), AuthorizationToken::new(token)))
+}
+
+/// A JSON value in which no object repeats a key (compared after escapes
+/// are decoded, so `"a"` and `"\u0061"` are the same key).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a key appears twice"));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +431,9 @@ mod tests {
         let ok = Bytes::from_static(br#"{"authorization_token":"a","session_id":"s","x":1}"#);
         let (s, t) = parse_body(&ok).expect("valid");
         assert_eq!((s.as_str(), t.expose()), ("s", "a"));
+        let nested =
+            br#"{"authorization_token":"a","session_id":"s","x":{"k":[1,{"k":2}],"j":null}}"#;
+        assert!(parse_body(&Bytes::from_static(nested)).is_ok());
         for bad in [
             "",
             "[]",
@@ -358,6 +443,12 @@ mod tests {
             r#"{"authorization_token":"","session_id":"s"}"#,
             r#"{"authorization_token":1,"session_id":"s"}"#,
             r#"{"authorization_token":"a","session_id":null}"#,
+            "{\"authorization_token\":\"z\",\"session_id\":\"sx\\ny\"}",
+            "{\"authorization_token\":\"y\\u007fz\",\"session_id\":\"sx\"}",
+            r#"{"authorization_token":"a","session_id":"s","session_id":"t"}"#,
+            r#"{"authorization_token":"a","session_id":"s","session\u005fid":"t"}"#,
+            r#"{"authorization_token":"a","session_id":"s","x":{"k":1,"k":2}}"#,
+            r#"{"authorization_token":"a","session_id":"s","x":[{"k":1,"k":2}]}"#,
         ] {
             assert!(parse_body(&Bytes::from(bad)).is_err(), "{bad}");
         }
@@ -366,6 +457,20 @@ mod tests {
             "a".repeat(1025)
         );
         assert_eq!(parse_body(&Bytes::from(long)), Err("a field is over 1 KiB"));
+    }
+
+    #[test]
+    fn one_token_parameter() {
+        assert_eq!(the_token("a=1&token=v1.x"), Ok(Some("v1.x".into())));
+        assert_eq!(the_token("a=1"), Ok(None));
+        for q in [
+            "token=a&token=b",
+            "token=a&%74oken=b",
+            "token=a&token[]=b",
+            "token=a&token%5B%5D=b",
+        ] {
+            assert_eq!(the_token(q), Err(TokenError::Repeated), "{q}");
+        }
     }
 
     #[test]
@@ -411,6 +516,8 @@ pub enum MintError {
     NoSecrets(String),
     #[error("ttl must be greater than zero")]
     ZeroTtl,
+    #[error("ttl must be at most {0} (admin.max_url_ttl)")]
+    TtlTooLong(String),
 }
 
 /// Mints the callback URL for `merchant_urls.authorization`; returns it with
@@ -431,6 +538,11 @@ pub fn mint_url(
         .ok_or_else(|| MintError::NoSecrets(route.to_string()))?;
     if ttl.is_zero() {
         return Err(MintError::ZeroTtl);
+    }
+    if ttl > config.admin.max_url_ttl {
+        return Err(MintError::TtlTooLong(crate::text::format_duration(
+            config.admin.max_url_ttl,
+        )));
     }
     let path = match &r.path.suffix {
         Some(suffix) => {

@@ -13,6 +13,8 @@ pub enum TokenError {
     Missing,
     #[error("token is malformed")]
     Malformed,
+    #[error("more than one token in the URL")]
+    Repeated,
     #[error("token has expired")]
     Expired,
     #[error("token does not match")]

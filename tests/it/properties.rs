@@ -32,6 +32,22 @@ proptest! {
     }
 
     #[test]
+    fn canonical_paths_are_stable_and_never_escape_the_root(
+        raw in "/[a-z/.%2FfC5c;\\\\0-9]{0,40}",
+    ) {
+        let once = authback::path::canonical(&raw).into_owned();
+        let twice = authback::path::canonical(&once).into_owned();
+        prop_assert_eq!(twice, once.clone());
+        prop_assert!(once.starts_with('/'), "{}", once);
+        prop_assert!(!once.contains("//"), "{}", once);
+        prop_assert!(!once.split('/').any(|s| s == "." || s == ".."), "{}", once);
+        let generous = authback::path::lenient(&raw);
+        let again = authback::path::canonical(&generous).into_owned();
+        prop_assert_eq!(again, generous.clone());
+        prop_assert!(!generous.contains([';', '\\']), "{}", generous);
+    }
+
+    #[test]
     fn token_verification_never_panics(t in ".{0,200}", now in any::<u64>()) {
         let _ = token::verify(&t, &[Secret::new("k")], "klarna", "r", now);
         let _ = token::verify_static(&t, &[Secret::new("k")]);

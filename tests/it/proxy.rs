@@ -173,7 +173,7 @@ async fn upgrades_are_tunnelled() {
     let ab = Authback::start(&up).await;
     let mut tls = ab.tls(&[b"http/1.1"]).await;
     tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .expect("write");
@@ -348,11 +348,17 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
     let (status, _, body) = ab.https(get("/a")).await;
     assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
-    // A request without Host still names one upstream-side (HTTP/1.1).
+    // HTTP/1.1 without Host is refused (RFC 9112 §3.2); HTTP/1.0 may omit
+    // it, and then still names one upstream-side (HTTP/1.1 requires it).
     let no_host = Request::get("/a")
         .body(Full::new(Bytes::new()))
         .expect("req");
-    assert_eq!(ab.https(no_host).await.0, 200);
+    assert_eq!(ab.https(no_host).await.0, 400);
+    let old = Request::get("/a")
+        .version(http::Version::HTTP_10)
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(ab.https(old).await.0, 200);
 }
 
 #[tokio::test]

@@ -1,0 +1,225 @@
+//! The canonical form of a request path, computed once before any routing
+//! decision: routes match it, an `original` route forwards it, logs show it.
+//! A path that is already canonical (the common case) is never copied.
+//!
+//! The rule, as README's Security section states it:
+//! 1. `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+//!    decoded; other escapes are kept, with upper-case hex.
+//! 2. Repeated slashes are merged (as nginx's `merge_slashes` does).
+//! 3. Dot segments are removed (RFC 3986 §5.2.4).
+//!
+//! Some spellings cannot be made canonical safely, because backends read
+//! them differently: an encoded slash or backslash (`%2F`, `%5C`), a raw
+//! backslash, and a `;` parameter (Tomcat and Spring strip it, PHP keeps it).
+//! `lenient` reads those the most generous way; when that reading reaches a
+//! callback route or a forward path, the request is refused.
+
+use std::borrow::Cow;
+
+/// The canonical form of `raw` (a path without its query).
+pub fn canonical(raw: &str) -> Cow<'_, str> {
+    if is_canonical(raw.as_bytes()) {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(normalize(&decode_unreserved(raw.as_bytes())))
+}
+
+/// Whether `raw` holds a spelling that backends read in different ways:
+/// `%2F`, `%5C` (either case), `\` or `;`.
+pub fn is_ambiguous(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    (0..b.len()).any(|i| matches!(b[i], b'\\' | b';') || is_encoded_slash(b, i))
+}
+
+/// `%2F` or `%5C`, in either case, at `b[i]`.
+fn is_encoded_slash(b: &[u8], i: usize) -> bool {
+    matches!(
+        (b.get(i), b.get(i + 1), b.get(i + 2)),
+        (Some(b'%'), Some(b'2'), Some(b'f' | b'F')) | (Some(b'%'), Some(b'5'), Some(b'c' | b'C'))
+    )
+}
+
+/// The most generous reading of an ambiguous path: encoded and raw
+/// backslashes and encoded slashes become `/`, and a `;` parameter is cut
+/// from every segment; then the canonical form of that.
+pub fn lenient(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let mut in_param = false;
+    while i < b.len() {
+        let (byte, len) = match b[i] {
+            b'%' if is_encoded_slash(b, i) => (b'/', 3),
+            b'\\' => (b'/', 1),
+            c => (c, 1),
+        };
+        if byte == b'/' {
+            in_param = false;
+        } else if byte == b';' {
+            in_param = true;
+        }
+        if !in_param {
+            out.push(byte);
+        }
+        i += len;
+    }
+    normalize(&decode_unreserved(&out))
+}
+
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Fast check for the common case: no escape, no `//`, no dot segment.
+fn is_canonical(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => return false,
+            b'/' => match &b[i + 1..] {
+                [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..] => {
+                    return false
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Step 1: decode escapes of unreserved characters, upper-case the others.
+/// A `%` not followed by two hex digits is kept as it is.
+fn decode_unreserved(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                let c = h << 4 | l;
+                if is_unreserved(c) {
+                    out.push(c);
+                } else {
+                    out.push(b'%');
+                    out.extend_from_slice(&b[i + 1..i + 3].to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Steps 2 and 3: merge slashes, then remove dot segments. The output
+/// starts with `/` when the input did.
+fn normalize(b: &[u8]) -> String {
+    let text = String::from_utf8_lossy(b);
+    let absolute = text.starts_with('/');
+    let mut segments: Vec<&str> = Vec::new();
+    // A trailing `/`, `/.` or `/..` leaves the path ending in `/`.
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    for s in text.split('/').filter(|s| !s.is_empty()) {
+        match s {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    if absolute {
+        out.push('/');
+    }
+    out.push_str(&segments.join("/"));
+    if trailing && !segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for p in ["/", "/klarna/authorization/cart-1", "/a.b/c..d/.e", "/x/"] {
+            assert!(matches!(canonical(p), Cow::Borrowed(_)), "{p}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_route_path_comes_back_to_it() {
+        for p in [
+            "//orig/cart-1/cb",
+            "/orig//cart-1/cb",
+            "/orig/./cart-1/cb",
+            "/orig/x/../cart-1/cb",
+            "/%6Frig/cart-1/cb",
+            "/%6frig/cart-1/cb",
+            "/orig/cart-1/c%62",
+            "/orig/%2E/cart-1/cb",
+            "/orig/x/%2e%2e/cart-1/cb",
+            "/../orig/cart-1/cb",
+            "/orig/cart-1/cb/x/..",
+        ] {
+            let c = canonical(p);
+            assert!(
+                c == "/orig/cart-1/cb" || c == "/orig/cart-1/cb/",
+                "{p} gave {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_escapes_are_kept_with_upper_case_hex() {
+        assert_eq!(canonical("/a%2fb"), "/a%2Fb");
+        assert_eq!(canonical("/a%20b%zz%4"), "/a%20b%zz%4");
+        assert_eq!(canonical("/a/%C3%A9"), "/a/%C3%A9");
+    }
+
+    #[test]
+    fn dot_segments_follow_rfc_3986() {
+        // RFC 3986 §5.2.4's own examples.
+        assert_eq!(canonical("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(canonical("mid/content=5/../6"), "mid/6");
+        assert_eq!(canonical("/a/.."), "/");
+        assert_eq!(canonical("/a/b/."), "/a/b/");
+        assert_eq!(canonical("/.."), "/");
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_told_apart_and_read_generously() {
+        for (p, generous) in [
+            ("/orig%2Fcart-1/cb", "/orig/cart-1/cb"),
+            ("/orig%2fcart-1%5Ccb", "/orig/cart-1/cb"),
+            ("/orig\\cart-1/cb", "/orig/cart-1/cb"),
+            ("/orig/cart-1/cb;x", "/orig/cart-1/cb"),
+            ("/orig;a=b/cart-1;jsessionid=1/cb", "/orig/cart-1/cb"),
+            ("/orig/x%2F..%2Fcart-1/cb", "/orig/cart-1/cb"),
+        ] {
+            assert!(is_ambiguous(p), "{p}");
+            assert_eq!(lenient(p), generous, "{p}");
+        }
+        for p in ["/orig/cart-1/cb", "/a%20b", "/a%2", "/a%"] {
+            assert!(!is_ambiguous(p), "{p}");
+        }
+    }
+}
