@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod forward;
 pub mod head;
 pub mod klarna;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod path;
