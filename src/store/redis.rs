@@ -8,9 +8,17 @@
 //! dies leaves its leases to expire, and another replica takes the work.
 //!
 //! Keys (under `key_prefix`): `d:{id}` hashes, `r:{session}` hashes, and the
-//! sorted sets `due`, `leased`, `pending`, `dead`, `delivered`, `rdue`,
-//! `rleased`. Every hash has an expiry; no KEYS or SCAN is ever used.
+//! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
+//! `rdue`, `rleased`. Every hash has an expiry; no KEYS or SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
+//!
+//! A dead record expires `dedupe_ttl` after it died, and Redis does not tell
+//! the index. So `dead_by_expiry` is scored by the record's expiry (the very
+//! number given to PEXPIREAT), and every script that counts or lists dead
+//! deliveries first drops the ids at its front whose record is gone: the
+//! gauge and the listing cannot include an expired record. Earlier versions
+//! kept the index as `dead`, scored by receipt; those scripts move what is
+//! left there into the new key and delete it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,14 +37,62 @@ use super::{
 };
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 
+/// The index of dead deliveries, scored by when their record expires.
+const DEAD: &str = "dead_by_expiry";
+/// The index earlier versions kept (scored by receipt); drained into `DEAD`
+/// by `trim_dead`, which reads it whatever its type. Claims and replays never
+/// touch it (a WRONGTYPE there would refuse callbacks); the move skips ids
+/// whose record is no longer dead, which is all they would have changed.
+const LEGACY_DEAD: &str = "dead";
+
+/// Lua shared by the scripts that count or list dead deliveries:
+/// `trim_dead(dead, legacy, hash_prefix, now_ms)`. It moves the legacy
+/// index into `dead`, then drops ids from the front of `dead` while their
+/// record is gone (expired) or no longer dead. Scores are the records'
+/// expiries, so once the front's record is alive, every later one is too.
+macro_rules! trim_dead_lua {
+    () => {
+        r#"
+local function trim_dead(dead, legacy, prefix, now)
+  local kind = redis.call('TYPE', legacy)['ok']
+  if kind == 'zset' or kind == 'set' then
+    local ids
+    if kind == 'zset' then ids = redis.call('ZRANGE', legacy, 0, -1) else ids = redis.call('SMEMBERS', legacy) end
+    for _, id in ipairs(ids) do
+      local key = prefix .. id
+      if redis.call('HGET', key, 'state') == 'dead' then
+        local left = redis.call('PTTL', key)
+        if left >= 0 then
+          redis.call('ZADD', dead, tonumber(now) + left, id)
+        else
+          redis.call('ZADD', dead, '+inf', id)
+        end
+      end
+    end
+    redis.call('DEL', legacy)
+  end
+  while true do
+    local first = redis.call('ZRANGE', dead, 0, 0)[1]
+    if not first or redis.call('HGET', prefix .. first, 'state') == 'dead' then return end
+    redis.call('ZREM', dead, first)
+  end
+end
+"#
+    };
+}
+
+/// Recording (first time, or again once the old record is gone) also takes
+/// the id out of the dead and delivered indexes: an expired record may have
+/// left it there, and it must not be listed twice.
 const CLAIM: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
   if st ~= 'delivered' then return 0 end
   if tonumber(redis.call('HGET', KEYS[1], 'received_at')) > tonumber(ARGV[2]) then return 0 end
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[7], ARGV[1])
 end
+redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 redis.call('HSET', KEYS[1], 'route', ARGV[4], 'reference', ARGV[5], 'session_id', ARGV[6], 'token', ARGV[7],
   'source', ARGV[8], 'received_at', ARGV[9], 'payload', ARGV[10], 'arrival_uri', ARGV[11], 'state', 'pending',
   'attempts', 0, 'next_at', ARGV[12], 'deadline_at', ARGV[13])
@@ -100,8 +156,10 @@ else
   redis.call('HSET', KEYS[1], 'state', 'dead', 'attempts', ARGV[3], 'last_error', ARGV[5])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
-  redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[1], 'received_at'), ARGV[1])
-  redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[6]))
+  -- The same number for the score and the expiry: the index knows when the record goes.
+  local expires = tonumber(ARGV[4]) + tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[5], expires, ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], expires)
 end
 return 1
 "#;
@@ -117,6 +175,43 @@ redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'received_at'), ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 'queued'
 "#;
+
+/// [pending count, dead count, oldest pending score or nil].
+const STATS: &str = concat!(
+    trim_dead_lua!(),
+    r#"
+trim_dead(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), oldest[2] or false}
+"#
+);
+
+/// The ids of up to ARGV[3] dead deliveries, newest received first (then by
+/// id, as `newest_first`). The index is ordered by expiry, not receipt, so
+/// this reads every live dead record's `received_at`: O(dead), like the
+/// in-process stores' listing.
+const LIST_DEAD: &str = concat!(
+    trim_dead_lua!(),
+    r#"
+trim_dead(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+local rows = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'state', 'received_at')
+  if f[1] == 'dead' then
+    table.insert(rows, {tonumber(f[2]) or 0, id})
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+table.sort(rows, function(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  return a[2] < b[2]
+end)
+local out = {}
+for i = 1, math.min(#rows, tonumber(ARGV[3])) do out[i] = rows[i][2] end
+return out
+"#
+);
 
 const REGISTER: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -172,6 +267,8 @@ struct Scripts {
     take_due: Script,
     finish: Script,
     replay: Script,
+    stats: Script,
+    list_dead: Script,
     register: Script,
     take_checks: Script,
     finish_check: Script,
@@ -227,6 +324,8 @@ impl RedisStore {
                 take_due: Script::new(TAKE_DUE),
                 finish: Script::new(FINISH),
                 replay: Script::new(REPLAY),
+                stats: Script::new(STATS),
+                list_dead: Script::new(LIST_DEAD),
                 register: Script::new(REGISTER),
                 take_checks: Script::new(TAKE_CHECKS),
                 finish_check: Script::new(FINISH_CHECK),
@@ -485,6 +584,7 @@ impl Store for RedisStore {
                 .key(self.key("rdue"))
                 .key(self.key("rleased"))
                 .key(self.key("delivered"))
+                .key(self.key(DEAD))
                 .arg(&id)
                 .arg(cutoff)
                 .arg(d.deadline_at + self.ttl_ms)
@@ -571,7 +671,7 @@ impl Store for RedisStore {
                 .key(self.key("leased"))
                 .key(self.key("due"))
                 .key(self.key("pending"))
-                .key(self.key("dead"))
+                .key(self.key(DEAD))
                 .key(self.key("delivered"))
                 .arg(id.to_string())
                 .arg(kind)
@@ -598,21 +698,46 @@ impl Store for RedisStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         Box::pin(async move {
-            let sets: Vec<&str> = match state {
-                Some(DeliveryState::Pending) => vec!["pending"],
-                Some(DeliveryState::Dead) => vec!["dead"],
-                Some(DeliveryState::Delivered) => vec!["delivered"],
-                None => vec!["pending", "dead", "delivered"],
+            let states = match state {
+                Some(s) => vec![s],
+                None => vec![
+                    DeliveryState::Pending,
+                    DeliveryState::Dead,
+                    DeliveryState::Delivered,
+                ],
             };
-            let mut ids = Vec::new();
+            let mut out = Vec::new();
             let mut conn = self.conn.clone();
-            for set in sets {
-                let r: redis::RedisResult<Vec<String>> = conn
-                    .zrevrange(self.key(set), 0, limit.saturating_sub(1) as isize)
-                    .await;
-                ids.extend(self.track(r)?);
+            for want in states {
+                let r: redis::RedisResult<Vec<String>> = match want {
+                    DeliveryState::Dead => {
+                        self.scripts
+                            .list_dead
+                            .key(self.key(DEAD))
+                            .key(self.key(LEGACY_DEAD))
+                            .arg(format!("{}d:", self.prefix))
+                            .arg(unix_ms())
+                            .arg(limit)
+                            .invoke_async(&mut conn)
+                            .await
+                    }
+                    DeliveryState::Pending | DeliveryState::Delivered => {
+                        conn.zrevrange(self.key(want.as_str()), 0, limit.saturating_sub(1) as isize)
+                            .await
+                    }
+                };
+                let ids = self.track(r)?;
+                // An index may still name a record that is gone or has moved
+                // on (claimed again after it expired): each delivery is
+                // listed once, under the state its record has.
+                out.extend(
+                    self.fetch(ids)
+                        .await?
+                        .into_iter()
+                        .filter(|d| d.state == want),
+                );
             }
-            Ok(super::outbox::newest_first(self.fetch(ids).await?, limit))
+            Ok(super::outbox::newest_first(out, limit))
         })
     }
 
@@ -630,7 +755,7 @@ impl Store for RedisStore {
                 .key(self.dkey(&id))
                 .key(self.key("due"))
                 .key(self.key("pending"))
-                .key(self.key("dead"))
+                .key(self.key(DEAD))
                 .arg(id.to_string())
                 .arg(now)
                 .arg(deadline_at)
@@ -649,17 +774,22 @@ impl Store for RedisStore {
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64, Scored)> = redis::pipe()
-                .zcard(self.key("pending"))
-                .zcard(self.key("dead"))
-                .zrange_withscores(self.key("pending"), 0, 0)
-                .query_async(&mut conn)
+            let r: redis::RedisResult<(u64, u64, Option<String>)> = self
+                .scripts
+                .stats
+                .key(self.key("pending"))
+                .key(self.key(DEAD))
+                .key(self.key(LEGACY_DEAD))
+                .arg(format!("{}d:", self.prefix))
+                .arg(unix_ms())
+                .invoke_async(&mut conn)
                 .await;
             let (pending, dead, oldest) = self.track(r)?;
             Ok(Stats {
                 pending,
                 dead,
-                oldest_pending_at: oldest.first().map(|(_, s)| *s as u64),
+                // A score is a unix-ms number Redis prints as text.
+                oldest_pending_at: oldest.and_then(|s| s.parse::<f64>().ok()).map(|s| s as u64),
             })
         })
     }

@@ -292,6 +292,85 @@ async fn listing_is_newest_first_and_filtered(kind: Kind) {
         .is_empty());
 }
 
+/// How many times `id` appears in `list`.
+fn times_listed(list: &[Delivery], id: DeliveryId) -> usize {
+    list.iter().filter(|d| d.id == id).count()
+}
+
+/// The dead gauge and the dead listing agree, including once a dead
+/// delivery's record has expired. The redis store forgets a dead record
+/// `dedupe_ttl` after it died (README, redis keys); the memory and file stores
+/// keep it until replayed. A callback claimed again after its record went is
+/// one delivery: counted once and listed once, also when it dies again.
+async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
+    let env = Env::new(kind);
+    let ttl = Duration::from_millis(800);
+    let s = open(kind, &env, ttl).await;
+    let d = delivery("sess-e", "tok-e");
+    let make_dead = |attempts: u32| {
+        let s = s.clone();
+        async move {
+            let taken = s.take_due(FAR, 10).await.expect("take");
+            assert_eq!(taken.len(), 1, "{kind:?}: one delivery is due");
+            s.finish(
+                d.id,
+                attempts,
+                AttemptOutcome::Dead {
+                    error: "422".into(),
+                },
+            )
+            .await
+            .expect("finish");
+        }
+    };
+    assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
+    make_dead(1).await;
+    assert_eq!(s.stats().await.expect("stats").dead, 1);
+
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    assert_eq!(
+        s.stats().await.expect("stats").dead,
+        dead.len() as u64,
+        "{kind:?}: the dead gauge counts what the dead listing shows"
+    );
+    let mut again = delivery("sess-e", "tok-e");
+    again.received_at = unix_ms();
+    let claim = s.claim(again).await.expect("claim");
+    // Only a store that forgets dead records records the callback again.
+    let forgets = matches!(kind, Kind::Redis);
+    assert_eq!(
+        claim == Claim::Recorded,
+        forgets,
+        "{kind:?}: {claim:?} after the dedupe TTL"
+    );
+    if forgets {
+        assert!(
+            dead.is_empty(),
+            "{kind:?}: an expired dead record is not listed"
+        );
+        let all = s.list(None, 10).await.expect("list");
+        assert_eq!(
+            (times_listed(&all, d.id), all.first().map(|x| x.state)),
+            (1, Some(DeliveryState::Pending)),
+            "{kind:?}: claimed again, it is one pending delivery"
+        );
+        let st = s.stats().await.expect("stats");
+        assert_eq!((st.pending, st.dead), (1, 0), "{kind:?}");
+        make_dead(1).await;
+    }
+
+    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    let all = s.list(None, 10).await.expect("list");
+    let st = s.stats().await.expect("stats");
+    assert_eq!(
+        (st.dead, dead.len(), times_listed(&all, d.id), st.pending),
+        (1, 1, 1, 0),
+        "{kind:?}: (dead gauge, dead listed, listed in all, pending)"
+    );
+    assert_eq!(dead[0].state, DeliveryState::Dead);
+}
+
 fn registration(session: &str, due_in_ms: u64) -> Registration {
     let now = unix_ms();
     Registration {
@@ -409,6 +488,7 @@ conformance!(
     dedupe_keys_expire_after_the_ttl,
     listing_is_newest_first_and_filtered,
     registrations_are_scheduled_and_end,
+    dead_count_and_listing_agree_after_the_record_expires,
 );
 
 /// Durable stores only: what was recorded is there after reopening.
@@ -537,6 +617,68 @@ async fn file_store_prunes_delivered_records_past_the_ttl() {
 #[tokio::test]
 async fn redis_store_prunes_delivered_records_past_the_ttl() {
     durable_store_prunes_delivered_records_past_the_ttl(Kind::Redis).await
+}
+
+/// Redis only: a replica upgraded from a version that kept the dead index as
+/// `dead` (scored by receipt) moves what is there into `dead_by_expiry`,
+/// scored by the record's expiry, and drops ids whose record is gone, so
+/// the gauge and the listing agree from the first read.
+#[tokio::test]
+async fn redis_store_moves_the_legacy_dead_index() {
+    let env = Env::new(Kind::Redis);
+    let s = open(Kind::Redis, &env, TTL).await;
+    let (kept, gone) = (delivery("sess-legacy", "t"), delivery("sess-gone", "t"));
+    s.claim(kept.clone()).await.expect("claim");
+    s.take_due(FAR, 10).await.expect("take");
+    s.finish(
+        kept.id,
+        1,
+        AttemptOutcome::Dead {
+            error: "422".into(),
+        },
+    )
+    .await
+    .expect("finish");
+    let url = env.redis.as_ref().expect("redis").url();
+    let mut c = ::redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    // The keys as the earlier version left them: `gone` has no record.
+    let () = ::redis::pipe()
+        .del("t:dead_by_expiry")
+        .ignore()
+        .zadd("t:dead", kept.id.to_string(), kept.received_at)
+        .ignore()
+        .zadd("t:dead", gone.id.to_string(), gone.received_at)
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .expect("legacy keys");
+    let st = s.stats().await.expect("stats");
+    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    let ids: Vec<DeliveryId> = dead.iter().map(|d| d.id).collect();
+    assert_eq!((st.dead, ids), (1, vec![kept.id]));
+    let (legacy, score): (String, Option<f64>) = ::redis::pipe()
+        .cmd("TYPE")
+        .arg("t:dead")
+        .zscore("t:dead_by_expiry", kept.id.to_string())
+        .query_async(&mut c)
+        .await
+        .expect("read keys");
+    assert_eq!(legacy, "none", "the legacy index is gone");
+    let expiry = score.expect("moved") as u64;
+    assert!(
+        expiry > unix_ms() + TTL.as_millis() as u64 - 60_000,
+        "scored by the record's expiry, not its receipt: {expiry}"
+    );
+    let now = unix_ms();
+    assert_eq!(
+        s.replay(kept.id, now, now + 5000).await.expect("replay"),
+        Replay::Queued
+    );
+    assert_eq!(s.stats().await.expect("stats").dead, 0);
 }
 
 #[tokio::test]
