@@ -1,7 +1,8 @@
 //! The delivery worker: takes due deliveries from the store, sends each one
 //! normalized request to the upstream, and records the outcome. Exponential
-//! backoff with full jitter, `Retry-After`, a per-attempt timeout and a
-//! deadline after which a delivery is dead (kept, listed, replayable).
+//! backoff with full jitter, `Retry-After` (honoured up to the deadline), a
+//! per-attempt timeout and a deadline after which a delivery is dead (kept,
+//! listed, replayable).
 //!
 //! This is the only code that talks to the upstream about callbacks.
 
@@ -18,7 +19,7 @@ use crate::app::App;
 use crate::forward;
 use crate::shutdown::Stop;
 use crate::store::{AttemptOutcome, Delivery};
-use crate::text::{hex, parse_http_date};
+use crate::text::{hex, saturating_add_ms};
 use crate::types::unix_ms;
 
 /// How an attempt failed.
@@ -194,8 +195,8 @@ async fn attempt(app: &App, d: Delivery) {
                 n,
             );
             let delay = retry_after.map_or(delay, |r| r.max(delay));
-            let next_at = (now + delay.as_millis() as u64).min(d.deadline_at);
-            tracing::warn!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, retry_in_ms = next_at - now, "delivery failed; will retry");
+            let next_at = retry_at(now, delay, d.deadline_at);
+            tracing::warn!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, retry_in_ms = next_at.saturating_sub(now), "delivery failed; will retry");
             AttemptOutcome::Retry { next_at, error }
         }
     };
@@ -319,14 +320,21 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date, read against the clock
+/// now; see `text::parse_retry_after`. Kept here for its callers outside
+/// the crate (the fuzz target, the property tests).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = parse_http_date(v)?;
-    Some(Duration::from_secs(at.saturating_sub(unix_ms() / 1000)))
+    crate::text::parse_retry_after(v, unix_ms() / 1000)
+}
+
+/// When to try again after a transient failure at `now` (unix ms): `delay`
+/// later, but not past the deadline. The delay may be the upstream's
+/// `Retry-After`, up to `u64::MAX` seconds, so the sum saturates: a wrapped
+/// one would be due at once, again and again. Waiting past the deadline is
+/// pointless; the attempt at the deadline, if it fails too, makes the
+/// delivery dead.
+fn retry_at(now: u64, delay: Duration, deadline_at: u64) -> u64 {
+    saturating_add_ms(now, delay).min(deadline_at)
 }
 
 /// Full jitter: a random delay in [0, min(max, initial * 2^(attempt-1))].
@@ -407,6 +415,19 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("later"), None);
+    }
+
+    #[test]
+    fn a_hostile_retry_after_waits_until_the_deadline_not_around_it() {
+        let now = 1_700_000_000_000;
+        let deadline = now + 3_600_000;
+        let hostile = parse_retry_after("18446744073709551615").expect("u64::MAX seconds");
+        assert_eq!(retry_at(now, hostile, deadline), deadline);
+        assert_eq!(retry_at(now, Duration::MAX, deadline), deadline);
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").expect("a date");
+        assert_eq!(retry_at(now, far, deadline), deadline);
+        assert_eq!(retry_at(u64::MAX - 1, hostile, u64::MAX), u64::MAX);
+        assert_eq!(retry_at(now, Duration::from_secs(2), deadline), now + 2000);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::KlarnaConfig;
-use crate::text::{base64, path_segment};
-use crate::types::{AuthorizationToken, SessionId};
+use crate::text::{base64, parse_retry_after, path_segment};
+use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
 /// What Read Session said about a session.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub enum SessionState {
 pub enum ReadError {
     #[error("Klarna refused the credentials ({0})")]
     Auth(StatusCode),
+    /// With the wait `Retry-After` asks for, as sent: it can be as long as
+    /// `u64::MAX` seconds, and the schedule caps it.
     #[error("Klarna rate-limited the check (429)")]
     RateLimited(Option<Duration>),
     #[error("Klarna answered {0}")]
@@ -167,7 +169,7 @@ impl ReadSessionClient {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::delivery::parse_retry_after);
+            .and_then(|v| parse_retry_after(v, unix_ms() / 1000));
         let body = Limited::new(resp.into_body(), 1024 * 1024)
             .collect()
             .await

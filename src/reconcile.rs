@@ -4,7 +4,8 @@
 //! callback, `source = "read_session"`, deduped by the same id), the order is
 //! `complete`, the session is gone (404), or `give_up_after` passes.
 //! Klarna's errors are logged (never the credentials) and retried on the
-//! schedule; nothing here can stop the loop.
+//! schedule; a 429's `Retry-After` defers the next check, by at most
+//! `MAX_RETRY_AFTER`. Nothing here can stop the loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,17 @@ use crate::app::App;
 use crate::klarna::{ReadError, ReadSessionClient, SessionState};
 use crate::shutdown::Stop;
 use crate::store::{CheckNext, Claim, Delivery, Registration, Source};
+use crate::text::saturating_add_ms;
 use crate::types::{unix_ms, AuthorizationToken};
 
 /// Read Session requests in flight at once.
 const MAX_CHECKS_IN_FLIGHT: usize = 8;
+
+/// The longest wait a 429's `Retry-After` can put before the next check.
+/// Klarna's value comes from the network, possibly `u64::MAX` seconds; an
+/// hour is far longer than any real rate limit and still short of the
+/// session's life, so a later check can still recover the authorization.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
     let permits = Arc::new(Semaphore::new(MAX_CHECKS_IN_FLIGHT));
@@ -72,11 +80,20 @@ pub fn step(schedule: &[Duration], checks_done: u32) -> Duration {
     schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
 }
 
+/// When to check again after a 429 at `now` (unix ms) that asked for
+/// `wait`: not before the schedule's `again_at`, nor before `wait` (capped
+/// at `MAX_RETRY_AFTER`) has passed, nor after `give_up_at`, where the check
+/// due then ends the registration.
+fn after_rate_limit(now: u64, again_at: u64, wait: Duration, give_up_at: u64) -> u64 {
+    let asked = saturating_add_ms(now, wait.min(MAX_RETRY_AFTER));
+    again_at.max(asked).min(give_up_at)
+}
+
 async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
     let cfg = &app.config.reconcile;
     let checks = r.checks + 1;
     let now = unix_ms();
-    let give_up_at = r.registered_at + cfg.give_up_after.as_millis() as u64;
+    let give_up_at = saturating_add_ms(r.registered_at, cfg.give_up_after);
     let next = if now >= give_up_at {
         app.metrics.reconcile_check("gave_up");
         tracing::warn!(session_id = %r.session_id, checks = r.checks, "no authorization found for the session before give_up_after; checks stop");
@@ -84,7 +101,7 @@ async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
             outcome: "gave_up".into(),
         }
     } else {
-        let again_at = (now + step(&cfg.schedule, checks).as_millis() as u64).min(give_up_at);
+        let again_at = saturating_add_ms(now, step(&cfg.schedule, checks)).min(give_up_at);
         match client.read_session(&r.session_id).await {
             Ok(SessionState::Authorized(token)) => recover(app, &r, token, again_at).await,
             Ok(SessionState::Incomplete) => {
@@ -112,7 +129,7 @@ async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
                 app.metrics.reconcile_check(e.label());
                 let at = match &e {
                     ReadError::RateLimited(Some(wait)) => {
-                        again_at.max(now + wait.as_millis() as u64)
+                        after_rate_limit(now, again_at, *wait, give_up_at)
                     }
                     _ => again_at,
                 };
@@ -201,5 +218,35 @@ mod tests {
         assert_eq!(step(&s, 1), Duration::from_secs(120));
         assert_eq!(step(&s, 2), Duration::from_secs(300));
         assert_eq!(step(&s, 50), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_hostile_retry_after_is_capped_at_an_hour_and_at_give_up() {
+        let now = 1_700_000_000_000;
+        let again = now + 60_000;
+        let day = now + 86_400_000;
+        let hostile = Duration::from_secs(u64::MAX);
+        assert_eq!(after_rate_limit(now, again, hostile, day), now + 3_600_000);
+        assert_eq!(
+            after_rate_limit(now, again, Duration::MAX, day),
+            now + 3_600_000
+        );
+        // Never past give_up_after: the check then ends the registration.
+        assert_eq!(
+            after_rate_limit(now, again, hostile, now + 5_000),
+            now + 5_000
+        );
+        // An ordinary Retry-After is honoured; a short one defers to the schedule.
+        let two_min = Duration::from_secs(120);
+        assert_eq!(after_rate_limit(now, again, two_min, day), now + 120_000);
+        assert_eq!(
+            after_rate_limit(now, again, Duration::from_secs(1), day),
+            again
+        );
+        // No overflow at the end of time.
+        assert_eq!(
+            after_rate_limit(u64::MAX - 1, u64::MAX - 1, hostile, u64::MAX),
+            u64::MAX
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Small text codecs used across the crate: durations and rates as the config
-//! writes them, RFC 3339 and HTTP dates, base64url, hex and URL encoding.
-//! Pure functions only; nothing here allocates more than its output.
+//! writes them, RFC 3339 and HTTP dates, `Retry-After`, base64url, hex and
+//! URL encoding, and the saturating sum that turns a parsed duration into a
+//! unix-ms time. Pure functions only (a caller that needs the clock passes
+//! it in); nothing here allocates more than its output.
 
 use std::time::Duration;
 
@@ -173,6 +175,26 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     }
     let t = days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se;
     u64::try_from(t).ok()
+}
+
+/// `Retry-After` as delta-seconds or an IMF-fixdate, the wait it asks for
+/// when the time is `now_secs` (unix seconds); a date already past is no
+/// wait. The value comes from the network and may be as long as
+/// `u64::MAX` seconds: add it to a time only with `saturating_add_ms`.
+pub fn parse_retry_after(value: &str, now_secs: u64) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    Some(Duration::from_secs(at.saturating_sub(now_secs)))
+}
+
+/// `at_ms` (unix milliseconds) plus `wait`, saturating at `u64::MAX` rather
+/// than wrapping: a wrapped sum lies in the past, and work scheduled in the
+/// past is done again at once, in a loop.
+pub fn saturating_add_ms(at_ms: u64, wait: Duration) -> u64 {
+    at_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// base64url without padding (RFC 4648 §5), as the token format uses.
@@ -359,6 +381,53 @@ mod tests {
         assert_eq!(
             parse_http_date("Sun, 06 Nov 99999999999999 08:49:37 GMT"),
             None
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = 1_700_000_000;
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:13:27 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(parse_retry_after("later", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+        // Too large for u64: not a delta-seconds, not a date.
+        assert_eq!(parse_retry_after("18446744073709551616", now), None);
+    }
+
+    #[test]
+    fn hostile_retry_after_parses_and_saturates_when_added() {
+        let now_ms = 1_700_000_000_000;
+        let max = parse_retry_after("18446744073709551615", now_ms / 1000).expect("u64::MAX");
+        assert_eq!(max, Duration::from_secs(u64::MAX));
+        assert_eq!(saturating_add_ms(now_ms, max), u64::MAX);
+        assert_eq!(saturating_add_ms(u64::MAX, max), u64::MAX);
+        assert_eq!(saturating_add_ms(0, Duration::MAX), u64::MAX);
+        // The latest date there is: far, but in range, and never before now.
+        let far =
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now_ms / 1000).expect("a date");
+        assert_eq!(far, Duration::from_secs(253_402_300_799 - 1_700_000_000));
+        assert!(saturating_add_ms(now_ms, far) > now_ms);
+        assert_eq!(saturating_add_ms(u64::MAX - 5, far), u64::MAX);
+        // Ordinary sums are exact.
+        assert_eq!(
+            saturating_add_ms(now_ms, Duration::from_millis(1500)),
+            now_ms + 1500
+        );
+        assert_eq!(
+            saturating_add_ms(now_ms, Duration::from_micros(999)),
+            now_ms
         );
     }
 

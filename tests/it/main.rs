@@ -14,6 +14,7 @@ mod properties;
 mod proxy;
 mod reconcile;
 mod replicas;
+mod retry_after;
 mod shield;
 mod slow;
 mod store;

@@ -292,3 +292,52 @@ async fn registrations_survive_a_restart_on_the_file_store() {
     assert_eq!(got[0].json()["source"], "read_session");
     assert_eq!(api.requests_for("sess-durable"), 1);
 }
+
+#[tokio::test]
+async fn a_retry_after_of_u64_max_seconds_neither_panics_nor_hammers_klarna() {
+    let (api, up) = (KlarnaApi::start().await, Upstream::start().await);
+    // Every check is answered 429 with `Retry-After: 18446744073709551615`.
+    api.script("sess-hostile", vec![ApiAnswer::RetryAfter(u64::MAX)]);
+    // give_up_after is short so that the rescheduled check is seen to run:
+    // the wait is cut to give_up_after, and that check ends the registration.
+    let dir = TempDir::new();
+    let sections = api.config(dir.path(), FAST);
+    assert!(sections.contains(r#"give_up_after = "30s""#), "{sections}");
+    let sections = sections.replace(r#"give_up_after = "30s""#, r#"give_up_after = "2s""#);
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(&up.url(), &c, &k, &sections);
+    let ab = Authback::start_text(dir, cert.der, &text, false).await;
+    assert_eq!(register(&ab, "sess-hostile", "c-h").await.0, 202);
+    assert!(eventually(|| api.requests_for("sess-hostile") >= 1).await);
+
+    // A check that panics leaves its registration leased, never checked
+    // again and never ended; a wrapped wait checks again on every step.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = ab.metrics().await;
+        if metric(&m, "authback_registrations_pending") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&m, "authback_reconcile_checks_total{outcome=\"gave_up\"}"),
+        Some(1.0),
+        "the check after the 429 ran at give_up_after and ended it: {m}"
+    );
+    assert_eq!(metric(&m, "authback_registrations_pending"), Some(0.0));
+    assert_eq!(
+        metric(
+            &m,
+            "authback_reconcile_checks_total{outcome=\"rate_limited\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        api.requests_for("sess-hostile"),
+        1,
+        "Klarna is asked once; the next check waits (here until give_up_after)"
+    );
+    assert_eq!(up.to_path(FORWARD).len(), 0);
+}
