@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::body::{json, json_error, text, Body};
-use crate::callback::mint_url;
 use crate::metrics::Gauges;
 use crate::store::{Delivery, DeliveryState, RegState, Registration, Replay};
 use crate::text::{parse_duration, query_param, rfc3339};
@@ -140,7 +139,7 @@ async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
                     return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("ttl: {e}"))
                 }
             };
-            match mint_url(&app.config, &m.route, &m.reference, ttl, unix_ms() / 1000) {
+            match app.config.mint_url(&m.route, &m.reference, ttl, unix_ms() / 1000) {
                 Ok((url, exp)) => json(
                     StatusCode::OK,
                     &json!({ "url": url, "expires_at": rfc3339(exp) }),
@@ -273,7 +272,7 @@ async fn register(app: &App, body: &[u8]) -> Response<Body> {
         );
     };
     let reference_ok = match route.path.suffix {
-        Some(_) => crate::config::valid_reference(&r.reference),
+        Some(_) => crate::callback::route::valid_reference(&r.reference),
         None => r.reference.is_empty(),
     };
     if !reference_ok {

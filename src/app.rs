@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 
 use crate::body::{json_error, Body};
 use crate::callback::{self, limit::IpLimiter};
-use crate::config::{Config, PathMatch};
+use crate::callback::route::PathMatch;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::client_ip;
 use crate::proxy::{self, UpstreamClient};

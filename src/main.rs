@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use authback::{callback, text, Config, Listeners};
+use authback::{text, Config, Listeners};
 
 #[derive(Parser)]
 #[command(
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
                 }
             };
             let now = authback::types::unix_ms() / 1000;
-            match callback::mint_url(&config, &route, &reference, ttl, now) {
+            match config.mint_url(&route, &reference, ttl, now) {
                 Ok((url, _)) => {
                     println!("{url}");
                     ExitCode::SUCCESS

@@ -5,6 +5,7 @@
 //! Every answer and its status code live in `Outcome::response`.
 
 pub mod limit;
+pub mod route;
 pub mod token;
 
 use std::net::IpAddr;
@@ -17,7 +18,7 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::body::{json_error, status, Body};
-use crate::config::{ForwardFormat, Route};
+use route::{ForwardFormat, Route};
 use crate::store::{ArrivalUri, Claim, Delivery, Source};
 use crate::text::query_decode;
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
@@ -502,62 +503,4 @@ mod tests {
         );
         assert_eq!(Outcome::Unavailable.response().status(), 503);
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MintError {
-    #[error("no route named `{0}`")]
-    UnknownRoute(String),
-    #[error("reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")]
-    BadReference,
-    #[error("route `{0}` has no {{reference}} in its path; pass an empty reference")]
-    NoReferenceInPath(String),
-    #[error("route `{0}` has no secrets to mint with (static_tokens and unverified routes need no minting)")]
-    NoSecrets(String),
-    #[error("ttl must be greater than zero")]
-    ZeroTtl,
-    #[error("ttl must be at most {0} (admin.max_url_ttl)")]
-    TtlTooLong(String),
-}
-
-/// Mints the callback URL for `merchant_urls.authorization`; returns it with
-/// its expiry (unix seconds).
-pub fn mint_url(
-    config: &crate::config::Config,
-    route: &str,
-    reference: &str,
-    ttl: Duration,
-    now_unix: u64,
-) -> Result<(String, u64), MintError> {
-    let r = config
-        .route(route)
-        .ok_or_else(|| MintError::UnknownRoute(route.to_string()))?;
-    let secret = r
-        .secrets
-        .first()
-        .ok_or_else(|| MintError::NoSecrets(route.to_string()))?;
-    if ttl.is_zero() {
-        return Err(MintError::ZeroTtl);
-    }
-    if ttl > config.admin.max_url_ttl {
-        return Err(MintError::TtlTooLong(crate::text::format_duration(
-            config.admin.max_url_ttl,
-        )));
-    }
-    let path = match &r.path.suffix {
-        Some(suffix) => {
-            if !crate::config::valid_reference(reference) {
-                return Err(MintError::BadReference);
-            }
-            format!("{}{reference}{suffix}", r.path.prefix)
-        }
-        None if reference.is_empty() => r.path.prefix.clone(),
-        None => return Err(MintError::NoReferenceInPath(route.to_string())),
-    };
-    let exp = now_unix + ttl.as_secs().max(1);
-    let token = token::mint(secret, &r.name, reference, exp);
-    Ok((
-        format!("{}{path}?token={token}", config.server.public_url),
-        exp,
-    ))
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use authback::callback::{parse_body, token};
-use authback::config::{valid_reference, Config};
+use authback::callback::route::valid_reference;
+use authback::config::Config;
 use authback::text::{parse_duration, parse_http_date, parse_rate, query_param, rfc3339};
 use authback::types::Secret;
 use bytes::Bytes;
@@ -71,9 +72,9 @@ proptest! {
         let cfg = Config::parse(CONFIG, Path::new(".")).expect("config");
         let path = format!("/klarna/authorization/{seg}");
         match cfg.routes[0].path.matches(&path) {
-            authback::config::PathMatch::Yes(r) => prop_assert!(valid_reference(r) && r == seg),
-            authback::config::PathMatch::BadReference => prop_assert!(!valid_reference(&seg) && !seg.contains('/')),
-            authback::config::PathMatch::No => prop_assert!(seg.contains('/')),
+            authback::callback::route::PathMatch::Yes(r) => prop_assert!(valid_reference(r) && r == seg),
+            authback::callback::route::PathMatch::BadReference => prop_assert!(!valid_reference(&seg) && !seg.contains('/')),
+            authback::callback::route::PathMatch::No => prop_assert!(seg.contains('/')),
         }
     }
 

@@ -1,0 +1,136 @@
+//! The config file as written: serde structs, unknown keys rejected. Nothing
+//! here is checked beyond its TOML type; `validate` does the rest.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) server: FileServer,
+    #[serde(default)]
+    pub(super) admin: FileAdmin,
+    pub(super) upstream: FileUpstream,
+    #[serde(default)]
+    pub(super) store: FileStore,
+    #[serde(default)]
+    pub(super) delivery: FileDelivery,
+    #[serde(default)]
+    pub(super) routes: Vec<FileRoute>,
+    #[serde(default)]
+    pub(super) limits: FileLimits,
+    pub(super) klarna: Option<FileKlarna>,
+    #[serde(default)]
+    pub(super) reconcile: FileReconcile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileServer {
+    pub(super) listen: Option<String>,
+    pub(super) listen_plain: Option<String>,
+    pub(super) public_url: Option<String>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) shutdown_grace: Option<String>,
+    pub(super) workers: Option<i64>,
+    #[serde(default)]
+    pub(super) tls: FileTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTls {
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) self_signed: bool,
+    pub(super) reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) max_url_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileUpstream {
+    pub(super) url: Option<String>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) signing_secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileStore {
+    pub(super) kind: Option<String>,
+    pub(super) path: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) key_prefix: Option<String>,
+    pub(super) dedupe_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDelivery {
+    pub(super) initial_backoff: Option<String>,
+    pub(super) max_backoff: Option<String>,
+    pub(super) attempt_timeout: Option<String>,
+    pub(super) deadline: Option<String>,
+    pub(super) max_in_flight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRoute {
+    pub(super) name: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) forward_path: Option<String>,
+    pub(super) forward_format: Option<String>,
+    #[serde(default)]
+    pub(super) secrets: Vec<String>,
+    #[serde(default)]
+    pub(super) static_tokens: Vec<String>,
+    #[serde(default)]
+    pub(super) unverified: bool,
+    #[serde(default)]
+    pub(super) allow_ips: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) max_connections: Option<i64>,
+    pub(super) tls_handshake_timeout: Option<String>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_header_bytes: Option<i64>,
+    pub(super) failed_token_per_ip: Option<String>,
+    pub(super) callback_per_ip: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileKlarna {
+    pub(super) api_url: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileReconcile {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) schedule: Option<Vec<String>>,
+    pub(super) give_up_after: Option<String>,
+}

@@ -1,0 +1,479 @@
+//! Configuration: the validated `Config` the rest of the crate uses, and
+//! `load`. The TOML file as written is in `file` (unknown keys rejected by
+//! serde), finding the key and line of a problem in `locate`, and the checks,
+//! one function per section, in `validate`. Durations, rates, addresses and
+//! secrets are parsed once; every problem is reported with its key, at once.
+
+mod file;
+mod locate;
+mod validate;
+
+pub use crate::callback::route::{ForwardFormat, PathPattern, Route};
+pub use validate::resolve_secret;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::net::IpNet;
+use crate::text::Rate;
+use crate::types::Secret;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(
+            f,
+            "{}: {n} error{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  {}: {e}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The validated config.
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+    pub klarna: Option<KlarnaConfig>,
+    pub reconcile: ReconcileConfig,
+    /// Things worth a warning at start (inline secrets, short secrets...).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub listen_plain: Option<SocketAddr>,
+    pub public_url: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_grace: Duration,
+    /// Connection threads for the public listeners; 0 means one per CPU.
+    pub workers: usize,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsConfig {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_interval: Duration,
+    },
+    SelfSigned,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    /// The longest life a minted callback URL may have.
+    pub max_url_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `http://host:port`, no trailing slash; a base path, if any, is kept.
+    pub url: http::Uri,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub signing_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    File,
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub path: Option<PathBuf>,
+    /// The secret-bearing Redis URL (it may hold a password): never printed.
+    pub url: Option<Secret>,
+    pub key_prefix: String,
+    pub dedupe_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub attempt_timeout: Duration,
+    pub deadline: Duration,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub failed_token_per_ip: Option<Rate>,
+    pub callback_per_ip: Option<Rate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KlarnaConfig {
+    pub api_url: String,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+    /// One Read Session request, connect to last byte.
+    pub timeout: Duration,
+    /// Extra trusted roots (PEM) besides the built-in Mozilla set.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    pub schedule: Vec<Duration>,
+    pub give_up_after: Duration,
+}
+
+/// Klarna's published callback source addresses, taken from its
+/// documentation on 2026-11-23. Named lists usable in `allow_ips`.
+pub const KLARNA_IP_LISTS: &[(&str, &[&str])] = &[
+    (
+        "klarna-production",
+        &[
+            "52.17.117.56",
+            "52.17.176.198",
+            "52.0.45.33",
+            "52.0.46.187",
+            "13.211.30.100",
+            "3.104.49.49",
+            "13.54.229.130",
+        ],
+    ),
+    (
+        "klarna-playground",
+        &[
+            "34.242.203.160",
+            "34.242.19.4",
+            "52.45.47.152",
+            "34.235.91.238",
+            "3.24.91.202",
+            "52.62.115.68",
+            "52.63.129.92",
+        ],
+    ),
+];
+
+// ---------------------------------------------------------------------------
+// Loading and validation.
+
+impl Config {
+    /// Reads, parses and validates `path`, resolving secrets.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            file: path.to_path_buf(),
+            errors,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(fail)
+    }
+
+    /// Parses and validates TOML text. Relative certificate paths are taken
+    /// relative to `base_dir` (the config file's folder).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let (file, mut errors) = locate::read_file(text)?;
+        match validate::validate(file, base_dir) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                // A key whose line was set aside may be reported again as
+                // missing: once is enough.
+                let seen: HashSet<String> = errors.iter().map(|e| e.key.clone()).collect();
+                errors.extend(more.into_iter().filter(|e| !seen.contains(&e.key)));
+                Err(errors)
+            }
+        }
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The callback URL of route `route` for `reference`, valid for `ttl`
+    /// (at most `admin.max_url_ttl`), with its expiry in unix seconds.
+    pub fn mint_url(
+        &self,
+        route: &str,
+        reference: &str,
+        ttl: std::time::Duration,
+        now_unix: u64,
+    ) -> Result<(String, u64), crate::callback::route::MintError> {
+        let r = self
+            .route(route)
+            .ok_or_else(|| crate::callback::route::MintError::UnknownRoute(route.to_string()))?;
+        crate::callback::route::mint_url(
+            r,
+            &self.server.public_url,
+            reference,
+            ttl,
+            self.admin.max_url_ttl,
+            now_unix,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+public_url = "https://shop.example.com"
+[server.tls]
+self_signed = true
+[upstream]
+url = "http://127.0.0.1:8080"
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/klarna/authorization/{reference}"
+forward_path = "/klarna/authorized"
+secrets = ["a-long-enough-test-secret"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_spec_defaults() {
+        let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.server.listen, "0.0.0.0:8443".parse().expect("addr"));
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().expect("addr"));
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.upstream.timeout, Duration::from_secs(30));
+        assert_eq!(c.store.kind, StoreKind::Memory);
+        assert_eq!(c.store.dedupe_ttl, Duration::from_secs(48 * 3600));
+        assert_eq!(c.delivery.initial_backoff, Duration::from_secs(1));
+        assert_eq!(c.delivery.max_backoff, Duration::from_secs(60));
+        assert_eq!(c.delivery.attempt_timeout, Duration::from_secs(10));
+        assert_eq!(c.delivery.deadline, Duration::from_secs(3600));
+        assert_eq!(c.delivery.max_in_flight, 64);
+        assert_eq!(c.limits.max_connections, 10_000);
+        assert_eq!(c.limits.max_header_bytes, 65_536);
+        assert_eq!(
+            c.limits.failed_token_per_ip,
+            Some(Rate {
+                count: 20,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(c.limits.callback_per_ip, None);
+        assert_eq!(c.routes[0].forward_format, ForwardFormat::Json);
+        assert!(c.warnings.iter().any(|w| w.contains("inline")));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = MINIMAL.replace("[upstream]", "[upstream]\nurll = \"x\"");
+        let errs = Config::parse(&text, Path::new(".")).expect_err("unknown key");
+        assert!(errs[0].message.contains("urll"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_all_reported_with_the_rest() {
+        let text = MINIMAL
+            .replace("[upstream]", "[upstream]\nurll = \"x\"\ntimeout = \"soon\"")
+            .replace("[server.tls]", "[server.tls]\nmystery = 1")
+            .replace(
+                "secrets = [\"a-long-enough-test-secret\"]",
+                "secrets = [\n  \"a-long-enough-test-secret\",\n  7,\n]\nbogus = { a = 1 }",
+            )
+            + "[[routes]]\nname = \"b\"\nforward_path = 5\n[delivery]\nmax_in_flight = \"x\"\n";
+        let errs = Config::parse(&text, Path::new(".")).expect_err("broken");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "server.tls.mystery",
+            "upstream.urll",
+            "routes[0].secrets",
+            "routes[0].bogus",
+            "routes[1].forward_path",
+            "delivery.max_in_flight",
+            // Found by validation, after the file was read past the others.
+            "upstream.timeout",
+            "routes[1].kind",
+        ] {
+            assert!(keys.contains(&key), "{key} not reported: {errs:?}");
+        }
+        let typed = errs
+            .iter()
+            .find(|e| e.key == "routes[1].forward_path")
+            .expect("typed");
+        assert!(typed.message.contains("expected a string"), "{typed:?}");
+        let number = errs
+            .iter()
+            .find(|e| e.key == "delivery.max_in_flight")
+            .expect("number");
+        assert!(number.message.contains("expected an integer"), "{number:?}");
+        let unknown = errs
+            .iter()
+            .find(|e| e.key == "upstream.urll")
+            .expect("urll");
+        assert!(unknown.message.contains("unknown field") && unknown.message.contains("(line "));
+        // routes[1].forward_path is reported once, as the wrong type, not again as missing.
+        assert_eq!(
+            keys.iter()
+                .filter(|k| **k == "routes[1].forward_path")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn values_over_several_lines_are_followed_to_their_end() {
+        let extra = r#"[upstream]
+signing_secret = """
+abc [ {
+[server]
+"""
+foo = 1
+bar = '''x ]
+'''
+baz = [
+  "]", # ]
+  1,
+]"#;
+        let text = MINIMAL.replace("[upstream]", extra);
+        let errs = Config::parse(&text, Path::new(".")).expect_err("unknown keys");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for key in ["upstream.foo", "upstream.bar", "upstream.baz"] {
+            assert!(keys.contains(&key), "{key} not reported: {errs:?}");
+        }
+        assert!(
+            !keys.iter().any(|k| k.starts_with("upstream.signing")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_table_and_a_syntax_error_are_reported() {
+        let errs = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\n", Path::new("."))
+            .expect_err("no upstream");
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].message.as_str()),
+            ("upstream", "is required")
+        );
+        let errs = Config::parse("[server\n", Path::new(".")).expect_err("syntax");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let text = r#"
+[server]
+listen = "nowhere"
+shutdown_grace = "soon"
+[server.tls]
+cert = "a.pem"
+[upstream]
+url = "ftp://x"
+timeout = "5"
+[store]
+kind = "postgres"
+[delivery]
+max_in_flight = 0
+[[routes]]
+name = "k"
+kind = "klarna_authorization"
+path = "klarna"
+forward_format = "xml"
+[[routes]]
+name = "k"
+kind = "other"
+path = "/x/{reference}"
+forward_path = "/y"
+secrets = ["env:AUTHBACK_TEST_SURELY_UNSET_VAR"]
+unverified = true
+"#;
+        let errs = Config::parse(text, Path::new(".")).expect_err("invalid");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "server.listen",
+            "server.public_url",
+            "server.shutdown_grace",
+            "server.tls",
+            "upstream.url",
+            "upstream.timeout",
+            "store.kind",
+            "delivery.max_in_flight",
+            "routes[0].path",
+            "routes[0].forward_format",
+            "routes[0].secrets",
+            "routes[1].name",
+            "routes[1].kind",
+            "routes[1].secrets[0]",
+            "routes[1].unverified",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {errs:#?}");
+        }
+        // The secret's variable is named, never a value.
+        assert!(errs
+            .iter()
+            .any(|e| e.message.contains("AUTHBACK_TEST_SURELY_UNSET_VAR")));
+    }
+
+    #[test]
+    fn named_ip_lists_expand() {
+        let text = MINIMAL.replace(
+            "secrets = [",
+            "allow_ips = [\"klarna-playground\", \"10.0.0.0/8\"]\nsecrets = [",
+        );
+        let c = Config::parse(&text, Path::new(".")).expect("valid");
+        let r = &c.routes[0];
+        assert!(r.ip_allowed("34.242.19.4".parse().expect("ip")));
+        assert!(r.ip_allowed("10.1.2.3".parse().expect("ip")));
+        assert!(!r.ip_allowed("52.17.117.56".parse().expect("ip")));
+    }
+}

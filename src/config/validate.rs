@@ -1,0 +1,643 @@
+//! The checks, one function per config section: each reads its part of the
+//! file, reports every problem with its key, and returns its validated part.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::*;
+use super::*;
+use crate::callback::route::valid_reference;
+use crate::net::IpNet;
+use crate::text::{parse_duration, parse_rate, Rate};
+use crate::types::Secret;
+
+#[derive(Default)]
+pub(super) struct Checker {
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    /// The config file's folder: relative paths are read from there.
+    base: PathBuf,
+}
+
+impl Checker {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let s = value.unwrap_or(default);
+        match parse_duration(s) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(key, e);
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let d = self.duration(key, value, default);
+        if d.is_zero() && parse_duration(value.unwrap_or(default)).is_ok() {
+            self.err(key, "must be greater than zero");
+        }
+        d
+    }
+
+    fn addr(&mut self, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let s = value.unwrap_or(default);
+        s.parse().unwrap_or_else(|_| {
+            self.err(
+                key,
+                format!("`{s}` is not an address such as \"0.0.0.0:8443\""),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn secret(&mut self, key: &str, value: &str) -> Option<Secret> {
+        match resolve_secret(value, &self.base) {
+            Ok((secret, inline)) => {
+                if inline {
+                    self.warnings.push(format!(
+                        "{key}: secret is written inline in the config file; use \"env:NAME\" or \"file:/path\" in production"
+                    ));
+                }
+                if secret.expose().is_empty() {
+                    self.err(key, "secret is empty");
+                    return None;
+                }
+                Some(secret)
+            }
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: Option<i64>, default: i64, min: i64) -> usize {
+        let n = value.unwrap_or(default);
+        if n < min {
+            self.err(key, format!("must be at least {min}"));
+            return min.max(0) as usize;
+        }
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+}
+
+/// Reads `env:NAME`, `file:/path` or an inline value. Returns the secret and
+/// whether it was inline. Never puts the secret in an error.
+pub fn resolve_secret(value: &str, base: &Path) -> Result<(Secret, bool), String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        match std::env::var(name) {
+            Ok(v) => Ok((Secret::new(v), false)),
+            Err(std::env::VarError::NotPresent) => {
+                Err(format!("environment variable {name} is not set"))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("environment variable {name} is not UTF-8"))
+            }
+        }
+    } else if let Some(path) = value.strip_prefix("file:") {
+        // Relative to the config file's folder, like every other path.
+        let path = base.join(path);
+        let mut bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+        // Files written by `echo` end in a newline that is not part of the secret.
+        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        Ok((Secret::new(bytes), false))
+    } else {
+        Ok((Secret::new(value.as_bytes()), true))
+    }
+}
+
+/// Every section checked, every problem collected: the config, or all the errors.
+pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut c = Checker {
+        base: base.to_path_buf(),
+        ..Checker::default()
+    };
+    let server = server(&mut c, &f.server, base);
+    let admin = admin(&mut c, &f.admin, &server);
+    let upstream = upstream(&mut c, &f.upstream);
+    let store = store(&mut c, f.store, base);
+    let delivery = delivery(&mut c, &f.delivery);
+    let routes = routes(&mut c, f.routes, f.upstream.signing_secret.is_some());
+    let limits = limits(&mut c, &f.limits);
+    let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
+    let reconcile = reconcile(&mut c, f.reconcile, klarna.as_ref());
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Config {
+        server,
+        admin,
+        upstream,
+        store,
+        delivery,
+        routes,
+        limits,
+        klarna,
+        reconcile,
+        warnings: c.warnings,
+    })
+}
+
+fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
+    let listen = c.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8443");
+    let listen_plain = f
+        .listen_plain
+        .as_deref()
+        .map(|s| c.addr("server.listen_plain", Some(s), ""));
+    let public_url = match f.public_url.as_deref() {
+        None => {
+            c.err(
+                "server.public_url",
+                "is required (the base of minted callback URLs, e.g. \"https://shop.example.com\")",
+            );
+            String::new()
+        }
+        Some(u) => {
+            let trimmed = u.trim_end_matches('/');
+            match trimmed.parse::<http::Uri>() {
+                Ok(uri)
+                    if uri.scheme_str() == Some("https")
+                        && uri.host().is_some()
+                        && uri.query().is_none() => {}
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => c
+                    .warnings
+                    .push("server.public_url: Klarna only calls https:// URLs".into()),
+                _ => c.err(
+                    "server.public_url",
+                    format!("`{u}` is not an absolute https:// URL"),
+                ),
+            }
+            trimmed.to_string()
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in f.trusted_proxies.iter().enumerate() {
+        match p.parse::<IpNet>() {
+            Ok(n) => trusted_proxies.push(n),
+            Err(e) => c.err(format!("server.trusted_proxies[{i}]"), e),
+        }
+    }
+    let shutdown_grace = c.duration(
+        "server.shutdown_grace",
+        f.shutdown_grace.as_deref(),
+        "20s",
+    );
+    let workers = c.count("server.workers", f.workers, 0, 0);
+    if workers > 1024 {
+        c.err("server.workers", "must be at most 1024 (0: one per CPU)");
+    }
+    let tls = {
+        let t = &f.tls;
+        if t.self_signed {
+            if t.cert.is_some() || t.key.is_some() {
+                c.err(
+                    "server.tls.self_signed",
+                    "set either self_signed or cert and key, not both",
+                );
+            }
+            TlsConfig::SelfSigned
+        } else {
+            let reload_interval = c.positive_duration(
+                "server.tls.reload_interval",
+                t.reload_interval.as_deref(),
+                "5s",
+            );
+            match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => TlsConfig::Files {
+                    cert: base.join(cert),
+                    key: base.join(key),
+                    reload_interval,
+                },
+                _ => {
+                    c.err("server.tls", "needs both cert and key (PEM files), or self_signed = true for development");
+                    TlsConfig::SelfSigned
+                }
+            }
+        }
+    };
+    ServerConfig {
+        listen,
+        listen_plain,
+        public_url,
+        trusted_proxies,
+        shutdown_grace,
+        workers,
+        tls,
+    }
+}
+
+fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
+    let admin_listen = c.addr("admin.listen", f.listen.as_deref(), "127.0.0.1:9901");
+    if admin_listen == server.listen || Some(admin_listen) == server.listen_plain {
+        c.err("admin.listen", "must not be the public port");
+    }
+    let admin_token = f
+        .token
+        .as_deref()
+        .and_then(|t| c.secret("admin.token", t));
+    // The admin API mints callback URLs and replays deliveries: beyond this
+    // host it needs a token.
+    if f.token.is_none() && !crate::net::canonical(admin_listen.ip()).is_loopback() {
+        c.err(
+            "admin.token",
+            format!("is required when admin.listen ({admin_listen}) is not a loopback address: set token = \"env:AUTHBACK_ADMIN_TOKEN\" (a long random secret), or listen on 127.0.0.1"),
+        );
+    }
+    // Klarna sessions live 48 h: a week covers any checkout.
+    let max_url_ttl =
+        c.positive_duration("admin.max_url_ttl", f.max_url_ttl.as_deref(), "7d");
+    AdminConfig {
+        listen: admin_listen,
+        token: admin_token,
+        max_url_ttl,
+    }
+}
+
+fn upstream(c: &mut Checker, f: &FileUpstream) -> UpstreamConfig {
+    let upstream_url = match f.url.as_deref() {
+        None => {
+            c.err(
+                "upstream.url",
+                "is required (the merchant backend, e.g. \"http://127.0.0.1:8080\")",
+            );
+            http::Uri::from_static("http://127.0.0.1:8080")
+        }
+        Some(u) => match u.trim_end_matches('/').parse::<http::Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.host().is_some()
+                    && uri.query().is_none() =>
+            {
+                uri
+            }
+            Ok(uri) if uri.scheme_str() == Some("https") => {
+                c.err("upstream.url", "https upstreams are not supported: authback runs beside the backend and speaks plain HTTP to it");
+                uri
+            }
+            _ => {
+                c.err("upstream.url", format!("`{u}` is not an http:// URL"));
+                http::Uri::from_static("http://127.0.0.1:8080")
+            }
+        },
+    };
+    UpstreamConfig {
+        url: upstream_url,
+        connect_timeout: c.positive_duration(
+            "upstream.connect_timeout",
+            f.connect_timeout.as_deref(),
+            "1s",
+        ),
+        timeout: c.positive_duration("upstream.timeout", f.timeout.as_deref(), "30s"),
+        signing_secret: f
+            .signing_secret
+            .as_deref()
+            .and_then(|s| c.secret("upstream.signing_secret", s)),
+    }
+}
+
+fn store(c: &mut Checker, f: FileStore, base: &Path) -> StoreConfig {
+    let kind = match f.kind.as_deref().unwrap_or("memory") {
+        "memory" => StoreKind::Memory,
+        "file" => StoreKind::File,
+        "redis" => StoreKind::Redis,
+        other => {
+            c.err(
+                "store.kind",
+                format!("`{other}` is not one of \"memory\", \"file\", \"redis\""),
+            );
+            StoreKind::Memory
+        }
+    };
+    match kind {
+        StoreKind::Memory => {}
+        StoreKind::File => {
+            if f.path.is_none() {
+                c.err("store.path", "is required with kind = \"file\" (the SQLite database, e.g. \"/var/lib/authback/authback.db\")");
+            }
+        }
+        StoreKind::Redis => {}
+    }
+    // The Redis URL may carry a password, so it is read like a secret
+    // (`env:`/`file:` allowed) and never printed.
+    let store_url = match f.url.as_deref().map(|u| resolve_secret(u, base)) {
+        None => None,
+        Some(Err(e)) => {
+            c.err("store.url", e);
+            None
+        }
+        Some(Ok((url, _))) => Some(url),
+    };
+    if kind == StoreKind::Redis {
+        match &store_url {
+            None => c.err(
+                "store.url",
+                "is required with kind = \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
+            ),
+            Some(u) => {
+                let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|p| u.expose().starts_with(p.as_bytes()));
+                if !ok {
+                    c.err("store.url", "must be a redis://, rediss:// or unix:// URL");
+                }
+            }
+        }
+    }
+    StoreConfig {
+        kind,
+        path: f.path.map(|p| base.join(p)),
+        url: store_url,
+        key_prefix: f.key_prefix.unwrap_or_else(|| "authback:".into()),
+        dedupe_ttl: c.positive_duration("store.dedupe_ttl", f.dedupe_ttl.as_deref(), "48h"),
+    }
+}
+
+fn delivery(c: &mut Checker, d: &FileDelivery) -> DeliveryConfig {
+    let delivery = DeliveryConfig {
+        initial_backoff: c.positive_duration(
+            "delivery.initial_backoff",
+            d.initial_backoff.as_deref(),
+            "1s",
+        ),
+        max_backoff: c.positive_duration("delivery.max_backoff", d.max_backoff.as_deref(), "60s"),
+        attempt_timeout: c.positive_duration(
+            "delivery.attempt_timeout",
+            d.attempt_timeout.as_deref(),
+            "10s",
+        ),
+        deadline: c.positive_duration("delivery.deadline", d.deadline.as_deref(), "60m"),
+        max_in_flight: c.count("delivery.max_in_flight", d.max_in_flight, 64, 1),
+    };
+    if delivery.max_backoff < delivery.initial_backoff {
+        c.err(
+            "delivery.max_backoff",
+            "must not be less than delivery.initial_backoff",
+        );
+    }
+    delivery
+}
+
+/// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).
+fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Route> {
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    if file_routes.is_empty() {
+        c.warnings
+            .push("no [[routes]]: authback only proxies".into());
+    }
+    for (i, r) in file_routes.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let name = r.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            c.err(key("name"), "is required");
+        } else if !valid_reference(&name) || name.len() > 64 {
+            c.err(key("name"), "use 1 to 64 characters of A-Z a-z 0-9 . _ ~ -");
+        } else if !names.insert(name.clone()) {
+            c.err(key("name"), format!("`{name}` is used by another route"));
+        }
+        match r.kind.as_deref() {
+            Some("klarna_authorization") => {}
+            None => c.err(key("kind"), "is required (\"klarna_authorization\")"),
+            Some(other) => c.err(
+                key("kind"),
+                format!("`{other}` is not a route kind (\"klarna_authorization\")"),
+            ),
+        }
+        let path = match r.path.as_deref() {
+            None => {
+                c.err(
+                    key("path"),
+                    "is required, e.g. \"/klarna/authorization/{reference}\"",
+                );
+                PathPattern {
+                    prefix: "/".into(),
+                    suffix: None,
+                }
+            }
+            Some(p) => PathPattern::parse(p).unwrap_or_else(|e| {
+                c.err(key("path"), format!("`{p}`: {e}"));
+                PathPattern {
+                    prefix: "/".into(),
+                    suffix: None,
+                }
+            }),
+        };
+        let forward_format = match r.forward_format.as_deref().unwrap_or("json") {
+            "json" => ForwardFormat::Json,
+            "form" => ForwardFormat::Form,
+            "original" => ForwardFormat::Original,
+            other => {
+                c.err(
+                    key("forward_format"),
+                    format!("`{other}` is not one of \"json\", \"form\", \"original\""),
+                );
+                ForwardFormat::Json
+            }
+        };
+        if let Some(fp) = &r.forward_path {
+            if !fp.starts_with('/') {
+                c.err(key("forward_path"), "must start with `/`");
+            } else if fp.parse::<http::uri::PathAndQuery>().is_err() {
+                c.err(key("forward_path"), "is not a valid path");
+            }
+        } else if forward_format != ForwardFormat::Original {
+            c.err(
+                key("forward_path"),
+                "is required unless forward_format = \"original\"",
+            );
+        }
+        let secrets: Vec<Secret> = r
+            .secrets
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].secrets[{j}]"), s))
+            .collect();
+        for (j, s) in secrets.iter().enumerate() {
+            if s.expose().len() < 16 {
+                c.warnings.push(format!(
+                    "routes[{i}].secrets[{j}]: shorter than 16 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
+                ));
+            }
+        }
+        let static_tokens: Vec<Secret> = r
+            .static_tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].static_tokens[{j}]"), s))
+            .collect();
+        if r.unverified {
+            if forward_format != ForwardFormat::Original {
+                c.err(key("unverified"), "is allowed only with forward_format = \"original\", where the backend checks its own token");
+            }
+            if !r.secrets.is_empty() || !r.static_tokens.is_empty() {
+                c.err(
+                    key("unverified"),
+                    "cannot be combined with secrets or static_tokens",
+                );
+            }
+        } else if r.secrets.is_empty() && r.static_tokens.is_empty() {
+            c.err(key("secrets"), "a route needs secrets or static_tokens (or unverified = true with forward_format = \"original\")");
+        }
+        if r.unverified && r.allow_ips.is_empty() {
+            c.warnings.push(format!(
+                "routes[{i}]: unverified with no allow_ips, so anyone can send it callbacks; set allow_ips = [\"klarna-production\"]"
+            ));
+        }
+        if forward_format != ForwardFormat::Original && !signed {
+            c.warnings.push(format!(
+                "routes[{i}]: forward_format = \"{}\" with no upstream.signing_secret, so the backend cannot tell authback's deliveries from forged ones; set upstream.signing_secret",
+                r.forward_format.as_deref().unwrap_or("json")
+            ));
+        }
+        let mut allow_ips = Vec::new();
+        for (j, a) in r.allow_ips.iter().enumerate() {
+            if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
+                allow_ips.extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
+            } else {
+                match a.parse::<IpNet>() {
+                    Ok(n) => allow_ips.push(n),
+                    Err(e) => c.err(
+                        format!("routes[{i}].allow_ips[{j}]"),
+                        format!("{e}; or one of \"klarna-production\", \"klarna-playground\""),
+                    ),
+                }
+            }
+        }
+        routes.push(Route {
+            name,
+            path,
+            forward_path: r.forward_path,
+            forward_format,
+            secrets,
+            static_tokens,
+            unverified: r.unverified,
+            allow_ips,
+        });
+    }
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[..i] {
+            if a.path == b.path {
+                c.err(
+                    format!("routes[{i}].path"),
+                    format!("`{}` is also the path of route `{}`", a.path, b.name),
+                );
+            }
+        }
+    }
+    routes
+}
+
+fn limits(c: &mut Checker, l: &FileLimits) -> Limits {
+    let rate = |c: &mut Checker, k: &str, v: Option<&str>| -> Option<Rate> {
+        let s = v?;
+        if s == "off" {
+            return None;
+        }
+        parse_rate(s).map_err(|e| c.err(k, e)).ok()
+    };
+    Limits {
+        max_connections: c.count("limits.max_connections", l.max_connections, 10_000, 1),
+        tls_handshake_timeout: c.positive_duration(
+            "limits.tls_handshake_timeout",
+            l.tls_handshake_timeout.as_deref(),
+            "10s",
+        ),
+        header_read_timeout: c.positive_duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            "10s",
+        ),
+        idle_timeout: c.positive_duration("limits.idle_timeout", l.idle_timeout.as_deref(), "60s"),
+        max_header_bytes: c.count("limits.max_header_bytes", l.max_header_bytes, 65_536, 8192),
+        failed_token_per_ip: rate(
+            c,
+            "limits.failed_token_per_ip",
+            Some(l.failed_token_per_ip.as_deref().unwrap_or("20/m")),
+        ),
+        callback_per_ip: rate(
+            c,
+            "limits.callback_per_ip",
+            l.callback_per_ip.as_deref(),
+        ),
+    }
+}
+
+fn klarna(c: &mut Checker, k: FileKlarna, base: &Path) -> KlarnaConfig {
+    let api_url = k
+        .api_url
+        .unwrap_or_else(|| "https://api.playground.klarna.com".into());
+    match api_url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {}
+        _ => c.err(
+            "klarna.api_url",
+            format!("`{api_url}` is not an https:// URL"),
+        ),
+    }
+    KlarnaConfig {
+        timeout: c.positive_duration("klarna.timeout", k.timeout.as_deref(), "10s"),
+        ca_file: k.ca_file.map(|p| base.join(p)),
+        api_url: api_url.trim_end_matches('/').to_string(),
+        username: k
+            .username
+            .as_deref()
+            .and_then(|s| c.secret("klarna.username", s)),
+        password: k
+            .password
+            .as_deref()
+            .and_then(|s| c.secret("klarna.password", s)),
+    }
+}
+
+fn reconcile(c: &mut Checker, f: FileReconcile, klarna: Option<&KlarnaConfig>) -> ReconcileConfig {
+    let schedule_src = f.schedule.unwrap_or_else(|| {
+        ["1m", "2m", "5m", "10m", "30m", "1h", "2h"]
+            .map(String::from)
+            .to_vec()
+    });
+    if schedule_src.is_empty() {
+        c.err("reconcile.schedule", "needs at least one step");
+    }
+    let schedule = schedule_src
+        .iter()
+        .enumerate()
+        .map(|(i, s)| c.positive_duration(&format!("reconcile.schedule[{i}]"), Some(s), s))
+        .collect();
+    let reconcile = ReconcileConfig {
+        enabled: f.enabled,
+        schedule,
+        give_up_after: c.positive_duration(
+            "reconcile.give_up_after",
+            f.give_up_after.as_deref(),
+            "48h",
+        ),
+    };
+    if reconcile.enabled {
+        match klarna {
+            None => c.err(
+                "klarna",
+                "[klarna] with api_url, username and password is required when reconcile.enabled",
+            ),
+            Some(k) => {
+                if k.username.is_none() {
+                    c.err("klarna.username", "is required when reconcile.enabled");
+                }
+                if k.password.is_none() {
+                    c.err("klarna.password", "is required when reconcile.enabled");
+                }
+            }
+        }
+    }
+    reconcile
+}
