@@ -1,7 +1,7 @@
 //! The admin listener: health, readiness, metrics and the `/v1` API. It is
 //! bound to its own address and never served on the public port.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,14 +11,29 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::App;
-use crate::body::{json, json_error, text, Body};
-use crate::metrics::Gauges;
-use crate::store::{Delivery, DeliveryState, RegState, Registration, Replay};
-use crate::text::{parse_duration, query_param, rfc3339};
-use crate::types::{ct_eq, unix_ms, DeliveryId, SessionId};
+use tokio::sync::Notify;
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+use crate::body::{json, json_error, text, Body};
+use crate::config::Config;
+use crate::delivery;
+use crate::metrics::{Gauges, Metrics};
+use crate::readiness::{Readiness, State};
+use crate::store::{Delivery, DeliveryState, Replay, Store};
+use crate::text::{parse_duration, query_param, rfc3339};
+use crate::types::{ct_eq, unix_ms, DeliveryId};
+
+/// What the admin listener reads and does.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub deliveries: delivery::Handle,
+    /// Rung when a session is registered: the Read Session loop wakes.
+    pub new_registration: Arc<Notify>,
+}
+
+pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
@@ -52,18 +67,21 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn readyz(app: &App) -> Response<Body> {
-    if app.stopping.load(Ordering::Relaxed) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        );
-    }
-    if !app.ready.load(Ordering::Relaxed) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: listeners not bound yet\n",
-        );
+fn readyz(app: &Context) -> Response<Body> {
+    match app.readiness.get() {
+        State::Draining => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down\n",
+            )
+        }
+        State::Starting => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: listeners not bound yet\n",
+            )
+        }
+        State::Serving => {}
     }
     if let Err(why) = app.store.health() {
         return text(
@@ -79,13 +97,11 @@ fn readyz(app: &App) -> Response<Body> {
     text(StatusCode::OK, format!("ready{note}\n"))
 }
 
-async fn metrics(app: &App) -> Response<Body> {
+async fn metrics(app: &Context) -> Response<Body> {
     let mut g = Gauges {
-        in_flight: app.in_flight.load(Ordering::Relaxed),
+        in_flight: app.deliveries.in_flight(),
         registrations_pending: app.store.active_registrations(),
-        ready: app.ready.load(Ordering::Relaxed)
-            && !app.stopping.load(Ordering::Relaxed)
-            && app.store.health().is_ok(),
+        ready: app.readiness.get() == State::Serving && app.store.health().is_ok(),
         ..Gauges::default()
     };
     if let Ok(s) = app.store.stats().await {
@@ -112,7 +128,7 @@ struct MintRequest {
     ttl: Option<String>,
 }
 
-async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -139,7 +155,10 @@ async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
                     return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("ttl: {e}"))
                 }
             };
-            match app.config.mint_url(&m.route, &m.reference, ttl, unix_ms() / 1000) {
+            match app
+                .config
+                .mint_url(&m.route, &m.reference, ttl, unix_ms() / 1000)
+            {
                 Ok((url, exp)) => json(
                     StatusCode::OK,
                     &json!({ "url": url, "expires_at": rfc3339(exp) }),
@@ -182,10 +201,10 @@ async fn v1(app: &App, req: Request<Incoming>) -> Response<Body> {
                 return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
             };
             let now = unix_ms();
-            let deadline = now + app.config.delivery.deadline.as_millis() as u64;
+            let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
             match app.store.replay(id, now, deadline).await {
                 Ok(Replay::Queued) => {
-                    app.wake.notify_one();
+                    app.deliveries.wake();
                     tracing::info!(%id, "dead delivery queued again by replay");
                     json(
                         StatusCode::ACCEPTED,
@@ -239,7 +258,7 @@ struct RegisterRequest {
 
 /// `POST /v1/sessions`: the backend created a Klarna session; if its
 /// callback never comes, recover the authorization through Read Session.
-async fn register(app: &App, body: &[u8]) -> Response<Body> {
+async fn register(app: &Context, body: &[u8]) -> Response<Body> {
     if !app.config.reconcile.enabled {
         return json_error(
             StatusCode::CONFLICT,
@@ -257,50 +276,22 @@ async fn register(app: &App, body: &[u8]) -> Response<Body> {
             )
         }
     };
-    if r.session_id.is_empty() || r.session_id.len() > crate::callback::MAX_FIELD {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "session_id must be 1 to 1024 bytes",
-        );
-    }
-    let Some(route) = app.config.route(&r.route) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("no route named `{}`", r.route),
-        );
+    let reg = match crate::reconcile::registration(
+        &app.config,
+        &r.session_id,
+        &r.route,
+        r.reference,
+        unix_ms(),
+    ) {
+        Ok(reg) => reg,
+        Err(why) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &why),
     };
-    let reference_ok = match route.path.suffix {
-        Some(_) => crate::callback::route::valid_reference(&r.reference),
-        None => r.reference.is_empty(),
-    };
-    if !reference_ok {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ - (or empty for a route without {reference})");
-    }
-    if route.forward_format == crate::config::ForwardFormat::Original
-        && route.forward_path.is_none()
-    {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "this route forwards to the URL the callback arrives on; set its forward_path to recover through Read Session");
-    }
-    let now = unix_ms();
-    let first = crate::reconcile::step(&app.config.reconcile.schedule, 0);
-    let reg = Registration {
-        session_id: SessionId::new(r.session_id.clone()),
-        route: route.name.clone(),
-        reference: r.reference,
-        registered_at: now,
-        checks: 0,
-        next_check_at: now + first.as_millis() as u64,
-        state: RegState::Active,
-        outcome: None,
-        last_error: None,
-    };
+    let route = reg.route.clone();
     match app.store.register(reg).await {
         Ok(new) => {
             if new {
-                app.reconcile_wake.notify_one();
-                tracing::info!(session_id = %r.session_id, route = %route.name, "session registered for the Read Session fallback");
+                app.new_registration.notify_one();
+                tracing::info!(session_id = %r.session_id, %route, "session registered for the Read Session fallback");
             }
             json(
                 StatusCode::ACCEPTED,

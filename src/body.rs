@@ -9,12 +9,13 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 
 pub enum Body {
     Bytes(Option<Bytes>),
     Incoming(Incoming),
     /// A pass-through response on a worker's own upstream connection.
-    Upstream(crate::upstream::Returning),
+    Upstream(Returning),
 }
 
 impl Body {
@@ -51,9 +52,68 @@ impl From<Incoming> for Body {
     }
 }
 
-impl From<crate::upstream::Returning> for Body {
-    fn from(b: crate::upstream::Returning) -> Self {
+impl From<Returning> for Body {
+    fn from(b: Returning) -> Self {
         Body::Upstream(b)
+    }
+}
+
+/// A response body read on a connection lent for one exchange: once the
+/// body has been read to its end (or had nothing to read), `home` takes
+/// the connection back for the next request. A body dropped before its end
+/// leaves the connection mid-message, and hyper closes it.
+pub struct Returning {
+    body: Incoming,
+    sender: Option<SendRequest<Body>>,
+    ended: bool,
+    home: fn(SendRequest<Body>),
+}
+
+impl Returning {
+    pub fn new(body: Incoming, sender: SendRequest<Body>, home: fn(SendRequest<Body>)) -> Self {
+        Returning {
+            body,
+            sender: Some(sender),
+            ended: false,
+            home,
+        }
+    }
+}
+
+impl http_body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) => this.sender = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let Some(s) = self.sender.take() {
+            if self.ended || http_body::Body::is_end_stream(&self.body) {
+                (self.home)(s);
+            }
+        }
     }
 }
 

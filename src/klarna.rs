@@ -193,7 +193,7 @@ pub fn parse(body: &[u8]) -> Result<SessionState, ReadError> {
         return Ok(SessionState::Complete);
     }
     match obj.get("authorization_token").and_then(|t| t.as_str()) {
-        Some(t) if !t.is_empty() && t.len() <= crate::callback::MAX_FIELD => {
+        Some(t) if !t.is_empty() && t.len() <= crate::types::MAX_FIELD => {
             Ok(SessionState::Authorized(AuthorizationToken::new(t)))
         }
         _ => Ok(SessionState::Incomplete),

@@ -99,11 +99,10 @@ pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_,
     }
 }
 
-/// The client's address and the `X-Forwarded-For` value to send upstream.
-///
-/// The peer is believed to be a proxy only when it is in `trusted`; then the
-/// chain it sent is kept, and the client is the right-most address in it that
-/// is not itself a trusted proxy. Otherwise the header is replaced.
+/// The client's address. The peer is believed to be a proxy only when it is
+/// in `trusted`; then the client is the right-most address of the chain it
+/// sent that is not itself a trusted proxy (every trusted hop must append
+/// the address it received the connection from). Otherwise it is the peer.
 pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
@@ -126,7 +125,8 @@ pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     client
 }
 
-/// The `X-Forwarded-For` header value to send upstream.
+/// The `X-Forwarded-For` header value to send upstream: the chain a trusted
+/// peer sent with the peer appended, or else the peer alone.
 pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> String {
     let peer = canonical(peer);
     match xff {
@@ -137,8 +137,77 @@ pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> Stri
     }
 }
 
+/// Where a URI points: its host (an IPv6 literal without its brackets, as
+/// the resolver and TLS want it) and its port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+    default_port: u16,
+}
+
+impl HostPort {
+    /// The host and port of `uri`; `default_port` when it names none.
+    pub fn of(uri: &http::Uri, default_port: u16) -> Option<Self> {
+        let host = uri.host()?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return None;
+        }
+        Some(HostPort {
+            host: host.to_string(),
+            port: uri.port_u16().unwrap_or(default_port),
+            default_port,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `Host` header value: brackets back around an IPv6 literal, and
+    /// the port only when it is not the default.
+    pub fn header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_and_port_of_a_uri() {
+        let hp = |u: &str, d| HostPort::of(&u.parse().expect("uri"), d);
+        let v6 = hp("https://[::1]:8443/x", 443).expect("v6");
+        assert_eq!(
+            (v6.host(), v6.port(), v6.header().as_str()),
+            ("::1", 8443, "[::1]:8443")
+        );
+        let named = hp("https://api.klarna.com", 443).expect("named");
+        assert_eq!(
+            (named.host(), named.port(), named.header().as_str()),
+            ("api.klarna.com", 443, "api.klarna.com")
+        );
+        let plain = hp("http://127.0.0.1:8080", 80).expect("v4");
+        assert_eq!(plain.header(), "127.0.0.1:8080");
+        assert_eq!(hp("/relative", 80), None);
+    }
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

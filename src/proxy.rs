@@ -1,94 +1,27 @@
 //! Pass-through: every request that is not a callback goes to the upstream
 //! unchanged in meaning. Bodies stream both ways, hop-by-hop headers are
 //! dropped, `X-Forwarded-*` are set (believing only trusted proxies), `Host`
-//! is kept, and upgrades (WebSocket) are tunnelled.
+//! is kept, and upgrades (WebSocket only) are tunnelled. These are the
+//! header rules; how the request reaches the upstream is `upstream`'s.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
-use crate::app::App;
 use crate::body::{json_error, Body};
-use crate::config::UpstreamConfig;
-use crate::net::forwarded_for;
+use crate::metrics::Metrics;
+use crate::net::{forwarded_for, IpNet};
+use crate::upstream::Upstream;
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-/// A pooled keep-alive client: for the delivery worker, and for upgrades and
-/// requests served off the connection workers (the workers' other requests
-/// go through `upstream`).
-pub fn client(cfg: &UpstreamConfig) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        // One pool per worker: cap what each keeps open to the backend.
-        .pool_max_idle_per_host(256)
-        .build(http)
-}
-
-/// `http://host:port` plus the upstream URL's base path, without a trailing slash.
-pub fn upstream_base(uri: &http::Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let path = uri.path().trim_end_matches('/');
-    format!("{scheme}://{authority}{path}")
-}
-
-/// Where pass-through requests go: the upstream URL's scheme and authority,
-/// and its base path (without a trailing slash, empty when it has none).
-pub struct Target {
-    scheme: http::uri::Scheme,
-    authority: Option<http::uri::Authority>,
-    prefix: String,
-}
-
-impl Target {
-    pub fn new(uri: &http::Uri) -> Self {
-        Target {
-            scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
-            authority: uri.authority().cloned(),
-            prefix: uri.path().trim_end_matches('/').to_string(),
-        }
-    }
-
-    /// The upstream path and query for a request's. Without a base path the
-    /// parsed request target is reused as is, not printed and parsed again.
-    fn path_and_query(
-        &self,
-        path: Option<&http::uri::PathAndQuery>,
-    ) -> Option<http::uri::PathAndQuery> {
-        match (self.prefix.is_empty(), path) {
-            (true, Some(p)) => Some(p.clone()),
-            (_, p) => {
-                let p = p.map_or("/", |p| p.as_str());
-                format!("{}{p}", self.prefix).parse().ok()
-            }
-        }
-    }
-
-    /// The absolute upstream URI, for the pooled client.
-    fn uri(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = self.authority.clone();
-        parts.path_and_query = Some(self.path_and_query(path)?);
-        http::Uri::from_parts(parts).ok()
-    }
-
-    /// The origin-form target (`/path?query`), for a worker's own connections.
-    fn origin(&self, path: Option<&http::uri::PathAndQuery>) -> Option<http::Uri> {
-        Some(http::Uri::from(self.path_and_query(path)?))
-    }
+/// What the pass-through needs, and nothing else.
+pub struct Context {
+    pub upstream: Arc<Upstream>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub metrics: Arc<Metrics>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -173,7 +106,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Proxies one request. `tls` says which listener it came in on.
 pub async fn forward(
-    app: &App,
+    ctx: &Context,
     mut req: Request<Incoming>,
     peer: IpAddr,
     tls: bool,
@@ -182,27 +115,8 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    // A worker proxies on connections of its own; an upgrade, or a request
-    // served off the workers, goes through the pooled client.
-    let own = match &app.upstream_addr {
-        Some(addr) if !upgrade && crate::workers::current().is_some() => Some(addr),
-        _ => None,
-    };
-    let target = &app.upstream_target;
-    let uri = match if own.is_some() {
-        target.origin(parts.uri.path_and_query())
-    } else {
-        target.uri(parts.uri.path_and_query())
-    } {
-        Some(u) => u,
-        None => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "invalid request target",
-            )
-        }
-    };
+    // For the log line of a failure: a clone shares the bytes, copies none.
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -226,7 +140,7 @@ pub async fn forward(
     let xff = forwarded_for(
         peer,
         crate::net::forwarded_chain(headers).as_deref(),
-        &app.config.server.trusted_proxies,
+        &ctx.trusted_proxies,
     );
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -238,50 +152,40 @@ pub async fn forward(
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         headers.insert(header::HOST, h);
-    } else if let Some(a) = target.authority.as_ref().filter(|_| own.is_some()) {
-        // The pooled client names the upstream when the client named no
-        // host; an own connection must too (HTTP/1.1 requires Host).
+    } else if let Some(a) = ctx.upstream.authority() {
+        // HTTP/1.0 may name no host; HTTP/1.1 to the upstream must.
         if let Ok(v) = HeaderValue::from_str(a.as_str()) {
             headers.insert(header::HOST, v);
         }
     }
-    parts.uri = uri;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, Body::from(body));
 
-    let sent = async {
-        match own {
-            Some(addr) => crate::upstream::send(addr, app.config.upstream.connect_timeout, out)
-                .await
-                .map(|r| r.map(Body::from))
-                .map_err(|e| {
-                    let timed_out = matches!(e, crate::upstream::Error::ConnectTimeout);
-                    (timed_out, e.to_string())
-                }),
-            None => app
-                .client
-                .request(out)
-                .await
-                .map(|r| r.map(Body::from))
-                .map_err(|e| (is_timeout(&e), error_chain(&e))),
-        }
-    };
-    let resp = match tokio::time::timeout(app.config.upstream.timeout, sent).await {
+    let sent = ctx.upstream.proxy(out, upgrade);
+    let resp = match tokio::time::timeout(ctx.upstream.timeout(), sent).await {
         Err(_) => {
-            app.metrics.proxy_response(504);
+            ctx.metrics.proxy_response(504);
+            tracing::warn!(%method, path = uri.path(), client = %peer, "upstream did not answer in time");
             return json_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 "the upstream did not answer in time",
             );
         }
-        Ok(Err((timed_out, error))) => {
-            tracing::warn!(%error, "upstream request failed");
-            let (status, code, msg) = if timed_out {
+        Ok(Err(e)) => {
+            // The path, never the query: a query may carry a token.
+            tracing::warn!(%method, path = uri.path(), client = %peer, error = %e, "upstream request failed");
+            let (status, code, msg) = if e.is_timeout() {
                 (
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     "connecting to the upstream timed out",
+                )
+            } else if matches!(e, crate::upstream::Error::Target) {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "invalid request target",
                 )
             } else {
                 (
@@ -290,12 +194,12 @@ pub async fn forward(
                     "the upstream is unreachable",
                 )
             };
-            app.metrics.proxy_response(status.as_u16());
+            ctx.metrics.proxy_response(status.as_u16());
             return json_error(status, code, msg);
         }
         Ok(Ok(r)) => r,
     };
-    app.metrics.proxy_response(resp.status().as_u16());
+    ctx.metrics.proxy_response(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -331,34 +235,6 @@ fn strip_authback_headers(headers: &mut HeaderMap) {
     }
 }
 
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if s.to_string().contains("timed out") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,41 +257,5 @@ mod tests {
         assert!(h.contains_key("x-end-to-end"));
         strip_hop_by_hop(&mut kept, true);
         assert!(kept.contains_key(header::UPGRADE));
-    }
-
-    #[test]
-    fn target_joins_the_base_path_and_the_request_target() {
-        let uri = |u: &str| u.parse::<http::Uri>().expect("uri");
-        let pq = |p: &str| p.parse::<http::uri::PathAndQuery>().expect("path");
-        let plain = Target::new(&uri("http://127.0.0.1:8080"));
-        assert_eq!(
-            plain.uri(Some(&pq("/a/b?x=1&y"))).map(|u| u.to_string()),
-            Some("http://127.0.0.1:8080/a/b?x=1&y".to_string())
-        );
-        assert_eq!(
-            plain.uri(None).map(|u| u.to_string()),
-            Some("http://127.0.0.1:8080/".to_string())
-        );
-        let shop = Target::new(&uri("http://app:80/shop/"));
-        assert_eq!(
-            shop.uri(Some(&pq("/cart?id=7"))).map(|u| u.to_string()),
-            Some("http://app:80/shop/cart?id=7".to_string())
-        );
-        assert_eq!(
-            shop.uri(None).map(|u| u.to_string()),
-            Some("http://app:80/shop/".to_string())
-        );
-    }
-
-    #[test]
-    fn base_keeps_a_path_prefix() {
-        assert_eq!(
-            upstream_base(&"http://127.0.0.1:8080".parse().expect("uri")),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(
-            upstream_base(&"http://app:80/shop/".parse().expect("uri")),
-            "http://app:80/shop"
-        );
     }
 }

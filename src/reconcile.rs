@@ -13,12 +13,72 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::app::App;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::callback::route::ForwardFormat;
+use crate::config::{Config, ReconcileConfig};
+use crate::delivery;
 use crate::klarna::{ReadError, ReadSessionClient, SessionState};
+use crate::metrics::Metrics;
 use crate::shutdown::Stop;
-use crate::store::{CheckNext, Claim, Delivery, Registration, Source};
+use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store};
 use crate::text::saturating_add_ms;
-use crate::types::{unix_ms, AuthorizationToken};
+use crate::types::{unix_ms, AuthorizationToken, SessionId, MAX_FIELD};
+
+/// What the Read Session loop needs, and nothing else.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub client: Arc<ReadSessionClient>,
+    pub config: ReconcileConfig,
+    /// A recovered delivery's deadline, from receipt.
+    pub deadline: Duration,
+    pub shutdown_grace: Duration,
+    pub deliveries: delivery::Handle,
+    /// Rung on a new registration, or a free slot.
+    pub wake: Arc<Notify>,
+}
+
+/// Starts the loop; it runs until `stop`, then lets checks in flight end.
+pub fn spawn(ctx: Context, stop: Stop) -> JoinHandle<()> {
+    tokio::spawn(run(Arc::new(ctx), stop))
+}
+
+/// The registration `POST /v1/sessions` asks for, checked: the route must
+/// exist and accept the reference, and must forward somewhere fixed.
+pub fn registration(
+    config: &Config,
+    session_id: &str,
+    route: &str,
+    reference: String,
+    now: u64,
+) -> Result<Registration, String> {
+    if session_id.is_empty() || session_id.len() > MAX_FIELD {
+        return Err("session_id must be 1 to 1024 bytes".into());
+    }
+    let Some(route) = config.route(route) else {
+        return Err(format!("no route named `{route}`"));
+    };
+    if !route.path.accepts(&reference) {
+        return Err("reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ - (or empty for a route without {reference})".into());
+    }
+    if route.forward_format == ForwardFormat::Original && route.forward_path.is_none() {
+        return Err("this route forwards to the URL the callback arrives on; set its forward_path to recover through Read Session".into());
+    }
+    let first = step(&config.reconcile.schedule, 0);
+    Ok(Registration {
+        session_id: SessionId::new(session_id.to_string()),
+        route: route.name.clone(),
+        reference,
+        registered_at: now,
+        checks: 0,
+        next_check_at: saturating_add_ms(now, first),
+        state: RegState::Active,
+        outcome: None,
+        last_error: None,
+    })
+}
 
 /// Read Session requests in flight at once.
 const MAX_CHECKS_IN_FLIGHT: usize = 8;
@@ -29,7 +89,7 @@ const MAX_CHECKS_IN_FLIGHT: usize = 8;
 /// session's life, so a later check can still recover the authorization.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
+async fn run(app: Arc<Context>, stop: Stop) {
     let permits = Arc::new(Semaphore::new(MAX_CHECKS_IN_FLIGHT));
     while !stop.is_stopped() {
         let free = permits.available_permits();
@@ -40,11 +100,11 @@ pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             break;
                         };
-                        let (app, client) = (app.clone(), client.clone());
+                        let app = app.clone();
                         tokio::spawn(async move {
-                            check(&app, &client, r).await;
+                            check(&app, r).await;
                             drop(permit);
-                            app.reconcile_wake.notify_one();
+                            app.wake.notify_one();
                         });
                     }
                 }
@@ -62,7 +122,7 @@ pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
         .clamp(Duration::from_millis(5), Duration::from_secs(60))
         .min(app.store.poll_interval().unwrap_or(Duration::MAX));
         tokio::select! {
-            _ = app.reconcile_wake.notified() => {}
+            _ = app.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait() => {}
         }
@@ -70,7 +130,7 @@ pub async fn run(app: Arc<App>, client: Arc<ReadSessionClient>, stop: Stop) {
     // Checks in flight may still record an authorization: shutdown lets the
     // delivery worker stop only once they are done (within the grace).
     let all = u32::try_from(MAX_CHECKS_IN_FLIGHT).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(app.config.server.shutdown_grace, permits.acquire_many(all)).await;
+    let _ = tokio::time::timeout(app.shutdown_grace, permits.acquire_many(all)).await;
 }
 
 /// The delay before the check after `checks_done` checks: the schedule's
@@ -89,8 +149,8 @@ fn after_rate_limit(now: u64, again_at: u64, wait: Duration, give_up_at: u64) ->
     again_at.max(asked).min(give_up_at)
 }
 
-async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
-    let cfg = &app.config.reconcile;
+async fn check(app: &Context, r: Registration) {
+    let cfg = &app.config;
     let checks = r.checks + 1;
     let now = unix_ms();
     let give_up_at = saturating_add_ms(r.registered_at, cfg.give_up_after);
@@ -102,7 +162,7 @@ async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
         }
     } else {
         let again_at = saturating_add_ms(now, step(&cfg.schedule, checks)).min(give_up_at);
-        match client.read_session(&r.session_id).await {
+        match app.client.read_session(&r.session_id).await {
             Ok(SessionState::Authorized(token)) => recover(app, &r, token, again_at).await,
             Ok(SessionState::Incomplete) => {
                 app.metrics.reconcile_check("incomplete");
@@ -153,7 +213,7 @@ async fn check(app: &App, client: &ReadSessionClient, r: Registration) {
 /// Records a token found through Read Session exactly as a callback would
 /// be, so a callback before or after gives no second forward.
 async fn recover(
-    app: &App,
+    app: &Context,
     r: &Registration,
     token: AuthorizationToken,
     again_at: u64,
@@ -173,12 +233,12 @@ async fn recover(
         Bytes::from(body),
         None,
         now,
-        app.config.delivery.deadline,
+        app.deadline,
     );
     let id = d.id;
     match app.store.claim(d).await {
         Ok(Claim::Recorded) => {
-            app.wake.notify_one();
+            app.deliveries.wake();
             app.metrics.reconcile_check("recovered");
             app.metrics.recovered();
             tracing::info!(session_id = %r.session_id, %id, route = %r.route, reference = %r.reference, "authorization recovered through Read Session");

@@ -72,23 +72,35 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// How one listener serves its connections.
+pub struct Options {
+    /// TLS on this listener, or plain HTTP.
+    pub tls: Option<TlsAcceptor>,
+    pub limits: Limits,
+    /// How long open connections may finish after `stop`.
+    pub grace: Duration,
+    /// Serve each connection on the next worker's thread; without, on the
+    /// caller's runtime.
+    pub workers: Option<Arc<Workers>>,
+    /// A request in flight may wait this long for the upstream before its
+    /// bytes count as stalled (0: only `limits.idle_timeout`).
+    pub upstream_timeout: Duration,
+}
+
 /// Accepts connections until `stop`, then lets open ones finish within
-/// `grace`. With `workers`, each connection is served on the next worker's
-/// thread; without, on the caller's runtime.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    limits: Limits,
-    handler: H,
-    stop: Stop,
-    grace: Duration,
-    workers: Option<Arc<Workers>>,
-    upstream_timeout: Duration,
-) where
+/// `options.grace`.
+pub async fn serve<H, F>(listener: TcpListener, options: Options, handler: H, stop: Stop)
+where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let Options {
+        tls,
+        limits,
+        grace,
+        workers,
+        upstream_timeout,
+    } = options;
     let builder = Arc::new(builder(&limits));
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));

@@ -14,7 +14,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::TlsConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
 
@@ -210,6 +213,67 @@ impl Reloader {
             self.check(force, &metrics);
         }
     }
+}
+
+/// The public listener's TLS as `config` asks for it, with the tasks that
+/// keep it current: the reload loop for certificate files, and the SIGHUP
+/// handler. SIGHUP is always caught, so that it never ends the process (its
+/// default action), even when there is no certificate file to reload.
+pub fn start(
+    config: &TlsConfig,
+    public_url: &str,
+    metrics: Arc<Metrics>,
+    stop: Stop,
+) -> Result<(TlsAcceptor, Vec<JoinHandle<()>>), TlsError> {
+    let mut tasks = Vec::new();
+    let sighup = Arc::new(Notify::new());
+    let (resolver, reloads) = match config {
+        TlsConfig::Files {
+            cert,
+            key,
+            reload_interval,
+        } => {
+            let (reloader, resolver) = Reloader::load(cert.clone(), key.clone())?;
+            tasks.push(tokio::spawn(reloader.run(
+                *reload_interval,
+                sighup.clone(),
+                metrics,
+                stop.clone(),
+            )));
+            (resolver, true)
+        }
+        TlsConfig::SelfSigned => {
+            let mut names = vec!["localhost".to_string()];
+            if let Some(host) = public_url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(String::from))
+            {
+                names.push(host);
+            }
+            tracing::warn!("serving a throwaway self-signed certificate (development only)");
+            (CertResolver::new(self_signed(names)?), false)
+        }
+    };
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        if reloads {
+                            tracing::info!("SIGHUP: reloading the certificate");
+                            sighup.notify_one();
+                        } else {
+                            tracing::info!("SIGHUP: no certificate files to reload");
+                        }
+                    }
+                    _ = stop.wait() => return,
+                }
+            }
+        })),
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
+    }
+    Ok((TlsAcceptor::from(server_config(resolver)?), tasks))
 }
 
 fn fingerprint(cert: &[u8], key: &[u8]) -> [u8; 32] {

@@ -8,6 +8,10 @@ use aws_lc_rs::digest;
 
 use crate::text::{hex, redact};
 
+/// Largest `authorization_token` or `session_id` accepted, from a callback
+/// or from Klarna.
+pub const MAX_FIELD: usize = 1024;
+
 /// Klarna's payment session id. Not a secret.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(String);

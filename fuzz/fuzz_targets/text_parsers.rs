@@ -2,7 +2,7 @@
 //! and what parses as a duration prints back to the same duration.
 #![no_main]
 
-use authback::delivery::parse_retry_after;
+use authback::text::parse_retry_after;
 use authback::text::{
     format_duration, parse_duration, parse_http_date, parse_rate, query_decode, query_param,
 };
@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_rate(s);
     let _ = parse_http_date(s);
-    let _ = parse_retry_after(s);
+    let _ = parse_retry_after(s, 1_700_000_000);
+    let _ = parse_retry_after(s, u64::MAX);
     let _ = query_decode(s);
     let _ = query_param(s, "token");
 });

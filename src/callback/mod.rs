@@ -9,6 +9,7 @@ pub mod route;
 pub mod token;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -16,18 +17,58 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::app::App;
+use tokio::sync::Notify;
+
 use crate::body::{json_error, status, Body};
-use route::{ForwardFormat, Route};
-use crate::store::{ArrivalUri, Claim, Delivery, Source};
+use crate::metrics::Metrics;
+use crate::store::{ArrivalUri, Claim, Delivery, Source, Store};
 use crate::text::query_decode;
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
+use limit::IpLimiter;
+use route::{ForwardFormat, Route};
 use token::TokenError;
 
 /// Largest callback body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Largest `authorization_token` or `session_id`.
-pub const MAX_FIELD: usize = 1024;
+
+/// What handling a callback needs, and nothing else: the callback handler
+/// never sees the upstream or the delivery worker, only the store and a
+/// doorbell that says there is new work.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// Rung when a callback is recorded: the delivery worker wakes.
+    pub new_work: Arc<Notify>,
+    pub failed_token_limiter: Option<IpLimiter>,
+    pub callback_limiter: Option<IpLimiter>,
+    /// How long a callback body may take to arrive.
+    pub body_timeout: Duration,
+    /// A delivery's deadline, from receipt.
+    pub deadline: Duration,
+}
+
+impl Context {
+    /// Sweeps the limiters' idle addresses every minute until `stop`.
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        stop: crate::shutdown::Stop,
+    ) -> tokio::task::JoinHandle<()> {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        for l in [&ctx.failed_token_limiter, &ctx.callback_limiter].into_iter().flatten() {
+                            l.sweep();
+                        }
+                    }
+                    _ = stop.wait() => return,
+                }
+            }
+        })
+    }
+}
 
 /// What became of one callback.
 #[derive(Debug)]
@@ -116,7 +157,7 @@ impl Outcome {
 /// canonical path; `reference` is `None` when its reference segment is
 /// invalid.
 pub async fn handle(
-    app: &App,
+    ctx: &Context,
     route: &Route,
     reference: Option<&str>,
     path: &str,
@@ -124,10 +165,10 @@ pub async fn handle(
     client_ip: IpAddr,
 ) -> Response<Body> {
     let started = Instant::now();
-    let outcome = decide(app, route, reference, path, req, client_ip).await;
+    let outcome = decide(ctx, route, reference, path, req, client_ip).await;
     let elapsed = started.elapsed();
-    app.metrics.callback(&route.name, outcome.label());
-    app.metrics.ack_duration(elapsed);
+    ctx.metrics.callback(&route.name, outcome.label());
+    ctx.metrics.ack_duration(elapsed);
     let reference = reference.unwrap_or("");
     match &outcome {
         Outcome::Accepted(id) | Outcome::Duplicate(id) => tracing::info!(
@@ -145,21 +186,21 @@ pub async fn handle(
 }
 
 async fn decide(
-    app: &App,
+    ctx: &Context,
     route: &Route,
     reference: Option<&str>,
     path: &str,
     req: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Outcome {
-    let limit = app.config.limits.header_read_timeout;
+    let limit = ctx.body_timeout;
     if req.method() != Method::POST {
         return refused(req, limit, Outcome::MethodNotAllowed);
     }
     if !route.ip_allowed(client_ip) {
         return refused(req, limit, Outcome::Forbidden);
     }
-    if let Some(limiter) = &app.callback_limiter {
+    if let Some(limiter) = &ctx.callback_limiter {
         if let Err(wait) = limiter.check(client_ip) {
             return refused(req, limit, Outcome::RateLimited(wait));
         }
@@ -170,7 +211,7 @@ async fn decide(
     };
     if let Err(e) = verify(route, reference, req.uri().query()) {
         // Throttle guessing, but never a caller with a valid token.
-        if let Some(limiter) = &app.failed_token_limiter {
+        if let Some(limiter) = &ctx.failed_token_limiter {
             if let Err(wait) = limiter.check(client_ip) {
                 return refused(req, limit, Outcome::RateLimited(wait));
             }
@@ -236,12 +277,12 @@ async fn decide(
         body,
         arrival_uri,
         unix_ms(),
-        app.config.delivery.deadline,
+        ctx.deadline,
     );
     let id = delivery.id;
-    match app.store.claim(delivery).await {
+    match ctx.store.claim(delivery).await {
         Ok(Claim::Recorded) => {
-            app.wake.notify_one();
+            ctx.new_work.notify_one();
             Outcome::Accepted(id)
         }
         Ok(Claim::Duplicate) => Outcome::Duplicate(id),
@@ -298,14 +339,17 @@ fn linger(mut body: Incoming, limit: Duration, bytes: usize) {
 }
 
 fn verify(route: &Route, reference: &str, query: Option<&str>) -> Result<(), TokenError> {
+    // Even a backend's own token may not be repeated: authback forwards the
+    // query as it came, and the backend would read one of them.
+    let token = the_token(query.unwrap_or(""))?;
     if route.unverified {
         return Ok(());
     }
-    let token = the_token(query.unwrap_or(""))?.ok_or(TokenError::Missing)?;
+    let token = token.ok_or(TokenError::Missing)?;
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
-    if token.starts_with("v1.") && !route.secrets.is_empty() {
+    if token::is_v1(&token) && !route.secrets.is_empty() {
         let now = unix_ms() / 1000;
         match token::verify(&token, &route.secrets, &route.name, reference, now) {
             Ok(()) => return Ok(()),
@@ -355,7 +399,7 @@ pub fn parse_body(body: &Bytes) -> Result<(SessionId, AuthorizationToken), &'sta
     let field = |name: &str| -> Result<String, &'static str> {
         match obj.get(name) {
             Some(serde_json::Value::String(s)) if s.is_empty() => Err("a required field is empty"),
-            Some(serde_json::Value::String(s)) if s.len() > MAX_FIELD => {
+            Some(serde_json::Value::String(s)) if s.len() > crate::types::MAX_FIELD => {
                 Err("a field is over 1 KiB")
             }
             Some(serde_json::Value::String(s)) if s.chars().any(|c| c.is_ascii_control()) => {

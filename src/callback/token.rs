@@ -21,6 +21,12 @@ pub enum TokenError {
     Mismatch,
 }
 
+/// Whether `token` has this module's format's prefix (it may still be
+/// malformed); anything else can only be a static token.
+pub fn is_v1(token: &str) -> bool {
+    token.starts_with("v1.")
+}
+
 /// Mints a token for `route`/`reference` that expires at `exp` (unix seconds).
 pub fn mint(secret: &Secret, route: &str, reference: &str, exp: u64) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());

@@ -9,6 +9,7 @@ mod locate;
 mod validate;
 
 pub use crate::callback::route::{ForwardFormat, PathPattern, Route};
+pub use crate::store::{StoreConfig, StoreKind};
 pub use validate::resolve_secret;
 
 use std::collections::HashSet;
@@ -116,23 +117,6 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub signing_secret: Option<Secret>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Memory,
-    File,
-    Redis,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub kind: StoreKind,
-    pub path: Option<PathBuf>,
-    /// The secret-bearing Redis URL (it may hold a password): never printed.
-    pub url: Option<Secret>,
-    pub key_prefix: String,
-    pub dedupe_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

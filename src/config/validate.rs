@@ -189,11 +189,7 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
             Err(e) => c.err(format!("server.trusted_proxies[{i}]"), e),
         }
     }
-    let shutdown_grace = c.duration(
-        "server.shutdown_grace",
-        f.shutdown_grace.as_deref(),
-        "20s",
-    );
+    let shutdown_grace = c.duration("server.shutdown_grace", f.shutdown_grace.as_deref(), "20s");
     let workers = c.count("server.workers", f.workers, 0, 0);
     if workers > 1024 {
         c.err("server.workers", "must be at most 1024 (0: one per CPU)");
@@ -243,10 +239,7 @@ fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
     if admin_listen == server.listen || Some(admin_listen) == server.listen_plain {
         c.err("admin.listen", "must not be the public port");
     }
-    let admin_token = f
-        .token
-        .as_deref()
-        .and_then(|t| c.secret("admin.token", t));
+    let admin_token = f.token.as_deref().and_then(|t| c.secret("admin.token", t));
     // The admin API mints callback URLs and replays deliveries: beyond this
     // host it needs a token.
     if f.token.is_none() && !crate::net::canonical(admin_listen.ip()).is_loopback() {
@@ -256,8 +249,7 @@ fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
         );
     }
     // Klarna sessions live 48 h: a week covers any checkout.
-    let max_url_ttl =
-        c.positive_duration("admin.max_url_ttl", f.max_url_ttl.as_deref(), "7d");
+    let max_url_ttl = c.positive_duration("admin.max_url_ttl", f.max_url_ttl.as_deref(), "7d");
     AdminConfig {
         listen: admin_listen,
         token: admin_token,
@@ -566,11 +558,7 @@ fn limits(c: &mut Checker, l: &FileLimits) -> Limits {
             "limits.failed_token_per_ip",
             Some(l.failed_token_per_ip.as_deref().unwrap_or("20/m")),
         ),
-        callback_per_ip: rate(
-            c,
-            "limits.callback_per_ip",
-            l.callback_per_ip.as_deref(),
-        ),
+        callback_per_ip: rate(c, "limits.callback_per_ip", l.callback_per_ip.as_deref()),
     }
 }
 

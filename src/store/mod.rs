@@ -30,9 +30,106 @@ pub fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, Result<T, StoreError>> {
     Box::pin(std::future::ready(Ok(v)))
 }
 
+/// Why the store did not do what it was asked.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("store unavailable: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// It cannot be opened at all (a path, URL or schema problem): fatal at
+    /// start, exit code 2.
+    #[error("{0}")]
+    Open(String),
+    /// It cannot be reached or written now (Redis down, disk full, the
+    /// writer stopped): callbacks get 503, work is retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The reason alone, without the kind: what readiness reports.
+    pub fn reason(&self) -> &str {
+        match self {
+            StoreError::Open(r) | StoreError::Unavailable(r) => r,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    File,
+    Redis,
+}
+
+/// The `[store]` section, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub path: Option<std::path::PathBuf>,
+    /// The secret-bearing Redis URL (it may hold a password): never printed.
+    pub url: Option<crate::types::Secret>,
+    pub key_prefix: String,
+    pub dedupe_ttl: std::time::Duration,
+}
+
+/// Opens the store `s` names: the memory store, the SQLite file, or a
+/// connection to Redis (which must answer now). With Redis, `lease` is how
+/// long a replica may hold a delivery it took, and `registration_ttl` how
+/// long a Read Session registration is kept.
+pub async fn open(
+    s: &StoreConfig,
+    lease: std::time::Duration,
+    registration_ttl: std::time::Duration,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match s.kind {
+        StoreKind::Memory => std::sync::Arc::new(memory::MemoryStore::new(s.dedupe_ttl)),
+        StoreKind::File => {
+            let path = s
+                .path
+                .as_deref()
+                .ok_or_else(|| StoreError::Open("store.path is not set".into()))?;
+            let store = sqlite::SqliteStore::open(path, s.dedupe_ttl)?;
+            tracing::info!(path = %path.display(), "file store open");
+            std::sync::Arc::new(store)
+        }
+        StoreKind::Redis => {
+            let url = s
+                .url
+                .as_ref()
+                .ok_or_else(|| StoreError::Open("store.url is not set".into()))?;
+            let url = std::str::from_utf8(url.expose())
+                .map_err(|_| StoreError::Open("store.url is not UTF-8".into()))?;
+            let store =
+                redis::RedisStore::open(url, &s.key_prefix, s.dedupe_ttl, registration_ttl, lease)
+                    .await?;
+            tracing::info!(prefix = %s.key_prefix, "redis store connected");
+            std::sync::Arc::new(store)
+        }
+    })
+}
+
+/// Removes delivered records and their dedupe keys once `dedupe_ttl` has
+/// passed, every minute until `stop`.
+pub fn spawn_pruner(
+    store: std::sync::Arc<dyn Store>,
+    dedupe_ttl: std::time::Duration,
+    stop: crate::shutdown::Stop,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let ttl_ms = u64::try_from(dedupe_ttl.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match store.prune(crate::types::unix_ms().saturating_sub(ttl_ms)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "delivered records past dedupe_ttl removed"),
+                        Err(e) => tracing::warn!(error = %e, "pruning delivered records failed; will retry"),
+                    }
+                }
+                _ = stop.wait() => return,
+            }
+        }
+    })
+}
 
 /// How an authorization reached authback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -290,7 +290,7 @@ pub struct RedisStore {
 }
 
 fn err(e: redis::RedisError) -> StoreError {
-    StoreError(format!("redis: {e}"))
+    StoreError::Unavailable(format!("redis: {e}"))
 }
 
 impl RedisStore {
@@ -303,7 +303,8 @@ impl RedisStore {
         registration_ttl: Duration,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("store.url: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::Open(format!("store.url: {e}")))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
@@ -314,7 +315,7 @@ impl RedisStore {
             client.get_connection_manager_with_config(cfg),
         )
         .await
-        .map_err(|_| StoreError("redis: no answer within 5s".into()))?
+        .map_err(|_| StoreError::Open("redis: no answer within 5s".into()))?
         .map_err(err)?;
         let store = Self {
             conn,
@@ -346,7 +347,7 @@ impl RedisStore {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            return Err(StoreError(why));
+            return Err(StoreError::Open(why));
         }
         let (conn, failure, regs, rdue, rleased) = (
             store.conn.clone(),
@@ -400,7 +401,7 @@ impl RedisStore {
             }
             Err(e) => {
                 let e = err(e);
-                *f = Some(e.0.clone());
+                *f = Some(e.reason().to_string());
                 Err(e)
             }
         }

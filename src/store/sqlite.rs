@@ -200,7 +200,7 @@ impl SqliteStore {
     /// deliveries. Fails if the file cannot be opened, read or written.
     pub fn open(path: &Path, dedupe_ttl: Duration) -> Result<Self, StoreError> {
         let err = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError(format!("{}: {what}: {e}", path.display()))
+            StoreError::Open(format!("{}: {what}: {e}", path.display()))
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err("cannot create its folder", &e))?;
@@ -287,7 +287,7 @@ impl SqliteStore {
             // Nothing will clear this: readiness says so until a restart.
             let why = "the database writer has stopped".to_string();
             self.shared.set_failure(Some(why.clone()));
-            StoreError(why)
+            StoreError::Unavailable(why)
         };
         if sent.is_err() {
             return Err(stopped());
@@ -604,7 +604,7 @@ fn execute(
 
 /// Applies a committed change to the index, then answers the caller.
 fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
-    let fail = |e: String| StoreError(e);
+    let fail = StoreError::Unavailable;
     match (cmd, r) {
         (Cmd::Claim { d, reply, .. }, Ok(Done::Claim(c))) => {
             if c == Claim::Recorded {

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use authback::callback::{parse_body, token};
 use authback::callback::route::valid_reference;
+use authback::callback::{parse_body, token};
 use authback::config::Config;
 use authback::text::{parse_duration, parse_http_date, parse_rate, query_param, rfc3339};
 use authback::types::Secret;
@@ -90,7 +90,7 @@ proptest! {
         let _ = parse_duration(&s);
         let _ = parse_rate(&s);
         let _ = parse_http_date(&s);
-        let _ = authback::delivery::parse_retry_after(&s);
+        let _ = authback::text::parse_retry_after(&s, authback::types::unix_ms() / 1000);
         let _ = query_param(&s, "token");
     }
 

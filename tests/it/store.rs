@@ -9,7 +9,7 @@ use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
     AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, RegState, Registration, Replay,
-    Source, Store,
+    Source, Store, StoreError,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -690,5 +690,8 @@ async fn a_newer_schema_is_refused() {
     conn.pragma_update(None, "user_version", 99).expect("bump");
     drop(conn);
     let err = SqliteStore::open(&path, TTL).err().expect("refused");
-    assert!(err.0.contains("newer"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Open(why) if why.contains("newer")),
+        "{err}"
+    );
 }

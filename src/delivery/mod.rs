@@ -4,23 +4,100 @@
 //! per-attempt timeout and a deadline after which a delivery is dead (kept,
 //! listed, replayable).
 //!
-//! This is the only code that talks to the upstream about callbacks.
+//! This is the only code that talks to the upstream about callbacks; what
+//! it sends for each authorization is rendered in `render`. Others see the
+//! worker through a `Handle`: wake it, count its attempts in flight.
 
+pub mod render;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::app::App;
-use crate::forward;
+use crate::callback::route::Route;
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
 use crate::shutdown::Stop;
-use crate::store::{AttemptOutcome, Delivery};
+use crate::store::{AttemptOutcome, Delivery, Store};
 use crate::text::{hex, saturating_add_ms};
-use crate::types::unix_ms;
+use crate::types::{unix_ms, DeliveryId, Secret};
+use crate::upstream::Upstream;
+
+/// What the rest of authback may do with the delivery worker: wake it for
+/// new work, and read how many attempts it has in flight.
+#[derive(Clone, Default)]
+pub struct Handle(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    /// New work, or a replayed delivery.
+    wake: Arc<Notify>,
+    in_flight: AtomicU64,
+    /// When shutdown began: the drain ends `shutdown_grace` after it,
+    /// however long the listeners took to drain.
+    stop_began: OnceLock<Instant>,
+    /// Deliveries whose attempt is running here, sending or recording its
+    /// outcome, with that attempt's number. A shared store may hand one out
+    /// again when its lease runs out while the outcome still waits to be
+    /// recorded; it is not sent twice.
+    attempting: Mutex<HashMap<DeliveryId, u32>>,
+}
+
+impl Handle {
+    /// Tells the worker there is work: a callback recorded or replayed.
+    pub fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    /// The worker's doorbell, for those that must not import this module.
+    pub fn doorbell(&self) -> Arc<Notify> {
+        self.0.wake.clone()
+    }
+
+    /// Attempts running now.
+    pub fn in_flight(&self) -> u64 {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown began now: the drain is measured from here.
+    pub fn shutdown_began(&self) {
+        let _ = self.0.stop_began.set(Instant::now());
+    }
+
+    fn attempting(&self) -> MutexGuard<'_, HashMap<DeliveryId, u32>> {
+        self.0.attempting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything the worker needs, and nothing else.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    pub routes: Vec<Route>,
+    pub config: DeliveryConfig,
+    pub signing_secret: Option<Secret>,
+    pub shutdown_grace: Duration,
+    pub handle: Handle,
+}
+
+impl Worker {
+    fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// Starts the worker; it runs until `stop` (see `run`).
+pub fn spawn(worker: Worker, stop: Stop) -> JoinHandle<()> {
+    tokio::spawn(run(Arc::new(worker), stop))
+}
 
 /// How an attempt failed.
 #[derive(Debug)]
@@ -36,8 +113,8 @@ enum Failure {
 
 /// Runs until `stop`; with a store that does not survive the process, it
 /// then keeps delivering what is queued for up to `shutdown_grace`.
-pub async fn run(app: Arc<App>, stop: Stop) {
-    let max = app.config.delivery.max_in_flight;
+async fn run(app: Arc<Worker>, stop: Stop) {
+    let max = app.config.max_in_flight;
     let permits = Arc::new(Semaphore::new(max));
     // An attempt that ends wakes the loop here, not through `app.wake`: while
     // every slot is busy, new work needs no wake-up (it would find no slot),
@@ -47,8 +124,14 @@ pub async fn run(app: Arc<App>, stop: Stop) {
     let mut drain_until: Option<Instant> = None;
     loop {
         if stop.is_stopped() && drain_until.is_none() {
-            let began = app.stop_began.get().copied().unwrap_or_else(Instant::now);
-            drain_until = Some(began + app.config.server.shutdown_grace);
+            let began = app
+                .handle
+                .0
+                .stop_began
+                .get()
+                .copied()
+                .unwrap_or_else(Instant::now);
+            drain_until = Some(began + app.shutdown_grace);
         }
         if let Some(until) = drain_until {
             let pending = app.store.stats().await.map(|s| s.pending).unwrap_or(0);
@@ -66,7 +149,7 @@ pub async fn run(app: Arc<App>, stop: Stop) {
                     for d in batch {
                         let n = d.attempts + 1;
                         {
-                            let mut running = attempting(&app);
+                            let mut running = app.handle.attempting();
                             // Handed out again before the store has the
                             // outcome of the attempt still running here (a
                             // shared store's lease ran out while that outcome
@@ -81,10 +164,10 @@ pub async fn run(app: Arc<App>, stop: Stop) {
                             running.insert(d.id, n);
                         }
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            attempting(&app).remove(&d.id);
+                            app.handle.attempting().remove(&d.id);
                             break;
                         };
-                        app.in_flight.fetch_add(1, Ordering::Relaxed);
+                        app.handle.0.in_flight.fetch_add(1, Ordering::Relaxed);
                         // Dropped when the attempt ends, even by a panic.
                         let running = Running {
                             app: app.clone(),
@@ -128,7 +211,7 @@ pub async fn run(app: Arc<App>, stop: Stop) {
         // `Notify` and wakes the loop at once when it next waits for work.
         let has_slot = permits.available_permits() > 0;
         tokio::select! {
-            _ = app.wake.notified(), if has_slot => {}
+            _ = app.handle.0.wake.notified(), if has_slot => {}
             _ = slot_freed.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait(), if drain_until.is_none() => {}
@@ -153,15 +236,15 @@ pub async fn run(app: Arc<App>, stop: Stop) {
     .is_err()
     {
         tracing::warn!(
-            in_flight = app.in_flight.load(Ordering::Relaxed),
+            in_flight = app.handle.in_flight(),
             "shutdown grace over with delivery attempts in flight; a durable store sends them again after restart"
         );
     }
 }
 
-async fn attempt(app: &App, d: Delivery) {
+async fn attempt(app: &Worker, d: Delivery) {
     let n = d.attempts + 1;
-    let result = match app.config.route(&d.route) {
+    let result = match app.route(&d.route) {
         Some(route) => send(app, &d, route, n).await,
         None => Err(Failure::Permanent(format!(
             "route `{}` is no longer configured",
@@ -189,11 +272,7 @@ async fn attempt(app: &App, d: Delivery) {
         }
         Err(Failure::Transient { error, retry_after }) => {
             app.metrics.delivery(&d.route, "retry");
-            let delay = backoff(
-                app.config.delivery.initial_backoff,
-                app.config.delivery.max_backoff,
-                n,
-            );
+            let delay = backoff(app.config.initial_backoff, app.config.max_backoff, n);
             let delay = retry_after.map_or(delay, |r| r.max(delay));
             let next_at = retry_at(now, delay, d.deadline_at);
             tracing::warn!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, retry_in_ms = next_at.saturating_sub(now), "delivery failed; will retry");
@@ -221,8 +300,8 @@ async fn attempt(app: &App, d: Delivery) {
 /// One attempt running: while it lives, its slot is taken and its delivery
 /// id is known to be in progress here.
 struct Running {
-    app: Arc<App>,
-    id: crate::types::DeliveryId,
+    app: Arc<Worker>,
+    id: DeliveryId,
     n: u32,
     _permit: tokio::sync::OwnedSemaphorePermit,
     slot_freed: Arc<Notify>,
@@ -231,36 +310,24 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         {
-            let mut running = attempting(&self.app);
+            let mut running = self.app.handle.attempting();
             // A later attempt of the same delivery may have started already.
             if running.get(&self.id) == Some(&self.n) {
                 running.remove(&self.id);
             }
         }
-        self.app.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.app.handle.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.slot_freed.notify_one();
     }
 }
 
-type Attempting = std::collections::HashMap<crate::types::DeliveryId, u32>;
-
-fn attempting(app: &App) -> std::sync::MutexGuard<'_, Attempting> {
-    app.attempting.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn send(
-    app: &App,
-    d: &Delivery,
-    route: &crate::config::Route,
-    n: u32,
-) -> Result<(), Failure> {
-    let rendered = forward::render(d, route);
-    let uri = format!("{}{}", app.upstream_base, rendered.path_and_query);
-    let mut req = Request::post(uri)
+async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), Failure> {
+    let rendered = render::render(d, route);
+    let mut req = Request::post("/")
         .header(header::CONTENT_TYPE, rendered.content_type)
         .header("idempotency-key", d.id.to_string())
         .header("authback-attempt", n.to_string());
-    if let Some(secret) = &app.config.upstream.signing_secret {
+    if let Some(secret) = &app.signing_secret {
         req = req.header(
             "authback-signature",
             signature(secret.expose(), unix_ms() / 1000, &rendered.body),
@@ -269,14 +336,14 @@ async fn send(
     let req = req
         .body(crate::body::Body::from(rendered.body))
         .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))?;
-    let timeout = app.config.delivery.attempt_timeout;
+    let timeout = app.config.attempt_timeout;
     let exchange = async {
         let resp = app
-            .client
-            .request(req)
+            .upstream
+            .deliver(req, &rendered.path_and_query)
             .await
             .map_err(|e| Failure::Transient {
-                error: format!("upstream unreachable: {}", crate::proxy::error_chain(&e)),
+                error: format!("upstream unreachable: {e}"),
                 retry_after: None,
             })?;
         let status = resp.status();
@@ -284,7 +351,7 @@ async fn send(
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| crate::text::parse_retry_after(v, unix_ms() / 1000));
         // Read (a bounded amount of) the answer so the connection can be reused.
         let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
         Ok((status, retry_after))
@@ -318,13 +385,6 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> HeaderValue {
     ctx.update(body);
     let v = format!("t={t},v1={}", hex(ctx.sign().as_ref()));
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date, read against the clock
-/// now; see `text::parse_retry_after`. Kept here for its callers outside
-/// the crate (the fuzz target, the property tests).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    crate::text::parse_retry_after(v, unix_ms() / 1000)
 }
 
 /// When to try again after a transient failure at `now` (unix ms): `delay`
@@ -375,6 +435,10 @@ fn random_below(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_retry_after(v: &str) -> Option<Duration> {
+        crate::text::parse_retry_after(v, unix_ms() / 1000)
+    }
 
     #[test]
     fn classification() {

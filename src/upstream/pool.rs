@@ -2,24 +2,22 @@
 //! per connection worker. A worker's requests check a connection out of its
 //! thread's list and put it back once the response body has ended: no lock,
 //! no pool key to hash, and the request target goes out in origin form as
-//! the client sent it. Upgrades and requests served off the workers keep
-//! using the pooled client in `proxy`.
+//! the client sent it. Upgrades, deliveries and requests served off the
+//! workers use the pooled client (`client`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::Body;
+use super::Error;
+use crate::body::{Body, Returning};
+use crate::net::HostPort;
 
 /// Idle connections kept per worker; more are closed when they come back.
 const MAX_IDLE: usize = 256;
@@ -31,46 +29,6 @@ type Sender = http1::SendRequest<Body>;
 thread_local! {
     /// This worker's idle upstream connections, the most recently used last.
     static IDLE: RefCell<VecDeque<(Sender, Instant)>> = const { RefCell::new(VecDeque::new()) };
-}
-
-/// Why a request did not reach the upstream or got no answer.
-#[derive(Debug)]
-pub enum Error {
-    ConnectTimeout,
-    Connect(std::io::Error),
-    Http(hyper::Error),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
-            Error::Connect(e) => write!(f, "cannot connect to the upstream: {e}"),
-            Error::Http(e) => write!(f, "{}", crate::proxy::error_chain(e)),
-        }
-    }
-}
-
-/// The upstream's address, as `connect` wants it.
-#[derive(Clone, Debug)]
-pub struct Address {
-    host: String,
-    port: u16,
-}
-
-impl Address {
-    pub fn new(uri: &http::Uri) -> Option<Self> {
-        let host = uri.host()?;
-        // `[::1]` in a URI is `::1` to the resolver.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        Some(Address {
-            host,
-            port: uri.port_u16().unwrap_or(80),
-        })
-    }
 }
 
 /// The most recently used connection that can take a request now. One still
@@ -87,6 +45,7 @@ fn checkout() -> Option<Sender> {
     })
 }
 
+/// Takes a connection back once its response has been read to the end.
 fn put_back(s: Sender) {
     if s.is_closed() {
         return;
@@ -106,11 +65,9 @@ fn put_back(s: Sender) {
     });
 }
 
-async fn connect(addr: &Address, timeout: Duration) -> Result<Sender, Error> {
+async fn connect(addr: &HostPort, timeout: Duration) -> Result<Sender, Error> {
     let stream =
-        match tokio::time::timeout(timeout, TcpStream::connect((addr.host.as_str(), addr.port)))
-            .await
-        {
+        match tokio::time::timeout(timeout, TcpStream::connect((addr.host(), addr.port()))).await {
             Err(_) => return Err(Error::ConnectTimeout),
             Ok(Err(e)) => return Err(Error::Connect(e)),
             Ok(Ok(s)) => s,
@@ -132,7 +89,7 @@ async fn connect(addr: &Address, timeout: Duration) -> Result<Sender, Error> {
 /// under before it was written goes again on a new connection, as the
 /// pooled client does.
 pub async fn send(
-    addr: &Address,
+    addr: &HostPort,
     connect_timeout: Duration,
     mut req: Request<Body>,
 ) -> Result<Response<Returning>, Error> {
@@ -158,56 +115,5 @@ pub async fn send(
 }
 
 fn returning(resp: Response<Incoming>, sender: Sender) -> Response<Returning> {
-    resp.map(|body| Returning {
-        body,
-        sender: Some(sender),
-        ended: false,
-    })
-}
-
-/// A response body that puts its connection back in the worker's idle list
-/// once it has been read to the end (or had nothing to read).
-pub struct Returning {
-    body: Incoming,
-    sender: Option<Sender>,
-    ended: bool,
-}
-
-impl http_body::Body for Returning {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.body).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => this.ended = true,
-            Poll::Ready(Some(Err(_))) => this.sender = None,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        if let Some(s) = self.sender.take() {
-            // A body dropped before its end leaves the connection mid-message:
-            // hyper closes it, so it is not kept.
-            if self.ended || self.body.is_end_stream() {
-                put_back(s);
-            }
-        }
-    }
+    resp.map(|body| Returning::new(body, sender, put_back))
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::config::{ForwardFormat, Route};
+use crate::callback::route::{ForwardFormat, Route};
 use crate::store::Delivery;
 use crate::text::{form_encode, rfc3339};
 
@@ -102,7 +102,7 @@ pub fn render(d: &Delivery, route: &Route) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ForwardFormat};
+    use crate::config::Config;
     use crate::store::{ArrivalUri, DeliveryState, Source};
     use crate::types::{AuthorizationToken, DeliveryId, SessionId};
 
