@@ -1,10 +1,34 @@
-# authback container image: a static-ish release binary on distroless, as
-# user 65532, with no shell. Config and certificates are mounted read-only.
+# authback container image: the release binary on distroless, as user 65532,
+# with no shell. Config and certificates are mounted read-only; the file
+# store's folder, /var/lib/authback, belongs to user 65532, so a new volume
+# mounted there is writable.
+#
 #   docker build -t authback .
-#   docker run --rm -v $PWD/config.toml:/etc/authback/config.toml:ro -p 8443:8443 authback
+#
+# To run it beside a backend, with the config, secrets, certificate and data
+# volume in place: examples/docker/ (`docker compose up --build`, or the
+# plain `docker run` line in examples/docker/README.md).
 
-FROM rust:1-bookworm AS build
+# Base images. Pin them by digest with scripts/pin-images.sh: it resolves
+# each `*_IMAGE` tag below in the registry (with crane or docker buildx) and
+# rewrites the line to `<image>:<tag>@sha256:<digest>`, so a build pulls
+# exactly the image that was reviewed, wherever the tag has moved since.
+# To take in a new Rust or a patched base image, run
+#   bash scripts/pin-images.sh
+# then review the diff, build, test and commit it. To check a digest by hand:
+#   crane digest rust:1-bookworm
+#   docker buildx imagetools inspect rust:1-bookworm     (the "Digest:" line)
+# Until the script has been run, a line without a digest follows its tag.
+# The Rust image must be at least the rust-version in Cargo.toml.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
+# The same build settings as a local `cargo build`: .cargo/config.toml
+# builds the bundled SQLite with fdatasync (LIBSQLITE3_FLAGS). Without it
+# the image's SQLite would flush more on every commit than the tested one.
+COPY .cargo/config.toml .cargo/config.toml
 # Dependencies first: a change to the code alone does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
@@ -16,10 +40,14 @@ COPY benches benches
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin authback \
  && strip target/release/authback
+# The file store's folder, owned by the runtime user (there is no shell in
+# the runtime image to create it there).
+RUN install -d -o 65532 -g 65532 /var/lib/authback
 
 # glibc and libgcc only; TLS (aws-lc) and SQLite are linked in.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/authback /usr/local/bin/authback
+COPY --from=build --chown=65532:65532 /var/lib/authback /var/lib/authback
 USER 65532:65532
 # public TLS listener, admin (probes, metrics, API)
 EXPOSE 8443 9901
