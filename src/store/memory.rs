@@ -1,15 +1,12 @@
-//! The `memory` store: TTL dedupe keys (`dedupe`) and an in-process
-//! outbox. Fast, and honest about it: a crash loses whatever was not yet
-//! delivered.
+//! The `memory` store: TTL sets (`dedupe`) for dedupe keys and ended
+//! registrations, and an in-process outbox. Fast, and honest about it: a
+//! crash loses whatever was not yet delivered.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use moka::sync::Cache;
-
 use super::dedupe::DedupeKeys;
-
 use super::outbox::{newest_first, Outbox};
 use super::registrations::{CheckNext, RegIndex, Registration};
 use super::{
@@ -24,7 +21,8 @@ const DELIVERED_KEPT: usize = 10_000;
 pub struct MemoryStore {
     seen: DedupeKeys,
     /// Sessions whose registration ended, so registering again is a no-op.
-    ended: Cache<SessionId, ()>,
+    /// Each is kept `dedupe_ttl` from its latest end (`insert` renews).
+    ended: DedupeKeys<SessionId>,
     inner: Mutex<Inner>,
 }
 
@@ -39,7 +37,7 @@ impl MemoryStore {
     pub fn new(dedupe_ttl: Duration) -> Self {
         Self {
             seen: DedupeKeys::new(dedupe_ttl),
-            ended: Cache::builder().time_to_live(dedupe_ttl).build(),
+            ended: DedupeKeys::new(dedupe_ttl),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -61,7 +59,7 @@ impl MemoryStore {
         }
         if inner.regs.contains(&d.session_id) {
             inner.regs.end(&d.session_id);
-            self.ended.insert(d.session_id.clone(), ());
+            self.ended.insert(d.session_id.clone());
         }
         inner.outbox.insert(d);
         Claim::Recorded
@@ -148,7 +146,7 @@ impl Store for MemoryStore {
 
     fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let mut inner = self.inner();
-        let new = !inner.regs.contains(&r.session_id) && !self.ended.contains_key(&r.session_id);
+        let new = !inner.regs.contains(&r.session_id) && !self.ended.contains(&r.session_id);
         if new {
             inner.regs.insert(r);
         }
@@ -175,7 +173,7 @@ impl Store for MemoryStore {
         next: CheckNext,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         if matches!(next, CheckNext::Ended { .. }) {
-            self.ended.insert(session.clone(), ());
+            self.ended.insert(session.clone());
         }
         self.inner().regs.finish(&session, checks, &next);
         ready(())

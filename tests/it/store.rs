@@ -445,6 +445,12 @@ async fn registrations_are_scheduled_and_end(kind: Kind) {
         .map(|r| (r.session_id.as_str(), r.checks))
         .collect();
     assert_eq!(names, [("sess-a", 1)], "sess-b ended with its callback");
+    assert!(
+        !s.register(registration("sess-b", 0))
+            .await
+            .expect("register"),
+        "a registration its callback ended stays ended"
+    );
     s.finish_check(
         SessionId::new("sess-a"),
         2,

@@ -11,6 +11,7 @@
 //! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
 //! `rdue`, `rleased`. Every hash has an expiry; no KEYS or SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
+//! The scripts live beside this file, one `.lua` file each.
 //!
 //! A dead record expires `dedupe_ttl` after it died, and Redis does not tell
 //! the index. So `dead_by_expiry` is scored by the record's expiry (the very
@@ -45,217 +46,18 @@ const DEAD: &str = "dead_by_expiry";
 /// whose record is no longer dead, which is all they would have changed.
 const LEGACY_DEAD: &str = "dead";
 
-/// Lua shared by the scripts that count or list dead deliveries:
-/// `trim_dead(dead, legacy, hash_prefix, now_ms)`. It moves the legacy
-/// index into `dead`, then drops ids from the front of `dead` while their
-/// record is gone (expired) or no longer dead. Scores are the records'
-/// expiries, so once the front's record is alive, every later one is too.
-macro_rules! trim_dead_lua {
-    () => {
-        r#"
-local function trim_dead(dead, legacy, prefix, now)
-  local kind = redis.call('TYPE', legacy)['ok']
-  if kind == 'zset' or kind == 'set' then
-    local ids
-    if kind == 'zset' then ids = redis.call('ZRANGE', legacy, 0, -1) else ids = redis.call('SMEMBERS', legacy) end
-    for _, id in ipairs(ids) do
-      local key = prefix .. id
-      if redis.call('HGET', key, 'state') == 'dead' then
-        local left = redis.call('PTTL', key)
-        if left >= 0 then
-          redis.call('ZADD', dead, tonumber(now) + left, id)
-        else
-          redis.call('ZADD', dead, '+inf', id)
-        end
-      end
-    end
-    redis.call('DEL', legacy)
-  end
-  while true do
-    local first = redis.call('ZRANGE', dead, 0, 0)[1]
-    if not first or redis.call('HGET', prefix .. first, 'state') == 'dead' then return end
-    redis.call('ZREM', dead, first)
-  end
-end
-"#
-    };
-}
-
-/// Recording (first time, or again once the old record is gone) also takes
-/// the id out of the dead and delivered indexes: an expired record may have
-/// left it there, and it must not be listed twice.
-const CLAIM: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'state')
-if st then
-  if st ~= 'delivered' then return 0 end
-  if tonumber(redis.call('HGET', KEYS[1], 'received_at')) > tonumber(ARGV[2]) then return 0 end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('ZREM', KEYS[7], ARGV[1])
-redis.call('ZREM', KEYS[8], ARGV[1])
-redis.call('HSET', KEYS[1], 'route', ARGV[4], 'reference', ARGV[5], 'session_id', ARGV[6], 'token', ARGV[7],
-  'source', ARGV[8], 'received_at', ARGV[9], 'payload', ARGV[10], 'arrival_uri', ARGV[11], 'state', 'pending',
-  'attempts', 0, 'next_at', ARGV[12], 'deadline_at', ARGV[13])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[12], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
-if redis.call('HGET', KEYS[4], 'state') == 'active' then
-  redis.call('HSET', KEYS[4], 'state', 'ended', 'outcome', ARGV[8])
-  redis.call('ZREM', KEYS[5], ARGV[6])
-  redis.call('ZREM', KEYS[6], ARGV[6])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[14])
-end
-return 1
-"#;
-
-/// Moves expired leases back to `due`, then leases up to ARGV[2] due items.
-/// Returns [id, token, {hash}...] triples.
-const TAKE_DUE: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
-end
-local out = {}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for i, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[4] .. id
-  if redis.call('HGET', key, 'state') == 'pending' then
-    local token = ARGV[5] .. ':' .. i
-    redis.call('HSET', key, 'lease', token)
-    redis.call('ZADD', KEYS[2], ARGV[3], id)
-    table.insert(out, id)
-    table.insert(out, token)
-    table.insert(out, redis.call('HGETALL', key))
-  end
-end
-return out
-"#;
-
-/// A delivered outcome applies whoever holds the lease (the upstream took
-/// it); a retry or dead outcome only from the lease holder.
-const FINISH: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]); return 0 end
-local mine = redis.call('HGET', KEYS[1], 'lease') == ARGV[7]
-if ARGV[2] ~= 'delivered' and not mine then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], 'lease')
-if ARGV[2] == 'delivered' then
-  redis.call('HSET', KEYS[1], 'state', 'delivered', 'attempts', ARGV[3], 'delivered_at', ARGV[4], 'last_error', '')
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  local rec = redis.call('HGET', KEYS[1], 'received_at')
-  redis.call('ZADD', KEYS[6], rec, ARGV[1])
-  redis.call('PEXPIREAT', KEYS[1], tonumber(rec) + tonumber(ARGV[6]))
-elseif ARGV[2] == 'retry' then
-  redis.call('HSET', KEYS[1], 'attempts', ARGV[3], 'next_at', ARGV[4], 'last_error', ARGV[5])
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'state', 'dead', 'attempts', ARGV[3], 'last_error', ARGV[5])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  -- The same number for the score and the expiry: the index knows when the record goes.
-  local expires = tonumber(ARGV[4]) + tonumber(ARGV[6])
-  redis.call('ZADD', KEYS[5], expires, ARGV[1])
-  redis.call('PEXPIREAT', KEYS[1], expires)
-end
-return 1
-"#;
-
-const REPLAY: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 'missing' end
-if st ~= 'dead' then return st end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'next_at', ARGV[2], 'deadline_at', ARGV[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'received_at'), ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 'queued'
-"#;
-
-/// [pending count, dead count, oldest pending score or nil].
-const STATS: &str = concat!(
-    trim_dead_lua!(),
-    r#"
-trim_dead(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), oldest[2] or false}
-"#
-);
-
-/// The ids of up to ARGV[3] dead deliveries, newest received first (then by
-/// id, as `newest_first`). The index is ordered by expiry, not receipt, so
-/// this reads every live dead record's `received_at`: O(dead), like the
-/// in-process stores' listing.
-const LIST_DEAD: &str = concat!(
-    trim_dead_lua!(),
-    r#"
-trim_dead(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-local rows = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'state', 'received_at')
-  if f[1] == 'dead' then
-    table.insert(rows, {tonumber(f[2]) or 0, id})
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-table.sort(rows, function(a, b)
-  if a[1] ~= b[1] then return a[1] > b[1] end
-  return a[2] < b[2]
-end)
-local out = {}
-for i = 1, math.min(#rows, tonumber(ARGV[3])) do out[i] = rows[i][2] end
-return out
-"#
-);
-
-const REGISTER: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'route', ARGV[2], 'reference', ARGV[3], 'registered_at', ARGV[4], 'checks', 0,
-  'next_at', ARGV[5], 'state', 'active')
-redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-return 1
-"#;
-
-/// Like TAKE_DUE, for registrations; returns [session, {hash}] pairs.
-const TAKE_CHECKS: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, s in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], s)
-  redis.call('ZADD', KEYS[1], ARGV[1], s)
-end
-local out = {}
-local ss = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, s in ipairs(ss) do
-  redis.call('ZREM', KEYS[1], s)
-  local key = ARGV[4] .. s
-  if redis.call('HGET', key, 'state') == 'active' then
-    redis.call('ZADD', KEYS[2], ARGV[3], s)
-    table.insert(out, s)
-    table.insert(out, redis.call('HGETALL', key))
-  end
-end
-return out
-"#;
-
-const FINISH_CHECK: &str = r#"
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
-if ARGV[2] == 'again' then
-  redis.call('HSET', KEYS[1], 'checks', ARGV[3], 'next_at', ARGV[4], 'last_error', ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'checks', ARGV[3], 'state', 'ended', 'outcome', ARGV[5])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-end
-return 1
-"#;
+// The Lua scripts, one a file beside this one; each file's header names its
+// KEYS and ARGV and what it guarantees. The scripts that count or list dead
+// deliveries start with `trim_dead.lua`, the function they share.
+const CLAIM: &str = include_str!("claim.lua");
+const TAKE_DUE: &str = include_str!("take_due.lua");
+const FINISH: &str = include_str!("finish.lua");
+const REPLAY: &str = include_str!("replay.lua");
+const STATS: &str = concat!(include_str!("trim_dead.lua"), include_str!("stats.lua"));
+const LIST_DEAD: &str = concat!(include_str!("trim_dead.lua"), include_str!("list_dead.lua"));
+const REGISTER: &str = include_str!("register.lua");
+const TAKE_CHECKS: &str = include_str!("take_checks.lua");
+const FINISH_CHECK: &str = include_str!("finish_check.lua");
 
 /// A hash as read back: field name to raw value.
 type Fields = HashMap<String, Vec<u8>>;

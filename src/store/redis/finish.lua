@@ -1,0 +1,38 @@
+-- Finish: record the outcome of an attempt on a leased delivery.
+-- KEYS: 1 the record d:{id}, 2 leased, 3 due, 4 pending, 5 dead_by_expiry,
+--       6 delivered.
+-- ARGV: 1 id, 2 'delivered' | 'retry' | 'dead', 3 attempts, 4 delivered_at,
+--       next_at or now (for dead), 5 last error, 6 dedupe TTL (ms),
+--       7 this replica's lease token ('' if it holds none).
+-- Returns 1 (applied) or 0 (not pending, or a retry or dead outcome from a
+-- replica that no longer holds the lease).
+-- Atomically: the outcome, releasing the lease, and moving the id between the
+-- indexes happen in one step. A delivered outcome applies whoever holds the
+-- lease (the upstream took it); a retry or dead outcome only from the lease
+-- holder.
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]); return 0 end
+local mine = redis.call('HGET', KEYS[1], 'lease') == ARGV[7]
+if ARGV[2] ~= 'delivered' and not mine then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], 'lease')
+if ARGV[2] == 'delivered' then
+  redis.call('HSET', KEYS[1], 'state', 'delivered', 'attempts', ARGV[3], 'delivered_at', ARGV[4], 'last_error', '')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  local rec = redis.call('HGET', KEYS[1], 'received_at')
+  redis.call('ZADD', KEYS[6], rec, ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], tonumber(rec) + tonumber(ARGV[6]))
+elseif ARGV[2] == 'retry' then
+  redis.call('HSET', KEYS[1], 'attempts', ARGV[3], 'next_at', ARGV[4], 'last_error', ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'state', 'dead', 'attempts', ARGV[3], 'last_error', ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  -- The same number for the score and the expiry: the index knows when the record goes.
+  local expires = tonumber(ARGV[4]) + tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[5], expires, ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], expires)
+end
+return 1

@@ -1,0 +1,398 @@
+//! The writer thread of the `file` store: the one connection that writes,
+//! the command channel into it, and group commit (whatever arrived while the
+//! previous commit was syncing goes into one transaction, so concurrent
+//! callbacks share one fsync).
+//!
+//! It applies a change to the in-process index only after its commit
+//! returned, and must never do so before: the index never shows what the disk
+//! does not hold, and a caller that goes away mid-claim cannot leave the two
+//! apart.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{heartbeat, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK};
+use crate::store::registrations::{CheckNext, Registration};
+use crate::store::{AttemptOutcome, Claim, Delivery, Replay, StoreError};
+use crate::types::{DeliveryId, SessionId};
+
+/// Most commands committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Records a claim. A delivered record older than the dedupe TTL (?16) no
+/// longer counts and is replaced; a pending or dead one always counts.
+const CLAIM_SQL: &str = concat!(
+    "INSERT INTO deliveries (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+     ON CONFLICT (id) DO UPDATE SET
+         route = excluded.route, reference = excluded.reference, source = excluded.source,
+         received_at = excluded.received_at, payload = excluded.payload, arrival_uri = excluded.arrival_uri,
+         state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+         deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL
+     WHERE deliveries.state = 1 AND deliveries.received_at <= ?16"
+);
+const DELIVERED_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM deliveries WHERE state = 1 ORDER BY received_at DESC LIMIT ?1"
+);
+
+/// A write for the writer thread; each carries where its answer goes.
+pub(super) enum Cmd {
+    Claim {
+        d: Delivery,
+        cutoff: u64,
+        reply: oneshot::Sender<Result<Claim, StoreError>>,
+    },
+    Finish {
+        id: DeliveryId,
+        attempts: u32,
+        outcome: AttemptOutcome,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Replay {
+        id: DeliveryId,
+        now: u64,
+        deadline_at: u64,
+        reply: oneshot::Sender<Result<Replay, StoreError>>,
+    },
+    ListDelivered {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
+    },
+    Register {
+        r: Registration,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    FinishCheck {
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Prune {
+        cutoff: u64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// The result of one command inside a transaction, before it is known whether
+/// the transaction commits.
+enum Done {
+    Claim(Claim),
+    Unit,
+    Replay(Replay),
+    List(Vec<Delivery>),
+    Pruned(u64),
+    Registered(bool),
+}
+
+/// Starts the writer thread on `conn`, the store's only writing connection.
+/// It runs until every sender of the returned channel is dropped.
+pub(super) fn spawn(conn: Connection, shared: Arc<Shared>) -> std::io::Result<Sender<Cmd>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("authback-sqlite".into())
+        .spawn(move || writer(conn, rx, shared))?;
+    Ok(tx)
+}
+
+/// The writer thread: takes every command waiting, runs them in one
+/// transaction (`run_batch`, which falls back to one transaction a command
+/// when any fails), commits once, then applies and answers.
+fn writer(mut conn: Connection, rx: Receiver<Cmd>, shared: Arc<Shared>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => {
+                // While writes fail, probe so readiness comes back by itself.
+                let failing = shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some();
+                if failing && heartbeat(&mut conn).is_ok() {
+                    tracing::info!("database writable again");
+                    shared.set_failure(None);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch, &shared);
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Cmd>, shared: &Shared) {
+    // Fast path: the whole batch in one transaction. If any command fails,
+    // nothing of the batch is kept and each command is tried alone, so one
+    // bad command cannot take the others down with it.
+    let started = std::time::Instant::now();
+    // Sessions this batch registers: not in the index until it commits.
+    let registering: Vec<&SessionId> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::Register { r, .. } => Some(&r.session_id),
+            _ => None,
+        })
+        .collect();
+    let together = (|| -> rusqlite::Result<Vec<Done>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = batch
+            .iter()
+            .map(|cmd| execute(&tx, cmd, shared, &registering))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(done)
+    })();
+    match together {
+        Ok(done) => {
+            tracing::trace!(
+                commands = batch.len(),
+                commit_us = started.elapsed().as_micros() as u64,
+                "committed"
+            );
+            shared.set_failure(None);
+            for (cmd, d) in batch.into_iter().zip(done) {
+                answer(cmd, Ok(d), shared);
+            }
+        }
+        Err(_) if batch.len() > 1 => {
+            for cmd in batch {
+                run_batch(conn, vec![cmd], shared);
+            }
+        }
+        Err(e) => {
+            let why = format!("cannot write the database: {e}");
+            tracing::error!(error = %why, "database write failed; nothing of it was recorded");
+            shared.set_failure(Some(why.clone()));
+            for cmd in batch {
+                answer(cmd, Err(why.clone()), shared);
+            }
+        }
+    }
+}
+
+fn execute(
+    db: &Connection,
+    cmd: &Cmd,
+    shared: &Shared,
+    registering: &[&SessionId],
+) -> rusqlite::Result<Done> {
+    match cmd {
+        Cmd::Claim { d, cutoff, .. } => {
+            let n = db.prepare_cached(CLAIM_SQL)?.execute(params![
+                &d.id.bytes()[..],
+                d.route,
+                d.reference,
+                d.session_id.as_str(),
+                d.authorization_token.expose(),
+                d.source.as_str(),
+                d.received_at as i64,
+                &d.payload[..],
+                d.arrival_uri.as_ref().map(|u| u.0.as_str()),
+                state_code(d.state),
+                i64::from(d.attempts),
+                d.next_attempt_at as i64,
+                d.deadline_at as i64,
+                d.last_error,
+                d.delivered_at.map(|t| t as i64),
+                *cutoff as i64,
+            ])?;
+            if n != 1 {
+                return Ok(Done::Claim(Claim::Duplicate));
+            }
+            // Recorded: the session needs no more Read Session checks. The
+            // index holds every active registration the disk does, so most
+            // claims (sessions never registered) skip the statement.
+            let registered =
+                shared.regs().contains(&d.session_id) || registering.contains(&&d.session_id);
+            if registered {
+                db.prepare_cached("UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0")?
+                .execute(params![d.session_id.as_str(), d.source.as_str()])?;
+            }
+            Ok(Done::Claim(Claim::Recorded))
+        }
+        Cmd::Register { r, .. } => {
+            let n = db
+                .prepare_cached(
+                    "INSERT INTO registrations (session_id, route, reference, registered_at, checks, next_check_at, state)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, 0) ON CONFLICT (session_id) DO NOTHING",
+                )?
+                .execute(params![
+                    r.session_id.as_str(),
+                    r.route,
+                    r.reference,
+                    r.registered_at as i64,
+                    r.next_check_at as i64
+                ])?;
+            Ok(Done::Registered(n == 1))
+        }
+        Cmd::FinishCheck {
+            session,
+            checks,
+            next,
+            ..
+        } => {
+            match next {
+                CheckNext::Again { at, error } => db
+                    .prepare_cached("UPDATE registrations SET checks = ?2, next_check_at = ?3, last_error = ?4 WHERE session_id = ?1 AND state = 0")?
+                    .execute(params![session.as_str(), i64::from(*checks), *at as i64, error])?,
+                CheckNext::Ended { outcome } => db
+                    .prepare_cached("UPDATE registrations SET checks = ?2, state = 1, outcome = ?3 WHERE session_id = ?1 AND state = 0")?
+                    .execute(params![session.as_str(), i64::from(*checks), outcome])?,
+            };
+            Ok(Done::Unit)
+        }
+        Cmd::Finish {
+            id,
+            attempts,
+            outcome,
+            ..
+        } => {
+            let id = &id.bytes()[..];
+            let attempts = i64::from(*attempts);
+            match outcome {
+                AttemptOutcome::Delivered { at } => db
+                    .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
+                    .execute(params![id, attempts, *at as i64])?,
+                AttemptOutcome::Retry { next_at, error } => db
+                    .prepare_cached("UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1")?
+                    .execute(params![id, attempts, *next_at as i64, error])?,
+                AttemptOutcome::Dead { error } => db
+                    .prepare_cached("UPDATE deliveries SET state = 2, attempts = ?2, last_error = ?3 WHERE id = ?1")?
+                    .execute(params![id, attempts, error])?,
+            };
+            Ok(Done::Unit)
+        }
+        Cmd::Replay {
+            id,
+            now,
+            deadline_at,
+            ..
+        } => {
+            let key = &id.bytes()[..];
+            let n = db
+                .prepare_cached("UPDATE deliveries SET state = 0, next_attempt_at = ?2, deadline_at = ?3 WHERE id = ?1 AND state = 2")?
+                .execute(params![key, *now as i64, *deadline_at as i64])?;
+            if n == 1 {
+                return Ok(Done::Replay(Replay::Queued));
+            }
+            let state: Option<i64> = db
+                .prepare_cached("SELECT state FROM deliveries WHERE id = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            Ok(Done::Replay(state.map_or(Replay::NotFound, |s| {
+                Replay::NotDead(state_from(s))
+            })))
+        }
+        Cmd::ListDelivered { limit, .. } => {
+            let mut stmt = db.prepare_cached(DELIVERED_SQL)?;
+            let rows = stmt.query_map(params![*limit as i64], row_to_delivery)?;
+            Ok(Done::List(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        }
+        Cmd::Prune { cutoff, .. } => {
+            let n = db
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE seq IN
+                     (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
+            // Ended registrations go with the same retention.
+            db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
+                .execute(params![*cutoff as i64])?;
+            Ok(Done::Pruned(n as u64))
+        }
+    }
+}
+
+/// Applies a committed change to the index, then answers the caller.
+fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
+    let fail = StoreError::Unavailable;
+    match (cmd, r) {
+        (Cmd::Claim { d, reply, .. }, Ok(Done::Claim(c))) => {
+            if c == Claim::Recorded {
+                shared.regs().end(&d.session_id);
+                shared.index().insert(d);
+            }
+            let _ = reply.send(Ok(c));
+        }
+        (
+            Cmd::Finish {
+                id,
+                attempts,
+                outcome,
+                reply,
+            },
+            Ok(_),
+        ) => {
+            shared.index().finish(id, attempts, &outcome);
+            let _ = reply.send(Ok(()));
+        }
+        (
+            Cmd::Replay {
+                id,
+                now,
+                deadline_at,
+                reply,
+            },
+            Ok(Done::Replay(r)),
+        ) => {
+            if r == Replay::Queued {
+                shared.index().replay(id, now, deadline_at);
+            }
+            let _ = reply.send(Ok(r));
+        }
+        (Cmd::ListDelivered { reply, .. }, Ok(Done::List(l))) => {
+            let _ = reply.send(Ok(l));
+        }
+        (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n))) => {
+            let _ = reply.send(Ok(n));
+        }
+        (Cmd::Register { r, reply }, Ok(Done::Registered(new))) => {
+            if new {
+                shared.regs().insert(r);
+            }
+            let _ = reply.send(Ok(new));
+        }
+        (
+            Cmd::FinishCheck {
+                session,
+                checks,
+                next,
+                reply,
+            },
+            Ok(_),
+        ) => {
+            shared.regs().finish(&session, checks, &next);
+            let _ = reply.send(Ok(()));
+        }
+        (cmd, r) => {
+            let e = match r {
+                Err(e) => e,
+                Ok(_) => "internal: mismatched result".to_string(),
+            };
+            match cmd {
+                Cmd::Claim { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Finish { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::ListDelivered { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Register { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail(e)))),
+            }
+        }
+    }
+}
