@@ -2,7 +2,9 @@
 //! writes them, RFC 3339 and HTTP dates, `Retry-After`, base64url, hex and
 //! URL encoding, and the saturating sum that turns a parsed duration into a
 //! unix-ms time. Pure functions only (a caller that needs the clock passes
-//! it in); nothing here allocates more than its output.
+//! it in). The encodings are the well-kept crates' (base64, httpdate, time,
+//! percent-encoding, form_urlencoded); durations and rates stay ours, for
+//! our error messages and the 100-year cap.
 
 use std::time::Duration;
 
@@ -103,78 +105,27 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     Ok(Rate { count, per })
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Unix seconds to `2026-11-23T21:00:00Z`.
+/// Unix seconds to `2026-11-23T21:00:00Z`; a time past the year 9999 (a
+/// token can name one) shows as the last second of 9999.
 pub fn rfc3339(unix_secs: u64) -> String {
-    let secs = unix_secs as i64;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    let last = "9999-12-31T23:59:59Z";
+    let Ok(secs) = i64::try_from(unix_secs) else {
+        return last.into();
+    };
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| last.into())
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form
-/// `Retry-After` uses for a date. Other obsolete HTTP date forms are refused.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, or one of the two
+/// obsolete forms RFC 9110 §5.6.7 asks recipients to accept) to unix seconds.
 pub fn parse_http_date(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (_, rest) = s.split_once(", ")?;
-    let mut it = rest.split(' ');
-    let day: u32 = it.next()?.parse().ok()?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':');
-    let h: i64 = hms.next()?.parse().ok()?;
-    let mi: i64 = hms.next()?.parse().ok()?;
-    let se: i64 = hms.next()?.parse().ok()?;
-    if it.next()? != "GMT" || it.next().is_some() || hms.next().is_some() {
-        return None;
-    }
-    if !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 || !(1970..=9999).contains(&year) {
-        return None;
-    }
-    let t = days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + se;
-    u64::try_from(t).ok()
+    let t = httpdate::parse_http_date(s.trim()).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
 }
 
 /// `Retry-After` as delta-seconds or an IMF-fixdate, the wait it asks for
@@ -199,44 +150,18 @@ pub fn saturating_add_ms(at_ms: u64, wait: Duration) -> u64 {
 
 /// base64url without padding (RFC 4648 §5), as the token format uses.
 pub fn base64url(bytes: &[u8]) -> String {
-    base64_with(
-        bytes,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-        false,
-    )
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Standard base64 with padding (RFC 4648 §4), as HTTP Basic uses.
 pub fn base64(bytes: &[u8]) -> String {
-    base64_with(
-        bytes,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        true,
-    )
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn base64_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-        if pad {
-            for _ in chars..4 {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
+/// Lower-case hex. Ours, not a crate's: no hex crate is in the dependency
+/// tree, and this is eight lines.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -249,67 +174,37 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// application/x-www-form-urlencoded encoding of one value.
 pub fn form_encode(out: &mut String, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push_str(&hex(&[b]).to_ascii_uppercase());
-            }
-        }
-    }
+    out.extend(form_urlencoded::byte_serialize(value.as_bytes()));
 }
 
-/// Percent-encodes one path segment: everything but `A-Z a-z 0-9 - . _ ~`.
+/// Everything but `A-Z a-z 0-9 - . _ ~` is escaped in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one path segment.
 pub fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push_str(&hex(&[b]).to_ascii_uppercase());
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// Percent-decodes a query value (`+` is a space). `None` when the result is
-/// not UTF-8 or an escape is broken.
+/// Percent-decodes a query value (`+` is a space), as PHP's `urldecode`
+/// does: a broken escape stays as it is. `None` when the result is not
+/// UTF-8.
 pub fn query_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = (*bytes.get(i + 1)? as char).to_digit(16)?;
-                let lo = (*bytes.get(i + 2)? as char).to_digit(16)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    let spaced = value.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
-/// The first value of `name` in a query string, decoded.
+/// The first value of `name` in a query string, both decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| query_decode(v)).flatten()
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Redacts a secret-bearing string to its last four characters.
