@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::KlarnaConfig;
+use crate::net::HostPort;
 use crate::text::{base64, parse_retry_after, path_segment};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
@@ -42,7 +43,7 @@ pub enum ReadError {
     RateLimited(Option<Duration>),
     #[error("Klarna answered {0}")]
     Status(StatusCode),
-    #[error("no answer from Klarna within {0:?}")]
+    #[error("no answer from Klarna within {}", crate::text::format_duration(*.0))]
     Timeout(Duration),
     #[error("cannot reach Klarna: {0}")]
     Connect(String),
@@ -65,8 +66,7 @@ impl ReadError {
 }
 
 pub struct ReadSessionClient {
-    host: String,
-    port: u16,
+    address: HostPort,
     base_path: String,
     authorization: HeaderValue,
     tls: TlsConnector,
@@ -79,8 +79,7 @@ impl ReadSessionClient {
             .api_url
             .parse()
             .map_err(|_| format!("klarna.api_url `{}` is not a URL", cfg.api_url))?;
-        let host = uri.host().ok_or("klarna.api_url has no host")?.to_string();
-        let port = uri.port_u16().unwrap_or(443);
+        let address = HostPort::of(&uri, 443).ok_or("klarna.api_url has no host")?;
         let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) else {
             return Err("klarna.username and klarna.password are required".into());
         };
@@ -114,8 +113,7 @@ impl ReadSessionClient {
         .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            host,
-            port,
+            address,
             base_path: uri.path().trim_end_matches('/').to_string(),
             authorization,
             tls: TlsConnector::from(Arc::new(tls)),
@@ -138,23 +136,19 @@ impl ReadSessionClient {
 
     async fn get(&self, path: &str) -> Result<SessionState, ReadError> {
         let connect = |e: &dyn std::fmt::Display| ReadError::Connect(e.to_string());
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.address.host(), self.address.port()))
             .await
             .map_err(|e| connect(&e))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| connect(&e))?;
+        let name =
+            ServerName::try_from(self.address.host().to_string()).map_err(|e| connect(&e))?;
         let tls = self.tls.connect(name, tcp).await.map_err(|e| connect(&e))?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| connect(&e))?;
         tokio::spawn(conn);
-        let host = if self.port == 443 {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
         let req = Request::get(path)
-            .header(header::HOST, host)
+            .header(header::HOST, self.address.header())
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::ACCEPT, "application/json")
             .header(
