@@ -270,6 +270,24 @@ secrets = ["a-long-enough-test-secret"]
 "#;
 
     #[test]
+    fn a_file_secret_is_read_relative_to_the_config_folder() {
+        let dir = std::env::temp_dir().join(format!("authback-secret-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("secrets")).expect("dir");
+        std::fs::write(dir.join("secrets/route"), "a-long-enough-file-secret\n").expect("write");
+        let text = MINIMAL.replace(
+            "secrets = [\"a-long-enough-test-secret\"]",
+            "secrets = [\"file:secrets/route\"]",
+        );
+        let parsed = Config::parse(&text, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = parsed.expect("the secret is found beside the config");
+        assert_eq!(
+            c.routes[0].secrets[0].expose(),
+            b"a-long-enough-file-secret"
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_spec_defaults() {
         let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
         assert_eq!(c.server.listen, "0.0.0.0:8443".parse().expect("addr"));
