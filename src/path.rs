@@ -25,45 +25,69 @@ pub fn canonical(raw: &str) -> Cow<'_, str> {
 }
 
 /// Whether `raw` holds a spelling that backends read in different ways:
-/// `%2F`, `%5C` (either case), `\` or `;`.
+/// `%2F`, `%5C` (either case), `\`, `;`, or a `%` that starts no escape or
+/// is itself escaped (a backend that decodes twice reads `%2%46` and `%252F`
+/// as `/`).
 pub fn is_ambiguous(raw: &str) -> bool {
     let b = raw.as_bytes();
-    (0..b.len()).any(|i| matches!(b[i], b'\\' | b';') || is_encoded_slash(b, i))
+    (0..b.len()).any(|i| {
+        matches!(b[i], b'\\' | b';')
+            || matches!(escape(b, i), Some(b'/' | b'\\' | b'%'))
+            || (b[i] == b'%' && escape(b, i).is_none())
+    })
 }
 
-/// `%2F` or `%5C`, in either case, at `b[i]`.
-fn is_encoded_slash(b: &[u8], i: usize) -> bool {
-    matches!(
-        (b.get(i), b.get(i + 1), b.get(i + 2)),
-        (Some(b'%'), Some(b'2'), Some(b'f' | b'F')) | (Some(b'%'), Some(b'5'), Some(b'c' | b'C'))
-    )
+/// The byte the escape `%XX` at `b[i]` stands for, if one is there.
+fn escape(b: &[u8], i: usize) -> Option<u8> {
+    if b.get(i) != Some(&b'%') {
+        return None;
+    }
+    let h = hex(*b.get(i + 1)?)?;
+    let l = hex(*b.get(i + 2)?)?;
+    Some(h << 4 | l)
 }
 
-/// The most generous reading of an ambiguous path: encoded and raw
-/// backslashes and encoded slashes become `/`, and a `;` parameter is cut
-/// from every segment; then the canonical form of that.
+/// The most generous reading of an ambiguous path, for deciding whether it
+/// could reach a callback route or a forward path: escapes of unreserved
+/// characters, `%`, `/` and `\` are decoded, as often as a backend might
+/// (three rounds), every backslash is a `/`, and a `;` parameter is cut
+/// from every segment; then slashes are merged and dot segments removed.
 pub fn lenient(raw: &str) -> String {
-    let b = raw.as_bytes();
+    let mut b = raw.as_bytes().to_vec();
+    for _ in 0..3 {
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match escape(&b, i) {
+                Some(c) if is_unreserved(c) || matches!(c, b'%' | b'/' | b'\\') => {
+                    out.push(c);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        if out == b {
+            break;
+        }
+        b = out;
+    }
     let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
     let mut in_param = false;
-    while i < b.len() {
-        let (byte, len) = match b[i] {
-            b'%' if is_encoded_slash(b, i) => (b'/', 3),
-            b'\\' => (b'/', 1),
-            c => (c, 1),
-        };
-        if byte == b'/' {
+    for c in b {
+        let c = if c == b'\\' { b'/' } else { c };
+        if c == b'/' {
             in_param = false;
-        } else if byte == b';' {
+        } else if c == b';' {
             in_param = true;
         }
         if !in_param {
-            out.push(byte);
+            out.push(c);
         }
-        i += len;
     }
-    normalize(&decode_unreserved(&out))
+    normalize(&out)
 }
 
 fn is_unreserved(c: u8) -> bool {
@@ -99,29 +123,31 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 /// Step 1: decode escapes of unreserved characters, upper-case the others.
-/// A `%` not followed by two hex digits is kept as it is.
+/// A `%` not followed by two hex digits is escaped itself (`%25`): kept
+/// bare, it could pair with what a decoded escape leaves beside it (`%3%30`
+/// would read `%30` next time), and the canonical form would not be stable.
 fn decode_unreserved(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                let c = h << 4 | l;
-                if is_unreserved(c) {
-                    out.push(c);
-                } else {
-                    out.push(b'%');
-                    out.extend_from_slice(&b[i + 1..i + 3].to_ascii_uppercase());
-                }
-                i += 3;
+        match escape(b, i) {
+            Some(c) if is_unreserved(c) => out.push(c),
+            Some(_) => {
+                out.push(b'%');
+                out.extend_from_slice(&b[i + 1..i + 3].to_ascii_uppercase());
+            }
+            None if b[i] == b'%' => {
+                out.extend_from_slice(b"%25");
+                i += 1;
+                continue;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
                 continue;
             }
         }
-        out.push(b[i]);
-        i += 1;
+        i += 3;
     }
     out
 }
@@ -191,7 +217,8 @@ mod tests {
     #[test]
     fn other_escapes_are_kept_with_upper_case_hex() {
         assert_eq!(canonical("/a%2fb"), "/a%2Fb");
-        assert_eq!(canonical("/a%20b%zz%4"), "/a%20b%zz%4");
+        assert_eq!(canonical("/a%20b%zz%4"), "/a%20b%25zz%254");
+        assert_eq!(canonical("/%3%30"), "/%2530");
         assert_eq!(canonical("/a/%C3%A9"), "/a/%C3%A9");
     }
 
@@ -214,11 +241,13 @@ mod tests {
             ("/orig/cart-1/cb;x", "/orig/cart-1/cb"),
             ("/orig;a=b/cart-1;jsessionid=1/cb", "/orig/cart-1/cb"),
             ("/orig/x%2F..%2Fcart-1/cb", "/orig/cart-1/cb"),
+            ("/orig%2%46cart-1/cb", "/orig/cart-1/cb"),
+            ("/orig%252Fcart-1/cb", "/orig/cart-1/cb"),
         ] {
             assert!(is_ambiguous(p), "{p}");
             assert_eq!(lenient(p), generous, "{p}");
         }
-        for p in ["/orig/cart-1/cb", "/a%20b", "/a%2", "/a%"] {
+        for p in ["/orig/cart-1/cb", "/a%20b", "/a%C3%A9"] {
             assert!(!is_ambiguous(p), "{p}");
         }
     }

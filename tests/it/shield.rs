@@ -88,6 +88,7 @@ async fn no_spelling_of_a_callback_path_reaches_the_backend() {
         ("/orig/cart-1;x/cb", 400),
         ("/orig%5Ccart-1/cb", 400),
         ("/orig%2%46cart-1/cb", 400),
+        ("/orig%252Fcart-1/cb", 400),
     ] {
         let status = raw(&ab, &post(&format!("{path}?token=bad"), &body)).await;
         assert_eq!(status, want, "{path}");
@@ -134,6 +135,9 @@ async fn an_unverified_route_dedupes_every_spelling() {
         let status = raw(&ab, &post(&format!("{path}?token=own"), &body)).await;
         assert_eq!(status, 400, "{path}");
     }
+    // The backend checks its own token: it must not be given two to choose from.
+    let status = raw(&ab, &post("/shield/c-9/cb?token=own&token=other", &body)).await;
+    assert_eq!(status, 401);
     up.wait_for("/shield/c-9/cb", 1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen(&up), ["POST /shield/c-9/cb?token=own"]);
