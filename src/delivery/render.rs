@@ -143,6 +143,7 @@ secrets = ["0123456789abcdef0123"]
             deadline_at: 0,
             last_error: None,
             delivered_at: None,
+            watch: None,
         };
         (d, cfg.routes[0].clone())
     }

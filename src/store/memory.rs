@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::dedupe::DedupeKeys;
 use super::outbox::{newest_first, Outbox};
 use super::registrations::{CheckNext, RegIndex, Registration};
+use super::watches::WatchIndex;
 use super::{
-    ready, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Stats, Store,
-    StoreError,
+    ready, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay, Stats, Store,
+    StoreError, WatchNext,
 };
 use crate::types::{DeliveryId, SessionId};
 
@@ -30,7 +31,18 @@ pub struct MemoryStore {
 struct Inner {
     outbox: Outbox,
     regs: RegIndex,
+    watches: WatchIndex,
     delivered: VecDeque<Delivery>,
+}
+
+impl Inner {
+    /// Keeps a delivered record for listing, the oldest going first.
+    fn keep_delivered(&mut self, d: Delivery) {
+        if self.delivered.len() >= DELIVERED_KEPT {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back(d);
+    }
 }
 
 impl MemoryStore {
@@ -94,12 +106,16 @@ impl Store for MemoryStore {
         outcome: AttemptOutcome,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut inner = self.inner();
-        if let Some(d) = inner.outbox.finish(id, attempts, &outcome) {
-            if d.state == DeliveryState::Delivered {
-                if inner.delivered.len() >= DELIVERED_KEPT {
-                    inner.delivered.pop_front();
-                }
-                inner.delivered.push_back(d);
+        if let Some(mut d) = inner.outbox.finish(id, attempts, &outcome) {
+            if let AttemptOutcome::Delivered { at, watch_from } = outcome {
+                d = inner.watches.delivered(d, at, watch_from);
+            } else if let Some(w) = inner.watches.get(&id).and_then(|e| e.watch.clone()) {
+                // A redelivery that failed: the watch goes on.
+                d.watch = Some(w);
+                inner.watches.insert(d.clone());
+            }
+            if d.state == DeliveryState::Delivered && inner.watches.get(&id).is_none() {
+                inner.keep_delivered(d);
             }
         }
         ready(())
@@ -107,14 +123,27 @@ impl Store for MemoryStore {
 
     fn list(
         &self,
-        state: Option<DeliveryState>,
+        filter: Filter,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         let inner = self.inner();
-        let mut out = inner.outbox.list(state);
-        if state.is_none_or(|s| s == DeliveryState::Delivered) {
-            out.extend(inner.delivered.iter().cloned());
-        }
+        // A watched delivery being redelivered is in both the outbox and the
+        // watch index: the index has its watch as it stands.
+        let mut out: Vec<Delivery> = inner
+            .outbox
+            .list(Filter::default())
+            .into_iter()
+            .filter(|d| inner.watches.get(&d.id).is_none())
+            .chain(inner.watches.iter().cloned())
+            .filter(|d| filter.accepts(d))
+            .collect();
+        out.extend(
+            inner
+                .delivered
+                .iter()
+                .filter(|d| filter.accepts(d))
+                .cloned(),
+        );
         drop(inner);
         ready(newest_first(out, limit))
     }
@@ -127,7 +156,10 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'_, Result<Replay, StoreError>> {
         let mut inner = self.inner();
         let r = match inner.outbox.replay(id, now, deadline_at) {
-            Replay::NotFound if inner.delivered.iter().any(|d| d.id == id) => {
+            Replay::NotFound
+                if inner.watches.get(&id).is_some()
+                    || inner.delivered.iter().any(|d| d.id == id) =>
+            {
                 Replay::NotDead(DeliveryState::Delivered)
             }
             r => r,
@@ -137,7 +169,10 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
-        ready(self.inner().outbox.stats())
+        let inner = self.inner();
+        let mut s = inner.outbox.stats();
+        s.unconfirmed = inner.watches.unconfirmed().count() as u64;
+        ready(s)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -181,5 +216,40 @@ impl Store for MemoryStore {
 
     fn active_registrations(&self) -> u64 {
         self.inner().regs.len() as u64
+    }
+
+    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        ready(self.inner().watches.prune(cutoff).len() as u64)
+    }
+
+    fn take_due_watches(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        ready(self.inner().watches.take_due(now, limit))
+    }
+
+    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.inner().watches.next_due())
+    }
+
+    fn finish_watch(
+        &self,
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut inner = self.inner();
+        if let Some(d) = inner.watches.finish(id, checks, &next) {
+            match next {
+                WatchNext::Redeliver { .. } => inner.outbox.insert(d),
+                WatchNext::Confirmed if d.state == DeliveryState::Delivered => {
+                    inner.keep_delivered(d)
+                }
+                _ => {}
+            }
+        }
+        ready(())
     }
 }

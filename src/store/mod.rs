@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod redis;
 pub mod registrations;
 pub mod sqlite;
+pub mod watches;
 
 use std::fmt;
 use std::future::Future;
@@ -180,6 +181,87 @@ impl DeliveryState {
     }
 }
 
+/// Where the order watch of a delivered authorization stands: Read Session
+/// is asked until Klarna says an order was placed (`Confirmed`), or until
+/// `unconfirmed_after` passes without it (`Unconfirmed`: charged, no order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchState {
+    Watching,
+    Confirmed,
+    Unconfirmed,
+}
+
+impl WatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchState::Watching => "watching",
+            WatchState::Confirmed => "confirmed",
+            WatchState::Unconfirmed => "unconfirmed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "watching" => Some(Self::Watching),
+            "confirmed" => Some(Self::Confirmed),
+            "unconfirmed" => Some(Self::Unconfirmed),
+            _ => None,
+        }
+    }
+}
+
+/// The order watch of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub state: WatchState,
+    /// When the backend first accepted the delivery (unix ms): the watch's
+    /// clock (`redeliver_after`, `unconfirmed_after`) runs from here.
+    pub started_at: u64,
+    pub next_check_at: u64,
+    /// Read Session checks made so far.
+    pub checks: u32,
+    /// The backend got the delivery once more, with `Authback-Redelivery`.
+    pub redelivered: bool,
+    pub last_error: Option<String>,
+}
+
+/// What an order-watch check decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchNext {
+    /// Check again at `at`.
+    Again { at: u64, error: Option<String> },
+    /// Klarna says the order was placed: the watch ends.
+    Confirmed,
+    /// No order by `unconfirmed_after`: the watch ends, and the delivery is
+    /// listed until an operator acts on it.
+    Unconfirmed { error: Option<String> },
+    /// Queue the delivery again, due at `now`, as a redelivery (once), and
+    /// check again at `at`.
+    Redeliver { now: u64, at: u64 },
+}
+
+/// Which deliveries `list` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub state: Option<DeliveryState>,
+    pub watch: Option<WatchState>,
+}
+
+impl Filter {
+    pub fn state(state: DeliveryState) -> Self {
+        Filter {
+            state: Some(state),
+            watch: None,
+        }
+    }
+
+    pub fn accepts(&self, d: &Delivery) -> bool {
+        self.state.is_none_or(|s| s == d.state)
+            && self
+                .watch
+                .is_none_or(|w| d.watch.as_ref().is_some_and(|x| x.state == w))
+    }
+}
+
 /// The path and query a callback arrived on. It carries the URL token, so
 /// `Debug` shows the path alone.
 #[derive(Clone, PartialEq, Eq)]
@@ -215,6 +297,17 @@ pub struct Delivery {
     pub deadline_at: u64,
     pub last_error: Option<String>,
     pub delivered_at: Option<u64>,
+    /// The order watch, once the backend has accepted the delivery with
+    /// order watch on.
+    pub watch: Option<Watch>,
+}
+
+impl Delivery {
+    /// Whether the attempt now due is a redelivery: the backend accepted
+    /// it once already, and the order watch found no order.
+    pub fn is_redelivery(&self) -> bool {
+        self.state == DeliveryState::Pending && self.watch.as_ref().is_some_and(|w| w.redelivered)
+    }
 }
 
 impl Delivery {
@@ -249,6 +342,7 @@ impl Delivery {
             deadline_at: now + deadline.as_millis() as u64,
             last_error: None,
             delivered_at: None,
+            watch: None,
         }
     }
 }
@@ -264,9 +358,20 @@ pub enum Claim {
 /// What one delivery attempt ended in.
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
-    Delivered { at: u64 },
-    Retry { next_at: u64, error: String },
-    Dead { error: String },
+    /// The backend accepted it. With order watch on, `watch_from` is when
+    /// the first Read Session check is due; a delivery already watched (a
+    /// redelivery) keeps its watch.
+    Delivered {
+        at: u64,
+        watch_from: Option<u64>,
+    },
+    Retry {
+        next_at: u64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +385,8 @@ pub enum Replay {
 pub struct Stats {
     pub pending: u64,
     pub dead: u64,
+    /// Deliveries whose order watch ended unconfirmed.
+    pub unconfirmed: u64,
     /// `received_at` of the oldest pending delivery.
     pub oldest_pending_at: Option<u64>,
 }
@@ -318,10 +425,10 @@ pub trait Store: Send + Sync + 'static {
         outcome: AttemptOutcome,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Lists deliveries, newest first.
+    /// Lists the deliveries `filter` accepts, newest first.
     fn list(
         &self,
-        state: Option<DeliveryState>,
+        filter: Filter,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
 
@@ -362,6 +469,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registrations still being checked.
     fn active_registrations(&self) -> u64;
+
+    /// Leases up to `limit` watched deliveries whose next order-watch check
+    /// is due at `now`; one is not handed out again until `finish_watch`,
+    /// a restart or, in a shared store, its lease's expiry.
+    fn take_due_watches(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// When the earliest unleased watch is due for a check.
+    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Records what an order-watch check decided (after `checks` checks),
+    /// releasing the lease.
+    fn finish_watch(
+        &self,
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Forgets delivered records (and so their dedupe keys) received before
     /// `cutoff` (unix ms). Returns how many went. Never touches live ones.

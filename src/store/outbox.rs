@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{AttemptOutcome, Delivery, DeliveryState, Replay, Stats};
+use super::{AttemptOutcome, Delivery, DeliveryState, Filter, Replay, Stats};
 use crate::types::DeliveryId;
 
 #[derive(Default)]
@@ -93,10 +93,10 @@ impl Outbox {
         }
     }
 
-    pub fn list(&self, state: Option<DeliveryState>) -> Vec<Delivery> {
+    pub fn list(&self, filter: Filter) -> Vec<Delivery> {
         self.live
             .values()
-            .filter(|d| state.is_none_or(|s| d.state == s))
+            .filter(|d| filter.accepts(d))
             .map(|d| Delivery::clone(d))
             .collect()
     }
@@ -125,7 +125,7 @@ impl Outbox {
 pub fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
     d.attempts = attempts;
     match outcome {
-        AttemptOutcome::Delivered { at } => {
+        AttemptOutcome::Delivered { at, .. } => {
             d.state = DeliveryState::Delivered;
             d.delivered_at = Some(*at);
             d.last_error = None;

@@ -8,8 +8,8 @@ use authback::store::memory::MemoryStore;
 use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
-    AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, RegState, Registration, Replay,
-    Source, Store, StoreError,
+    AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, Filter, RegState, Registration,
+    Replay, Source, Store, StoreError, WatchNext, WatchState,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -81,6 +81,7 @@ fn delivery(session: &str, token: &str) -> Delivery {
         deadline_at: now + 3_600_000,
         last_error: None,
         delivered_at: None,
+        watch: None,
     }
 }
 
@@ -160,9 +161,16 @@ async fn retry_then_delivered(kind: Kind) {
         ),
         (1, 1, Some("503"))
     );
-    s.finish(d.id, 2, AttemptOutcome::Delivered { at: unix_ms() })
-        .await
-        .expect("finish");
+    s.finish(
+        d.id,
+        2,
+        AttemptOutcome::Delivered {
+            at: unix_ms(),
+            watch_from: None,
+        },
+    )
+    .await
+    .expect("finish");
     let st = s.stats().await.expect("stats");
     assert_eq!((st.pending, st.dead, st.oldest_pending_at), (0, 0, None));
     assert!(
@@ -171,7 +179,7 @@ async fn retry_then_delivered(kind: Kind) {
     );
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Duplicate);
     let delivered = s
-        .list(Some(DeliveryState::Delivered), 10)
+        .list(Filter::state(DeliveryState::Delivered), 10)
         .await
         .expect("list");
     assert_eq!(delivered.len(), 1);
@@ -208,7 +216,10 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
         Claim::Duplicate,
         "a dead delivery still dedupes"
     );
-    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    let dead = s
+        .list(Filter::state(DeliveryState::Dead), 10)
+        .await
+        .expect("list");
     assert_eq!(
         (dead.len(), dead[0].last_error.as_deref()),
         (1, Some("422"))
@@ -243,9 +254,16 @@ async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
     s.claim(pending.clone()).await.expect("claim");
     let taken = s.take_due(FAR, 10).await.expect("take");
     assert_eq!(taken.len(), 2);
-    s.finish(delivered.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
-        .await
-        .expect("finish");
+    s.finish(
+        delivered.id,
+        1,
+        AttemptOutcome::Delivered {
+            at: unix_ms(),
+            watch_from: None,
+        },
+    )
+    .await
+    .expect("finish");
     tokio::time::sleep(Duration::from_millis(450)).await;
     let mut fresh = delivered.clone();
     fresh.received_at = unix_ms();
@@ -273,20 +291,20 @@ async fn listing_is_newest_first_and_filtered(kind: Kind) {
         ids.push(d.id);
         s.claim(d).await.expect("claim");
     }
-    let all = s.list(None, 10).await.expect("list");
+    let all = s.list(Filter::default(), 10).await.expect("list");
     let got: Vec<DeliveryId> = all.iter().map(|d| d.id).collect();
     let want: Vec<DeliveryId> = ids.iter().rev().copied().collect();
     assert_eq!(got, want);
-    assert_eq!(s.list(None, 2).await.expect("list").len(), 2);
+    assert_eq!(s.list(Filter::default(), 2).await.expect("list").len(), 2);
     assert_eq!(
-        s.list(Some(DeliveryState::Pending), 10)
+        s.list(Filter::state(DeliveryState::Pending), 10)
             .await
             .expect("list")
             .len(),
         5
     );
     assert!(s
-        .list(Some(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), 10)
         .await
         .expect("list")
         .is_empty());
@@ -328,7 +346,10 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
     assert_eq!(s.stats().await.expect("stats").dead, 1);
 
     tokio::time::sleep(ttl + Duration::from_millis(300)).await;
-    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    let dead = s
+        .list(Filter::state(DeliveryState::Dead), 10)
+        .await
+        .expect("list");
     assert_eq!(
         s.stats().await.expect("stats").dead,
         dead.len() as u64,
@@ -349,7 +370,7 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
             dead.is_empty(),
             "{kind:?}: an expired dead record is not listed"
         );
-        let all = s.list(None, 10).await.expect("list");
+        let all = s.list(Filter::default(), 10).await.expect("list");
         assert_eq!(
             (times_listed(&all, d.id), all.first().map(|x| x.state)),
             (1, Some(DeliveryState::Pending)),
@@ -360,8 +381,11 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
         make_dead(1).await;
     }
 
-    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
-    let all = s.list(None, 10).await.expect("list");
+    let dead = s
+        .list(Filter::state(DeliveryState::Dead), 10)
+        .await
+        .expect("list");
+    let all = s.list(Filter::default(), 10).await.expect("list");
     let st = s.stats().await.expect("stats");
     assert_eq!(
         (st.dead, dead.len(), times_listed(&all, d.id), st.pending),
@@ -473,6 +497,188 @@ async fn registrations_are_scheduled_and_end(kind: Kind) {
     );
 }
 
+/// Order watch: a delivery the backend accepted is watched from
+/// `watch_from`; a check can ask again, redeliver once (pending again, with
+/// its watch), confirm, or end unconfirmed (listed and counted).
+async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
+    let (kept, lost) = (delivery("sess-w1", "t"), delivery("sess-w2", "t"));
+    for d in [&kept, &lost] {
+        s.claim(d.clone()).await.expect("claim");
+    }
+    assert_eq!(s.take_due(FAR, 10).await.expect("take").len(), 2);
+    let now = unix_ms();
+    for d in [&kept, &lost] {
+        s.finish(
+            d.id,
+            1,
+            AttemptOutcome::Delivered {
+                at: now,
+                watch_from: Some(now + 1_000),
+            },
+        )
+        .await
+        .expect("finish");
+    }
+    assert_eq!(s.next_watch_at().await.expect("next"), Some(now + 1_000));
+    assert!(
+        s.take_due_watches(now, 10).await.expect("take").is_empty(),
+        "not due yet"
+    );
+    let due = s.take_due_watches(now + 1_000, 10).await.expect("take");
+    assert_eq!(due.len(), 2);
+    let w = due[0].watch.clone().expect("watched");
+    assert_eq!(
+        (w.state, w.started_at, w.checks, w.redelivered),
+        (WatchState::Watching, now, 0, false)
+    );
+    assert!(
+        s.take_due_watches(FAR, 10).await.expect("take").is_empty(),
+        "a leased watch is not handed out twice"
+    );
+    s.finish_watch(
+        kept.id,
+        1,
+        WatchNext::Again {
+            at: now + 2_000,
+            error: Some("503".into()),
+        },
+    )
+    .await
+    .expect("again");
+    s.finish_watch(
+        lost.id,
+        1,
+        WatchNext::Redeliver {
+            now: now + 1_000,
+            at: now + 3_000,
+        },
+    )
+    .await
+    .expect("redeliver");
+    // The redelivery is pending again, due at once, with its watch.
+    let again = s.take_due(now + 1_000, 10).await.expect("take");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, lost.id);
+    assert!(again[0].is_redelivery(), "{:?}", again[0].watch);
+    assert_eq!(again[0].attempts, 1, "attempts keep counting");
+    s.finish(
+        lost.id,
+        2,
+        AttemptOutcome::Delivered {
+            at: now + 1_500,
+            watch_from: Some(FAR),
+        },
+    )
+    .await
+    .expect("delivered again");
+    // Both are still watched, each at its own time; the redelivered one
+    // keeps its watch (started at the first 2xx, redelivered once).
+    let due = s.take_due_watches(now + 2_000, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, kept.id);
+    assert_eq!(
+        due[0]
+            .watch
+            .as_ref()
+            .map(|w| (w.checks, w.last_error.clone())),
+        Some((1, Some("503".into())))
+    );
+    s.finish_watch(kept.id, 2, WatchNext::Confirmed)
+        .await
+        .expect("confirmed");
+    let due = s.take_due_watches(now + 3_000, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    let w = due[0].watch.clone().expect("watched");
+    assert_eq!(
+        (due[0].id, w.started_at, w.redelivered, due[0].attempts),
+        (lost.id, now, true, 2)
+    );
+    s.finish_watch(lost.id, 2, WatchNext::Unconfirmed { error: None })
+        .await
+        .expect("unconfirmed");
+    assert!(
+        s.take_due_watches(FAR, 10).await.expect("take").is_empty(),
+        "both watches ended"
+    );
+    assert_eq!(s.next_watch_at().await.expect("next"), None);
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.pending, st.unconfirmed), (0, 1));
+    let unconfirmed = s
+        .list(
+            Filter {
+                state: None,
+                watch: Some(WatchState::Unconfirmed),
+            },
+            10,
+        )
+        .await
+        .expect("list");
+    assert_eq!(unconfirmed.len(), 1);
+    assert_eq!(unconfirmed[0].id, lost.id);
+    assert_eq!(unconfirmed[0].state, DeliveryState::Delivered);
+    let confirmed = s
+        .list(
+            Filter {
+                state: None,
+                watch: Some(WatchState::Confirmed),
+            },
+            10,
+        )
+        .await
+        .expect("list");
+    assert_eq!(confirmed.len(), 1);
+    assert_eq!(confirmed[0].id, kept.id);
+    let delivered = s
+        .list(Filter::state(DeliveryState::Delivered), 10)
+        .await
+        .expect("list");
+    assert_eq!(delivered.len(), 2, "each listed once");
+}
+
+/// Durable stores only: a watch due before a restart is due after it.
+async fn durable_store_resumes_order_watches(kind: Kind) {
+    let env = Env::new(kind);
+    let d = delivery("sess-wr", "t");
+    let now = unix_ms();
+    {
+        let s = open(kind, &env, TTL).await;
+        s.claim(d.clone()).await.expect("claim");
+        s.take_due(FAR, 10).await.expect("take");
+        s.finish(
+            d.id,
+            1,
+            AttemptOutcome::Delivered {
+                at: now,
+                watch_from: Some(now + 1_000),
+            },
+        )
+        .await
+        .expect("finish");
+        s.take_due_watches(now + 1_000, 10).await.expect("take");
+        s.finish_watch(
+            d.id,
+            1,
+            WatchNext::Redeliver {
+                now: now + 1_000,
+                at: now + 2_000,
+            },
+        )
+        .await
+        .expect("redeliver");
+        // The process "dies" with the redelivery pending and the next check due.
+    }
+    let s = open(kind, &env, TTL).await;
+    let again = s.take_due(AFTER_LEASES, 10).await.expect("take");
+    assert_eq!(again.len(), 1);
+    assert!(again[0].is_redelivery());
+    let due = s.take_due_watches(AFTER_LEASES, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    let w = due[0].watch.clone().expect("watched");
+    assert_eq!((w.started_at, w.checks, w.redelivered), (now, 1, true));
+}
+
 macro_rules! conformance {
     ($($property:ident),* $(,)?) => {
         mod memory {
@@ -495,6 +701,7 @@ conformance!(
     listing_is_newest_first_and_filtered,
     registrations_are_scheduled_and_end,
     dead_count_and_listing_agree_after_the_record_expires,
+    order_watches_are_scheduled_redelivered_and_end,
 );
 
 /// Durable stores only: what was recorded is there after reopening.
@@ -539,9 +746,16 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         )
         .await
         .expect("finish");
-        s.finish(delivered.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
-            .await
-            .expect("finish");
+        s.finish(
+            delivered.id,
+            1,
+            AttemptOutcome::Delivered {
+                at: unix_ms(),
+                watch_from: None,
+            },
+        )
+        .await
+        .expect("finish");
         // `pending` stays leased: the process "dies" with it in flight.
     }
     let s = open(kind, &env, TTL).await;
@@ -574,7 +788,7 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         );
     }
     assert_eq!(
-        s.list(Some(DeliveryState::Delivered), 10)
+        s.list(Filter::state(DeliveryState::Delivered), 10)
             .await
             .expect("list")
             .len(),
@@ -589,16 +803,23 @@ async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
     s.claim(old.clone()).await.expect("claim");
     s.claim(live.clone()).await.expect("claim");
     s.take_due(FAR, 10).await.expect("take");
-    s.finish(old.id, 1, AttemptOutcome::Delivered { at: unix_ms() })
-        .await
-        .expect("finish");
+    s.finish(
+        old.id,
+        1,
+        AttemptOutcome::Delivered {
+            at: unix_ms(),
+            watch_from: None,
+        },
+    )
+    .await
+    .expect("finish");
     assert_eq!(
         s.prune(unix_ms() + 1).await.expect("prune"),
         1,
         "only the delivered record goes"
     );
     assert!(s
-        .list(Some(DeliveryState::Delivered), 10)
+        .list(Filter::state(DeliveryState::Delivered), 10)
         .await
         .expect("list")
         .is_empty());
@@ -613,6 +834,16 @@ async fn file_store_resumes_after_reopen() {
 #[tokio::test]
 async fn redis_store_resumes_after_reopen() {
     durable_store_resumes_after_reopen(Kind::Redis).await
+}
+
+#[tokio::test]
+async fn file_store_resumes_order_watches() {
+    durable_store_resumes_order_watches(Kind::File).await
+}
+
+#[tokio::test]
+async fn redis_store_resumes_order_watches() {
+    durable_store_resumes_order_watches(Kind::Redis).await
 }
 
 #[tokio::test]
@@ -663,7 +894,10 @@ async fn redis_store_moves_the_legacy_dead_index() {
         .await
         .expect("legacy keys");
     let st = s.stats().await.expect("stats");
-    let dead = s.list(Some(DeliveryState::Dead), 10).await.expect("list");
+    let dead = s
+        .list(Filter::state(DeliveryState::Dead), 10)
+        .await
+        .expect("list");
     let ids: Vec<DeliveryId> = dead.iter().map(|d| d.id).collect();
     assert_eq!((st.dead, ids), (1, vec![kept.id]));
     let (legacy, score): (String, Option<f64>) = ::redis::pipe()

@@ -1,6 +1,7 @@
 -- Claim: record a callback once, and queue it.
 -- KEYS: 1 the record d:{id}, 2 due, 3 pending, 4 the registration r:{session},
---       5 rdue, 6 rleased, 7 delivered, 8 dead_by_expiry.
+--       5 rdue, 6 rleased, 7 delivered, 8 dead_by_expiry, 9 unconfirmed,
+--       10 wdue, 11 wleased.
 -- ARGV: 1 id, 2 cutoff (a delivered record received at or before it no longer
 --       counts), 3 the record's expiry (unix ms), 4 route, 5 reference,
 --       6 session id, 7 authorization token, 8 source, 9 received_at,
@@ -11,8 +12,9 @@
 -- and ending an active registration of the session happen together or not at
 -- all, so two replicas racing on one callback get one 1. Recording (first
 -- time, or again once the old record is gone) also takes the id out of the
--- dead and delivered indexes: an expired record may have left it there, and
--- it must not be listed twice.
+-- dead, delivered, unconfirmed and order-watch indexes: an expired or
+-- replaced record may have left it there, and it must not be listed,
+-- counted or watched twice.
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
   if st ~= 'delivered' then return 0 end
@@ -21,6 +23,9 @@ if st then
 end
 redis.call('ZREM', KEYS[7], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
+redis.call('ZREM', KEYS[9], ARGV[1])
+redis.call('ZREM', KEYS[10], ARGV[1])
+redis.call('ZREM', KEYS[11], ARGV[1])
 redis.call('HSET', KEYS[1], 'route', ARGV[4], 'reference', ARGV[5], 'session_id', ARGV[6], 'token', ARGV[7],
   'source', ARGV[8], 'received_at', ARGV[9], 'payload', ARGV[10], 'arrival_uri', ARGV[11], 'state', 'pending',
   'attempts', 0, 'next_at', ARGV[12], 'deadline_at', ARGV[13])

@@ -9,7 +9,8 @@
 //!
 //! Keys (under `key_prefix`): `d:{id}` hashes, `r:{session}` hashes, and the
 //! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
-//! `rdue`, `rleased`. Every hash has an expiry; no KEYS or SCAN is ever used.
+//! `rdue`, `rleased`, and for order watch `wdue`, `wleased`, `unconfirmed`.
+//! Every hash has an expiry; no KEYS or SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
@@ -19,7 +20,16 @@
 //! deliveries first drops the ids at its front whose record is gone: the
 //! gauge and the listing cannot include an expired record. Earlier versions
 //! kept the index as `dead`, scored by receipt; those scripts move what is
-//! left there into the new key and delete it.
+//! left there into the new key and delete it. `unconfirmed` is kept the same
+//! way (`index.lua`), and one function (`expire.lua`) sets every record's
+//! expiry and those scores together. A delivery's order watch lives in its
+//! record (`w_*` fields), which lives at least `dedupe_ttl` past the watch's
+//! next check, so it cannot expire while the watch runs.
+
+mod decode;
+mod list;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,16 +37,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dedupe::DedupeKeys;
-use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
-use super::registrations::{CheckNext, RegState, Registration};
+use super::registrations::{CheckNext, Registration};
 use super::{
-    ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source, Stats,
-    Store, StoreError,
+    AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay, Stats, Store,
+    StoreError, WatchNext,
 };
-use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
+use crate::types::{unix_ms, DeliveryId, SessionId};
+use decode::{delivery_from, groups, registration_from, Fields};
 
 /// The index of dead deliveries, scored by when their record expires.
 const DEAD: &str = "dead_by_expiry";
@@ -46,21 +56,40 @@ const DEAD: &str = "dead_by_expiry";
 /// whose record is no longer dead, which is all they would have changed.
 const LEGACY_DEAD: &str = "dead";
 
+/// The index of deliveries whose order watch ended unconfirmed, scored by
+/// when their record expires (as `DEAD`).
+const UNCONFIRMED: &str = "unconfirmed";
+/// How many ids `list` reads from an index at a time, at least: a filter on
+/// the watch may pass over many.
+const LIST_PAGE: usize = 200;
+
 // The Lua scripts, one a file beside this one; each file's header names its
-// KEYS and ARGV and what it guarantees. The scripts that count or list dead
-// deliveries start with `trim_dead.lua`, the function they share.
+// KEYS and ARGV and what it guarantees. The functions some of them share
+// (`index.lua`, `trim_dead.lua`, `expire.lua`) are joined in front of them.
 const CLAIM: &str = include_str!("claim.lua");
 const TAKE_DUE: &str = include_str!("take_due.lua");
-const FINISH: &str = include_str!("finish.lua");
-const REPLAY: &str = include_str!("replay.lua");
-const STATS: &str = concat!(include_str!("trim_dead.lua"), include_str!("stats.lua"));
-const LIST_DEAD: &str = concat!(include_str!("trim_dead.lua"), include_str!("list_dead.lua"));
+const FINISH: &str = concat!(include_str!("expire.lua"), include_str!("finish.lua"));
+const REPLAY: &str = concat!(include_str!("expire.lua"), include_str!("replay.lua"));
+const STATS: &str = concat!(
+    include_str!("index.lua"),
+    include_str!("trim_dead.lua"),
+    include_str!("stats.lua")
+);
+const LIST_DEAD: &str = concat!(
+    include_str!("index.lua"),
+    include_str!("trim_dead.lua"),
+    include_str!("list_dead.lua")
+);
+const LIST_UNCONFIRMED: &str = concat!(
+    include_str!("index.lua"),
+    include_str!("list_unconfirmed.lua")
+);
 const REGISTER: &str = include_str!("register.lua");
 const TAKE_CHECKS: &str = include_str!("take_checks.lua");
 const FINISH_CHECK: &str = include_str!("finish_check.lua");
+const TAKE_WATCHES: &str = include_str!("take_watches.lua");
+const FINISH_WATCH: &str = concat!(include_str!("expire.lua"), include_str!("finish_watch.lua"));
 
-/// A hash as read back: field name to raw value.
-type Fields = HashMap<String, Vec<u8>>;
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -71,9 +100,12 @@ struct Scripts {
     replay: Script,
     stats: Script,
     list_dead: Script,
+    list_unconfirmed: Script,
     register: Script,
     take_checks: Script,
     finish_check: Script,
+    take_watches: Script,
+    finish_watch: Script,
 }
 
 pub struct RedisStore {
@@ -129,9 +161,12 @@ impl RedisStore {
                 replay: Script::new(REPLAY),
                 stats: Script::new(STATS),
                 list_dead: Script::new(LIST_DEAD),
+                list_unconfirmed: Script::new(LIST_UNCONFIRMED),
                 register: Script::new(REGISTER),
                 take_checks: Script::new(TAKE_CHECKS),
                 finish_check: Script::new(FINISH_CHECK),
+                take_watches: Script::new(TAKE_WATCHES),
+                finish_watch: Script::new(FINISH_WATCH),
             },
             seen: DedupeKeys::new(dedupe_ttl),
             leases: Mutex::new(HashMap::new()),
@@ -261,100 +296,6 @@ async fn probe(
     }
 }
 
-fn field<'a>(m: &'a Fields, k: &str) -> Option<&'a [u8]> {
-    m.get(k).map(|v| v.as_slice())
-}
-
-fn text(m: &Fields, k: &str) -> String {
-    field(m, k)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
-}
-
-fn num(m: &Fields, k: &str) -> u64 {
-    text(m, k).parse().unwrap_or(0)
-}
-
-fn delivery_from(id: &str, m: &Fields) -> Option<Delivery> {
-    if m.is_empty() {
-        return None;
-    }
-    let state = match text(m, "state").as_str() {
-        "delivered" => DeliveryState::Delivered,
-        "dead" => DeliveryState::Dead,
-        _ => DeliveryState::Pending,
-    };
-    let opt = |k: &str| Some(text(m, k)).filter(|s| !s.is_empty());
-    Some(Delivery {
-        id: DeliveryId::parse(id)?,
-        route: text(m, "route"),
-        reference: text(m, "reference"),
-        session_id: SessionId::new(text(m, "session_id")),
-        authorization_token: AuthorizationToken::new(text(m, "token")),
-        source: Source::parse(&text(m, "source")).unwrap_or(Source::Callback),
-        received_at: num(m, "received_at"),
-        payload: Bytes::from(field(m, "payload").unwrap_or_default().to_vec()),
-        arrival_uri: opt("arrival_uri").map(ArrivalUri),
-        state,
-        attempts: num(m, "attempts") as u32,
-        next_attempt_at: num(m, "next_at"),
-        deadline_at: num(m, "deadline_at"),
-        last_error: opt("last_error"),
-        delivered_at: opt("delivered_at").and_then(|s| s.parse().ok()),
-    })
-}
-
-fn registration_from(session: &str, m: &Fields) -> Registration {
-    Registration {
-        session_id: SessionId::new(session),
-        route: text(m, "route"),
-        reference: text(m, "reference"),
-        registered_at: num(m, "registered_at"),
-        checks: num(m, "checks") as u32,
-        next_check_at: num(m, "next_at"),
-        state: if text(m, "state") == "active" {
-            RegState::Active
-        } else {
-            RegState::Ended
-        },
-        outcome: Some(text(m, "outcome")).filter(|s| !s.is_empty()),
-        last_error: Some(text(m, "last_error")).filter(|s| !s.is_empty()),
-    }
-}
-
-/// Reads a script's flat `[a, {hash}, a, {hash}...]` (or with `extra` more
-/// plain items between) answer.
-fn groups(v: Value, width: usize) -> Vec<(Vec<String>, Fields)> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut it = items.into_iter();
-    'outer: loop {
-        let mut head = Vec::new();
-        for _ in 0..width - 1 {
-            match it.next() {
-                Some(x) => head.push(redis::from_redis_value::<String>(&x).unwrap_or_default()),
-                None => break 'outer,
-            }
-        }
-        let Some(hash) = it.next() else { break };
-        let map: Fields = match hash {
-            Value::Array(kv) => kv
-                .chunks(2)
-                .filter_map(|c| {
-                    let k = redis::from_redis_value::<String>(c.first()?).ok()?;
-                    let v = redis::from_redis_value::<Vec<u8>>(c.get(1)?).ok()?;
-                    Some((k, v))
-                })
-                .collect(),
-            _ => HashMap::new(),
-        };
-        out.push((head, map));
-    }
-    out
-}
-
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
@@ -388,6 +329,9 @@ impl Store for RedisStore {
                 .key(self.key("rleased"))
                 .key(self.key("delivered"))
                 .key(self.key(DEAD))
+                .key(self.key(UNCONFIRMED))
+                .key(self.key("wdue"))
+                .key(self.key("wleased"))
                 .arg(&id)
                 .arg(cutoff)
                 .arg(d.deadline_at + self.ttl_ms)
@@ -461,8 +405,12 @@ impl Store for RedisStore {
                 .cloned()
                 .unwrap_or_default();
             let now = unix_ms();
+            let mut watch_from = None;
             let (kind, at, error) = match &outcome {
-                AttemptOutcome::Delivered { at } => ("delivered", *at, String::new()),
+                AttemptOutcome::Delivered { at, watch_from: w } => {
+                    watch_from = *w;
+                    ("delivered", *at, String::new())
+                }
                 AttemptOutcome::Retry { next_at, error } => ("retry", *next_at, error.clone()),
                 AttemptOutcome::Dead { error } => ("dead", now, error.clone()),
             };
@@ -476,6 +424,8 @@ impl Store for RedisStore {
                 .key(self.key("pending"))
                 .key(self.key(DEAD))
                 .key(self.key("delivered"))
+                .key(self.key(UNCONFIRMED))
+                .key(self.key("wdue"))
                 .arg(id.to_string())
                 .arg(kind)
                 .arg(attempts)
@@ -483,6 +433,7 @@ impl Store for RedisStore {
                 .arg(error)
                 .arg(self.ttl_ms)
                 .arg(&token)
+                .arg(watch_from.map_or(String::new(), |t| t.to_string()))
                 .invoke_async(&mut conn)
                 .await;
             self.track(r)?;
@@ -497,51 +448,10 @@ impl Store for RedisStore {
 
     fn list(
         &self,
-        state: Option<DeliveryState>,
+        filter: Filter,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        Box::pin(async move {
-            let states = match state {
-                Some(s) => vec![s],
-                None => vec![
-                    DeliveryState::Pending,
-                    DeliveryState::Dead,
-                    DeliveryState::Delivered,
-                ],
-            };
-            let mut out = Vec::new();
-            let mut conn = self.conn.clone();
-            for want in states {
-                let r: redis::RedisResult<Vec<String>> = match want {
-                    DeliveryState::Dead => {
-                        self.scripts
-                            .list_dead
-                            .key(self.key(DEAD))
-                            .key(self.key(LEGACY_DEAD))
-                            .arg(format!("{}d:", self.prefix))
-                            .arg(unix_ms())
-                            .arg(limit)
-                            .invoke_async(&mut conn)
-                            .await
-                    }
-                    DeliveryState::Pending | DeliveryState::Delivered => {
-                        conn.zrevrange(self.key(want.as_str()), 0, limit.saturating_sub(1) as isize)
-                            .await
-                    }
-                };
-                let ids = self.track(r)?;
-                // An index may still name a record that is gone or has moved
-                // on (claimed again after it expired): each delivery is
-                // listed once, under the state its record has.
-                out.extend(
-                    self.fetch(ids)
-                        .await?
-                        .into_iter()
-                        .filter(|d| d.state == want),
-                );
-            }
-            Ok(super::outbox::newest_first(out, limit))
-        })
+        Box::pin(self.list_filtered(filter, limit))
     }
 
     fn replay(
@@ -559,10 +469,11 @@ impl Store for RedisStore {
                 .key(self.key("due"))
                 .key(self.key("pending"))
                 .key(self.key(DEAD))
+                .key(self.key(UNCONFIRMED))
                 .arg(id.to_string())
                 .arg(now)
                 .arg(deadline_at)
-                .arg(deadline_at + self.ttl_ms)
+                .arg(self.ttl_ms)
                 .invoke_async(&mut conn)
                 .await;
             Ok(match self.track(r)?.as_str() {
@@ -577,20 +488,22 @@ impl Store for RedisStore {
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64, Option<String>)> = self
+            let r: redis::RedisResult<(u64, u64, u64, Option<String>)> = self
                 .scripts
                 .stats
                 .key(self.key("pending"))
                 .key(self.key(DEAD))
                 .key(self.key(LEGACY_DEAD))
+                .key(self.key(UNCONFIRMED))
                 .arg(format!("{}d:", self.prefix))
                 .arg(unix_ms())
                 .invoke_async(&mut conn)
                 .await;
-            let (pending, dead, oldest) = self.track(r)?;
+            let (pending, dead, unconfirmed, oldest) = self.track(r)?;
             Ok(Stats {
                 pending,
                 dead,
+                unconfirmed,
                 // A score is a unix-ms number Redis prints as text.
                 oldest_pending_at: oldest.and_then(|s| s.parse::<f64>().ok()).map(|s| s as u64),
             })
@@ -692,6 +605,81 @@ impl Store for RedisStore {
 
     fn active_registrations(&self) -> u64 {
         self.active_regs.load(Ordering::Relaxed)
+    }
+
+    fn take_due_watches(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(async move {
+            // A lease measures whether its holder is alive, so it runs on
+            // the clock, whatever time `now` asks about: a check leased
+            // here is not handed out again by a call asking further ahead.
+            let clock = unix_ms();
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<Value> = self
+                .scripts
+                .take_watches
+                .key(self.key("wdue"))
+                .key(self.key("wleased"))
+                .arg(now)
+                .arg(limit)
+                .arg(clock + self.lease_ms)
+                .arg(format!("{}d:", self.prefix))
+                .arg(clock)
+                .invoke_async(&mut conn)
+                .await;
+            let v = self.track(r)?;
+            Ok(groups(v, 2)
+                .into_iter()
+                .filter_map(|(head, map)| delivery_from(&head[0], &map))
+                .collect())
+        })
+    }
+
+    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(self.earliest("wdue", "wleased"))
+    }
+
+    fn finish_watch(
+        &self,
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // (kind, next check at, the check's error, when a redelivery is due)
+            let (kind, at, error, now) = match next {
+                WatchNext::Again { at, error } => ("again", at, error, 0),
+                WatchNext::Confirmed => ("confirmed", 0, None, 0),
+                WatchNext::Unconfirmed { error } => ("unconfirmed", 0, error, 0),
+                WatchNext::Redeliver { now, at } => ("redeliver", at, None, now),
+            };
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<i64> = self
+                .scripts
+                .finish_watch
+                .key(self.dkey(&id))
+                .key(self.key("wdue"))
+                .key(self.key("wleased"))
+                .key(self.key(UNCONFIRMED))
+                .key(self.key("due"))
+                .key(self.key("pending"))
+                .key(self.key("delivered"))
+                .key(self.key(DEAD))
+                .arg(id.to_string())
+                .arg(kind)
+                .arg(checks)
+                .arg(at)
+                .arg(error.unwrap_or_default())
+                .arg(now)
+                .arg(self.ttl_ms)
+                .invoke_async(&mut conn)
+                .await;
+            self.track(r)?;
+            Ok(())
+        })
     }
 
     fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

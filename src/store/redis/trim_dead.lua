@@ -1,9 +1,9 @@
 -- trim_dead(dead, legacy, prefix, now): shared by the scripts that count or
--- list dead deliveries, which start with this file's text.
+-- list dead deliveries, which start with index.lua's text and this file's.
 -- It moves the legacy index (`dead`, scored by receipt, of any type) into
 -- `dead_by_expiry`, then drops ids from the front of it while their record is
--- gone (expired) or no longer dead. Scores are the records' expiries, so once
--- the front's record is alive, every later one is too.
+-- gone (expired) or no longer dead (`trim`: scores are the records'
+-- expiries, so once the front's record is alive, every later one is too).
 -- Runs inside the calling script, so the caller's count or listing never
 -- includes an expired record.
 local function trim_dead(dead, legacy, prefix, now)
@@ -24,9 +24,5 @@ local function trim_dead(dead, legacy, prefix, now)
     end
     redis.call('DEL', legacy)
   end
-  while true do
-    local first = redis.call('ZRANGE', dead, 0, 0)[1]
-    if not first or redis.call('HGET', prefix .. first, 'state') == 'dead' then return end
-    redis.call('ZREM', dead, first)
-  end
+  trim(dead, prefix, 'state', 'dead')
 end

@@ -3,8 +3,9 @@
 //! and the in-process index the reads answer from. Once open it must never
 //! write itself: every change goes through the writer thread (`writer`).
 
-/// The columns of `deliveries` in the order `row_to_delivery` reads them.
-/// Defined before `mod writer` so the writer's statements share it.
+/// The columns of `deliveries` a claim writes, in the order
+/// `row_to_delivery` reads them. Defined before `mod writer` so the
+/// writer's statements share it.
 macro_rules! columns {
     () => {
         "id, route, reference, session_id, authorization_token, source, received_at, payload, \
@@ -12,8 +13,23 @@ macro_rules! columns {
     };
 }
 
+/// Every column `row_to_delivery` reads: the claimed ones, then the order
+/// watch, which only later changes write.
+macro_rules! read_columns {
+    () => {
+        concat!(
+            columns!(),
+            ", watch_state, watch_started_at, watch_next_at, watch_checks, \
+             watch_redelivered, watch_error"
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,15 +42,16 @@ use tokio::sync::oneshot;
 
 use super::outbox::{newest_first, Outbox};
 use super::registrations::{CheckNext, RegIndex, RegState, Registration};
+use super::watches::WatchIndex;
 use super::{
-    ready, ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Replay, Source,
-    Stats, Store, StoreError,
+    ready, ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay,
+    Source, Stats, Store, StoreError, Watch, WatchNext, WatchState,
 };
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -70,6 +87,14 @@ const MIGRATIONS: &[&str] = &[
          outcome TEXT,
          last_error TEXT
      );",
+    // 2 -> 3: order watch. NULL columns mean "not watched", which is what
+    // every delivery recorded before this version is.
+    "ALTER TABLE deliveries ADD COLUMN watch_state INTEGER;
+     ALTER TABLE deliveries ADD COLUMN watch_started_at INTEGER;
+     ALTER TABLE deliveries ADD COLUMN watch_next_at INTEGER;
+     ALTER TABLE deliveries ADD COLUMN watch_checks INTEGER;
+     ALTER TABLE deliveries ADD COLUMN watch_redelivered INTEGER;
+     ALTER TABLE deliveries ADD COLUMN watch_error TEXT;",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
@@ -78,7 +103,13 @@ const PRUNE_CHUNK: usize = 5000;
 const REGS_SQL: &str =
     "SELECT session_id, route, reference, registered_at, checks, next_check_at, state, \
      outcome, last_error FROM registrations WHERE state = 0";
-const LIVE_SQL: &str = concat!("SELECT ", columns!(), " FROM deliveries WHERE state != 1");
+/// What the index holds: pending and dead deliveries, and the watches still
+/// running or ended unconfirmed (whatever state their delivery is in).
+const LIVE_SQL: &str = concat!(
+    "SELECT ",
+    read_columns!(),
+    " FROM deliveries WHERE state != 1 OR watch_state IN (0, 2)"
+);
 
 fn state_code(s: DeliveryState) -> i64 {
     match s {
@@ -96,10 +127,31 @@ fn state_from(code: i64) -> DeliveryState {
     }
 }
 
-/// What the writer and the async side share.
+fn watch_code(s: WatchState) -> i64 {
+    match s {
+        WatchState::Watching => 0,
+        WatchState::Confirmed => 1,
+        WatchState::Unconfirmed => 2,
+    }
+}
+
+fn watch_from_code(code: i64) -> Option<WatchState> {
+    match code {
+        0 => Some(WatchState::Watching),
+        1 => Some(WatchState::Confirmed),
+        2 => Some(WatchState::Unconfirmed),
+        _ => None,
+    }
+}
+
+/// What the writer and the async side share. Whoever needs both `index`
+/// and `watches` locks them in that order.
 struct Shared {
     index: Mutex<Outbox>,
     regs: Mutex<RegIndex>,
+    /// Watching and unconfirmed deliveries: where order-watch checks are
+    /// leased from, and the incident list.
+    watches: Mutex<WatchIndex>,
     /// Ids known to be committed: duplicates stop here, off the disk.
     seen: DedupeKeys,
     /// Why the last write failed, until a write succeeds again.
@@ -112,6 +164,9 @@ impl Shared {
     }
     fn regs(&self) -> MutexGuard<'_, RegIndex> {
         self.regs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn watches(&self) -> MutexGuard<'_, WatchIndex> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn set_failure(&self, f: Option<String>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = f;
@@ -160,13 +215,21 @@ impl SqliteStore {
         heartbeat(&mut conn).map_err(|e| err("cannot write", &e))?;
 
         let mut index = Outbox::default();
+        // Leases live in this process only: after a restart every watch
+        // still running is due again at its next check.
+        let mut watches = WatchIndex::default();
         {
             let mut stmt = conn.prepare(LIVE_SQL).map_err(|e| err("cannot read", &e))?;
             let rows = stmt
                 .query_map([], row_to_delivery)
                 .map_err(|e| err("cannot read", &e))?;
             for row in rows {
-                index.insert(row.map_err(|e| err("cannot read a delivery", &e))?);
+                let d = row.map_err(|e| err("cannot read a delivery", &e))?;
+                if d.state != DeliveryState::Delivered {
+                    index.insert(d.clone());
+                }
+                // Ignores the unwatched and the confirmed.
+                watches.insert(d);
             }
         }
         let mut regs = RegIndex::default();
@@ -182,6 +245,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
             regs: Mutex::new(regs),
+            watches: Mutex::new(watches),
             seen: DedupeKeys::new(dedupe_ttl),
             failure: Mutex::new(None),
         });
@@ -200,6 +264,32 @@ impl SqliteStore {
             path: path.to_path_buf(),
             dedupe_ttl_ms: dedupe_ttl.as_millis() as u64,
         })
+    }
+
+    /// The pending and dead deliveries `state` allows, as the index holds
+    /// them, and the ids among them to read again from disk. Each watched
+    /// one is taken from the watch index, whose copy follows its watch;
+    /// the outbox's copy keeps the watch as it was when the delivery was
+    /// queued again, so one whose watch has since ended (confirmed, and so
+    /// out of the watch index) is read again. Also every watching and
+    /// unconfirmed delivery, whatever its state.
+    fn listed_in_memory(&self, state: Option<DeliveryState>) -> (Vec<Delivery>, Vec<DeliveryId>) {
+        let index = self.shared.index();
+        let watches = self.shared.watches();
+        let mut reread = Vec::new();
+        let mut out: Vec<Delivery> = index
+            .list(Filter { state, watch: None })
+            .into_iter()
+            .filter(|d| {
+                let ended = d.watch.is_some() && watches.get(&d.id).is_none();
+                if ended {
+                    reread.push(d.id);
+                }
+                d.watch.is_none()
+            })
+            .collect();
+        out.extend(watches.iter().cloned());
+        (out, reread)
     }
 
     async fn call<T>(
@@ -280,6 +370,19 @@ fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     };
     let source: String = r.get(5)?;
     let payload: Vec<u8> = r.get(7)?;
+    // A watch's other columns are written with its state, so a row with a
+    // state and a NULL among them is damaged: reading it fails.
+    let watch = match r.get::<_, Option<i64>>(15)? {
+        None => None,
+        Some(code) => Some(Watch {
+            state: watch_from_code(code).ok_or_else(|| bad(15, "watch_state"))?,
+            started_at: r.get::<_, i64>(16)? as u64,
+            next_check_at: r.get::<_, i64>(17)? as u64,
+            checks: r.get::<_, i64>(18)? as u32,
+            redelivered: r.get::<_, i64>(19)? != 0,
+            last_error: r.get(20)?,
+        }),
+    };
     Ok(Delivery {
         id: DeliveryId::from_bytes(&id).ok_or_else(|| bad(0, "id"))?,
         route: r.get(1)?,
@@ -296,6 +399,7 @@ fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         deadline_at: r.get::<_, i64>(12)? as u64,
         last_error: r.get(13)?,
         delivered_at: r.get::<_, Option<i64>>(14)?.map(|t| t as u64),
+        watch,
     })
 }
 
@@ -363,17 +467,35 @@ impl Store for SqliteStore {
 
     fn list(
         &self,
-        state: Option<DeliveryState>,
+        filter: Filter,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         Box::pin(async move {
-            let mut out = self.shared.index().list(state);
-            if state.is_none_or(|s| s == DeliveryState::Delivered) {
-                out.extend(
-                    self.call(|reply| Cmd::ListDelivered { limit, reply })
-                        .await?,
+            let (mut out, reread) = self.listed_in_memory(filter.state);
+            // Watching and unconfirmed ones are all in memory; delivered
+            // ones otherwise only on disk.
+            let on_disk = filter.state.is_none_or(|s| s == DeliveryState::Delivered)
+                && !matches!(
+                    filter.watch,
+                    Some(WatchState::Watching | WatchState::Unconfirmed)
                 );
+            if on_disk || !reread.is_empty() {
+                let delivered = on_disk.then_some(limit);
+                let watch = filter.watch;
+                let disk = self
+                    .call(|reply| Cmd::List {
+                        delivered,
+                        watch,
+                        reread,
+                        reply,
+                    })
+                    .await?;
+                // Read after the memory snapshot, so the newer of the two.
+                let fresh: HashSet<DeliveryId> = disk.iter().map(|d| d.id).collect();
+                out.retain(|d| !fresh.contains(&d.id));
+                out.extend(disk);
             }
+            out.retain(|d| filter.accepts(d));
             Ok(newest_first(out, limit))
         })
     }
@@ -393,7 +515,9 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
-        ready(self.shared.index().stats())
+        let mut s = self.shared.index().stats();
+        s.unconfirmed = self.shared.watches().unconfirmed().count() as u64;
+        ready(s)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -440,6 +564,32 @@ impl Store for SqliteStore {
 
     fn active_registrations(&self) -> u64 {
         self.shared.regs().len() as u64
+    }
+
+    fn take_due_watches(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        ready(self.shared.watches().take_due(now, limit))
+    }
+
+    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.shared.watches().next_due())
+    }
+
+    fn finish_watch(
+        &self,
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::FinishWatch {
+            id,
+            checks,
+            next,
+            reply,
+        }))
     }
 
     fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -15,16 +15,19 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{heartbeat, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK};
+use super::{heartbeat, row_to_delivery, state_code, state_from, watch_code, Shared, PRUNE_CHUNK};
 use crate::store::registrations::{CheckNext, Registration};
-use crate::store::{AttemptOutcome, Claim, Delivery, Replay, StoreError};
+use crate::store::watches::WatchIndex;
+use crate::store::{AttemptOutcome, Claim, Delivery, Replay, StoreError, WatchNext, WatchState};
 use crate::types::{DeliveryId, SessionId};
 
 /// Most commands committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
 /// Records a claim. A delivered record older than the dedupe TTL (?16) no
-/// longer counts and is replaced; a pending or dead one always counts.
+/// longer counts and is replaced; a pending or dead one always counts, and
+/// so does one whose order watch is running or ended unconfirmed (the watch
+/// index holds it until `prune` removes both).
 const CLAIM_SQL: &str = concat!(
     "INSERT INTO deliveries (",
     columns!(),
@@ -33,14 +36,28 @@ const CLAIM_SQL: &str = concat!(
          route = excluded.route, reference = excluded.reference, source = excluded.source,
          received_at = excluded.received_at, payload = excluded.payload, arrival_uri = excluded.arrival_uri,
          state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
-         deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL
-     WHERE deliveries.state = 1 AND deliveries.received_at <= ?16"
+         deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL,
+         watch_state = NULL, watch_started_at = NULL, watch_next_at = NULL, watch_checks = NULL,
+         watch_redelivered = NULL, watch_error = NULL
+     WHERE deliveries.state = 1 AND deliveries.received_at <= ?16
+         AND (deliveries.watch_state IS NULL OR deliveries.watch_state = 1)"
 );
 const DELIVERED_SQL: &str = concat!(
     "SELECT ",
-    columns!(),
+    read_columns!(),
     " FROM deliveries WHERE state = 1 ORDER BY received_at DESC LIMIT ?1"
 );
+const DELIVERED_WATCH_SQL: &str = concat!(
+    "SELECT ",
+    read_columns!(),
+    " FROM deliveries WHERE state = 1 AND watch_state = ?2 ORDER BY received_at DESC LIMIT ?1"
+);
+const ONE_SQL: &str = concat!("SELECT ", read_columns!(), " FROM deliveries WHERE id = ?1");
+/// Starts the watch of a delivery that has none; a redelivery keeps its own.
+const WATCH_START_SQL: &str =
+    "UPDATE deliveries SET watch_state = 0, watch_started_at = ?2, watch_next_at = ?3, \
+     watch_checks = 0, watch_redelivered = 0, watch_error = NULL \
+     WHERE id = ?1 AND watch_state IS NULL";
 
 /// A write for the writer thread; each carries where its answer goes.
 pub(super) enum Cmd {
@@ -61,9 +78,19 @@ pub(super) enum Cmd {
         deadline_at: u64,
         reply: oneshot::Sender<Result<Replay, StoreError>>,
     },
-    ListDelivered {
-        limit: usize,
+    /// Up to `delivered` of the newest delivered deliveries (with a watch
+    /// in state `watch`), and those of `reread` still recorded.
+    List {
+        delivered: Option<usize>,
+        watch: Option<WatchState>,
+        reread: Vec<DeliveryId>,
         reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
+    },
+    FinishWatch {
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Register {
         r: Registration,
@@ -265,9 +292,16 @@ fn execute(
             let id = &id.bytes()[..];
             let attempts = i64::from(*attempts);
             match outcome {
-                AttemptOutcome::Delivered { at } => db
-                    .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
-                    .execute(params![id, attempts, *at as i64])?,
+                AttemptOutcome::Delivered { at, watch_from } => {
+                    let n = db
+                        .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
+                        .execute(params![id, attempts, *at as i64])?;
+                    if let Some(first) = watch_from {
+                        db.prepare_cached(WATCH_START_SQL)?
+                            .execute(params![id, *at as i64, *first as i64])?;
+                    }
+                    n
+                }
                 AttemptOutcome::Retry { next_at, error } => db
                     .prepare_cached("UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1")?
                     .execute(params![id, attempts, *next_at as i64, error])?,
@@ -298,22 +332,84 @@ fn execute(
                 Replay::NotDead(state_from(s))
             })))
         }
-        Cmd::ListDelivered { limit, .. } => {
-            let mut stmt = db.prepare_cached(DELIVERED_SQL)?;
-            let rows = stmt.query_map(params![*limit as i64], row_to_delivery)?;
-            Ok(Done::List(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+        Cmd::List {
+            delivered,
+            watch,
+            reread,
+            ..
+        } => {
+            let mut out = Vec::new();
+            if let Some(limit) = delivered {
+                let limit = *limit as i64;
+                let rows = match watch {
+                    None => db
+                        .prepare_cached(DELIVERED_SQL)?
+                        .query_map(params![limit], row_to_delivery)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                    Some(w) => db
+                        .prepare_cached(DELIVERED_WATCH_SQL)?
+                        .query_map(params![limit, watch_code(*w)], row_to_delivery)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                };
+                out.extend(rows);
+            }
+            for id in reread {
+                let d = db
+                    .prepare_cached(ONE_SQL)?
+                    .query_row(params![&id.bytes()[..]], row_to_delivery)
+                    .optional()?;
+                // Read by the delivered query too if it has since been delivered.
+                out.extend(d.filter(|d| !out.iter().any(|o| o.id == d.id)));
+            }
+            Ok(Done::List(out))
+        }
+        Cmd::FinishWatch {
+            id, checks, next, ..
+        } => {
+            let id = &id.bytes()[..];
+            let checks = i64::from(*checks);
+            // Only a running watch changes: the index applies the same
+            // decision only to the watches it holds, which are those.
+            match next {
+                WatchNext::Again { at, error } => db
+                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4 WHERE id = ?1 AND watch_state = 0")?
+                    .execute(params![id, checks, *at as i64, error])?,
+                WatchNext::Confirmed => db
+                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 1, watch_error = NULL WHERE id = ?1 AND watch_state = 0")?
+                    .execute(params![id, checks])?,
+                // With no new error, the last one says why it ended.
+                WatchNext::Unconfirmed { error } => db
+                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = COALESCE(?3, watch_error) WHERE id = ?1 AND watch_state = 0")?
+                    .execute(params![id, checks, error])?,
+                // Queued again in the same transaction, so a crash cannot
+                // leave it marked redelivered but never sent.
+                WatchNext::Redeliver { now, at } => db
+                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4 WHERE id = ?1 AND watch_state = 0")?
+                    .execute(params![id, checks, *at as i64, *now as i64])?,
+            };
+            Ok(Done::Unit)
         }
         Cmd::Prune { cutoff, .. } => {
+            // A running watch keeps its delivery; an unconfirmed one is
+            // kept as long as a delivered record.
             let n = db
                 .prepare_cached(
                     "DELETE FROM deliveries WHERE seq IN
-                     (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1 LIMIT ?2)",
+                     (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1
+                      AND (watch_state IS NULL OR watch_state = 1) LIMIT ?2)",
                 )?
                 .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
+            // Unconfirmed ones are few (each an incident), so all go at
+            // once, chosen exactly as `WatchIndex::prune` chooses them.
+            let unconfirmed = db
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1",
+                )?
+                .execute(params![*cutoff as i64])?;
             // Ended registrations go with the same retention.
             db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
                 .execute(params![*cutoff as i64])?;
-            Ok(Done::Pruned(n as u64))
+            Ok(Done::Pruned((n + unconfirmed) as u64))
         }
     }
 }
@@ -338,7 +434,34 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             },
             Ok(_),
         ) => {
-            shared.index().finish(id, attempts, &outcome);
+            let mut index = shared.index();
+            if let Some(d) = index.finish(id, attempts, &outcome) {
+                let mut watches = shared.watches();
+                match outcome {
+                    AttemptOutcome::Delivered { at, watch_from } => {
+                        watches.delivered(d, at, watch_from);
+                    }
+                    _ => follow(&mut watches, d),
+                }
+            }
+            drop(index);
+            let _ = reply.send(Ok(()));
+        }
+        (
+            Cmd::FinishWatch {
+                id,
+                checks,
+                next,
+                reply,
+            },
+            Ok(_),
+        ) => {
+            let mut index = shared.index();
+            let d = shared.watches().finish(id, checks, &next);
+            if let (Some(d), WatchNext::Redeliver { .. }) = (d, &next) {
+                index.insert(d);
+            }
+            drop(index);
             let _ = reply.send(Ok(()));
         }
         (
@@ -351,14 +474,19 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             Ok(Done::Replay(r)),
         ) => {
             if r == Replay::Queued {
-                shared.index().replay(id, now, deadline_at);
+                let mut index = shared.index();
+                index.replay(id, now, deadline_at);
+                if let Some(d) = index.get(&id).cloned() {
+                    follow(&mut shared.watches(), d);
+                }
             }
             let _ = reply.send(Ok(r));
         }
-        (Cmd::ListDelivered { reply, .. }, Ok(Done::List(l))) => {
+        (Cmd::List { reply, .. }, Ok(Done::List(l))) => {
             let _ = reply.send(Ok(l));
         }
-        (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n))) => {
+        (Cmd::Prune { cutoff, reply }, Ok(Done::Pruned(n))) => {
+            shared.watches().prune(cutoff);
             let _ = reply.send(Ok(n));
         }
         (Cmd::Register { r, reply }, Ok(Done::Registered(new))) => {
@@ -388,11 +516,22 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
                 Cmd::Claim { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Finish { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::ListDelivered { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::List { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::FinishWatch { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Register { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail(e)))),
             }
         }
+    }
+}
+
+/// A watched delivery that was retried, died or was replayed: the watch
+/// index's copy takes its new state and keeps its own watch (the delivery's
+/// copy of it is as old as the redelivery).
+fn follow(watches: &mut WatchIndex, mut d: Delivery) {
+    if let Some(w) = watches.get(&d.id).and_then(|e| e.watch.clone()) {
+        d.watch = Some(w);
+        watches.insert(d);
     }
 }

@@ -1,0 +1,238 @@
+//! What the conformance suite cannot see from outside the redis store: the
+//! records' expiries against the order watch, the unconfirmed gauge once a
+//! record expires, leases that run out, a redelivery asked for twice by two
+//! replicas, and listing a filter that passes over many records.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::store::{
+    AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
+};
+use crate::types::{unix_ms, AuthorizationToken, SessionId};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Everything pending is due by then (year 2096, in ms).
+const FAR: u64 = 4_000_000_000_000;
+
+/// A throwaway redis-server on a free port, stopped when the test ends.
+struct Server {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (CI installs it; locally: apt-get install redis-server)");
+        // Owned from here, so a server that never answers is stopped too.
+        let server = Server { port, child };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn store(&self, ttl: Duration, lease: Duration) -> RedisStore {
+        RedisStore::open(&self.url(), "t:", ttl, HOUR, lease)
+            .await
+            .expect("open")
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn delivery(session: &str) -> Delivery {
+    Delivery::new_pending(
+        "default".into(),
+        "ref".into(),
+        SessionId::new(session),
+        AuthorizationToken::new("t"),
+        Source::Callback,
+        Bytes::from_static(b"{}"),
+        None,
+        unix_ms(),
+        Duration::from_secs(600),
+    )
+}
+
+/// Claims `d` and delivers it, watched from `watch_from` when given.
+async fn delivered(s: &RedisStore, d: &Delivery, watch_from: Option<u64>) {
+    s.claim(d.clone()).await.expect("claim");
+    s.take_due(FAR, 1000).await.expect("take");
+    let outcome = AttemptOutcome::Delivered {
+        at: unix_ms(),
+        watch_from,
+    };
+    s.finish(d.id, 1, outcome).await.expect("finish");
+}
+
+/// Milliseconds until `d`'s record expires.
+async fn pttl(server: &Server, d: &Delivery) -> i64 {
+    let mut c = server.conn().await;
+    c.pttl(format!("t:d:{}", d.id)).await.expect("pttl")
+}
+
+#[tokio::test]
+async fn a_watched_record_does_not_expire_before_its_next_check() {
+    let server = Server::start();
+    let ttl = Duration::from_secs(5);
+    let s = server.store(ttl, HOUR).await;
+    let d = delivery("sess-long");
+    let next = unix_ms() + 60_000;
+    delivered(&s, &d, Some(next)).await;
+    assert!(
+        pttl(&server, &d).await > 60_000,
+        "a delivered record lives `dedupe_ttl` past its next check"
+    );
+    s.take_due_watches(next, 10).await.expect("take");
+    let (now, at) = (unix_ms(), unix_ms() + 120_000);
+    s.finish_watch(d.id, 1, WatchNext::Redeliver { now, at })
+        .await
+        .expect("redeliver");
+    assert!(
+        pttl(&server, &d).await > 120_000,
+        "so does the redelivery, pending"
+    );
+    s.take_due(FAR, 10).await.expect("take");
+    let died = AttemptOutcome::Dead {
+        error: "422".into(),
+    };
+    s.finish(d.id, 2, died).await.expect("dead");
+    assert!(pttl(&server, &d).await > 120_000, "and once it died");
+    let dead = s.stats().await.expect("stats").dead;
+    assert_eq!(dead, 1, "dead, with its watch going on");
+    let due = s.take_due_watches(at, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].state, DeliveryState::Dead);
+}
+
+#[tokio::test]
+async fn the_unconfirmed_gauge_and_listing_forget_an_expired_record() {
+    let server = Server::start();
+    let ttl = Duration::from_millis(400);
+    let s = server.store(ttl, HOUR).await;
+    let d = delivery("sess-gone");
+    let now = unix_ms();
+    delivered(&s, &d, Some(now)).await;
+    assert_eq!(s.take_due_watches(now, 10).await.expect("take").len(), 1);
+    let error = Some("no order".to_string());
+    s.finish_watch(d.id, 1, WatchNext::Unconfirmed { error })
+        .await
+        .expect("unconfirmed");
+    let unconfirmed = Filter {
+        state: None,
+        watch: Some(WatchState::Unconfirmed),
+    };
+    let listed = s.list(unconfirmed, 10).await.expect("list");
+    assert_eq!(s.stats().await.expect("stats").unconfirmed, 1);
+    assert_eq!(listed.len(), 1);
+    let w = listed[0].watch.clone().expect("watch");
+    assert_eq!(w.last_error.as_deref(), Some("no order"));
+
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    assert_eq!(s.stats().await.expect("stats").unconfirmed, 0);
+    assert!(s.list(unconfirmed, 10).await.expect("list").is_empty());
+    let mut c = server.conn().await;
+    let left: u64 = c.zcard("t:unconfirmed").await.expect("zcard");
+    assert_eq!(left, 0, "the index does not keep the expired id");
+}
+
+#[tokio::test]
+async fn an_expired_watch_lease_is_taken_again() {
+    let server = Server::start();
+    let lease = Duration::from_millis(200);
+    let s = server.store(HOUR, lease).await;
+    let d = delivery("sess-lease");
+    let now = unix_ms();
+    delivered(&s, &d, Some(now)).await;
+    assert_eq!(s.take_due_watches(FAR, 10).await.expect("take").len(), 1);
+    assert!(s.take_due_watches(FAR, 10).await.expect("take").is_empty());
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let again = s.take_due_watches(FAR, 10).await.expect("take");
+    assert_eq!(again.len(), 1, "its holder died: another replica checks it");
+}
+
+#[tokio::test]
+async fn a_redelivery_asked_twice_is_queued_once() {
+    let server = Server::start();
+    let s = server.store(HOUR, HOUR).await;
+    let d = delivery("sess-twice");
+    let now = unix_ms();
+    delivered(&s, &d, Some(now)).await;
+    s.take_due_watches(now, 10).await.expect("take");
+    // Two replicas decided on one check (the first one's lease had expired).
+    for checks in [1, 1] {
+        let next = WatchNext::Redeliver { now, at: now + 5 };
+        s.finish_watch(d.id, checks, next).await.expect("redeliver");
+    }
+    let again = s.take_due(FAR, 10).await.expect("take");
+    assert_eq!(again.len(), 1);
+    let outcome = AttemptOutcome::Delivered {
+        at: now,
+        watch_from: None,
+    };
+    s.finish(d.id, 2, outcome).await.expect("delivered");
+    s.take_due_watches(now + 5, 10).await.expect("take");
+    let next = WatchNext::Redeliver { now, at: now + 9 };
+    s.finish_watch(d.id, 2, next).await.expect("redeliver");
+    assert!(
+        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        "redelivered once only"
+    );
+    let st = s.stats().await.expect("stats");
+    assert_eq!(st.pending, 0);
+    assert_eq!(s.next_watch_at().await.expect("next"), Some(now + 9));
+}
+
+#[tokio::test]
+async fn a_watch_filter_finds_what_is_past_the_first_page() {
+    let server = Server::start();
+    let s = server.store(HOUR, HOUR).await;
+    let watched = delivery("sess-watched");
+    delivered(&s, &watched, Some(FAR)).await;
+    for i in 0..super::LIST_PAGE + 10 {
+        delivered(&s, &delivery(&format!("sess-{i}")), None).await;
+    }
+    let watching = Filter {
+        state: Some(DeliveryState::Delivered),
+        watch: Some(WatchState::Watching),
+    };
+    let listed = s.list(watching, 1).await.expect("list");
+    let ids: Vec<_> = listed.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [watched.id]);
+    let all = s.list(Filter::default(), 1000).await.expect("list");
+    assert_eq!(all.len(), super::LIST_PAGE + 11, "each listed once");
+}

@@ -1,0 +1,214 @@
+//! What the conformance suite cannot see from outside the file store: a
+//! database of the previous schema, and order-watch cases whose index and
+//! disk must agree (prune, leases, a watch that ends mid-redelivery).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection};
+
+use super::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
+use crate::store::{
+    AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
+};
+use crate::types::{AuthorizationToken, SessionId};
+
+const TTL: Duration = Duration::from_secs(3600);
+const FAR: u64 = u64::MAX / 4;
+
+/// A folder of its own, removed when the test ends.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "authback-sqlite-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("authback.db")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn delivery(session: &str, now: u64) -> Delivery {
+    Delivery::new_pending(
+        "default".into(),
+        "ref".into(),
+        SessionId::new(session),
+        AuthorizationToken::new("t"),
+        Source::Callback,
+        Bytes::from_static(b"{}"),
+        None,
+        now,
+        Duration::from_secs(600),
+    )
+}
+
+/// Claims `d`, and delivers it with its first watch check due at `now`.
+async fn watched(s: &SqliteStore, d: &Delivery, now: u64) {
+    s.claim(d.clone()).await.expect("claim");
+    s.take_due(FAR, 10).await.expect("take");
+    let outcome = AttemptOutcome::Delivered {
+        at: now,
+        watch_from: Some(now),
+    };
+    s.finish(d.id, 1, outcome).await.expect("finish");
+}
+
+#[tokio::test]
+async fn a_version_2_database_migrates_and_keeps_its_deliveries() {
+    let dir = Dir::new("v2");
+    let (pending, delivered) = (delivery("sess-p", 1_000), delivery("sess-d", 2_000));
+    {
+        let mut conn = Connection::open(dir.db()).expect("open");
+        let tx = conn.transaction().expect("tx");
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).expect("old schema");
+        }
+        tx.pragma_update(None, "user_version", 2).expect("version");
+        for (d, state) in [(&pending, 0), (&delivered, 1)] {
+            tx.execute(
+                concat!(
+                    "INSERT INTO deliveries (",
+                    columns!(),
+                    ") VALUES (?1, 'default', 'ref', ?2, 't', 'callback', ?3, x'7b7d', NULL, ?4, 0, ?3, ?5, NULL, NULL)"
+                ),
+                params![
+                    &d.id.bytes()[..],
+                    d.session_id.as_str(),
+                    d.received_at as i64,
+                    state,
+                    d.deadline_at as i64
+                ],
+            )
+            .expect("old row");
+        }
+        tx.commit().expect("commit");
+    }
+    let s = SqliteStore::open(&dir.db(), TTL).expect("migrates");
+    let listed = s.list(Filter::default(), 10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|d| d.watch.is_none()), "{listed:?}");
+    // The migrated rows take watches like new ones.
+    watched(&s, &pending, 5_000).await;
+    let due = s.take_due_watches(5_000, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, pending.id);
+    drop(s);
+    let conn = Connection::open(dir.db()).expect("open");
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn prune_keeps_running_watches_and_drops_old_unconfirmed_ones() {
+    let dir = Dir::new("prune");
+    let s = SqliteStore::open(&dir.db(), TTL).expect("open");
+    let (watching, confirmed, unconfirmed) = (
+        delivery("sess-w", 1_000),
+        delivery("sess-c", 1_000),
+        delivery("sess-u", 1_000),
+    );
+    for d in [&watching, &confirmed, &unconfirmed] {
+        watched(&s, d, 2_000).await;
+    }
+    assert_eq!(s.take_due_watches(2_000, 10).await.expect("take").len(), 3);
+    s.finish_watch(confirmed.id, 1, WatchNext::Confirmed)
+        .await
+        .expect("confirmed");
+    let error = Some("no order".to_string());
+    s.finish_watch(unconfirmed.id, 1, WatchNext::Unconfirmed { error })
+        .await
+        .expect("unconfirmed");
+    let again = WatchNext::Again {
+        at: 3_000,
+        error: None,
+    };
+    s.finish_watch(watching.id, 1, again).await.expect("again");
+    assert_eq!(s.stats().await.expect("stats").unconfirmed, 1);
+    assert_eq!(s.prune(FAR).await.expect("prune"), 2);
+    assert_eq!(s.stats().await.expect("stats").unconfirmed, 0);
+    drop(s);
+    let s = SqliteStore::open(&dir.db(), TTL).expect("reopen");
+    let listed = s.list(Filter::default(), 10).await.expect("list");
+    let ids: Vec<_> = listed.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![watching.id], "only the running watch stays");
+    assert_eq!(s.take_due_watches(3_000, 10).await.expect("take").len(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_redelivery_does_not_release_its_leased_watch() {
+    let dir = Dir::new("lease");
+    let s = SqliteStore::open(&dir.db(), TTL).expect("open");
+    let d = delivery("sess-l", 1_000);
+    watched(&s, &d, 2_000).await;
+    s.take_due_watches(2_000, 10).await.expect("take");
+    let redeliver = WatchNext::Redeliver {
+        now: 2_000,
+        at: 3_000,
+    };
+    s.finish_watch(d.id, 1, redeliver).await.expect("redeliver");
+    assert_eq!(s.take_due(2_000, 10).await.expect("take").len(), 1);
+    // The next check is leased while the redelivery fails.
+    assert_eq!(s.take_due_watches(3_000, 10).await.expect("take").len(), 1);
+    let retry = AttemptOutcome::Retry {
+        next_at: 4_000,
+        error: "503".into(),
+    };
+    s.finish(d.id, 2, retry).await.expect("retry");
+    assert!(s.take_due_watches(FAR, 10).await.expect("take").is_empty());
+    let again = WatchNext::Again {
+        at: 5_000,
+        error: None,
+    };
+    s.finish_watch(d.id, 2, again).await.expect("again");
+    let due = s.take_due_watches(5_000, 10).await.expect("take");
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].state, due[0].attempts), (DeliveryState::Pending, 2));
+}
+
+#[tokio::test]
+async fn a_watch_confirmed_mid_redelivery_is_listed_confirmed_once() {
+    let dir = Dir::new("confirmed");
+    let s = SqliteStore::open(&dir.db(), TTL).expect("open");
+    let d = delivery("sess-m", 1_000);
+    watched(&s, &d, 2_000).await;
+    s.take_due_watches(2_000, 10).await.expect("take");
+    let redeliver = WatchNext::Redeliver {
+        now: 2_000,
+        at: 3_000,
+    };
+    s.finish_watch(d.id, 1, redeliver).await.expect("redeliver");
+    s.take_due_watches(3_000, 10).await.expect("take");
+    s.finish_watch(d.id, 2, WatchNext::Confirmed)
+        .await
+        .expect("confirmed");
+    let confirmed = Filter {
+        state: None,
+        watch: Some(WatchState::Confirmed),
+    };
+    let listed = s.list(confirmed, 10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, DeliveryState::Pending);
+    let all = s.list(Filter::default(), 10).await.expect("list");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        all[0].watch.as_ref().map(|w| (w.state, w.checks)),
+        Some((WatchState::Confirmed, 2))
+    );
+}

@@ -1,0 +1,163 @@
+//! The in-process index of order watches: delivered authorizations whose
+//! order is being watched, and unconfirmed ones kept for the incident list.
+//! Shared by the stores that run in one process; like `Outbox`, it decides
+//! nothing about durability: a store updates it only after its own record
+//! of the change is safe.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{Delivery, DeliveryState, Watch, WatchNext, WatchState};
+use crate::types::DeliveryId;
+
+#[derive(Default)]
+pub struct WatchIndex {
+    /// Watching and unconfirmed deliveries, with their watch.
+    entries: HashMap<DeliveryId, Box<Delivery>>,
+    /// Watching deliveries that are not leased, by next check.
+    due: BTreeSet<(u64, DeliveryId)>,
+}
+
+impl WatchIndex {
+    /// Adds (or replaces) a watched delivery; one still watching is due at
+    /// its next check, unless it is being checked now (leased): then its
+    /// `finish` queues it, so it is never handed out twice.
+    pub fn insert(&mut self, d: Delivery) {
+        let Some(w) = &d.watch else { return };
+        let leased = match self.entries.get(&d.id).and_then(|o| o.watch.as_ref()) {
+            Some(old) => {
+                !self.due.remove(&(old.next_check_at, d.id)) && old.state == WatchState::Watching
+            }
+            None => false,
+        };
+        if w.state == WatchState::Confirmed {
+            self.entries.remove(&d.id);
+            return;
+        }
+        if w.state == WatchState::Watching && !leased {
+            self.due.insert((w.next_check_at, d.id));
+        }
+        self.entries.insert(d.id, Box::new(d));
+    }
+
+    pub fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
+        self.entries.get(id).map(|d| &**d)
+    }
+
+    /// The backend accepted a delivery: with order watch on, a delivery not
+    /// yet watched starts its watch (first check due at `watch_from`); one
+    /// already watched (a redelivery) keeps it. Returns the delivery as it
+    /// now stands.
+    pub fn delivered(&mut self, mut d: Delivery, at: u64, watch_from: Option<u64>) -> Delivery {
+        if let Some(entry) = self.entries.get_mut(&d.id) {
+            d.watch = entry.watch.clone();
+            **entry = d.clone();
+            return d;
+        }
+        if let (None, Some(first)) = (&d.watch, watch_from) {
+            d.watch = Some(Watch {
+                state: WatchState::Watching,
+                started_at: at,
+                next_check_at: first,
+                checks: 0,
+                redelivered: false,
+                last_error: None,
+            });
+            self.insert(d.clone());
+        }
+        d
+    }
+
+    /// Leases up to `limit` due watches until `finish`.
+    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(&(at, id)) = self.due.first() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            if let Some(d) = self.entries.get(&id) {
+                out.push((**d).clone());
+            }
+        }
+        out
+    }
+
+    pub fn next_due(&self) -> Option<u64> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Applies what a check decided; returns the delivery as it now stands
+    /// (for a redelivery: pending again, due at once, for the outbox).
+    pub fn finish(&mut self, id: DeliveryId, checks: u32, next: &WatchNext) -> Option<Delivery> {
+        let entry = self.entries.get_mut(&id)?;
+        let w = entry.watch.as_mut()?;
+        if w.state == WatchState::Watching {
+            self.due.remove(&(w.next_check_at, id));
+        }
+        w.checks = checks;
+        match next {
+            WatchNext::Again { at, error } => {
+                w.next_check_at = *at;
+                w.last_error = error.clone();
+                self.due.insert((*at, id));
+            }
+            WatchNext::Confirmed => {
+                w.state = WatchState::Confirmed;
+                w.last_error = None;
+            }
+            WatchNext::Unconfirmed { error } => {
+                w.state = WatchState::Unconfirmed;
+                w.last_error = error.clone().or_else(|| w.last_error.take());
+            }
+            WatchNext::Redeliver { now, at } => {
+                w.redelivered = true;
+                w.next_check_at = *at;
+                self.due.insert((*at, id));
+                entry.state = DeliveryState::Pending;
+                entry.next_attempt_at = *now;
+            }
+        }
+        let d = (**entry).clone();
+        if d.watch
+            .as_ref()
+            .is_some_and(|w| w.state == WatchState::Confirmed)
+        {
+            self.entries.remove(&id);
+        }
+        Some(d)
+    }
+
+    /// Unconfirmed deliveries: the incident list.
+    pub fn unconfirmed(&self) -> impl Iterator<Item = &Delivery> {
+        self.entries
+            .values()
+            .filter(|d| {
+                d.watch
+                    .as_ref()
+                    .is_some_and(|w| w.state == WatchState::Unconfirmed)
+            })
+            .map(|d| &**d)
+    }
+
+    /// Every entry, for listing.
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.entries.values().map(|d| &**d)
+    }
+
+    /// Forgets unconfirmed deliveries received before `cutoff`; returns
+    /// their ids. One being redelivered is live, and stays.
+    pub fn prune(&mut self, cutoff: u64) -> Vec<DeliveryId> {
+        let old: Vec<DeliveryId> = self
+            .unconfirmed()
+            .filter(|d| d.state == DeliveryState::Delivered && d.received_at < cutoff)
+            .map(|d| d.id)
+            .collect();
+        for id in &old {
+            self.entries.remove(id);
+        }
+        old
+    }
+}
