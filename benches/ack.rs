@@ -247,6 +247,90 @@ async fn pass_through() {
     );
 }
 
+/// Order watch over 1,000 authorizations whose backend lies on one answer
+/// in ten (200, no order placed): how many Read Session calls a confirmed
+/// order costs, and how many were redelivered and left unconfirmed.
+/// Timings are scaled down (a check every 500 ms, a redelivery at 3 s,
+/// unconfirmed at 8 s) so the run takes seconds, not an hour. The run is
+/// sound only while every check keeps its schedule: each Read Session call
+/// opens a TLS connection, so in a debug build the checks fall behind.
+async fn order_watch_with_a_lying_backend(store: &str) {
+    const N: usize = 1000;
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let dir = TempDir::new();
+    let store_section = match store {
+        "file" => format!(
+            "[store]\nkind = \"file\"\npath = \"{}\"\n",
+            dir.path().join("authback.db").display()
+        ),
+        _ => String::new(),
+    };
+    let watch = "[order_watch]\nenabled = true\nafter = \"500ms\"\nevery = \"500ms\"\nredeliver_after = \"3s\"\nunconfirmed_after = \"8s\"\n";
+    let cfg = format!(
+        "{}{watch}{store_section}",
+        api.config(dir.path(), r#"["1h"]"#)
+    );
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(&shop.url(), &c, &k, &cfg);
+    let ab = Arc::new(Authback::start_text(dir, cert.der, &text, false).await);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (ab, api, shop) = (ab.clone(), api.clone(), shop.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (client..N).step_by(CLIENTS) {
+                let (session, token) = (format!("sess-ow-{i}"), format!("tok-ow-{i:06}"));
+                api.authorize(&session, &token);
+                shop.places(&session, Places::LiesOneIn(10));
+                let (status, _) = ab
+                    .callback(&ab.mint("cart-1"), &callback_body(&session, &token))
+                    .await;
+                assert_eq!(status, 204);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let series = |page: &str, outcome: &str| {
+        metric(
+            page,
+            &format!("authback_order_watch_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0) as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = ab.metrics().await;
+        if series(&page, "confirmed") + series(&page, "unconfirmed") >= N
+            || Instant::now() > deadline
+        {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (confirmed, redelivered, unconfirmed) = (
+        series(&page, "confirmed"),
+        series(&page, "redelivered"),
+        series(&page, "unconfirmed"),
+    );
+    let reads = api
+        .seen()
+        .iter()
+        .filter(|(path, _, _)| path.starts_with("/payments/v1/sessions/"))
+        .count();
+    let redeliveries = shop.all().len().saturating_sub(N);
+    println!(
+        "order watch, {N} authorizations, the backend lying on 1 answer in 10, {store} store, {:.1}s:\n  confirmed {confirmed}, redelivered {redelivered}, unconfirmed {unconfirmed}\n  deliveries to the backend {} ({redeliveries} redeliveries)\n  Read Session calls {reads}: {:.2} per order watched, {:.2} per confirmed order",
+        started.elapsed().as_secs_f64(),
+        shop.all().len(),
+        reads as f64 / N as f64,
+        reads as f64 / confirmed.max(1) as f64,
+    );
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench targets too; measure only under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -273,6 +357,10 @@ fn main() {
         }
         if wanted("durable_acks") {
             durable_acks().await;
+        }
+        if wanted("order_watch") {
+            order_watch_with_a_lying_backend("memory").await;
+            order_watch_with_a_lying_backend("file").await;
         }
         if wanted("pass_through") {
             pass_through().await;

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::delivery;
 use crate::metrics::{Gauges, Metrics};
 use crate::readiness::{Readiness, State};
-use crate::store::{Delivery, DeliveryState, Replay, Store};
+use crate::store::{Delivery, DeliveryState, Filter, Replay, Store, WatchState};
 use crate::text::{parse_duration, query_param, rfc3339};
 use crate::types::{ct_eq, unix_ms, DeliveryId};
 
@@ -107,6 +107,7 @@ async fn metrics(app: &Context) -> Response<Body> {
     if let Ok(s) = app.store.stats().await {
         g.queue_depth = s.pending;
         g.dead = s.dead;
+        g.unconfirmed = s.unconfirmed;
         g.oldest_pending_seconds = s
             .oldest_pending_at
             .map_or(0.0, |at| unix_ms().saturating_sub(at) as f64 / 1000.0);
@@ -169,13 +170,17 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, ["deliveries"]) => {
             let state = match query_param(&query, "state") {
                 None => None,
+                Some(s) if s == "unconfirmed" => Some(Filter {
+                    state: None,
+                    watch: Some(WatchState::Unconfirmed),
+                }),
                 Some(s) => match DeliveryState::parse(&s) {
-                    Some(st) => Some(st),
+                    Some(st) => Some(Filter::state(st)),
                     None => {
                         return json_error(
                             StatusCode::BAD_REQUEST,
                             "bad_request",
-                            "state is one of pending, dead, delivered",
+                            "state is one of pending, dead, delivered, unconfirmed",
                         )
                     }
                 },
@@ -184,7 +189,7 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
                 .and_then(|l| l.parse::<usize>().ok())
                 .unwrap_or(100)
                 .min(1000);
-            match app.store.list(state, limit).await {
+            match app.store.list(state.unwrap_or_default(), limit).await {
                 Ok(list) => json(
                     StatusCode::OK,
                     &json!(list.iter().map(delivery_json).collect::<Vec<_>>()),
@@ -335,5 +340,13 @@ fn delivery_json(d: &Delivery) -> serde_json::Value {
         "deadline_at": rfc3339(d.deadline_at / 1000),
         "delivered_at": d.delivered_at.map(|t| rfc3339(t / 1000)),
         "last_error": d.last_error,
+        "order_watch": d.watch.as_ref().map(|w| json!({
+            "state": w.state.as_str(),
+            "started_at": rfc3339(w.started_at / 1000),
+            "next_check_at": (w.state == WatchState::Watching).then(|| rfc3339(w.next_check_at / 1000)),
+            "checks": w.checks,
+            "redelivered": w.redelivered,
+            "last_error": w.last_error,
+        })),
     })
 }

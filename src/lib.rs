@@ -15,6 +15,7 @@ pub mod klarna;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod order_watch;
 pub mod path;
 pub mod proxy;
 pub mod readiness;
@@ -97,6 +98,8 @@ pub async fn run(
     // With the memory store, the delivery worker stops only after the
     // listeners and the Read Session checks have: a callback answered 2xx
     // while they drain must still find a worker to deliver it.
+    // Rung on a new registration or a new order watch: the Read Session loop wakes.
+    let new_registration = Arc::new(Notify::new());
     let deliveries = delivery::Handle::default();
     let (worker_trigger, worker_stop) = shutdown::latch();
     let worker = delivery::spawn(
@@ -108,20 +111,26 @@ pub async fn run(
             config: config.delivery.clone(),
             signing_secret: config.upstream.signing_secret.clone(),
             shutdown_grace: config.server.shutdown_grace,
+            watch_after: config
+                .order_watch
+                .enabled
+                .then_some(config.order_watch.after),
+            watch_doorbell: new_registration.clone(),
             handle: deliveries.clone(),
         },
         worker_stop,
     );
-    let new_registration = Arc::new(Notify::new());
-    let reconciler = match (&config.klarna, config.reconcile.enabled) {
+    let reads_sessions = config.reconcile.enabled || config.order_watch.enabled;
+    let reconciler = match (&config.klarna, reads_sessions) {
         (Some(klarna), true) => {
             let client = klarna::ReadSessionClient::new(klarna).map_err(RunError::Klarna)?;
-            tracing::info!(api_url = %klarna.api_url, pending = store.active_registrations(), "Read Session fallback on");
+            tracing::info!(api_url = %klarna.api_url, fallback = config.reconcile.enabled, order_watch = config.order_watch.enabled, pending = store.active_registrations(), "Read Session on");
             let ctx = reconcile::Context {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 client: Arc::new(client),
                 config: config.reconcile.clone(),
+                order_watch: config.order_watch.clone(),
                 deadline: config.delivery.deadline,
                 shutdown_grace: config.server.shutdown_grace,
                 deliveries: deliveries.clone(),
@@ -131,7 +140,7 @@ pub async fn run(
         }
         (None, true) => {
             return Err(RunError::Klarna(
-                "[klarna] is required when reconcile.enabled".into(),
+                "[klarna] is required when reconcile or order_watch is enabled".into(),
             ))
         }
         _ => None,

@@ -21,8 +21,13 @@ pub struct Metrics {
     tls_reloads: Counters,
     reconcile_checks: Counters,
     recovered: AtomicU64,
+    /// Order-watch outcomes: confirmed, redelivered, unconfirmed.
+    order_watch: [AtomicU64; 3],
     ack: Histogram,
 }
+
+/// The `outcome` label values of `authback_order_watch_total`.
+pub const ORDER_WATCH_OUTCOMES: [&str; 3] = ["confirmed", "redelivered", "unconfirmed"];
 
 /// Counters keyed by a pair of label values. The outer key is looked up by
 /// `&str`, so counting allocates nothing once a series exists.
@@ -112,6 +117,13 @@ impl Metrics {
 
     pub fn recovered(&self) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An order watch reached `outcome`, one of `ORDER_WATCH_OUTCOMES`.
+    pub fn order_watch(&self, outcome: &str) {
+        if let Some(i) = ORDER_WATCH_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.order_watch[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn tls_reload(&self, outcome: &'static str) {
@@ -235,6 +247,22 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP authback_order_watch_total Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, or no order came in time.\n# TYPE authback_order_watch_total counter"
+        );
+        for (i, outcome) in ORDER_WATCH_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "authback_order_watch_total{{outcome=\"{outcome}\"}} {}",
+                self.order_watch[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP authback_orders_unconfirmed Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order).\n# TYPE authback_orders_unconfirmed gauge\nauthback_orders_unconfirmed {}",
+            gauges.unconfirmed
+        );
+        let _ = writeln!(
+            out,
             "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
             u8::from(gauges.ready)
         );
@@ -250,6 +278,7 @@ pub struct Gauges {
     pub oldest_pending_seconds: f64,
     pub in_flight: u64,
     pub registrations_pending: u64,
+    pub unconfirmed: u64,
     pub ready: bool,
 }
 

@@ -17,12 +17,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::callback::route::ForwardFormat;
-use crate::config::{Config, ReconcileConfig};
+use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
 use crate::klarna::{ReadError, ReadSessionClient, SessionState};
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
-use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store};
+use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store, WatchNext};
 use crate::text::saturating_add_ms;
 use crate::types::{unix_ms, AuthorizationToken, SessionId, MAX_FIELD};
 
@@ -32,6 +32,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub client: Arc<ReadSessionClient>,
     pub config: ReconcileConfig,
+    pub order_watch: OrderWatchConfig,
     /// A recovered delivery's deadline, from receipt.
     pub deadline: Duration,
     pub shutdown_grace: Duration,
@@ -93,7 +94,7 @@ async fn run(app: Arc<Context>, stop: Stop) {
     let permits = Arc::new(Semaphore::new(MAX_CHECKS_IN_FLIGHT));
     while !stop.is_stopped() {
         let free = permits.available_permits();
-        if free > 0 {
+        if free > 0 && app.config.enabled {
             match app.store.take_due_checks(unix_ms(), free).await {
                 Ok(due) => {
                     for r in due {
@@ -111,12 +112,40 @@ async fn run(app: Arc<Context>, stop: Stop) {
                 Err(e) => tracing::warn!(error = %e, "cannot read registrations; retrying"),
             }
         }
+        // Order watches share the cap on calls in flight and the client.
+        let free = permits.available_permits();
+        if free > 0 && app.order_watch.enabled {
+            match app.store.take_due_watches(unix_ms(), free).await {
+                Ok(due) => {
+                    for d in due {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            watch(&app, d).await;
+                            drop(permit);
+                            app.wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read order watches; retrying"),
+            }
+        }
         let wait = if permits.available_permits() == 0 {
             Duration::from_secs(60)
         } else {
-            match app.store.next_check_at().await {
-                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(unix_ms())),
-                _ => Duration::from_secs(60),
+            let checks = match app.config.enabled {
+                true => app.store.next_check_at().await.ok().flatten(),
+                false => None,
+            };
+            let watches = match app.order_watch.enabled {
+                true => app.store.next_watch_at().await.ok().flatten(),
+                false => None,
+            };
+            match checks.into_iter().chain(watches).min() {
+                Some(at) => Duration::from_millis(at.saturating_sub(unix_ms())),
+                None => Duration::from_secs(60),
             }
         }
         .clamp(Duration::from_millis(5), Duration::from_secs(60))
@@ -207,6 +236,28 @@ async fn check(app: &Context, r: Registration) {
         .await
     {
         tracing::error!(session_id = %r.session_id, error = %e, "cannot record a Read Session check; it will be repeated");
+    }
+}
+
+/// One order-watch check of a delivered authorization.
+async fn watch(app: &Context, d: Delivery) {
+    let Some(w) = d.watch.clone() else { return };
+    let read = crate::order_watch::Read::of(app.client.read_session(&d.session_id).await);
+    let next = crate::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
+    crate::order_watch::log(&d, &next);
+    if let Err(e) = app
+        .store
+        .finish_watch(d.id, w.checks + 1, next.clone())
+        .await
+    {
+        tracing::error!(id = %d.id, error = %e, "cannot record an order-watch check; it will be repeated");
+        return;
+    }
+    if let Some(outcome) = crate::order_watch::outcome(&next) {
+        app.metrics.order_watch(outcome);
+    }
+    if matches!(next, WatchNext::Redeliver { .. }) {
+        app.deliveries.wake();
     }
 }
 

@@ -23,6 +23,21 @@ pub(super) struct FileConfig {
     pub(super) klarna: Option<FileKlarna>,
     #[serde(default)]
     pub(super) reconcile: FileReconcile,
+    #[serde(default)]
+    pub(super) order_watch: FileOrderWatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileOrderWatch {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) after: Option<String>,
+    pub(super) every: Option<String>,
+    pub(super) redeliver: Option<bool>,
+    pub(super) redeliver_after: Option<String>,
+    pub(super) unconfirmed_after: Option<String>,
+    pub(super) not_found: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,7 @@ pub struct Config {
     pub limits: Limits,
     pub klarna: Option<KlarnaConfig>,
     pub reconcile: ReconcileConfig,
+    pub order_watch: OrderWatchConfig,
     /// Things worth a warning at start (inline secrets, short secrets...).
     pub warnings: Vec<String>,
 }
@@ -148,6 +149,24 @@ pub struct KlarnaConfig {
     pub timeout: Duration,
     /// Extra trusted roots (PEM) besides the built-in Mozilla set.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[order_watch]`: after the backend accepts a delivery, Read Session is
+/// asked until Klarna says the order was placed.
+#[derive(Debug, Clone)]
+pub struct OrderWatchConfig {
+    pub enabled: bool,
+    /// The first check, after the backend's 2xx.
+    pub after: Duration,
+    /// Then one check per session this often.
+    pub every: Duration,
+    /// Deliver once more if no order by `redeliver_after` (`None`: never).
+    pub redeliver_after: Option<Duration>,
+    /// No order by then: the delivery is `unconfirmed`.
+    pub unconfirmed_after: Duration,
+    /// How a 404 from Read Session reads: the order was placed (Klarna
+    /// ends a session once its order is placed), or not known.
+    pub not_found_is_placed: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -132,7 +132,18 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
     let routes = routes(&mut c, f.routes, f.upstream.signing_secret.is_some());
     let limits = limits(&mut c, &f.limits);
     let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
-    let reconcile = reconcile(&mut c, f.reconcile, klarna.as_ref());
+    let reconcile = reconcile(&mut c, f.reconcile);
+    let order_watch = order_watch(&mut c, f.order_watch);
+    let uses: Vec<&str> = [
+        (reconcile.enabled, "reconcile.enabled"),
+        (order_watch.enabled, "order_watch.enabled"),
+    ]
+    .into_iter()
+    .filter_map(|(on, key)| on.then_some(key))
+    .collect();
+    if !uses.is_empty() {
+        needs_klarna(&mut c, klarna.as_ref(), &uses.join(" and "));
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -146,6 +157,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
         limits,
         klarna,
         reconcile,
+        order_watch,
         warnings: c.warnings,
     })
 }
@@ -588,7 +600,7 @@ fn klarna(c: &mut Checker, k: FileKlarna, base: &Path) -> KlarnaConfig {
     }
 }
 
-fn reconcile(c: &mut Checker, f: FileReconcile, klarna: Option<&KlarnaConfig>) -> ReconcileConfig {
+fn reconcile(c: &mut Checker, f: FileReconcile) -> ReconcileConfig {
     let schedule_src = f.schedule.unwrap_or_else(|| {
         ["1m", "2m", "5m", "10m", "30m", "1h", "2h"]
             .map(String::from)
@@ -611,21 +623,70 @@ fn reconcile(c: &mut Checker, f: FileReconcile, klarna: Option<&KlarnaConfig>) -
             "48h",
         ),
     };
-    if reconcile.enabled {
-        match klarna {
-            None => c.err(
-                "klarna",
-                "[klarna] with api_url, username and password is required when reconcile.enabled",
-            ),
-            Some(k) => {
-                if k.username.is_none() {
-                    c.err("klarna.username", "is required when reconcile.enabled");
-                }
-                if k.password.is_none() {
-                    c.err("klarna.password", "is required when reconcile.enabled");
-                }
+    reconcile
+}
+
+/// Read Session needs Klarna's API and credentials: one error per missing
+/// piece, naming what asks for them (`why`).
+fn needs_klarna(c: &mut Checker, klarna: Option<&KlarnaConfig>, why: &str) {
+    match klarna {
+        None => c.err(
+            "klarna",
+            format!("[klarna] with api_url, username and password is required when {why}"),
+        ),
+        Some(k) => {
+            if k.username.is_none() {
+                c.err("klarna.username", format!("is required when {why}"));
+            }
+            if k.password.is_none() {
+                c.err("klarna.password", format!("is required when {why}"));
             }
         }
     }
-    reconcile
+}
+
+fn order_watch(c: &mut Checker, f: FileOrderWatch) -> OrderWatchConfig {
+    let after = c.positive_duration("order_watch.after", f.after.as_deref(), "2m");
+    let every = c.positive_duration("order_watch.every", f.every.as_deref(), "2m");
+    let redeliver_after = c.positive_duration(
+        "order_watch.redeliver_after",
+        f.redeliver_after.as_deref(),
+        "10m",
+    );
+    let unconfirmed_after = c.positive_duration(
+        "order_watch.unconfirmed_after",
+        f.unconfirmed_after.as_deref(),
+        "60m",
+    );
+    let not_found_is_placed = match f.not_found.as_deref().unwrap_or("unconfirmed") {
+        "unconfirmed" => false,
+        "confirmed" => true,
+        other => {
+            c.err(
+                "order_watch.not_found",
+                format!("`{other}` is not one of \"unconfirmed\", \"confirmed\""),
+            );
+            false
+        }
+    };
+    let redeliver = f.redeliver.unwrap_or(true);
+    if f.enabled {
+        if redeliver && redeliver_after >= unconfirmed_after {
+            c.err(
+                "order_watch.redeliver_after",
+                "must be less than order_watch.unconfirmed_after",
+            );
+        }
+        if redeliver && redeliver_after >= Duration::from_secs(3600) {
+            c.warnings.push("order_watch.redeliver_after: an hour or more, past the authorization_token's 60 minutes; the backend cannot place an order with it by then".into());
+        }
+    }
+    OrderWatchConfig {
+        enabled: f.enabled,
+        after,
+        every,
+        redeliver_after: redeliver.then_some(redeliver_after),
+        unconfirmed_after,
+        not_found_is_placed,
+    }
 }

@@ -85,6 +85,11 @@ pub struct Worker {
     pub config: DeliveryConfig,
     pub signing_secret: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// With order watch on: how long after the backend's 2xx the first
+    /// Read Session check is due.
+    pub watch_after: Option<Duration>,
+    /// Rung when a watch starts: the Read Session loop wakes to schedule it.
+    pub watch_doorbell: Arc<Notify>,
     pub handle: Handle,
 }
 
@@ -256,7 +261,10 @@ async fn attempt(app: &Worker, d: Delivery) {
         Ok(()) => {
             app.metrics.delivery(&d.route, "delivered");
             tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
-            AttemptOutcome::Delivered { at: now }
+            AttemptOutcome::Delivered {
+                at: now,
+                watch_from: app.watch_after.map(|a| saturating_add_ms(now, a)),
+            }
         }
         Err(Failure::Permanent(error)) => {
             app.metrics.delivery(&d.route, "dead");
@@ -287,7 +295,18 @@ async fn attempt(app: &Worker, d: Delivery) {
     let mut pause = Duration::from_millis(100);
     loop {
         match app.store.finish(d.id, n, outcome.clone()).await {
-            Ok(()) => return,
+            Ok(()) => {
+                if matches!(
+                    outcome,
+                    AttemptOutcome::Delivered {
+                        watch_from: Some(_),
+                        ..
+                    }
+                ) {
+                    app.watch_doorbell.notify_one();
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(id = %d.id, error = %e, "cannot record the delivery outcome; retrying");
                 tokio::time::sleep(pause).await;
@@ -327,6 +346,11 @@ async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), F
         .header(header::CONTENT_TYPE, rendered.content_type)
         .header("idempotency-key", d.id.to_string())
         .header("authback-attempt", n.to_string());
+    if d.is_redelivery() {
+        // The backend accepted this once and Klarna still has no order: the
+        // same Idempotency-Key, and a word on why it comes again.
+        req = req.header("authback-redelivery", "order-not-placed");
+    }
     if let Some(secret) = &app.signing_secret {
         req = req.header(
             "authback-signature",

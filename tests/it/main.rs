@@ -8,6 +8,7 @@ mod callback;
 mod chaos;
 mod durability;
 mod examples;
+mod order_watch;
 mod php;
 mod process;
 mod properties;

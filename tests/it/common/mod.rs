@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+mod shop;
+pub use shop::*;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -815,14 +818,21 @@ pub struct ApiRequest {
     pub at: std::time::Instant,
 }
 
-/// Answers `GET /payments/v1/sessions/{id}` from a per-session script (the
-/// last answer repeats; an unscripted session is 404) and records requests.
+/// Answers `GET /payments/v1/sessions/{id}` and records requests. A
+/// session's answer comes from, in order: its one-off answers
+/// (`script_once`), its script (the last answer repeats), then its live
+/// state (`authorize`: incomplete until an order is placed with
+/// `POST /payments/v1/authorizations/{token}/order`, then complete); a
+/// session with none of these is 404.
 #[derive(Clone)]
 pub struct KlarnaApi {
     pub addr: SocketAddr,
     pub ca_pem: String,
     pub requests: Arc<Mutex<Vec<ApiRequest>>>,
     scripts: Arc<Mutex<std::collections::HashMap<String, Vec<ApiAnswer>>>>,
+    once: Arc<Mutex<std::collections::HashMap<String, Vec<ApiAnswer>>>>,
+    /// session -> (authorization_token, order placed)
+    sessions: Arc<Mutex<std::collections::HashMap<String, (String, bool)>>>,
 }
 
 impl KlarnaApi {
@@ -850,6 +860,8 @@ impl KlarnaApi {
             ca_pem: cert.cert_pem.clone(),
             requests: Arc::default(),
             scripts: Arc::default(),
+            once: Arc::default(),
+            sessions: Arc::default(),
         };
         let a = api.clone();
         tokio::spawn(async move {
@@ -880,6 +892,53 @@ impl KlarnaApi {
             .lock()
             .expect("lock")
             .insert(session.to_string(), answers);
+    }
+
+    /// Answers for `session` used once each, before anything else.
+    pub fn script_once(&self, session: &str, answers: Vec<ApiAnswer>) {
+        self.once
+            .lock()
+            .expect("lock")
+            .insert(session.to_string(), answers);
+    }
+
+    /// The customer authorized `session` with `token`: incomplete until an
+    /// order is placed with the token.
+    pub fn authorize(&self, session: &str, token: &str) {
+        self.sessions
+            .lock()
+            .expect("lock")
+            .insert(session.to_string(), (token.to_string(), false));
+    }
+
+    /// Whether an order was placed for `session`.
+    pub fn order_placed(&self, session: &str) -> bool {
+        self.sessions
+            .lock()
+            .expect("lock")
+            .get(session)
+            .is_some_and(|(_, placed)| *placed)
+    }
+
+    /// Places the order for `token` as a backend would: a real HTTPS
+    /// `POST /payments/v1/authorizations/{token}/order`. Returns the status.
+    pub async fn create_order(&self, token: &str) -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("ca pem");
+        let tls = tls_connect(self.addr, &ca, &[b"http/1.1"])
+            .await
+            .expect("TLS to Klarna");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::post(format!("/payments/v1/authorizations/{token}/order"))
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("answer");
+        resp.status().as_u16()
     }
 
     /// (path, Authorization header, time) of every request so far.
@@ -924,24 +983,58 @@ impl KlarnaApi {
             authorization,
             at: std::time::Instant::now(),
         });
-        let session = path
-            .strip_prefix("/payments/v1/sessions/")
-            .unwrap_or("")
-            .to_string();
-        let answer = {
-            let mut scripts = self.scripts.lock().expect("lock");
-            match scripts.get_mut(&session) {
-                Some(list) if list.len() > 1 => Some(list.remove(0)),
-                Some(list) => list.first().cloned(),
-                None => None,
-            }
-        };
         let json = |status: u16, body: String| {
             Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .expect("response")
+        };
+        if let Some(token) = path
+            .strip_prefix("/payments/v1/authorizations/")
+            .and_then(|p| p.strip_suffix("/order"))
+        {
+            let mut sessions = self.sessions.lock().expect("lock");
+            return match sessions.values_mut().find(|(t, _)| t == token) {
+                Some((_, placed)) if *placed => json(
+                    404,
+                    r#"{"error_code":"NOT_FOUND","error_messages":["Invalid authorization token"]}"#
+                        .into(),
+                ),
+                Some((_, placed)) => {
+                    *placed = true;
+                    json(200, r#"{"order_id":"sim-order","fraud_status":"ACCEPTED"}"#.into())
+                }
+                None => json(404, r#"{"error_code":"NOT_FOUND"}"#.into()),
+            };
+        }
+        let session = path
+            .strip_prefix("/payments/v1/sessions/")
+            .unwrap_or("")
+            .to_string();
+        let answer = {
+            let once = self
+                .once
+                .lock()
+                .expect("lock")
+                .get_mut(&session)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.remove(0));
+            let mut scripts = self.scripts.lock().expect("lock");
+            once.or_else(|| match scripts.get_mut(&session) {
+                Some(list) if list.len() > 1 => Some(list.remove(0)),
+                Some(list) => list.first().cloned(),
+                None => None,
+            })
+            .or_else(|| {
+                let sessions = self.sessions.lock().expect("lock");
+                sessions.get(&session).map(|(token, placed)| {
+                    let status = if *placed { "complete" } else { "incomplete" };
+                    ApiAnswer::Json(format!(
+                        r#"{{"status":"{status}","authorization_token":"{token}"}}"#
+                    ))
+                })
+            })
         };
         match answer {
             None => json(404, r#"{"error_code":"NOT_FOUND"}"#.into()),

@@ -1,0 +1,382 @@
+//! Order watch against a simulated Klarna that learns order placement: the
+//! test shop places an order by calling Klarna's create-order over HTTPS,
+//! and Read Session then says `complete`. Each scenario runs on every store
+//! kind it applies to.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Fast timings: a first check 100 ms after the backend's 2xx, then every
+/// 100 ms; a redelivery at 700 ms; unconfirmed at 1.6 s.
+const WATCH: &str = "[order_watch]\nenabled = true\nafter = \"100ms\"\nevery = \"100ms\"\nredeliver_after = \"700ms\"\nunconfirmed_after = \"1600ms\"\n";
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    File,
+    Redis,
+}
+
+/// authback in front of `shop`, reading sessions from `api`, on `kind`.
+async fn start(
+    kind: Kind,
+    api: &KlarnaApi,
+    shop: &Shop,
+    extra: &str,
+) -> (Authback, Option<RedisServer>) {
+    let dir = TempDir::new();
+    let redis_dir = TempDir::new();
+    let redis = matches!(kind, Kind::Redis).then(|| RedisServer::start(redis_dir.path()));
+    let store = match kind {
+        Kind::Memory => String::new(),
+        Kind::File => format!(
+            "[store]\nkind = \"file\"\npath = \"{}\"\n",
+            dir.path().join("authback.db").display()
+        ),
+        Kind::Redis => redis
+            .as_ref()
+            .map(|r| r.store_section("ow:"))
+            .unwrap_or_default(),
+    };
+    let cfg = format!(
+        "{}{WATCH}{store}{extra}",
+        api.config(dir.path(), r#"["1h"]"#)
+    );
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(&shop.url(), &c, &k, &cfg);
+    std::mem::forget(redis_dir);
+    (
+        Authback::start_text(dir, cert.der, &text, false).await,
+        redis,
+    )
+}
+
+/// Polls the metrics page until `series` reaches `want`, up to `WAIT`.
+async fn metric_reaches(ab: &Authback, series: &str, want: f64) -> bool {
+    let until = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < until {
+        if metric(&ab.metrics().await, series) == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+const CONFIRMED: &str = "authback_order_watch_total{outcome=\"confirmed\"}";
+const REDELIVERED: &str = "authback_order_watch_total{outcome=\"redelivered\"}";
+const UNCONFIRMED: &str = "authback_order_watch_total{outcome=\"unconfirmed\"}";
+
+/// Klarna authorizes `session`; its callback reaches authback.
+async fn authorize(ab: &Authback, api: &KlarnaApi, session: &str, token: &str) {
+    api.authorize(session, token);
+    let (status, _) = ab
+        .callback(&ab.mint("cart-1"), &callback_body(session, token))
+        .await;
+    assert_eq!(status, 204);
+}
+
+async fn an_order_placed_at_once_is_confirmed(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, "").await;
+    shop.places("sess-ok", Places::AtOnce);
+    authorize(&ab, &api, "sess-ok", "tok-ok-0001").await;
+    assert!(
+        metric_reaches(&ab, CONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert!(api.order_placed("sess-ok"));
+    let got = shop.got("sess-ok");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].redelivery.is_none());
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, REDELIVERED), Some(0.0));
+    assert_eq!(metric(&m, "authback_orders_unconfirmed"), Some(0.0));
+    let (_, body) = ab
+        .admin_get("/v1/deliveries?state=delivered")
+        .await
+        .expect("list");
+    assert!(body.contains(r#""state":"confirmed""#), "{body}");
+}
+
+async fn a_backend_that_never_places_it_gets_one_redelivery_then_unconfirmed(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, "").await;
+    shop.places("sess-lie", Places::Never);
+    authorize(&ab, &api, "sess-lie", "tok-lie-0001").await;
+    assert!(
+        metric_reaches(&ab, UNCONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    let got = shop.got("sess-lie");
+    assert_eq!(got.len(), 2, "one delivery, one redelivery: {got:?}");
+    assert_eq!(got[0].key, got[1].key, "the same Idempotency-Key");
+    assert_eq!(
+        (got[0].redelivery.as_deref(), got[1].redelivery.as_deref()),
+        (None, Some("order-not-placed"))
+    );
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, REDELIVERED), Some(1.0));
+    assert_eq!(metric(&m, CONFIRMED), Some(0.0));
+    assert_eq!(metric(&m, "authback_orders_unconfirmed"), Some(1.0));
+    let (status, body) = ab
+        .admin_get("/v1/deliveries?state=unconfirmed")
+        .await
+        .expect("list");
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(list[0]["session_id"], "sess-lie");
+    assert_eq!(list[0]["order_watch"]["state"], "unconfirmed");
+    assert_eq!(list[0]["order_watch"]["redelivered"], true);
+    assert!(
+        !body.contains("tok-lie-0001"),
+        "tokens stay redacted: {body}"
+    );
+}
+
+async fn an_order_placed_on_the_redelivery_is_confirmed(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, "").await;
+    shop.places("sess-late", Places::OnRedelivery);
+    authorize(&ab, &api, "sess-late", "tok-late-0001").await;
+    assert!(
+        metric_reaches(&ab, CONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    let got = shop.got("sess-late");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].key, got[1].key);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, REDELIVERED), Some(1.0));
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0));
+}
+
+async fn klarna_failing_during_the_watch_is_asked_again(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, "").await;
+    shop.places("sess-flaky", Places::AtOnce);
+    api.script_once(
+        "sess-flaky",
+        vec![
+            ApiAnswer::Status(503),
+            ApiAnswer::RetryAfter(0),
+            ApiAnswer::Status(500),
+        ],
+    );
+    authorize(&ab, &api, "sess-flaky", "tok-flaky-0001").await;
+    assert!(
+        metric_reaches(&ab, CONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert!(
+        api.requests_for("sess-flaky") >= 4,
+        "three failures, then complete"
+    );
+    assert_eq!(
+        shop.got("sess-flaky").len(),
+        1,
+        "no redelivery: the order was placed"
+    );
+}
+
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Memory).await })*
+        }
+        mod file {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::File).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Kind::Redis).await })*
+        }
+    };
+}
+
+on_every_store!(
+    an_order_placed_at_once_is_confirmed,
+    a_backend_that_never_places_it_gets_one_redelivery_then_unconfirmed,
+    an_order_placed_on_the_redelivery_is_confirmed,
+    klarna_failing_during_the_watch_is_asked_again,
+);
+
+/// A 404 in the session's life: by default it proves nothing (the watch
+/// goes on to a redelivery and `unconfirmed`, without asking Klarna again
+/// in between); with `not_found = "confirmed"` it reads as an order placed.
+#[tokio::test]
+async fn a_404_reads_as_configured() {
+    for (reading, confirmed) in [("unconfirmed", false), ("confirmed", true)] {
+        let api = KlarnaApi::start().await;
+        let shop = Shop::start(api.clone()).await;
+        // WATCH ends inside [order_watch]: this key joins it.
+        let extra = format!("not_found = \"{reading}\"\n");
+        let dir = TempDir::new();
+        let cfg = format!("{}{WATCH}{extra}", api.config(dir.path(), r#"["1h"]"#));
+        let cert = make_cert();
+        let (c, k) = write_cert(dir.path(), &cert);
+        let ab = Authback::start_text(
+            dir,
+            cert.der,
+            &base_config(&shop.url(), &c, &k, &cfg),
+            false,
+        )
+        .await;
+        shop.places("sess-gone", Places::Never);
+        // Never authorized at the simulator: Read Session answers 404.
+        let (status, _) = ab
+            .callback(
+                &ab.mint("cart-1"),
+                &callback_body("sess-gone", "tok-gone-0001"),
+            )
+            .await;
+        assert_eq!(status, 204);
+        let outcome = if confirmed { CONFIRMED } else { UNCONFIRMED };
+        assert!(
+            metric_reaches(&ab, outcome, 1.0).await,
+            "{reading}: {}",
+            ab.metrics().await
+        );
+        let calls = api.requests_for("sess-gone");
+        if confirmed {
+            assert_eq!((shop.got("sess-gone").len(), calls), (1, 1), "{reading}");
+        } else {
+            assert_eq!(
+                shop.got("sess-gone").len(),
+                2,
+                "{reading}: redelivered once"
+            );
+            assert!(
+                calls <= 3,
+                "{reading}: a 404 is not asked again every 100 ms ({calls} calls)"
+            );
+        }
+    }
+}
+
+#[test]
+fn order_watch_needs_klarna_credentials() {
+    let dir = TempDir::new();
+    let text = format!(
+        "[server]\npublic_url = \"https://shop.example.com\"\n[server.tls]\nself_signed = true\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n{WATCH}"
+    );
+    let errors = authback::Config::parse(&text, dir.path()).expect_err("no [klarna]");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.key == "klarna" && e.message.contains("order_watch.enabled")),
+        "{errors:?}"
+    );
+    let off = text.replace("enabled = true", "enabled = false");
+    assert!(authback::Config::parse(&off, dir.path()).is_ok());
+}
+
+/// The file store, `kill -9` while a watch runs, and a restart: the watch
+/// resumes where it was, redelivers on time, and the order is confirmed.
+#[tokio::test]
+async fn a_watch_resumes_after_kill_9_on_the_file_store() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    shop.places("sess-k9", Places::OnRedelivery);
+    api.authorize("sess-k9", "tok-k9-0001");
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    // The redelivery is due 1.5 s after the backend's 2xx: the kill lands
+    // before it, with the watch already checked a few times.
+    let watch = "[order_watch]\nenabled = true\nafter = \"100ms\"\nevery = \"100ms\"\nredeliver_after = \"1500ms\"\nunconfirmed_after = \"20s\"\n";
+    let store = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("data/authback.db").display()
+    );
+    let extra = format!("{}{watch}{store}", api.config(dir.path(), r#"["1h"]"#));
+    let text = on_ports(&base_config(&shop.url(), &c, &k, &extra), public, admin);
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let url = mint_path(&cfg, "klarna", "cart-1");
+
+    let mut first = spawn_binary(&path, &dir.path().join("run1.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let sent = klarna_callback(
+        addr,
+        &cert.der,
+        &url,
+        &callback_body("sess-k9", "tok-k9-0001"),
+    )
+    .await;
+    assert!(sent.delivered);
+    let until = std::time::Instant::now() + WAIT;
+    while api.requests_for("sess-k9") < 2 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        api.requests_for("sess-k9") >= 2,
+        "the watch ran before the kill"
+    );
+    assert_eq!(shop.got("sess-k9").len(), 1, "killed before the redelivery");
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let checks_before = api.requests_for("sess-k9");
+
+    let mut second = spawn_binary(&path, &dir.path().join("run2.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let until = std::time::Instant::now() + WAIT;
+    while !api.order_placed("sess-k9") && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut page = String::new();
+    let until = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < until {
+        page = metrics_of(admin).await.unwrap_or_default();
+        if metric(&page, CONFIRMED) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+    assert_eq!(metric(&page, CONFIRMED), Some(1.0), "{page}");
+    assert!(
+        api.requests_for("sess-k9") > checks_before,
+        "checks resumed after the restart"
+    );
+    let got = shop.got("sess-k9");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].redelivery.as_deref(), Some("order-not-placed"));
+    assert_eq!(got[0].key, got[1].key);
+}
+
+/// The metrics page of the binary whose admin listener is on `port`.
+async fn metrics_of(port: u16) -> Option<String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::get("/metrics")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
