@@ -10,6 +10,7 @@
 #   bash benches/acks.sh            # 3 rounds of 5 s per target
 #   ROUNDS=1 RUN_SECS=3 bash benches/acks.sh
 #   KINDS="memory file" bash benches/acks.sh   # only these targets
+#   AUTHBACK_BIN=/path/to/authback bash benches/acks.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -19,8 +20,7 @@ KINDS=${KINDS:-memory file redis redis2}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-cargo build --release -q
-BIN=$PWD/target/release/authback
+if [ -n "${AUTHBACK_BIN:-}" ]; then BIN=$AUTHBACK_BIN; else cargo build --release -q; BIN=$PWD/target/release/authback; fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP_LOGS:-}" ] && tail -n 5 "$WORK"/*.log >&2; rm -rf "$WORK"; }

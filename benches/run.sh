@@ -9,7 +9,14 @@
 # authback/nginx ratio, and RSS idle and under load.
 #
 #   bash benches/run.sh                  # ROUNDS=3, RUN_SECS=10
-#   ROUNDS=1 RUN_SECS=5 bash benches/run.sh
+#   ROUNDS=1 RUN_SECS=3 bash benches/run.sh   # short mode: checking a change
+#   AUTHBACK_BINS="before=/tmp/old/authback after=target/release/authback" bash benches/run.sh
+#
+# AUTHBACK_BINS runs several authback builds side by side in the same run
+# (UPSTREAM_BIN, a built examples/bench-upstream, skips building one)
+# (each name=path), for before/after figures; by default it is this tree's
+# release build. Every authback target is reported as a ratio to nginx, in
+# req/s and in CPU per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,38 +29,49 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
-cargo build --release -q
-cargo build --release -q --example bench-upstream
-BIN=$PWD/target/release/authback
-UPBIN=$PWD/target/release/examples/bench-upstream
+if [ -z "${AUTHBACK_BINS:-}" ]; then
+  cargo build --release -q
+  AUTHBACK_BINS="authback=$PWD/target/release/authback"
+fi
+if [ -z "${UPSTREAM_BIN:-}" ]; then
+  cargo build --release -q --example bench-upstream
+  UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
+fi
+UPBIN=$UPSTREAM_BIN
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); AB_TLS=$(port); AB_PLAIN=$(port); AB_ADM=$(port); NG_TLS=$(port); NG_PLAIN=$(port)
+UP=$(port); NG_TLS=$(port); NG_PLAIN=$(port)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
 
 "$UPBIN" "127.0.0.1:$UP" & UP_PID=$!; PIDS+=($UP_PID)
 
-cat > "$WORK/authback.toml" <<TOML
+declare -A AB_BIN AB_TLS AB_PLAIN AB_ADM AB_PID
+NAMES=()
+for spec in $AUTHBACK_BINS; do
+  name=${spec%%=*}; NAMES+=("$name"); AB_BIN[$name]=${spec#*=}
+  AB_TLS[$name]=$(port); AB_PLAIN[$name]=$(port); AB_ADM[$name]=$(port)
+  cat > "$WORK/$name.toml" <<TOML
 [server]
-listen = "127.0.0.1:$AB_TLS"
-listen_plain = "127.0.0.1:$AB_PLAIN"
-public_url = "https://localhost:$AB_TLS"
+listen = "127.0.0.1:${AB_TLS[$name]}"
+listen_plain = "127.0.0.1:${AB_PLAIN[$name]}"
+public_url = "https://localhost:${AB_TLS[$name]}"
 [server.tls]
 cert = "$WORK/tls.crt"
 key = "$WORK/tls.key"
 [admin]
-listen = "127.0.0.1:$AB_ADM"
+listen = "127.0.0.1:${AB_ADM[$name]}"
 [upstream]
 url = "http://127.0.0.1:$UP"
 [limits]
 max_connections = 100000
 TOML
-RUST_LOG=warn "$BIN" --config "$WORK/authback.toml" 2>"$WORK/authback.log" & AB_PID=$!; PIDS+=($AB_PID)
+  RUST_LOG=warn "${AB_BIN[$name]}" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & AB_PID[$name]=$!; PIDS+=($!)
+done
 
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 2;
@@ -87,14 +105,19 @@ if ! nginx -t -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1; then
   sed -i -e 's/^    http2 on;//' -e "s|listen 127.0.0.1:$NG_TLS ssl;|listen 127.0.0.1:$NG_TLS ssl http2;|" "$WORK/nginx.conf"
 fi
 nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;" & NG_PID=$!; PIDS+=($NG_PID)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$AB_ADM/readyz" >/dev/null && curl -sf "http://127.0.0.1:$NG_PLAIN/" >/dev/null && break; sleep 0.05; done
+for name in "${NAMES[@]}"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:${AB_ADM[$name]}/readyz" >/dev/null && break; sleep 0.05; done
+done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NG_PLAIN/" >/dev/null && break; sleep 0.05; done
 
 rss() { # pid... -> total RSS in MB
   local kb=0
   for p in "$@"; do for q in $p $(pgrep -P "$p" || true); do kb=$((kb + $(awk '/VmRSS/ {print $2}' /proc/"$q"/status 2>/dev/null || echo 0))); done; done
   echo $((kb / 1024))
 }
-IDLE_AB=$(rss $AB_PID); IDLE_NG=$(rss $NG_PID)
+declare -A IDLE LOAD
+for name in "${NAMES[@]}"; do IDLE[$name]=$(rss "${AB_PID[$name]}"); done
+IDLE_NG=$(rss $NG_PID)
 
 wrk_run() { # url [extra args] -> "req/s p50 p99"
   local url=$1; shift
@@ -114,7 +137,7 @@ declare -A RES
 declare -A CPU
 scenario() { # name target url kind
   local out pid c0 c1 rate p50 p99 n us
-  case $2 in authback) pid=$AB_PID ;; nginx) pid=$NG_PID ;; *) pid=$UP_PID ;; esac
+  case $2 in nginx) pid=$NG_PID ;; upstream) pid=$UP_PID ;; *) pid=${AB_PID[$2]} ;; esac
   c0=$(cpu_ticks "$pid")
   case $4 in
     wrk) out=$(wrk_run "$3") ;;
@@ -131,28 +154,33 @@ scenario() { # name target url kind
   printf '%-16s %-9s %12s %9s %9s %10s\n' "$1" "$2" "$rate" "$p50" "$p99" "$us"
 }
 
-LOAD_AB=0; LOAD_NG=0
+LOAD_NG=0
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); wrk -t2 -c$CONNS, h2load -t2 -c$CONNS -m10; ${RUN_SECS}s runs, $ROUNDS rounds"
 printf '%-16s %-9s %12s %9s %9s %10s\n' scenario target req/s p50 p99 "CPU us/req"
 for r in $(seq "$ROUNDS"); do
   scenario direct upstream "http://127.0.0.1:$UP/" wrk
-  for t in authback nginx; do
-    if [ $t = authback ]; then P=$AB_PLAIN; S=$AB_TLS; else P=$NG_PLAIN; S=$NG_TLS; fi
+  for t in "${NAMES[@]}" nginx; do
+    if [ "$t" = nginx ]; then P=$NG_PLAIN; S=$NG_TLS; else P=${AB_PLAIN[$t]}; S=${AB_TLS[$t]}; fi
     scenario plain "$t" "http://127.0.0.1:$P/" wrk
     scenario tls "$t" "https://127.0.0.1:$S/" wrk
-    if [ $t = authback ]; then LOAD_AB=$(rss $AB_PID); else LOAD_NG=$(rss $NG_PID); fi
+    if [ "$t" = nginx ]; then LOAD_NG=$(rss $NG_PID); else LOAD[$t]=$(rss "${AB_PID[$t]}"); fi
     scenario tls-newconn "$t" "https://127.0.0.1:$S/" close
     scenario h2 "$t" "https://127.0.0.1:$S/" h2
   done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 echo
-echo "medians (req/s) and authback/nginx:"
+echo "medians, and each authback build against nginx (req/s ratio: higher is better; CPU ratio: lower is better):"
 for s in plain tls tls-newconn h2; do
-  a=$(echo "${RES["$s|authback"]}" | median); n=$(echo "${RES["$s|nginx"]}" | median)
-  ca=$(echo "${CPU["$s|authback"]}" | median); cn=$(echo "${CPU["$s|nginx"]}" | median)
-  printf '  %-12s authback %10s  nginx %10s  ratio %s   CPU us/req authback %s nginx %s\n' "$s" "$a" "$n" "$(python3 -c "print(f'{$a/$n:.2f}x')")" "$ca" "$cn"
+  n=$(echo "${RES["$s|nginx"]}" | median); cn=$(echo "${CPU["$s|nginx"]}" | median)
+  printf '  %-12s %-9s %10s req/s  %7s us/req\n' "$s" nginx "$n" "$cn"
+  for t in "${NAMES[@]}"; do
+    a=$(echo "${RES["$s|$t"]}" | median); ca=$(echo "${CPU["$s|$t"]}" | median)
+    printf '  %-12s %-9s %10s req/s  %7s us/req   req/s %s   CPU %s\n' "$s" "$t" "$a" "$ca" "$(ratio "$a" "$n")" "$(ratio "$ca" "$cn")"
+  done
 done
 printf '  %-12s %10s\n' "upstream direct" "$(echo "${RES["direct|upstream"]}" | median)"
-echo "RSS MB: authback idle $IDLE_AB, under load $LOAD_AB; nginx (master + 2 workers) idle $IDLE_NG, under load $LOAD_NG"
+for t in "${NAMES[@]}"; do echo "RSS MB $t: idle ${IDLE[$t]}, under load ${LOAD[$t]:-0}"; done
+echo "RSS MB nginx (master + 2 workers): idle $IDLE_NG, under load $LOAD_NG"
