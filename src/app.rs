@@ -49,24 +49,30 @@ impl App {
             return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
         }
         let raw = req.uri().path();
+        let query = req.uri().query();
         let path = crate::path::canonical(raw);
         // Decoding can make `%2%46` into `%2F`: the canonical path is read
         // for such spellings too.
         if crate::path::is_ambiguous(raw) || crate::path::is_ambiguous(&path) {
-            let shielded = self.shields(&path)
-                || self.shields(&crate::path::lenient(raw))
-                || self.shields(&crate::path::lenient(&path));
+            let shielded = self.shields(&path, query)
+                || self.shields(&crate::path::lenient(raw), query)
+                || self.shields(&crate::path::lenient(&path), query);
             if shielded {
                 let why = "an encoded slash or backslash, a backslash or a `;` parameter is not accepted on this path";
                 return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
             }
         }
         for route in &self.routes {
-            let reference = match route.path.matches(&path) {
+            let reference = match route.matches(&path, query) {
                 PathMatch::No => continue,
                 PathMatch::Yes(r) => Some(r.to_string()),
                 PathMatch::BadReference => None,
             };
+            if route.passes_through(query) {
+                // The plugin's own probe (Magento's `dryRun`), answered by
+                // the backend before it does any work.
+                break;
+            }
             let path = path.into_owned();
             let xff = crate::net::forwarded_chain(req.headers());
             let ip = client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies);
@@ -81,12 +87,12 @@ impl App {
 
     /// Whether a canonical path belongs to a callback route or is a
     /// forward path: such a path must never be proxied as it is.
-    fn shields(&self, path: &str) -> bool {
+    fn shields(&self, path: &str, query: Option<&str>) -> bool {
         self.is_forward_path(path)
             || self
                 .routes
                 .iter()
-                .any(|r| r.path.matches(path) != PathMatch::No)
+                .any(|r| r.matches(path, query) != PathMatch::No)
     }
 
     /// Whether a canonical path is where the upstream receives deliveries:

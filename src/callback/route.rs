@@ -66,20 +66,67 @@ impl PathPattern {
         }
     }
 
+    /// Whether `path` is this pattern, exactly as written.
     pub fn matches<'a>(&self, path: &'a str) -> PathMatch<'a> {
-        match &self.suffix {
-            None => {
-                if path == self.prefix {
-                    PathMatch::Yes("")
-                } else {
-                    PathMatch::No
+        self.matches_as(path, Spelling::default())
+    }
+
+    /// Whether `path` is this pattern, read as `spelling` allows: ignoring
+    /// case, with a trailing `/`, or as a parent of `path`.
+    pub fn matches_as<'a>(&self, path: &'a str, spelling: Spelling) -> PathMatch<'a> {
+        let exact = self.matches_one(path, spelling.ignore_case);
+        if exact != PathMatch::No {
+            return exact;
+        }
+        if spelling.trailing_slash && path.len() > 1 {
+            if let Some(trimmed) = path.strip_suffix('/') {
+                let m = self.matches_one(trimmed, spelling.ignore_case);
+                if m != PathMatch::No {
+                    return m;
                 }
             }
+        }
+        if spelling.subpaths {
+            for (i, _) in path.match_indices('/').skip(1) {
+                let m = self.matches_one(&path[..i], spelling.ignore_case);
+                if m != PathMatch::No {
+                    return m;
+                }
+            }
+        }
+        PathMatch::No
+    }
+
+    fn matches_one<'a>(&self, path: &'a str, ignore_case: bool) -> PathMatch<'a> {
+        let strip_prefix = |s: &'a str, p: &str| -> Option<&'a str> {
+            let head = s.get(..p.len())?;
+            let same = if ignore_case {
+                head.eq_ignore_ascii_case(p)
+            } else {
+                head == p
+            };
+            same.then(|| &s[p.len()..])
+        };
+        let strip_suffix = |s: &'a str, p: &str| -> Option<&'a str> {
+            let at = s.len().checked_sub(p.len())?;
+            let tail = s.get(at..)?;
+            let same = if ignore_case {
+                tail.eq_ignore_ascii_case(p)
+            } else {
+                tail == p
+            };
+            same.then(|| &s[..at])
+        };
+        match &self.suffix {
+            None => match strip_prefix(path, &self.prefix) {
+                Some("") => PathMatch::Yes(""),
+                _ => PathMatch::No,
+            },
             Some(suffix) => {
-                let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+                let Some(rest) = strip_prefix(path, &self.prefix) else {
                     return PathMatch::No;
                 };
-                let Some(reference) = rest.strip_suffix(suffix.as_str()) else {
+                let Some(reference) = strip_suffix(rest, suffix) else {
                     return PathMatch::No;
                 };
                 if reference.contains('/') {
@@ -128,6 +175,15 @@ impl fmt::Display for PathPattern {
     }
 }
 
+/// A query's parameters, names and values decoded (`+` is a space).
+fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| crate::text::query_decode(s).unwrap_or_else(|| s.to_string());
+        (decode(k), decode(v))
+    })
+}
+
 /// 1 to 128 characters of `A-Z a-z 0-9 . _ ~ -`.
 pub fn valid_reference(s: &str) -> bool {
     (1..=128).contains(&s.len())
@@ -135,10 +191,62 @@ pub fn valid_reference(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
+/// Which spellings of a path a route takes as its own, besides the path as
+/// written: the ones the platform behind it routes to the same handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spelling {
+    /// `/WC-API/x` is `/wc-api/x` (ASCII case).
+    pub ignore_case: bool,
+    /// `/a/b/` is `/a/b`.
+    pub trailing_slash: bool,
+    /// `/a/b/anything/below` is `/a/b` (Magento reads extra segments as
+    /// parameters of the same controller).
+    pub subpaths: bool,
+}
+
+/// What a backend's answer to a delivery means, when the default reading
+/// (2xx delivered; 408, 425, 429, 5xx retried; anything else dead) is wrong
+/// for the platform behind a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Means {
+    Delivered,
+    Retry,
+    Dead,
+}
+
+/// `status` (and, if set, a body containing `body_contains`) means `means`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerRule {
+    pub status: u16,
+    pub body_contains: Option<String>,
+    pub means: Means,
+}
+
+impl AnswerRule {
+    pub fn applies(&self, status: u16, body: &[u8]) -> bool {
+        self.status == status
+            && self.body_contains.as_ref().is_none_or(|needle| {
+                body.windows(needle.len().max(1))
+                    .any(|w| w == needle.as_bytes())
+            })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub path: PathPattern,
+    /// More paths that reach the same handler (`/index.php/...`).
+    pub aliases: Vec<PathPattern>,
+    pub spelling: Spelling,
+    /// `(name, value)`: a request on any path whose query has this
+    /// parameter (the value compared as `spelling` says) is this route's.
+    pub query_match: Vec<(String, String)>,
+    /// A request carrying one of these query parameters is proxied as it
+    /// is: a plugin's own probe it answers before doing any work.
+    pub passthrough_query: Vec<String>,
+    /// How the backend's answers read, first match wins.
+    pub answers: Vec<AnswerRule>,
     pub forward_path: Option<String>,
     pub forward_format: ForwardFormat,
     pub secrets: Vec<Secret>,
@@ -149,6 +257,39 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether a request for canonical `path` and `query` is this route's.
+    pub fn matches<'a>(&self, path: &'a str, query: Option<&str>) -> PathMatch<'a> {
+        for p in std::iter::once(&self.path).chain(&self.aliases) {
+            let m = p.matches_as(path, self.spelling);
+            if m != PathMatch::No {
+                return m;
+            }
+        }
+        let asked = |(k, v): &(String, String)| {
+            query.is_some_and(|q| {
+                query_pairs(q).any(|(qk, qv)| {
+                    qk == *k
+                        && if self.spelling.ignore_case {
+                            qv.eq_ignore_ascii_case(v)
+                        } else {
+                            qv == *v
+                        }
+                })
+            })
+        };
+        if self.query_match.iter().any(asked) {
+            return PathMatch::Yes("");
+        }
+        PathMatch::No
+    }
+
+    /// Whether the query names one of `passthrough_query`.
+    pub fn passes_through(&self, query: Option<&str>) -> bool {
+        !self.passthrough_query.is_empty()
+            && query
+                .is_some_and(|q| query_pairs(q).any(|(k, _)| self.passthrough_query.contains(&k)))
+    }
+
     pub fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.allow_ips.is_empty() || self.allow_ips.iter().any(|n| n.contains(ip))
     }
@@ -230,6 +371,107 @@ mod tests {
         assert!(PathPattern::parse("/a{reference}").is_err());
         assert!(PathPattern::parse("/a/{ref}").is_err());
         assert!(PathPattern::parse("a/{reference}").is_err());
+    }
+
+    fn route(path: &str, aliases: &[&str], spelling: Spelling, query: &[(&str, &str)]) -> Route {
+        Route {
+            name: "r".into(),
+            path: PathPattern::parse(path).expect("path"),
+            aliases: aliases
+                .iter()
+                .map(|a| PathPattern::parse(a).expect("alias"))
+                .collect(),
+            spelling,
+            query_match: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            passthrough_query: vec!["dryRun".into()],
+            answers: Vec::new(),
+            forward_path: None,
+            forward_format: ForwardFormat::Original,
+            secrets: Vec::new(),
+            static_tokens: Vec::new(),
+            unverified: true,
+            allow_ips: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_route_covers_every_spelling_of_its_handler() {
+        let woo = route(
+            "/wc-api/KP_WC_AUTHORIZATION",
+            &[],
+            Spelling {
+                ignore_case: true,
+                trailing_slash: true,
+                subpaths: false,
+            },
+            &[("wc-api", "KP_WC_AUTHORIZATION")],
+        );
+        for (path, query) in [
+            ("/wc-api/KP_WC_AUTHORIZATION", None),
+            ("/wc-api/kp_wc_authorization", None),
+            ("/WC-API/kp_wc_authorization/", None),
+            ("/", Some("wc-api=KP_WC_AUTHORIZATION")),
+            ("/shop/", Some("a=1&wc-api=kp_wc_authorization")),
+            ("/", Some("wc%2Dapi=kp%5Fwc%5Fauthorization")),
+        ] {
+            assert_eq!(
+                woo.matches(path, query),
+                PathMatch::Yes(""),
+                "{path} {query:?}"
+            );
+        }
+        for (path, query) in [("/wc-api/other", None), ("/", Some("wc-api=other"))] {
+            assert_eq!(woo.matches(path, query), PathMatch::No, "{path} {query:?}");
+        }
+        let magento = route(
+            "/checkout/klarna/authorize",
+            &["/index.php/checkout/klarna/authorize"],
+            Spelling {
+                ignore_case: true,
+                trailing_slash: true,
+                subpaths: true,
+            },
+            &[],
+        );
+        for path in [
+            "/checkout/klarna/authorize",
+            "/checkout/klarna/authorize/",
+            "/index.php/checkout/klarna/authorize",
+            "/checkout/Klarna/Authorize",
+            "/checkout/klarna/authorize/token/abc",
+        ] {
+            assert_eq!(magento.matches(path, None), PathMatch::Yes(""), "{path}");
+        }
+        assert_eq!(
+            magento.matches("/checkout/klarna/authorized", None),
+            PathMatch::No
+        );
+        assert!(magento.passes_through(Some("token=x&dryRun=1")));
+        assert!(!magento.passes_through(Some("token=x")));
+        // As written, a route takes its path and nothing else.
+        let plain = route("/k/{reference}/cb", &[], Spelling::default(), &[]);
+        assert_eq!(plain.matches("/k/c-1/cb", None), PathMatch::Yes("c-1"));
+        for path in ["/K/c-1/cb", "/k/c-1/cb/", "/k/c-1/cb/x"] {
+            assert_eq!(plain.matches(path, None), PathMatch::No, "{path}");
+        }
+        let ci = route(
+            "/k/{reference}/cb",
+            &[],
+            Spelling {
+                ignore_case: true,
+                trailing_slash: false,
+                subpaths: false,
+            },
+            &[],
+        );
+        assert_eq!(
+            ci.matches("/K/Cart-1/CB", None),
+            PathMatch::Yes("Cart-1"),
+            "the reference keeps its case"
+        );
     }
 
     #[test]

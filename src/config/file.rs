@@ -117,6 +117,28 @@ pub(super) struct FileRoute {
     pub(super) unverified: bool,
     #[serde(default)]
     pub(super) allow_ips: Vec<String>,
+    #[serde(default)]
+    pub(super) aliases: Vec<String>,
+    #[serde(default)]
+    pub(super) ignore_case: bool,
+    #[serde(default)]
+    pub(super) trailing_slash: bool,
+    #[serde(default)]
+    pub(super) subpaths: bool,
+    #[serde(default)]
+    pub(super) query_match: Vec<String>,
+    #[serde(default)]
+    pub(super) passthrough_query: Vec<String>,
+    #[serde(default)]
+    pub(super) answers: Vec<FileAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAnswer {
+    pub(super) status: Option<i64>,
+    pub(super) body_contains: Option<String>,
+    pub(super) means: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

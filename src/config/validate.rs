@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::file::*;
 use super::*;
-use crate::callback::route::valid_reference;
+use crate::callback::route::{valid_reference, AnswerRule, Means, Spelling};
 use crate::net::IpNet;
 use crate::text::{parse_duration, parse_rate, Rate};
 use crate::types::Secret;
@@ -519,9 +519,19 @@ fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Rou
                 }
             }
         }
+        let matching = route_matching(c, &r, i, &path, forward_format);
         routes.push(Route {
             name,
             path,
+            aliases: matching.aliases,
+            spelling: Spelling {
+                ignore_case: r.ignore_case,
+                trailing_slash: r.trailing_slash,
+                subpaths: r.subpaths,
+            },
+            query_match: matching.query_match,
+            passthrough_query: r.passthrough_query,
+            answers: matching.answers,
             forward_path: r.forward_path,
             forward_format,
             secrets,
@@ -532,15 +542,113 @@ fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Rou
     }
     for (i, a) in routes.iter().enumerate() {
         for b in &routes[..i] {
-            if a.path == b.path {
+            let theirs: Vec<&PathPattern> = std::iter::once(&b.path).chain(&b.aliases).collect();
+            if let Some(p) = std::iter::once(&a.path)
+                .chain(&a.aliases)
+                .find(|p| theirs.contains(p))
+            {
                 c.err(
                     format!("routes[{i}].path"),
-                    format!("`{}` is also the path of route `{}`", a.path, b.name),
+                    format!("`{p}` is also a path of route `{}`", b.name),
                 );
             }
         }
     }
     routes
+}
+
+/// A route's other spellings and its reading of the backend's answers.
+struct Matching {
+    aliases: Vec<PathPattern>,
+    query_match: Vec<(String, String)>,
+    answers: Vec<AnswerRule>,
+}
+
+fn route_matching(
+    c: &mut Checker,
+    r: &FileRoute,
+    i: usize,
+    path: &PathPattern,
+    format: ForwardFormat,
+) -> Matching {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let mut aliases = Vec::new();
+    for (j, a) in r.aliases.iter().enumerate() {
+        match PathPattern::parse(a) {
+            Ok(p) => aliases.push(p),
+            Err(e) => c.err(format!("routes[{i}].aliases[{j}]"), format!("`{a}`: {e}")),
+        }
+    }
+    let mut query_match = Vec::new();
+    for (j, q) in r.query_match.iter().enumerate() {
+        match q.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                query_match.push((k.to_string(), v.to_string()))
+            }
+            _ => c.err(
+                format!("routes[{i}].query_match[{j}]"),
+                format!("`{q}` is not name=value, e.g. \"wc-api=KP_WC_AUTHORIZATION\""),
+            ),
+        }
+    }
+    if !query_match.is_empty() && path.suffix.is_some() {
+        c.err(
+            key("query_match"),
+            "a query match carries no reference: use a path without {reference}",
+        );
+    }
+    if !r.passthrough_query.is_empty() && format != ForwardFormat::Original {
+        c.err(
+            key("passthrough_query"),
+            "is allowed only with forward_format = \"original\", where the path is the backend's own",
+        );
+    }
+    if r.passthrough_query.iter().any(|q| q.is_empty()) {
+        c.err(key("passthrough_query"), "names must not be empty");
+    }
+    let mut answers = Vec::new();
+    for (j, a) in r.answers.iter().enumerate() {
+        let k = |f: &str| format!("routes[{i}].answers[{j}].{f}");
+        let status = match a.status {
+            Some(s) if (100..=599).contains(&s) => s as u16,
+            Some(_) => {
+                c.err(k("status"), "must be an HTTP status, 100 to 599");
+                continue;
+            }
+            None => {
+                c.err(k("status"), "is required");
+                continue;
+            }
+        };
+        let means = match a.means.as_deref() {
+            Some("delivered") => Means::Delivered,
+            Some("retry") => Means::Retry,
+            Some("dead") => Means::Dead,
+            other => {
+                c.err(
+                    k("means"),
+                    format!(
+                        "{} is not one of \"delivered\", \"retry\", \"dead\"",
+                        other.map_or("nothing".into(), |o| format!("`{o}`"))
+                    ),
+                );
+                continue;
+            }
+        };
+        if a.body_contains.as_deref() == Some("") {
+            c.err(k("body_contains"), "must not be empty (leave it out to match any body)");
+        }
+        answers.push(AnswerRule {
+            status,
+            body_contains: a.body_contains.clone(),
+            means,
+        });
+    }
+    Matching {
+        aliases,
+        query_match,
+        answers,
+    }
 }
 
 fn limits(c: &mut Checker, l: &FileLimits) -> Limits {

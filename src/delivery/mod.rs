@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::callback::route::Route;
+use crate::callback::route::{AnswerRule, Means, Route};
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
@@ -376,27 +376,47 @@ async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), F
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::text::parse_retry_after(v, unix_ms() / 1000));
-        // Read (a bounded amount of) the answer so the connection can be reused.
-        let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
-        Ok((status, retry_after))
+        // Read (a bounded amount of) the answer, so the connection can be
+        // reused and a route's answer rules can read it.
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Ok((status, retry_after, body))
     };
-    let (status, retry_after) = tokio::time::timeout(timeout, exchange)
+    let (status, retry_after, body) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| Failure::Transient {
             error: format!("no answer within {}", crate::text::format_duration(timeout)),
             retry_after: None,
         })??;
-    classify(status, retry_after)
+    classify(status, retry_after, &route.answers, &body)
 }
 
-fn classify(status: StatusCode, retry_after: Option<Duration>) -> Result<(), Failure> {
-    if status.is_success() {
-        return Ok(());
-    }
+/// What the backend's answer means: the route's first rule that applies,
+/// or else 2xx delivered; 408, 425, 429 and 5xx worth a retry; the rest
+/// dead at once.
+fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    rules: &[AnswerRule],
+    body: &[u8],
+) -> Result<(), Failure> {
     let error = format!("upstream answered {status}");
-    match status.as_u16() {
-        408 | 425 | 429 | 500..=599 => Err(Failure::Transient { error, retry_after }),
-        _ => Err(Failure::Permanent(error)),
+    let means = rules
+        .iter()
+        .find(|r| r.applies(status.as_u16(), body))
+        .map(|r| r.means);
+    match means {
+        Some(Means::Delivered) => Ok(()),
+        Some(Means::Retry) => Err(Failure::Transient { error, retry_after }),
+        Some(Means::Dead) => Err(Failure::Permanent(error)),
+        None if status.is_success() => Ok(()),
+        None => match status.as_u16() {
+            408 | 425 | 429 | 500..=599 => Err(Failure::Transient { error, retry_after }),
+            _ => Err(Failure::Permanent(error)),
+        },
     }
 }
 
@@ -466,22 +486,59 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert!(classify(StatusCode::OK, None).is_ok());
-        assert!(classify(StatusCode::NO_CONTENT, None).is_ok());
+        assert!(classify(StatusCode::OK, None, &[], b"").is_ok());
+        assert!(classify(StatusCode::NO_CONTENT, None, &[], b"").is_ok());
         for s in [408, 425, 429, 500, 502, 503, 504] {
             let st = StatusCode::from_u16(s).expect("status");
             assert!(
-                matches!(classify(st, None), Err(Failure::Transient { .. })),
+                matches!(classify(st, None, &[], b""), Err(Failure::Transient { .. })),
                 "{s}"
             );
         }
         for s in [400, 401, 403, 404, 409, 422, 301] {
             let st = StatusCode::from_u16(s).expect("status");
             assert!(
-                matches!(classify(st, None), Err(Failure::Permanent(_))),
+                matches!(classify(st, None, &[], b""), Err(Failure::Permanent(_))),
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_routes_answer_rules_come_first() {
+        let rules = [
+            AnswerRule {
+                status: 400,
+                body_contains: Some("is not active".into()),
+                means: Means::Delivered,
+            },
+            AnswerRule {
+                status: 400,
+                body_contains: Some("still in progress".into()),
+                means: Means::Retry,
+            },
+            AnswerRule {
+                status: 200,
+                body_contains: Some("failure".into()),
+                means: Means::Retry,
+            },
+        ];
+        let bad = StatusCode::BAD_REQUEST;
+        assert!(classify(bad, None, &rules, br#"{"error":"cartId = 7 is not active."}"#).is_ok());
+        assert!(matches!(
+            classify(bad, None, &rules, br#"{"error":"Another authorization callback workflow is still in progress."}"#),
+            Err(Failure::Transient { .. })
+        ));
+        // A real failure is still dead.
+        assert!(matches!(
+            classify(bad, None, &rules, br#"{"error":"Invalid value"}"#),
+            Err(Failure::Permanent(_))
+        ));
+        assert!(matches!(
+            classify(StatusCode::OK, None, &rules, b"failure: payment not found"),
+            Err(Failure::Transient { .. })
+        ));
+        assert!(classify(StatusCode::OK, None, &rules, b"success").is_ok());
     }
 
     #[test]
