@@ -13,8 +13,50 @@ const ACK_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default)]
+/// Upper bounds of the delivery latency histogram (receipt to the backend's
+/// 2xx), in seconds: from an upstream that answers at once to one that
+/// answers near the 60-minute deadline.
+const DELIVERY_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Every `outcome` of `authback_callbacks_total`, exported at zero per route.
+pub const CALLBACK_OUTCOMES: [&str; 10] = [
+    "accepted",
+    "duplicate",
+    "method_not_allowed",
+    "forbidden",
+    "invalid_token",
+    "rate_limited",
+    "too_large",
+    "bad_request",
+    "timeout",
+    "unavailable",
+];
+
+/// Every `outcome` of `authback_deliveries_total`.
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retry", "dead"];
+
+/// Every `outcome` of `authback_reconcile_checks_total`.
+pub const RECONCILE_OUTCOMES: [&str; 13] = [
+    "recovered",
+    "already_recorded",
+    "incomplete",
+    "complete",
+    "expired",
+    "gave_up",
+    "auth_error",
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "unreachable",
+    "error",
+    "store_error",
+];
+
 pub struct Metrics {
+    /// When the process started (unix seconds).
+    started_at: f64,
     callbacks: Counters,
     deliveries: Counters,
     proxy_by_class: [AtomicU64; 6],
@@ -23,7 +65,36 @@ pub struct Metrics {
     recovered: AtomicU64,
     /// Order-watch outcomes: confirmed, redelivered, unconfirmed.
     order_watch: [AtomicU64; 3],
-    ack: Histogram,
+    ack: Histogram<12>,
+    delivery_latency: Histogram<12>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            callbacks: Counters::default(),
+            deliveries: Counters::default(),
+            proxy_by_class: Default::default(),
+            tls_reloads: Counters::default(),
+            reconcile_checks: Counters::default(),
+            recovered: AtomicU64::new(0),
+            order_watch: Default::default(),
+            ack: Histogram::default(),
+            delivery_latency: Histogram::default(),
+        };
+        // Every series exists from the start, at zero: a rate() over a
+        // counter that appears on its first event misses that event.
+        for outcome in RECONCILE_OUTCOMES {
+            m.reconcile_checks.declare("", outcome);
+        }
+        for outcome in ["ok", "error"] {
+            m.tls_reloads.declare("public", outcome);
+        }
+        m
+    }
 }
 
 /// The `outcome` label values of `authback_order_watch_total`.
@@ -81,18 +152,66 @@ impl Counters {
     }
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; ACK_BUCKETS.len()],
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
     count: AtomicU64,
     sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&self, bounds: &[f64; N], d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in bounds.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, bounds: &[f64; N]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, bound) in bounds.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {:.6}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 impl Metrics {
     /// Declares a route so its series exist (at zero) before any traffic.
     pub fn declare_route(&self, route: &str) {
-        self.callbacks.declare(route, "accepted");
-        self.deliveries.declare(route, "delivered");
+        for outcome in CALLBACK_OUTCOMES {
+            self.callbacks.declare(route, outcome);
+        }
+        for outcome in DELIVERY_OUTCOMES {
+            self.deliveries.declare(route, outcome);
+        }
     }
 
     pub fn callback(&self, route: &str, outcome: &'static str) {
@@ -136,16 +255,12 @@ impl Metrics {
     }
 
     pub fn ack_duration(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let h = &self.ack;
-        for (i, bound) in ACK_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.ack.observe(&ACK_BUCKETS, d);
+    }
+
+    /// A delivery the backend accepted `d` after authback received it.
+    pub fn delivery_latency(&self, d: Duration) {
+        self.delivery_latency.observe(&DELIVERY_BUCKETS, d);
     }
 
     /// Renders everything; gauges that live elsewhere are passed in.
@@ -185,28 +300,18 @@ impl Metrics {
             "# HELP authback_deliveries_in_flight Delivery attempts in flight.\n# TYPE authback_deliveries_in_flight gauge\nauthback_deliveries_in_flight {}",
             gauges.in_flight
         );
-        let _ = writeln!(
-            out,
-            "# HELP authback_ack_duration_seconds Time from a callback's arrival to its answer.\n# TYPE authback_ack_duration_seconds histogram"
+        self.ack.render(
+            &mut out,
+            "authback_ack_duration_seconds",
+            "Time from a callback's arrival to its answer.",
+            &ACK_BUCKETS,
         );
-        for (i, bound) in ACK_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "authback_ack_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                self.ack.buckets[i].load(Ordering::Relaxed)
-            );
-        }
-        let count = self.ack.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "authback_ack_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        self.delivery_latency.render(
+            &mut out,
+            "authback_delivery_latency_seconds",
+            "Time from an authorization's receipt to the backend's 2xx, retries included.",
+            &DELIVERY_BUCKETS,
         );
-        let _ = writeln!(
-            out,
-            "authback_ack_duration_seconds_sum {:.6}",
-            self.ack.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "authback_ack_duration_seconds_count {count}");
         let _ = writeln!(
             out,
             "# HELP authback_proxy_requests_total Pass-through requests, by response status class.\n# TYPE authback_proxy_requests_total counter"
@@ -263,10 +368,65 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP authback_build_info The running build.\n# TYPE authback_build_info gauge\nauthback_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        self.render_process(&mut out);
+        let _ = writeln!(
+            out,
             "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
             u8::from(gauges.ready)
         );
         out
+    }
+}
+
+impl Metrics {
+    /// The process's own figures, read from /proc at scrape time (Linux;
+    /// elsewhere they are left out rather than reported wrong).
+    fn render_process(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP authback_process_start_time_seconds When the process started, unix seconds.\n# TYPE authback_process_start_time_seconds gauge\nauthback_process_start_time_seconds {:.3}",
+            self.started_at
+        );
+        if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+        {
+            let _ = writeln!(
+                out,
+                "# HELP authback_process_resident_memory_bytes Resident memory.\n# TYPE authback_process_resident_memory_bytes gauge\nauthback_process_resident_memory_bytes {}",
+                kb * 1024
+            );
+        }
+        // utime and stime are fields 14 and 15, in clock ticks: USER_HZ,
+        // which Linux fixes at 100 for /proc whatever the kernel's HZ.
+        if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+        {
+            let _ = writeln!(
+                out,
+                "# HELP authback_process_cpu_seconds_total User and system CPU time.\n# TYPE authback_process_cpu_seconds_total counter\nauthback_process_cpu_seconds_total {:.2}",
+                ticks as f64 / 100.0
+            );
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            let _ = writeln!(
+                out,
+                "# HELP authback_process_open_fds Open file descriptors.\n# TYPE authback_process_open_fds gauge\nauthback_process_open_fds {}",
+                fds.count()
+            );
+        }
     }
 }
 
@@ -304,6 +464,17 @@ mod tests {
             "authback_ack_duration_seconds_bucket{le=\"0.0005\"} 0",
             "authback_ack_duration_seconds_count 1",
             "authback_proxy_requests_total{status_class=\"5xx\"} 1",
+            "authback_callbacks_total{route=\"klarna\",outcome=\"unavailable\"} 0",
+            "authback_deliveries_total{route=\"klarna\",outcome=\"dead\"} 0",
+            "authback_reconcile_checks_total{outcome=\"recovered\"} 0",
+            "authback_tls_reloads_total{listener=\"public\",outcome=\"error\"} 0",
+            "authback_delivery_latency_seconds_count 0",
+            "authback_order_watch_total{outcome=\"unconfirmed\"} 0",
+            "authback_build_info{version=\"",
+            "authback_process_start_time_seconds ",
+            "authback_process_resident_memory_bytes ",
+            "authback_process_cpu_seconds_total ",
+            "authback_process_open_fds ",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -307,6 +307,39 @@ secrets = ["a-long-enough-test-secret"]
     }
 
     #[test]
+    fn one_root_cause_gives_one_error() {
+        let text = MINIMAL.replace("[[routes]]", "[delivery]\nmax_backoff = \"60\"\n[[routes]]");
+        let errs = Config::parse(&text, Path::new(".")).expect_err("a missing unit");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "delivery.max_backoff");
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused_outside_development() {
+        let dir = std::env::temp_dir().join(format!("authback-placeholder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let production = MINIMAL
+            .replace("self_signed = true", "cert = \"c.pem\"\nkey = \"k.pem\"")
+            .replace(
+                "a-long-enough-test-secret",
+                "replace-with-openssl-rand-hex-32",
+            );
+        let errs = Config::parse(&production, &dir).expect_err("a placeholder");
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = errs
+            .iter()
+            .find(|e| e.key == "routes[0].secrets[0]")
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(e.message.contains("placeholder"), "{}", e.message);
+        // A development config (self-signed) runs as shipped.
+        let development = MINIMAL.replace(
+            "a-long-enough-test-secret",
+            "replace-with-openssl-rand-hex-32",
+        );
+        assert!(Config::parse(&development, Path::new(".")).is_ok());
+    }
+
+    #[test]
     fn minimal_config_gets_spec_defaults() {
         let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
         assert_eq!(c.server.listen, "0.0.0.0:8443".parse().expect("addr"));

@@ -19,6 +19,29 @@ pub(super) struct Checker {
     warnings: Vec<String>,
     /// The config file's folder: relative paths are read from there.
     base: PathBuf,
+    /// A development config (a self-signed certificate): placeholder
+    /// secrets are let through there, and only there.
+    development: bool,
+}
+
+/// Whether a secret is an obvious placeholder copied from an example.
+fn is_placeholder(secret: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    const WORDS: [&str; 12] = [
+        "replace",
+        "changeme",
+        "change-me",
+        "change_me",
+        "placeholder",
+        "your-",
+        "your_",
+        "example",
+        "todo",
+        "fixme",
+        "<",
+        "xxxx",
+    ];
+    WORDS.iter().any(|w| s.contains(w))
 }
 
 impl Checker {
@@ -69,6 +92,10 @@ impl Checker {
                 }
                 if secret.expose().is_empty() {
                     self.err(key, "secret is empty");
+                    return None;
+                }
+                if !self.development && is_placeholder(secret.expose()) {
+                    self.err(key, "looks like a placeholder, not a secret: generate one (e.g. `openssl rand -hex 32`); placeholders are refused unless server.tls.self_signed = true (a development config)");
                     return None;
                 }
                 Some(secret)
@@ -124,6 +151,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
         base: base.to_path_buf(),
         ..Checker::default()
     };
+    c.development = f.server.tls.self_signed;
     let server = server(&mut c, &f.server, base);
     let admin = admin(&mut c, &f.admin, &server);
     let upstream = upstream(&mut c, &f.upstream);
@@ -384,7 +412,12 @@ fn delivery(c: &mut Checker, d: &FileDelivery) -> DeliveryConfig {
         deadline: c.positive_duration("delivery.deadline", d.deadline.as_deref(), "60m"),
         max_in_flight: c.count("delivery.max_in_flight", d.max_in_flight, 64, 1),
     };
-    if delivery.max_backoff < delivery.initial_backoff {
+    // Only when both parsed: a value already reported as wrong is not
+    // reported again as out of order (one root cause, one error).
+    let both_parsed = [&d.initial_backoff, &d.max_backoff]
+        .iter()
+        .all(|v| v.as_deref().is_none_or(|s| parse_duration(s).is_ok()));
+    if both_parsed && delivery.max_backoff < delivery.initial_backoff {
         c.err(
             "delivery.max_backoff",
             "must not be less than delivery.initial_backoff",
@@ -636,7 +669,10 @@ fn route_matching(
             }
         };
         if a.body_contains.as_deref() == Some("") {
-            c.err(k("body_contains"), "must not be empty (leave it out to match any body)");
+            c.err(
+                k("body_contains"),
+                "must not be empty (leave it out to match any body)",
+            );
         }
         answers.push(AnswerRule {
             status,
