@@ -260,6 +260,8 @@ async fn attempt(app: &Worker, d: Delivery) {
     let outcome = match result {
         Ok(()) => {
             app.metrics.delivery(&d.route, "delivered");
+            app.metrics
+                .delivery_latency(Duration::from_millis(now.saturating_sub(d.received_at)));
             tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
             AttemptOutcome::Delivered {
                 at: now,
