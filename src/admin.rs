@@ -18,9 +18,11 @@ use crate::config::Config;
 use crate::delivery;
 use crate::metrics::{Gauges, Metrics};
 use crate::readiness::{Readiness, State};
-use crate::store::{Delivery, DeliveryState, Filter, Replay, Store, WatchState};
-use crate::text::{parse_duration, query_param, rfc3339};
-use crate::types::{ct_eq, unix_ms, DeliveryId};
+use crate::store::{
+    Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, WatchState,
+};
+use crate::text::{parse_duration, rfc3339};
+use crate::types::{ct_eq, unix_ms, DeliveryId, SessionId};
 
 /// What the admin listener reads and does.
 pub struct Context {
@@ -167,40 +169,12 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
             }
         }
-        (Method::GET, ["deliveries"]) => {
-            let state = match query_param(&query, "state") {
-                None => None,
-                Some(s) if s == "unconfirmed" => Some(Filter {
-                    state: None,
-                    watch: Some(WatchState::Unconfirmed),
-                }),
-                Some(s) => match DeliveryState::parse(&s) {
-                    Some(st) => Some(Filter::state(st)),
-                    None => {
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            "state is one of pending, dead, delivered, unconfirmed",
-                        )
-                    }
-                },
-            };
-            let limit = query_param(&query, "limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(100)
-                .min(1000);
-            match app.store.list(state.unwrap_or_default(), limit).await {
-                Ok(list) => json(
-                    StatusCode::OK,
-                    &json!(list.iter().map(delivery_json).collect::<Vec<_>>()),
-                ),
-                Err(e) => json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &e.to_string(),
-                ),
-            }
-        }
+        (Method::GET, ["deliveries"]) => list_deliveries(app, &query).await,
+        (Method::GET, ["deliveries", id]) => delivery_detail(app, id).await,
+        (Method::POST, ["deliveries", "replay"]) => match read_body(req).await {
+            Ok(body) => replay_matching(app, &body).await,
+            Err(r) => r,
+        },
         (Method::POST, ["deliveries", id, "replay"]) => {
             let Some(id) = DeliveryId::parse(id) else {
                 return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
@@ -241,13 +215,18 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
             };
             register(app, &body).await
         }
-        (_, ["callback-urls"] | ["deliveries"] | ["deliveries", _, "replay"] | ["sessions"]) => {
-            json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "wrong method for this endpoint",
-            )
-        }
+        (
+            _,
+            ["callback-urls"]
+            | ["deliveries"]
+            | ["deliveries", _]
+            | ["deliveries", _, "replay"]
+            | ["sessions"],
+        ) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "wrong method for this endpoint",
+        ),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     }
 }
@@ -349,4 +328,377 @@ fn delivery_json(d: &Delivery) -> serde_json::Value {
             "last_error": w.last_error,
         })),
     })
+}
+
+/// The attempt log's entries, as `GET /v1/deliveries/{id}` shows them.
+fn attempt_json(a: &Attempt) -> serde_json::Value {
+    json!({
+        "at": rfc3339_ms(a.at),
+        "duration_ms": a.duration_ms,
+        "status": a.status,
+        "error": a.error,
+        "retry_in_ms": a.retry_in_ms,
+        "redelivery": a.redelivery,
+    })
+}
+
+/// RFC 3339 with milliseconds (`2026-11-30T06:00:00.250Z`).
+fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = rfc3339(unix_ms / 1000);
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), unix_ms % 1000)
+}
+
+fn bad_request(message: &str) -> Response<Body> {
+    json_error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn unavailable(e: &StoreError) -> Response<Body> {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        &e.to_string(),
+    )
+}
+
+/// Most deliveries one listing page holds, and how many it holds unless
+/// asked otherwise.
+const MAX_LIMIT: usize = 1000;
+const DEFAULT_LIMIT: usize = 100;
+
+/// The parameters `GET /v1/deliveries` reads.
+const LIST_PARAMS: [&str; 8] = [
+    "state",
+    "route",
+    "session_id",
+    "reference",
+    "since",
+    "until",
+    "limit",
+    "cursor",
+];
+
+/// `GET /v1/deliveries`: a page of the deliveries the query's filters
+/// accept, newest first, and `Next-Cursor` when more may remain.
+async fn list_deliveries(app: &Context, query: &str) -> Response<Body> {
+    let (filter, limit, cursor) = match list_query(query) {
+        Ok(q) => q,
+        Err(why) => return bad_request(&why),
+    };
+    let page = match app.store.list(filter, cursor, limit).await {
+        Ok(p) => p,
+        Err(e) => return unavailable(&e),
+    };
+    let list: Vec<_> = page.deliveries.iter().map(delivery_json).collect();
+    let mut r = json(StatusCode::OK, &json!(list));
+    if let Some(next) = page.next {
+        // Digits, a dash and hex: always a valid header value.
+        if let Ok(v) = header::HeaderValue::from_str(&next.to_string()) {
+            r.headers_mut().insert("next-cursor", v);
+        }
+    }
+    r
+}
+
+/// Reads the listing query. Each parameter may come once: a repeated one
+/// could be read two ways, and an unknown one is most likely a misspelt
+/// filter, which would list (or replay) far more than meant. An empty value
+/// is the same as none, as an HTML form sends an empty field.
+fn list_query(query: &str) -> Result<(Filter, usize, Option<Cursor>), String> {
+    let mut given: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if !LIST_PARAMS.contains(&k.as_ref()) {
+            return Err(format!("unknown parameter `{k}`"));
+        }
+        if given.iter().any(|(seen, _)| *seen == k) {
+            return Err(format!("{k}: given more than once"));
+        }
+        given.push((k.into_owned(), v.into_owned()));
+    }
+    let get = |name: &str| {
+        given
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let mut filter = filter_from(
+        get("route"),
+        get("session_id"),
+        get("reference"),
+        get("since").map(|s| ("since", s)),
+        get("until").map(|s| ("until", s)),
+    )?;
+    match get("state") {
+        None => {}
+        Some("unconfirmed") => filter.watch = Some(WatchState::Unconfirmed),
+        Some(s) => {
+            filter.state = Some(
+                DeliveryState::parse(s)
+                    .ok_or("state: one of pending, dead, delivered, unconfirmed".to_string())?,
+            )
+        }
+    }
+    let limit = match get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(0) | Err(_) => return Err(format!("limit: a number from 1 to {MAX_LIMIT}")),
+            Ok(n) => n.min(MAX_LIMIT),
+        },
+    };
+    let cursor = match get("cursor") {
+        None => None,
+        Some(c) => Some(
+            Cursor::parse(c).ok_or("cursor: not a Next-Cursor this API gave out".to_string())?,
+        ),
+    };
+    Ok((filter, limit, cursor))
+}
+
+/// The filters `GET /v1/deliveries` and the bulk replay share; `since` and
+/// `until` come with their parameter's name, for the error.
+fn filter_from(
+    route: Option<&str>,
+    session_id: Option<&str>,
+    reference: Option<&str>,
+    since: Option<(&str, &str)>,
+    until: Option<(&str, &str)>,
+) -> Result<Filter, String> {
+    let time = |t: Option<(&str, &str)>| {
+        t.map(|(name, v)| {
+            parse_time(v).ok_or(format!(
+                "{name}: an RFC 3339 time (2026-11-30T06:00:00Z) or unix seconds"
+            ))
+        })
+        .transpose()
+    };
+    let nonempty = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_string);
+    Ok(Filter {
+        route: nonempty(route),
+        session_id: nonempty(session_id).map(SessionId::new),
+        reference: nonempty(reference),
+        since: time(since)?,
+        until: time(until)?,
+        ..Filter::default()
+    })
+}
+
+/// A time the API accepts, as unix ms: unix seconds, or RFC 3339.
+fn parse_time(v: &str) -> Option<u64> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    parse_rfc3339(v)
+}
+
+/// Unix ms of an RFC 3339 date-time (`2026-11-30T06:00:00Z`, with an
+/// optional fraction and a `Z` or `±hh:mm` offset). The `time` crate is
+/// built here without its parser, so the fields are cut out by position and
+/// checked by its constructors.
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |from: usize, to: usize| -> Option<u32> {
+        let part = s.get(from..to)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let at = |i: usize, ok: &[u8]| b.get(i).is_some_and(|c| ok.contains(c));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+        return None;
+    }
+    let month = time::Month::try_from(u8::try_from(num(5, 7)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(0, 4)?).ok()?,
+        month,
+        u8::try_from(num(8, 10)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(num(11, 13)?).ok()?,
+        u8::try_from(num(14, 16)?).ok()?,
+        u8::try_from(num(17, 19)?).ok()?,
+    )
+    .ok()?;
+    let mut rest = s.get(19..)?;
+    let mut ms = 0u64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        // Milliseconds are all a listing's times carry: the rest is cut.
+        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
+        ms = first3.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = rest.get(1..)?.split_once(':')?;
+            if h.len() != 2
+                || m.len() != 2
+                || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60)
+        }
+    };
+    let utc = time::UtcOffset::from_whole_seconds(offset).ok()?;
+    let secs = time::PrimitiveDateTime::new(date, clock)
+        .assume_offset(utc)
+        .unix_timestamp();
+    u64::try_from(secs).ok()?.checked_mul(1000)?.checked_add(ms)
+}
+
+/// `GET /v1/deliveries/{id}`: one delivery with its attempt log. There,
+/// `attempts` is the log (its latest entries) and `attempt_count` the count
+/// the listing calls `attempts`.
+async fn delivery_detail(app: &Context, id: &str) -> Response<Body> {
+    let Some(id) = DeliveryId::parse(id) else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
+    };
+    match app.store.get(id).await {
+        Ok(Some(detail)) => {
+            let mut v = delivery_json(&detail.delivery);
+            v["attempt_count"] = json!(detail.delivery.attempts);
+            v["attempts"] = json!(detail.attempts.iter().map(attempt_json).collect::<Vec<_>>());
+            json(StatusCode::OK, &v)
+        }
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Most dead deliveries one bulk replay queues again.
+const REPLAY_CAP: usize = 10_000;
+/// Replays sent to the store at once: enough for the file store to commit
+/// them in shared transactions, few enough not to crowd out callbacks.
+const REPLAY_BATCH: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    state: Option<String>,
+    route: Option<String>,
+    session_id: Option<String>,
+    reference: Option<String>,
+    since: Option<serde_json::Value>,
+    until: Option<serde_json::Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/deliveries/replay`: queues again every dead delivery the
+/// filters accept (at most `REPLAY_CAP`), each exactly as a single replay
+/// does; with `dry_run`, only counts them.
+async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
+    let r: ReplayRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&format!(
+                "expected {{\"state\"?: \"dead\", \"route\"?, \"session_id\"?, \"reference\"?, \"since\"?, \"until\"?, \"dry_run\"?}}: {e}"
+            ))
+        }
+    };
+    if r.state.as_deref().is_some_and(|s| s != "dead") {
+        return bad_request("state: only dead deliveries can be replayed");
+    }
+    // A time may come as unix seconds (a number or digits) or RFC 3339.
+    let time = |v: &Option<serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    };
+    let (Ok(since), Ok(until)) = (time(&r.since), time(&r.until)) else {
+        return bad_request("since, until: an RFC 3339 time or unix seconds");
+    };
+    let filter = filter_from(
+        r.route.as_deref(),
+        r.session_id.as_deref(),
+        r.reference.as_deref(),
+        since
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| ("since", s)),
+        until
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| ("until", s)),
+    );
+    let filter = match filter {
+        Ok(f) => Filter {
+            state: Some(DeliveryState::Dead),
+            ..f
+        },
+        Err(why) => return bad_request(&why),
+    };
+    // Every match is read before any is replayed, so the pages do not
+    // shift under the reading.
+    let (mut ids, mut cursor, mut capped) = (Vec::new(), None, false);
+    loop {
+        let page = match app.store.list(filter.clone(), cursor, MAX_LIMIT).await {
+            Ok(p) => p,
+            Err(e) => return unavailable(&e),
+        };
+        ids.extend(page.deliveries.iter().map(|d| d.id));
+        if ids.len() > REPLAY_CAP {
+            ids.truncate(REPLAY_CAP);
+            capped = true;
+            break;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let matched = ids.len();
+    let mut replayed = 0;
+    if !r.dry_run {
+        let now = unix_ms();
+        let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
+        for batch in ids.chunks(REPLAY_BATCH) {
+            let mut running = tokio::task::JoinSet::new();
+            for &id in batch {
+                let store = app.store.clone();
+                running.spawn(async move { store.replay(id, now, deadline).await });
+            }
+            let mut failed = None;
+            while let Some(done) = running.join_next().await {
+                match done {
+                    Ok(Ok(Replay::Queued)) => {
+                        replayed += 1;
+                        app.deliveries.wake();
+                    }
+                    // Replayed, delivered or gone since it was listed.
+                    Ok(Ok(Replay::NotDead(_) | Replay::NotFound)) => {}
+                    Ok(Err(e)) => failed = Some(e.to_string()),
+                    Err(e) => failed = Some(format!("replay task failed: {e}")),
+                }
+            }
+            if let Some(why) = failed {
+                tracing::warn!(matched, replayed, error = %why, "bulk replay stopped");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &format!("{why} (replayed {replayed} of {matched} before stopping)"),
+                );
+            }
+        }
+        tracing::info!(
+            matched,
+            replayed,
+            capped,
+            "dead deliveries queued again by bulk replay"
+        );
+    }
+    json(
+        StatusCode::OK,
+        &json!({ "matched": matched, "replayed": replayed, "dry_run": r.dry_run, "capped": capped }),
+    )
 }

@@ -25,7 +25,7 @@ use crate::callback::route::{AnswerRule, Means, Route};
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Stop;
-use crate::store::{AttemptOutcome, Delivery, Store};
+use crate::store::{Attempt, AttemptOutcome, Delivery, Store};
 use crate::text::{hex, saturating_add_ms};
 use crate::types::{unix_ms, DeliveryId, Secret};
 use crate::upstream::Upstream;
@@ -249,14 +249,28 @@ async fn run(app: Arc<Worker>, stop: Stop) {
 
 async fn attempt(app: &Worker, d: Delivery) {
     let n = d.attempts + 1;
-    let result = match app.route(&d.route) {
+    let (started_at, clock) = (unix_ms(), Instant::now());
+    let (status, result) = match app.route(&d.route) {
         Some(route) => send(app, &d, route, n).await,
-        None => Err(Failure::Permanent(format!(
-            "route `{}` is no longer configured",
-            d.route
-        ))),
+        None => (
+            None,
+            Err(Failure::Permanent(format!(
+                "route `{}` is no longer configured",
+                d.route
+            ))),
+        ),
     };
     let now = unix_ms();
+    // The attempt log's entry; the outcome below fills in its error and
+    // retry, and the store records both in one step.
+    let mut record = Attempt {
+        at: started_at,
+        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        status,
+        error: None,
+        retry_in_ms: None,
+        redelivery: d.is_redelivery(),
+    };
     let outcome = match result {
         Ok(()) => {
             app.metrics.delivery(&d.route, "delivered");
@@ -271,11 +285,13 @@ async fn attempt(app: &Worker, d: Delivery) {
         Err(Failure::Permanent(error)) => {
             app.metrics.delivery(&d.route, "dead");
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery refused by the upstream; dead until replayed");
+            record.error = Some(error.clone());
             AttemptOutcome::Dead { error }
         }
         Err(Failure::Transient { error, .. }) if now >= d.deadline_at => {
             app.metrics.delivery(&d.route, "dead");
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery deadline passed; dead until replayed");
+            record.error = Some(error.clone());
             AttemptOutcome::Dead {
                 error: format!("deadline passed; last error: {error}"),
             }
@@ -286,6 +302,8 @@ async fn attempt(app: &Worker, d: Delivery) {
             let delay = retry_after.map_or(delay, |r| r.max(delay));
             let next_at = retry_at(now, delay, d.deadline_at);
             tracing::warn!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, retry_in_ms = next_at.saturating_sub(now), "delivery failed; will retry");
+            record.error = Some(error.clone());
+            record.retry_in_ms = Some(next_at.saturating_sub(now));
             AttemptOutcome::Retry { next_at, error }
         }
     };
@@ -296,7 +314,11 @@ async fn attempt(app: &Worker, d: Delivery) {
     // restart, the delivery is sent again with the same Idempotency-Key).
     let mut pause = Duration::from_millis(100);
     loop {
-        match app.store.finish(d.id, n, outcome.clone()).await {
+        match app
+            .store
+            .finish(d.id, n, outcome.clone(), record.clone())
+            .await
+        {
             Ok(()) => {
                 if matches!(
                     outcome,
@@ -342,7 +364,14 @@ impl Drop for Running {
     }
 }
 
-async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), Failure> {
+/// Sends one attempt: the backend's status, when it answered, and what the
+/// answer means.
+async fn send(
+    app: &Worker,
+    d: &Delivery,
+    route: &Route,
+    n: u32,
+) -> (Option<u16>, Result<(), Failure>) {
     let rendered = render::render(d, route);
     let mut req = Request::post("/")
         .header(header::CONTENT_TYPE, rendered.content_type)
@@ -359,9 +388,13 @@ async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), F
             signature(secret.expose(), unix_ms() / 1000, &rendered.body),
         );
     }
-    let req = req
-        .body(crate::body::Body::from(rendered.body))
-        .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))?;
+    let req = match req.body(crate::body::Body::from(rendered.body)) {
+        Ok(req) => req,
+        Err(e) => {
+            let error = format!("cannot build the request: {e}");
+            return (None, Err(Failure::Permanent(error)));
+        }
+    };
     let timeout = app.config.attempt_timeout;
     let exchange = async {
         let resp = app
@@ -387,13 +420,20 @@ async fn send(app: &Worker, d: &Delivery, route: &Route, n: u32) -> Result<(), F
             .unwrap_or_default();
         Ok((status, retry_after, body))
     };
-    let (status, retry_after, body) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| Failure::Transient {
-            error: format!("no answer within {}", crate::text::format_duration(timeout)),
-            retry_after: None,
-        })??;
-    classify(status, retry_after, &route.answers, &body)
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((status, retry_after, body))) => (
+            Some(status.as_u16()),
+            classify(status, retry_after, &route.answers, &body),
+        ),
+        Ok(Err(failure)) => (None, Err(failure)),
+        Err(_) => (
+            None,
+            Err(Failure::Transient {
+                error: format!("no answer within {}", crate::text::format_duration(timeout)),
+                retry_after: None,
+            }),
+        ),
+    }
 }
 
 /// What the backend's answer means: the route's first rule that applies,
@@ -526,9 +566,20 @@ mod tests {
             },
         ];
         let bad = StatusCode::BAD_REQUEST;
-        assert!(classify(bad, None, &rules, br#"{"error":"cartId = 7 is not active."}"#).is_ok());
+        assert!(classify(
+            bad,
+            None,
+            &rules,
+            br#"{"error":"cartId = 7 is not active."}"#
+        )
+        .is_ok());
         assert!(matches!(
-            classify(bad, None, &rules, br#"{"error":"Another authorization callback workflow is still in progress."}"#),
+            classify(
+                bad,
+                None,
+                &rules,
+                br#"{"error":"Another authorization callback workflow is still in progress."}"#
+            ),
             Err(Failure::Transient { .. })
         ));
         // A real failure is still dead.

@@ -2,17 +2,17 @@
 //! registrations, and an in-process outbox. Fast, and honest about it: a
 //! crash loses whatever was not yet delivered.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::dedupe::DedupeKeys;
-use super::outbox::{newest_first, Outbox};
+use super::outbox::{listed, page, Outbox};
 use super::registrations::{CheckNext, RegIndex, Registration};
 use super::watches::WatchIndex;
 use super::{
-    ready, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay, Stats, Store,
-    StoreError, WatchNext,
+    push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
+    DeliveryState, Detail, Filter, Page, Replay, Stats, Store, StoreError, WatchNext,
 };
 use crate::types::{DeliveryId, SessionId};
 
@@ -33,15 +33,31 @@ struct Inner {
     regs: RegIndex,
     watches: WatchIndex,
     delivered: VecDeque<Delivery>,
+    /// The attempt log of each delivery held above, oldest first. Kept
+    /// beside the deliveries, not in them, so the outbox and watch index
+    /// copy no logs when they hand deliveries out.
+    logs: HashMap<DeliveryId, Vec<Attempt>>,
 }
 
 impl Inner {
     /// Keeps a delivered record for listing, the oldest going first.
     fn keep_delivered(&mut self, d: Delivery) {
-        if self.delivered.len() >= DELIVERED_KEPT {
-            self.delivered.pop_front();
-        }
         self.delivered.push_back(d);
+        if self.delivered.len() > DELIVERED_KEPT {
+            if let Some(old) = self.delivered.pop_front() {
+                self.forget_log(old.id);
+            }
+        }
+    }
+
+    /// Drops the log of a delivery no longer held anywhere.
+    fn forget_log(&mut self, id: DeliveryId) {
+        let held = self.outbox.contains(&id)
+            || self.watches.get(&id).is_some()
+            || self.delivered.iter().any(|d| d.id == id);
+        if !held {
+            self.logs.remove(&id);
+        }
     }
 }
 
@@ -73,6 +89,8 @@ impl MemoryStore {
             inner.regs.end(&d.session_id);
             self.ended.insert(d.session_id.clone());
         }
+        // Recorded anew (an old record's key expired): a fresh log.
+        inner.logs.remove(&d.id);
         inner.outbox.insert(d);
         Claim::Recorded
     }
@@ -104,9 +122,11 @@ impl Store for MemoryStore {
         id: DeliveryId,
         attempts: u32,
         outcome: AttemptOutcome,
+        attempt: Attempt,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut inner = self.inner();
         if let Some(mut d) = inner.outbox.finish(id, attempts, &outcome) {
+            push_attempt(inner.logs.entry(id).or_default(), attempt);
             if let AttemptOutcome::Delivered { at, watch_from } = outcome {
                 d = inner.watches.delivered(d, at, watch_from);
             } else if let Some(w) = inner.watches.get(&id).and_then(|e| e.watch.clone()) {
@@ -124,28 +144,40 @@ impl Store for MemoryStore {
     fn list(
         &self,
         filter: Filter,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
         let inner = self.inner();
         // A watched delivery being redelivered is in both the outbox and the
         // watch index: the index has its watch as it stands.
         let mut out: Vec<Delivery> = inner
             .outbox
-            .list(Filter::default())
+            .list(&filter, after)
             .into_iter()
             .filter(|d| inner.watches.get(&d.id).is_none())
-            .chain(inner.watches.iter().cloned())
-            .filter(|d| filter.accepts(d))
             .collect();
-        out.extend(
-            inner
-                .delivered
-                .iter()
-                .filter(|d| filter.accepts(d))
-                .cloned(),
-        );
+        let kept = inner.watches.iter().chain(inner.delivered.iter());
+        out.extend(kept.filter(|d| listed(&filter, after, d)).cloned());
         drop(inner);
-        ready(newest_first(out, limit))
+        ready(page(out, limit))
+    }
+
+    fn get(&self, id: DeliveryId) -> BoxFuture<'_, Result<Option<Detail>, StoreError>> {
+        let inner = self.inner();
+        // The watch index first, as `list` reads it; the newest delivered
+        // copy last (an id claimed again may have an older one there).
+        let d = inner
+            .watches
+            .get(&id)
+            .or_else(|| inner.outbox.get(&id))
+            .or_else(|| inner.delivered.iter().rev().find(|d| d.id == id))
+            .cloned();
+        let detail = d.map(|delivery| Detail {
+            delivery,
+            attempts: inner.logs.get(&id).cloned().unwrap_or_default(),
+        });
+        drop(inner);
+        ready(detail)
     }
 
     fn replay(
@@ -219,7 +251,13 @@ impl Store for MemoryStore {
     }
 
     fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        ready(self.inner().watches.prune(cutoff).len() as u64)
+        let mut inner = self.inner();
+        let gone = inner.watches.prune(cutoff);
+        for id in &gone {
+            inner.forget_log(*id);
+        }
+        drop(inner);
+        ready(gone.len() as u64)
     }
 
     fn take_due_watches(

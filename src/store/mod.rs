@@ -239,18 +239,25 @@ pub enum WatchNext {
     Redeliver { now: u64, at: u64 },
 }
 
-/// Which deliveries `list` returns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which deliveries `list` returns. Every field left `None` lets all pass;
+/// `since` and `until` bound `received_at` (unix ms, `since` inclusive,
+/// `until` exclusive).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     pub state: Option<DeliveryState>,
     pub watch: Option<WatchState>,
+    pub route: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub reference: Option<String>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
 }
 
 impl Filter {
     pub fn state(state: DeliveryState) -> Self {
         Filter {
             state: Some(state),
-            watch: None,
+            ..Filter::default()
         }
     }
 
@@ -259,7 +266,115 @@ impl Filter {
             && self
                 .watch
                 .is_none_or(|w| d.watch.as_ref().is_some_and(|x| x.state == w))
+            && self.fields_accept(&d.route, &d.session_id, &d.reference, d.received_at)
     }
+
+    /// The part of `accepts` that reads only what never changes after a
+    /// claim: a store may check it before reading the whole record.
+    pub fn fields_accept(
+        &self,
+        route: &str,
+        session_id: &SessionId,
+        reference: &str,
+        received_at: u64,
+    ) -> bool {
+        self.route.as_deref().is_none_or(|r| r == route)
+            && self.session_id.as_ref().is_none_or(|s| s == session_id)
+            && self.reference.as_deref().is_none_or(|r| r == reference)
+            && self.since.is_none_or(|t| received_at >= t)
+            && self.until.is_none_or(|t| received_at < t)
+    }
+}
+
+/// A place in a listing, which runs newest first by (`received_at`
+/// descending, `id` ascending): `list` returns what comes after it. It names
+/// a position, not a delivery, so it stays valid when that delivery changes
+/// state or is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub received_at: u64,
+    pub id: DeliveryId,
+}
+
+impl Cursor {
+    pub fn of(d: &Delivery) -> Self {
+        Cursor {
+            received_at: d.received_at,
+            id: d.id,
+        }
+    }
+
+    /// Past every delivery received at `received_at`: where a listing is
+    /// complete through all of that millisecond.
+    pub fn end_of(received_at: u64) -> Self {
+        Cursor {
+            received_at,
+            // The largest id: a constant, so this cannot fail.
+            id: DeliveryId::from_bytes(&[0xff; 16]).expect("16 bytes make an id"),
+        }
+    }
+
+    /// Whether a delivery at (`received_at`, `id`) comes after this place.
+    pub fn admits(&self, received_at: u64, id: &DeliveryId) -> bool {
+        received_at < self.received_at || (received_at == self.received_at && *id > self.id)
+    }
+
+    /// The text form the admin API hands out: `{received_at}-{id}`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('-')?;
+        Some(Cursor {
+            received_at: at.parse().ok()?,
+            id: DeliveryId::parse(id)?,
+        })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.received_at, self.id)
+    }
+}
+
+/// One page of a listing. `next` is where the following page starts, when
+/// more may remain; a store that bounds how much it reads per call may end
+/// a page short of `limit` and still give a `next`.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub deliveries: Vec<Delivery>,
+    pub next: Option<Cursor>,
+}
+
+/// How many attempts a delivery's log keeps: the latest ones.
+pub const ATTEMPTS_KEPT: usize = 20;
+
+/// One delivery attempt, as the attempt log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// When it started (unix ms).
+    pub at: u64,
+    pub duration_ms: u64,
+    /// The backend's status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// When a retry was scheduled: how long after the attempt ended.
+    pub retry_in_ms: Option<u64>,
+    /// Sent again by the order watch (`Authback-Redelivery`).
+    pub redelivery: bool,
+}
+
+/// Appends `a` to a log, keeping the latest `ATTEMPTS_KEPT`.
+pub fn push_attempt(log: &mut Vec<Attempt>, a: Attempt) {
+    log.push(a);
+    if log.len() > ATTEMPTS_KEPT {
+        log.drain(..log.len() - ATTEMPTS_KEPT);
+    }
+}
+
+/// A delivery with its attempt log (oldest first), as `get` returns it.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
 }
 
 /// The path and query a callback arrived on. It carries the URL token, so
@@ -417,20 +532,30 @@ pub trait Store: Send + Sync + 'static {
     /// When the earliest unleased pending delivery is due.
     fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
 
-    /// Records the outcome of an attempt on a leased delivery, releasing it.
+    /// Records the outcome of an attempt on a leased delivery, releasing it,
+    /// and in the same step appends `attempt` to its log (which keeps the
+    /// latest `ATTEMPTS_KEPT`). An outcome that is not applied (the delivery
+    /// is gone, or another replica holds it now) logs nothing.
     fn finish(
         &self,
         id: DeliveryId,
         attempts: u32,
         outcome: AttemptOutcome,
+        attempt: Attempt,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Lists the deliveries `filter` accepts, newest first.
+    /// Up to `limit` deliveries `filter` accepts, newest first (by
+    /// `received_at` descending, then `id` ascending), after `after`.
+    /// The listed deliveries' attempt logs are not read: see `get`.
     fn list(
         &self,
         filter: Filter,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Page, StoreError>>;
+
+    /// One delivery with its attempt log, if the store still has it.
+    fn get(&self, id: DeliveryId) -> BoxFuture<'_, Result<Option<Detail>, StoreError>>;
 
     /// Queues a dead delivery again, due at `now`, with a new deadline.
     fn replay(

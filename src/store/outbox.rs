@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{AttemptOutcome, Delivery, DeliveryState, Filter, Replay, Stats};
+use super::{AttemptOutcome, Cursor, Delivery, DeliveryState, Filter, Page, Replay, Stats};
 use crate::types::DeliveryId;
 
 #[derive(Default)]
@@ -93,10 +93,12 @@ impl Outbox {
         }
     }
 
-    pub fn list(&self, filter: Filter) -> Vec<Delivery> {
+    /// The deliveries `filter` accepts after `after`, in no order. Filtered
+    /// before they are copied: most of a large outbox is not wanted.
+    pub fn list(&self, filter: &Filter, after: Option<Cursor>) -> Vec<Delivery> {
         self.live
             .values()
-            .filter(|d| filter.accepts(d))
+            .filter(|d| listed(filter, after, d))
             .map(|d| Delivery::clone(d))
             .collect()
     }
@@ -141,9 +143,27 @@ pub fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
     }
 }
 
+/// Whether a listing with `filter`, continued after `after`, shows `d`.
+pub fn listed(filter: &Filter, after: Option<Cursor>, d: &Delivery) -> bool {
+    after.is_none_or(|c| c.admits(d.received_at, &d.id)) && filter.accepts(d)
+}
+
 /// Newest first, then by id, at most `limit`.
 pub fn newest_first(mut list: Vec<Delivery>, limit: usize) -> Vec<Delivery> {
     list.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
     list.truncate(limit);
     list
+}
+
+/// The first page of `list` (every candidate there is, in any order):
+/// `limit` of them newest first, and a `next` when more are left.
+pub fn page(list: Vec<Delivery>, limit: usize) -> Page {
+    let more = list.len() > limit;
+    let deliveries = newest_first(list, limit);
+    let next = if more {
+        deliveries.last().map(Cursor::of)
+    } else {
+        None
+    };
+    Page { deliveries, next }
 }

@@ -116,3 +116,318 @@ async fn the_v1_api_requires_the_bearer_token_when_set() {
     // Probes stay open for the kubelet.
     assert_eq!(ab.admin_get("/healthz").await.map(|r| r.0), Ok(200));
 }
+
+/// A GET on the admin listener: status, the `Next-Cursor` header, body.
+async fn admin_page(ab: &Authback, path: &str) -> (u16, Option<String>, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(ab.admin)
+        .await
+        .expect("connect admin");
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    let resp = send.send_request(req).await.expect("admin answer");
+    let status = resp.status().as_u16();
+    let next = resp
+        .headers()
+        .get("next-cursor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, next, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The deliveries a listing path shows, following `Next-Cursor` to the end.
+async fn all_pages(ab: &Authback, path: &str) -> Vec<serde_json::Value> {
+    let (mut out, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..100 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let p = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={c}"),
+            None => path.to_string(),
+        };
+        let (status, next, body) = admin_page(ab, &p).await;
+        assert_eq!(status, 200, "{p}: {body}");
+        out.extend(json_of(&body).as_array().expect("a list").iter().cloned());
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return out,
+        }
+    }
+    panic!("{path}: Next-Cursor never ends");
+}
+
+/// Polls `path` until it lists `n` deliveries, up to 10 s.
+async fn until_listed(ab: &Authback, path: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let got = all_pages(ab, path).await;
+        if got.len() == n {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} never listed {n}: {:?}", all_pages(ab, path).await);
+}
+
+/// Each delivery's `reference`, in listing order.
+fn references(list: &[serde_json::Value]) -> Vec<&str> {
+    list.iter()
+        .map(|d| d["reference"].as_str().expect("reference"))
+        .collect()
+}
+
+#[tokio::test]
+async fn deliveries_are_filtered_and_paged_with_a_cursor() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    for (i, reference) in ["cart-a", "cart-b", "cart-a", "cart-c", "cart-a"]
+        .iter()
+        .enumerate()
+    {
+        let token = format!("tok-filter-000{i}");
+        sensitive(&token);
+        let body = callback_body(&format!("sess-f{i}"), &token);
+        assert_eq!(ab.callback(&ab.mint(reference), &body).await.0, 204);
+        // Distinct milliseconds, so the order below is the arrival order.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let all = until_listed(&ab, "/v1/deliveries?state=delivered", 5).await;
+    assert_eq!(
+        references(&all),
+        ["cart-a", "cart-c", "cart-a", "cart-b", "cart-a"],
+        "newest first"
+    );
+    let cart_a = all_pages(&ab, "/v1/deliveries?reference=cart-a").await;
+    assert_eq!(references(&cart_a), ["cart-a"; 3]);
+    let one = all_pages(&ab, "/v1/deliveries?session_id=sess-f3").await;
+    assert_eq!(references(&one), ["cart-c"]);
+    assert_eq!(one[0]["authorization_token"], "0003", "redacted");
+    assert_eq!(all_pages(&ab, "/v1/deliveries?route=klarna").await.len(), 5);
+    assert!(all_pages(&ab, "/v1/deliveries?route=other")
+        .await
+        .is_empty());
+    // An empty value is no filter, as a form sends it.
+    assert_eq!(
+        all_pages(&ab, "/v1/deliveries?route=&session_id=&state=")
+            .await
+            .len(),
+        5
+    );
+
+    // Time bounds, as RFC 3339 or unix seconds; `until` is exclusive.
+    let third = all[2]["received_at"].as_str().expect("received_at");
+    let (_, _, body) = admin_page(&ab, "/v1/deliveries?since=0&until=4102444800").await;
+    assert_eq!(json_of(&body).as_array().map(Vec::len), Some(5));
+    assert!(all_pages(&ab, "/v1/deliveries?since=2100-01-01T00:00:00Z")
+        .await
+        .is_empty());
+    assert!(
+        all_pages(&ab, "/v1/deliveries?until=2000-01-01T00:00:00%2B02:00")
+            .await
+            .is_empty()
+    );
+    let recent = all_pages(&ab, &format!("/v1/deliveries?since={third}")).await;
+    assert!(
+        (3..=5).contains(&recent.len()),
+        "since is inclusive, to the second given: {recent:?}"
+    );
+
+    // Pages of two: each delivery once, in order, the last page without a
+    // cursor.
+    let (status, next, body) = admin_page(&ab, "/v1/deliveries?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(json_of(&body).as_array().map(Vec::len), Some(2));
+    assert!(next.is_some(), "more remain");
+    let paged = all_pages(&ab, "/v1/deliveries?limit=2").await;
+    assert_eq!(paged, all);
+    let paged = all_pages(&ab, "/v1/deliveries?limit=2&reference=cart-a").await;
+    assert_eq!(paged, cart_a);
+    let (_, next, _) = admin_page(&ab, "/v1/deliveries?limit=5").await;
+    assert_eq!(next, None, "nothing after a page that holds all");
+
+    for (query, names) in [
+        ("state=bogus", "state"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01T00:00:00Z", "until"),
+        ("limit=lots", "limit"),
+        ("limit=0", "limit"),
+        ("cursor=nope", "cursor"),
+        ("sesion_id=sess-f1", "sesion_id"),
+        ("route=klarna&route=other", "route"),
+    ] {
+        let (status, _, body) = admin_page(&ab, &format!("/v1/deliveries?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body.contains(names),
+            "{query}: the message names it: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_shows_its_attempts() {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Fail {
+        times: 2,
+        status: 503,
+    });
+    let ab = Authback::start(&up).await;
+    let token = "tok-detail-secret-4321";
+    sensitive(token);
+    let body = callback_body("sess-detail", token);
+    assert_eq!(ab.callback(&ab.mint("cart-d"), &body).await.0, 204);
+    let listed = until_listed(&ab, "/v1/deliveries?state=delivered", 1).await;
+    let id = listed[0]["id"].as_str().expect("id");
+    let (status, _, body) = admin_page(&ab, &format!("/v1/deliveries/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(token), "the token stays redacted: {body}");
+    let d = json_of(&body);
+    assert_eq!(d["authorization_token"], "4321");
+    assert_eq!(
+        (d["state"].as_str(), d["attempt_count"].as_u64()),
+        (Some("delivered"), Some(3))
+    );
+    assert!(d.get("order_watch").is_some(), "{d}");
+    let attempts = d["attempts"].as_array().expect("the attempt log");
+    let statuses: Vec<_> = attempts.iter().map(|a| a["status"].as_u64()).collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(200)], "oldest first");
+    for a in &attempts[..2] {
+        assert!(
+            a["error"].as_str().is_some_and(|e| e.contains("503")),
+            "{a}"
+        );
+        assert!(a["retry_in_ms"].as_u64().is_some(), "{a}");
+    }
+    let last = &attempts[2];
+    assert!(
+        last["error"].is_null() && last["retry_in_ms"].is_null(),
+        "{last}"
+    );
+    for a in attempts {
+        let at = a["at"].as_str().expect("at");
+        assert!(at.ends_with('Z') && at.contains('.'), "{at}");
+        assert!(a["duration_ms"].as_u64().is_some(), "{a}");
+        assert_eq!(a["redelivery"], false);
+    }
+
+    let unknown = "00000000000000000000000000000000";
+    for path in [
+        format!("/v1/deliveries/{unknown}"),
+        "/v1/deliveries/not-an-id".to_string(),
+    ] {
+        let (status, _, body) = admin_page(&ab, &path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("not_found"), "{body}");
+    }
+    let (status, _) = ab
+        .admin_request("DELETE", &format!("/v1/deliveries/{id}"), "", None)
+        .await;
+    assert_eq!(status, 405);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StoreKind {
+    Memory,
+    File,
+    Redis,
+}
+
+/// Bulk replay: a dry run counts the dead deliveries a filter matches; the
+/// real run queues exactly those again, and the backend gets them.
+async fn bulk_replay(kind: StoreKind) {
+    let up = Upstream::start().await;
+    up.set(Behaviour::Status(422));
+    let dir = TempDir::new();
+    let redis = matches!(kind, StoreKind::Redis).then(|| RedisServer::start(dir.path()));
+    let store = match kind {
+        StoreKind::Memory => String::new(),
+        StoreKind::File => format!(
+            "[store]\nkind = \"file\"\npath = \"{}\"\n",
+            dir.path().join("authback.db").display()
+        ),
+        StoreKind::Redis => redis
+            .as_ref()
+            .map(|r| r.store_section("bulk:"))
+            .unwrap_or_default(),
+    };
+    let ab = Authback::start_with(&up, &store, false).await;
+    for (i, reference) in ["cart-x", "cart-y", "cart-x", "cart-x"].iter().enumerate() {
+        let token = format!("tok-bulk-000{i}");
+        sensitive(&token);
+        let body = callback_body(&format!("sess-b{i}"), &token);
+        assert_eq!(ab.callback(&ab.mint(reference), &body).await.0, 204);
+    }
+    until_listed(&ab, "/v1/deliveries?state=dead", 4).await;
+
+    let replay = |body: &'static str| ab.admin_request("POST", "/v1/deliveries/replay", body, None);
+    let (status, body) = replay(r#"{"reference":"cart-x","dry_run":true}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body),
+        serde_json::json!({"matched": 3, "replayed": 0, "dry_run": true, "capped": false})
+    );
+    assert_eq!(
+        all_pages(&ab, "/v1/deliveries?state=dead").await.len(),
+        4,
+        "a dry run changes nothing"
+    );
+    for bad in [
+        r#"{"state":"pending"}"#,
+        r#"{"refrence":"cart-x"}"#,
+        r#"{"since":"yesterday"}"#,
+        r#"{"until":true}"#,
+        "not json",
+    ] {
+        let (status, body) = replay(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    up.set(Behaviour::Ok);
+    let (status, body) = replay(r#"{"state":"dead","reference":"cart-x","since":0}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body),
+        serde_json::json!({"matched": 3, "replayed": 3, "dry_run": false, "capped": false})
+    );
+    let delivered = until_listed(&ab, "/v1/deliveries?state=delivered", 3).await;
+    assert_eq!(references(&delivered), ["cart-x"; 3], "{kind:?}");
+    let dead = all_pages(&ab, "/v1/deliveries?state=dead").await;
+    assert_eq!(
+        references(&dead),
+        ["cart-y"],
+        "{kind:?}: the rest stays dead"
+    );
+    assert_eq!(up.to_path("/klarna/authorized").len(), 4 + 3);
+    let (_, body) = replay(r#"{"reference":"cart-x"}"#).await;
+    assert_eq!(
+        json_of(&body)["matched"],
+        0,
+        "nothing dead is left to match"
+    );
+    drop(ab);
+}
+
+#[tokio::test]
+async fn bulk_replay_on_memory() {
+    bulk_replay(StoreKind::Memory).await
+}
+
+#[tokio::test]
+async fn bulk_replay_on_file() {
+    bulk_replay(StoreKind::File).await
+}
+
+#[tokio::test]
+async fn bulk_replay_on_redis() {
+    bulk_replay(StoreKind::Redis).await
+}

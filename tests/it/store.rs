@@ -8,8 +8,8 @@ use authback::store::memory::MemoryStore;
 use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
-    AttemptOutcome, CheckNext, Claim, Delivery, DeliveryState, Filter, RegState, Registration,
-    Replay, Source, Store, StoreError, WatchNext, WatchState,
+    Attempt, AttemptOutcome, CheckNext, Claim, Cursor, Delivery, DeliveryState, Filter, RegState,
+    Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -85,6 +85,18 @@ fn delivery(session: &str, token: &str) -> Delivery {
     }
 }
 
+/// An attempt log entry for `finish`; `n` tells entries apart.
+fn attempt(n: u64) -> Attempt {
+    Attempt {
+        at: 1_700_000_000_000 + n,
+        duration_ms: n,
+        status: (n % 2 == 0).then_some(503),
+        error: Some(format!("attempt {n}")),
+        retry_in_ms: Some(n * 10),
+        redelivery: n % 5 == 0,
+    }
+}
+
 /// A time far ahead (year 2096, in ms): everything is due by then.
 const FAR: u64 = 4_000_000_000_000;
 /// After FAR plus any lease: a crashed holder's leases have expired.
@@ -144,6 +156,7 @@ async fn retry_then_delivered(kind: Kind) {
             next_at,
             error: "503".into(),
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -168,6 +181,7 @@ async fn retry_then_delivered(kind: Kind) {
             at: unix_ms(),
             watch_from: None,
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -179,9 +193,10 @@ async fn retry_then_delivered(kind: Kind) {
     );
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Duplicate);
     let delivered = s
-        .list(Filter::state(DeliveryState::Delivered), 10)
+        .list(Filter::state(DeliveryState::Delivered), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(delivered.len(), 1);
     assert_eq!(
         (delivered[0].attempts, delivered[0].state),
@@ -206,6 +221,7 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
         AttemptOutcome::Dead {
             error: "422".into(),
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -217,9 +233,10 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
         "a dead delivery still dedupes"
     );
     let dead = s
-        .list(Filter::state(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(
         (dead.len(), dead[0].last_error.as_deref()),
         (1, Some("422"))
@@ -261,6 +278,7 @@ async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
             at: unix_ms(),
             watch_from: None,
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -291,22 +309,35 @@ async fn listing_is_newest_first_and_filtered(kind: Kind) {
         ids.push(d.id);
         s.claim(d).await.expect("claim");
     }
-    let all = s.list(Filter::default(), 10).await.expect("list");
+    let all = s
+        .list(Filter::default(), None, 10)
+        .await
+        .expect("list")
+        .deliveries;
     let got: Vec<DeliveryId> = all.iter().map(|d| d.id).collect();
     let want: Vec<DeliveryId> = ids.iter().rev().copied().collect();
     assert_eq!(got, want);
-    assert_eq!(s.list(Filter::default(), 2).await.expect("list").len(), 2);
     assert_eq!(
-        s.list(Filter::state(DeliveryState::Pending), 10)
+        s.list(Filter::default(), None, 2)
             .await
             .expect("list")
+            .deliveries
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.list(Filter::state(DeliveryState::Pending), None, 10)
+            .await
+            .expect("list")
+            .deliveries
             .len(),
         5
     );
     assert!(s
-        .list(Filter::state(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), None, 10)
         .await
         .expect("list")
+        .deliveries
         .is_empty());
 }
 
@@ -336,6 +367,7 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
                 AttemptOutcome::Dead {
                     error: "422".into(),
                 },
+                attempt(1),
             )
             .await
             .expect("finish");
@@ -347,9 +379,10 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
 
     tokio::time::sleep(ttl + Duration::from_millis(300)).await;
     let dead = s
-        .list(Filter::state(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(
         s.stats().await.expect("stats").dead,
         dead.len() as u64,
@@ -370,7 +403,11 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
             dead.is_empty(),
             "{kind:?}: an expired dead record is not listed"
         );
-        let all = s.list(Filter::default(), 10).await.expect("list");
+        let all = s
+            .list(Filter::default(), None, 10)
+            .await
+            .expect("list")
+            .deliveries;
         assert_eq!(
             (times_listed(&all, d.id), all.first().map(|x| x.state)),
             (1, Some(DeliveryState::Pending)),
@@ -382,10 +419,15 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
     }
 
     let dead = s
-        .list(Filter::state(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), None, 10)
         .await
-        .expect("list");
-    let all = s.list(Filter::default(), 10).await.expect("list");
+        .expect("list")
+        .deliveries;
+    let all = s
+        .list(Filter::default(), None, 10)
+        .await
+        .expect("list")
+        .deliveries;
     let st = s.stats().await.expect("stats");
     assert_eq!(
         (st.dead, dead.len(), times_listed(&all, d.id), st.pending),
@@ -517,6 +559,7 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
                 at: now,
                 watch_from: Some(now + 1_000),
             },
+            attempt(1),
         )
         .await
         .expect("finish");
@@ -570,6 +613,7 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
             at: now + 1_500,
             watch_from: Some(FAR),
         },
+        attempt(1),
     )
     .await
     .expect("delivered again");
@@ -610,11 +654,14 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
             Filter {
                 state: None,
                 watch: Some(WatchState::Unconfirmed),
+                ..Filter::default()
             },
+            None,
             10,
         )
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(unconfirmed.len(), 1);
     assert_eq!(unconfirmed[0].id, lost.id);
     assert_eq!(unconfirmed[0].state, DeliveryState::Delivered);
@@ -623,17 +670,21 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
             Filter {
                 state: None,
                 watch: Some(WatchState::Confirmed),
+                ..Filter::default()
             },
+            None,
             10,
         )
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(confirmed.len(), 1);
     assert_eq!(confirmed[0].id, kept.id);
     let delivered = s
-        .list(Filter::state(DeliveryState::Delivered), 10)
+        .list(Filter::state(DeliveryState::Delivered), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     assert_eq!(delivered.len(), 2, "each listed once");
 }
 
@@ -653,6 +704,7 @@ async fn durable_store_resumes_order_watches(kind: Kind) {
                 at: now,
                 watch_from: Some(now + 1_000),
             },
+            attempt(1),
         )
         .await
         .expect("finish");
@@ -679,6 +731,227 @@ async fn durable_store_resumes_order_watches(kind: Kind) {
     assert_eq!((w.started_at, w.checks, w.redelivered), (now, 1, true));
 }
 
+/// The attempt log: recorded with each outcome (retry, dead, delivered),
+/// the latest 20 kept, oldest first; `get` returns it with the delivery,
+/// and the durable kinds still have it after reopening.
+async fn attempts_are_logged_with_their_outcomes(kind: Kind) {
+    let env = Env::new(kind);
+    let (busy, dead) = (delivery("sess-al", "t"), delivery("sess-ad", "t"));
+    {
+        let s = open(kind, &env, TTL).await;
+        for d in [&busy, &dead] {
+            s.claim(d.clone()).await.expect("claim");
+        }
+        let unknown = DeliveryId::parse("00000000000000000000000000000000").expect("id");
+        assert!(s.get(unknown).await.expect("get").is_none());
+        let fresh = s.get(busy.id).await.expect("get").expect("recorded");
+        assert!(fresh.attempts.is_empty(), "{kind:?}: no attempt yet");
+        for n in 1..=25u64 {
+            let taken = s.take_due(FAR, 10).await.expect("take");
+            assert!(taken.iter().any(|d| d.id == busy.id), "{kind:?}: due again");
+            let retry = AttemptOutcome::Retry {
+                next_at: 0,
+                error: format!("attempt {n}"),
+            };
+            s.finish(busy.id, n as u32, retry, attempt(n))
+                .await
+                .expect("finish");
+            if n == 1 {
+                let died = AttemptOutcome::Dead {
+                    error: "422".into(),
+                };
+                s.finish(dead.id, 1, died, attempt(100))
+                    .await
+                    .expect("finish");
+            }
+        }
+        let got = s.get(busy.id).await.expect("get").expect("recorded");
+        let want: Vec<Attempt> = (6..=25).map(attempt).collect();
+        assert_eq!(got.attempts, want, "{kind:?}: the latest 20, oldest first");
+        assert_eq!(
+            (got.delivery.attempts, got.delivery.state),
+            (25, DeliveryState::Pending)
+        );
+        s.take_due(FAR, 10).await.expect("take");
+        let delivered = AttemptOutcome::Delivered {
+            at: unix_ms(),
+            watch_from: None,
+        };
+        s.finish(busy.id, 26, delivered, attempt(26))
+            .await
+            .expect("finish");
+        let got = s.get(busy.id).await.expect("get").expect("recorded");
+        assert_eq!(got.delivery.state, DeliveryState::Delivered);
+        assert_eq!(
+            (got.attempts.len(), got.attempts.last()),
+            (20, Some(&attempt(26)))
+        );
+        let got = s.get(dead.id).await.expect("get").expect("recorded");
+        assert_eq!(got.delivery.state, DeliveryState::Dead);
+        assert_eq!(got.attempts, [attempt(100)], "{kind:?}: logged as it died");
+    }
+    if matches!(kind, Kind::Memory) {
+        return;
+    }
+    let s = open(kind, &env, TTL).await;
+    let got = s.get(busy.id).await.expect("get").expect("kept");
+    let mut want: Vec<Attempt> = (7..=26).map(attempt).collect();
+    assert_eq!(got.attempts, want, "{kind:?}: the log survives reopening");
+    // A replayed delivery keeps its log and goes on adding to it.
+    let now = unix_ms();
+    assert_eq!(
+        s.replay(dead.id, now, now + 60_000).await.expect("replay"),
+        Replay::Queued
+    );
+    s.take_due(AFTER_LEASES, 10).await.expect("take");
+    let delivered = AttemptOutcome::Delivered {
+        at: now,
+        watch_from: None,
+    };
+    s.finish(dead.id, 2, delivered, attempt(101))
+        .await
+        .expect("finish");
+    let got = s.get(dead.id).await.expect("get").expect("kept");
+    want = vec![attempt(100), attempt(101)];
+    assert_eq!(got.attempts, want, "{kind:?}");
+}
+
+/// Deliveries made for listing: three routes, references and sessions, in
+/// all three states, received in pairs that share a millisecond (ties are
+/// ordered by id). Returns them as the store should now have them.
+async fn listing_fixture(s: &Arc<dyn Store>) -> Vec<Delivery> {
+    let base = unix_ms() - 60_000;
+    let mut all = Vec::new();
+    for i in 0..24u64 {
+        let mut d = delivery(&format!("sess-f{}", i % 5), &format!("tok-{i}"));
+        d.route = ["klarna", "other"][(i % 2) as usize].into();
+        d.reference = format!("cart-{}", i % 3);
+        d.received_at = base + (i / 2) * 1_000;
+        d.next_attempt_at = d.received_at;
+        assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
+        all.push(d);
+    }
+    assert_eq!(s.take_due(FAR, 100).await.expect("take").len(), all.len());
+    for (i, d) in all.iter_mut().enumerate() {
+        let outcome = match i % 3 {
+            0 => AttemptOutcome::Delivered {
+                at: unix_ms(),
+                watch_from: None,
+            },
+            1 => AttemptOutcome::Dead {
+                error: "422".into(),
+            },
+            _ => AttemptOutcome::Retry {
+                next_at: FAR,
+                error: "503".into(),
+            },
+        };
+        d.state = match outcome {
+            AttemptOutcome::Delivered { .. } => DeliveryState::Delivered,
+            AttemptOutcome::Dead { .. } => DeliveryState::Dead,
+            AttemptOutcome::Retry { .. } => DeliveryState::Pending,
+        };
+        s.finish(d.id, 1, outcome, attempt(i as u64))
+            .await
+            .expect("finish");
+    }
+    all
+}
+
+/// Every page of a listing, followed through its cursors.
+async fn every_page(s: &Arc<dyn Store>, filter: &Filter, limit: usize) -> Vec<DeliveryId> {
+    let (mut got, mut after) = (Vec::new(), None::<Cursor>);
+    for _ in 0..100 {
+        let page = s.list(filter.clone(), after, limit).await.expect("list");
+        assert!(page.deliveries.len() <= limit, "{filter:?}: over the limit");
+        got.extend(page.deliveries.iter().map(|d| d.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return got,
+        }
+    }
+    panic!("{filter:?}: the cursor never ends");
+}
+
+/// Each filter lists what it accepts, newest first by (received_at, id),
+/// and paging through the cursors at any page size gives the same list:
+/// nothing twice, nothing left out, also across ties.
+async fn filters_and_cursor_pages(kind: Kind) {
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
+    let all = listing_fixture(&s).await;
+    let mid = all[10].received_at;
+    let filters = [
+        Filter::default(),
+        Filter::state(DeliveryState::Pending),
+        Filter::state(DeliveryState::Dead),
+        Filter::state(DeliveryState::Delivered),
+        Filter {
+            route: Some("other".into()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(SessionId::new("sess-f3")),
+            ..Filter::default()
+        },
+        Filter {
+            reference: Some("cart-1".into()),
+            ..Filter::default()
+        },
+        Filter {
+            since: Some(mid),
+            ..Filter::default()
+        },
+        Filter {
+            until: Some(mid),
+            ..Filter::default()
+        },
+        Filter {
+            state: Some(DeliveryState::Dead),
+            route: Some("klarna".into()),
+            since: Some(all[4].received_at),
+            until: Some(all[20].received_at),
+            ..Filter::default()
+        },
+        Filter {
+            state: Some(DeliveryState::Delivered),
+            reference: Some("cart-0".into()),
+            until: Some(mid),
+            ..Filter::default()
+        },
+        Filter {
+            reference: Some("no-such-cart".into()),
+            ..Filter::default()
+        },
+    ];
+    for filter in filters {
+        let mut want: Vec<&Delivery> = all.iter().filter(|d| filter.accepts(d)).collect();
+        want.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
+        let want: Vec<DeliveryId> = want.iter().map(|d| d.id).collect();
+        for limit in [1, 2, 5, 100] {
+            let got = every_page(&s, &filter, limit).await;
+            assert_eq!(got, want, "{kind:?} {filter:?} limit {limit}");
+        }
+        let first = s.list(filter.clone(), None, 100).await.expect("list");
+        assert!(first.next.is_none(), "{kind:?}: all on one page, none next");
+    }
+    // A cursor names a place, not a delivery: one past every delivery
+    // lists nothing, and one at the very top lists everything.
+    let last = all.iter().map(|d| d.received_at).min().expect("some");
+    let bottom = Cursor::end_of(last);
+    let page = s
+        .list(Filter::default(), Some(bottom), 10)
+        .await
+        .expect("list");
+    assert!(page.deliveries.is_empty() && page.next.is_none());
+    let top = Cursor::end_of(unix_ms() + 1);
+    let page = s
+        .list(Filter::default(), Some(top), 100)
+        .await
+        .expect("list");
+    assert_eq!(page.deliveries.len(), all.len());
+}
+
 macro_rules! conformance {
     ($($property:ident),* $(,)?) => {
         mod memory {
@@ -702,6 +975,8 @@ conformance!(
     registrations_are_scheduled_and_end,
     dead_count_and_listing_agree_after_the_record_expires,
     order_watches_are_scheduled_redelivered_and_end,
+    attempts_are_logged_with_their_outcomes,
+    filters_and_cursor_pages,
 );
 
 /// Durable stores only: what was recorded is there after reopening.
@@ -734,6 +1009,7 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
                 next_at: 1,
                 error: "timeout".into(),
             },
+            attempt(1),
         )
         .await
         .expect("finish");
@@ -743,6 +1019,7 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
             AttemptOutcome::Dead {
                 error: "404".into(),
             },
+            attempt(1),
         )
         .await
         .expect("finish");
@@ -753,6 +1030,7 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
                 at: unix_ms(),
                 watch_from: None,
             },
+            attempt(1),
         )
         .await
         .expect("finish");
@@ -788,9 +1066,10 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         );
     }
     assert_eq!(
-        s.list(Filter::state(DeliveryState::Delivered), 10)
+        s.list(Filter::state(DeliveryState::Delivered), None, 10)
             .await
             .expect("list")
+            .deliveries
             .len(),
         1
     );
@@ -810,6 +1089,7 @@ async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
             at: unix_ms(),
             watch_from: None,
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -819,9 +1099,10 @@ async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
         "only the delivered record goes"
     );
     assert!(s
-        .list(Filter::state(DeliveryState::Delivered), 10)
+        .list(Filter::state(DeliveryState::Delivered), None, 10)
         .await
         .expect("list")
+        .deliveries
         .is_empty());
     assert_eq!(s.stats().await.expect("stats").pending, 1);
 }
@@ -873,6 +1154,7 @@ async fn redis_store_moves_the_legacy_dead_index() {
         AttemptOutcome::Dead {
             error: "422".into(),
         },
+        attempt(1),
     )
     .await
     .expect("finish");
@@ -895,9 +1177,10 @@ async fn redis_store_moves_the_legacy_dead_index() {
         .expect("legacy keys");
     let st = s.stats().await.expect("stats");
     let dead = s
-        .list(Filter::state(DeliveryState::Dead), 10)
+        .list(Filter::state(DeliveryState::Dead), None, 10)
         .await
-        .expect("list");
+        .expect("list")
+        .deliveries;
     let ids: Vec<DeliveryId> = dead.iter().map(|d| d.id).collect();
     assert_eq!((st.dead, ids), (1, vec![kept.id]));
     let (legacy, score): (String, Option<f64>) = ::redis::pipe()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use redis::Value;
 
 use super::super::registrations::{RegState, Registration};
-use super::super::{ArrivalUri, Delivery, DeliveryState, Source, Watch, WatchState};
+use super::super::{ArrivalUri, Attempt, Delivery, DeliveryState, Source, Watch, WatchState};
 use crate::types::{AuthorizationToken, DeliveryId, SessionId};
 
 /// A hash as read back: field name to raw value.
@@ -57,6 +57,16 @@ pub(super) fn delivery_from(id: &str, m: &Fields) -> Option<Delivery> {
         delivered_at: opt("delivered_at").and_then(|s| s.parse().ok()),
         watch: watch_from(m),
     })
+}
+
+/// The attempt log kept in the record's `attempt_log` field: one JSON
+/// object a line, oldest first. A line that does not parse is skipped: the
+/// log is history, and the rest of it is still worth showing.
+pub(super) fn attempts_from(m: &Fields) -> Vec<Attempt> {
+    text(m, "attempt_log")
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// The order watch kept in the record's `w_*` fields; `None` when there is

@@ -5,11 +5,15 @@
 -- ARGV: 1 id, 2 'delivered' | 'retry' | 'dead', 3 attempts, 4 delivered_at,
 --       next_at or now (for dead), 5 last error, 6 dedupe TTL (ms),
 --       7 this replica's lease token ('' if it holds none), 8 when the first
---       order-watch check is due ('' for no watch; delivered only).
+--       order-watch check is due ('' for no watch; delivered only), 9 the
+--       attempt, as one line of JSON, 10 how many attempts the log keeps.
 -- Returns 1 (applied) or 0 (not pending, or a retry or dead outcome from a
 -- replica that no longer holds the lease).
 -- Atomically: the outcome, releasing the lease, moving the id between the
--- indexes and starting its order watch happen in one step. A delivered
+-- indexes, starting its order watch and logging the attempt happen in one
+-- step, so the log holds exactly the attempts whose outcome counted. The
+-- log (`attempt_log`) is JSON lines, oldest first, cut from the front to
+-- the latest ARGV[10]; it lives and expires with the record. A delivered
 -- outcome applies whoever holds the lease (the upstream took it); a retry or
 -- dead outcome only from the lease holder. A delivery already watched (a
 -- redelivery) keeps its watch, whatever the outcome.
@@ -19,6 +23,14 @@ local mine = redis.call('HGET', KEYS[1], 'lease') == ARGV[7]
 if ARGV[2] ~= 'delivered' and not mine then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'lease')
+local log = redis.call('HGET', KEYS[1], 'attempt_log')
+if log and log ~= '' then log = log .. '\n' .. ARGV[9] else log = ARGV[9] end
+local lines = select(2, string.gsub(log, '\n', '')) + 1
+while lines > tonumber(ARGV[10]) do
+  log = string.sub(log, string.find(log, '\n', 1, true) + 1)
+  lines = lines - 1
+end
+redis.call('HSET', KEYS[1], 'attempt_log', log)
 if ARGV[2] == 'delivered' then
   redis.call('HSET', KEYS[1], 'state', 'delivered', 'attempts', ARGV[3], 'delivered_at', ARGV[4], 'last_error', '')
   redis.call('ZREM', KEYS[3], ARGV[1])

@@ -1,17 +1,22 @@
 //! Listing deliveries for the admin API: which index each filter reads, and
-//! paging through it until enough records pass the filter. It only reads
-//! (the listing scripts drop ids whose record is gone, nothing more).
+//! paging through it, from a cursor, until enough records pass the filter or
+//! the read budget is spent. It only reads (the listing scripts drop ids
+//! whose record is gone, nothing more).
+//!
+//! `pending` and `delivered` are scored by receipt, so they are read by
+//! score from the cursor down; the dead and unconfirmed indexes are scored
+//! by expiry, so their scripts sort by receipt and start after the cursor.
 
 use std::collections::HashSet;
 
 use redis::AsyncCommands;
 
-use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, UNCONFIRMED};
-use crate::store::outbox::newest_first;
-use crate::store::{Delivery, DeliveryState, Filter, StoreError, WatchState};
-use crate::types::unix_ms;
+use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, SCAN_BUDGET, UNCONFIRMED};
+use crate::store::outbox::{listed, page};
+use crate::store::{Cursor, Delivery, DeliveryState, Filter, Page, StoreError, WatchState};
+use crate::types::{unix_ms, DeliveryId, SessionId};
 
-/// An index `list` reads ids from, newest received first.
+/// An index `list` reads ids from.
 #[derive(Debug, Clone, Copy)]
 enum Index {
     /// `pending`, `delivered` or `dead_by_expiry`.
@@ -20,13 +25,34 @@ enum Index {
     Unconfirmed,
 }
 
+/// What one index gave.
+struct Scan {
+    found: Vec<Delivery>,
+    /// Where the index was read completely through (every delivery at or
+    /// before it in listing order was seen); `None` once read to its end.
+    through: Option<Cursor>,
+}
+
+/// Of two places in a listing, the one that comes first.
+fn first(a: Cursor, b: Cursor) -> Cursor {
+    if a.admits(b.received_at, &b.id) {
+        a
+    } else {
+        b
+    }
+}
+
 impl RedisStore {
-    /// Up to `limit` deliveries `filter` accepts, newest first, each once.
+    /// A page of the deliveries `filter` accepts after `after`, newest
+    /// first, each once. Indexes are read separately, so the page holds
+    /// only what lies before the place every index was read through; past
+    /// it, one index may hold deliveries not yet seen.
     pub(super) async fn list_filtered(
         &self,
         filter: Filter,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Page, StoreError> {
         let indexes = match (filter.watch, filter.state) {
             (Some(WatchState::Unconfirmed), _) => vec![Index::Unconfirmed],
             (_, Some(s)) => vec![Index::State(s)],
@@ -38,56 +64,217 @@ impl RedisStore {
             .map(Index::State)
             .to_vec(),
         };
+        // One more than a page: whether more are left.
+        let want = limit.saturating_add(1);
         let mut out = Vec::new();
+        let mut through: Option<Cursor> = None;
         for index in indexes {
-            out.extend(self.list_from(index, filter, limit).await?);
+            let scan = match index {
+                Index::State(s @ (DeliveryState::Pending | DeliveryState::Delivered)) => {
+                    self.scan_by_receipt(s, &filter, after, want).await?
+                }
+                _ => self.scan_sorted(index, &filter, after, want).await?,
+            };
+            out.extend(scan.found);
+            if let Some(c) = scan.through {
+                through = Some(through.map_or(c, |t| first(t, c)));
+            }
         }
-        Ok(newest_first(out, limit))
+        // A delivery that changed state between two index reads was seen
+        // in both: it is listed once.
+        let mut seen = HashSet::new();
+        out.retain(|d| seen.insert(d.id));
+        if let Some(t) = through {
+            out.retain(|d| !t.admits(d.received_at, &d.id));
+        }
+        let mut page = page(out, limit);
+        if page.next.is_none() {
+            page.next = through;
+        }
+        Ok(page)
     }
 
-    /// Up to `limit` deliveries of one index that `filter` accepts. An index
-    /// may still name a record that is gone or has moved on (claimed again
-    /// after it expired, redelivered): a state index lists only records in
-    /// its state, so each delivery is listed once. Pages may shift while
-    /// read (a newer delivery arrives): ids already seen are skipped.
-    async fn list_from(
+    /// Reads `pending` or `delivered` (scored by `received_at`) from the
+    /// cursor down, within `since`/`until`. Ties share a score and are
+    /// read in Redis's order, not the listing's, so the index is read
+    /// through whole milliseconds before it stops.
+    async fn scan_by_receipt(
+        &self,
+        state: DeliveryState,
+        filter: &Filter,
+        after: Option<Cursor>,
+        want: usize,
+    ) -> Result<Scan, StoreError> {
+        let key = self.key(state.as_str());
+        let mut top = after.map(|c| c.received_at);
+        if let Some(until) = filter.until {
+            let Some(last) = until.checked_sub(1) else {
+                return Ok(Scan {
+                    found: Vec::new(),
+                    through: None,
+                });
+            };
+            top = Some(top.map_or(last, |t| t.min(last)));
+        }
+        let bottom = filter.since.map_or("-inf".to_string(), |t| t.to_string());
+        let (mut found, mut read) = (Vec::new(), 0usize);
+        // Ids already read at the score the next read starts from.
+        let mut skip = 0usize;
+        // The highest score read: the budget lets the read stop only below it.
+        let mut highest = None;
+        loop {
+            let mut conn = self.conn.clone();
+            let max = top.map_or("+inf".to_string(), |t| t.to_string());
+            let r: redis::RedisResult<Vec<(String, f64)>> = conn
+                .zrevrangebyscore_limit_withscores(
+                    &key,
+                    max,
+                    &bottom,
+                    skip as isize,
+                    LIST_PAGE as isize,
+                )
+                .await;
+            let ids = self.track(r)?;
+            let Some(last) = ids.last().map(|(_, s)| *s as u64) else {
+                return Ok(Scan {
+                    found,
+                    through: None,
+                });
+            };
+            let exhausted = ids.len() < LIST_PAGE;
+            read += ids.len();
+            let highest = *highest.get_or_insert(ids[0].1 as u64);
+            for (_, score) in &ids {
+                let score = *score as u64;
+                if Some(score) == top {
+                    skip += 1;
+                } else {
+                    (top, skip) = (Some(score), 1);
+                }
+            }
+            let ids: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
+            let candidates = self.prefilter(ids, state, filter, after).await?;
+            found.extend(
+                self.fetch(candidates)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.state == state && listed(filter, after, d)),
+            );
+            if exhausted {
+                return Ok(Scan {
+                    found,
+                    through: None,
+                });
+            }
+            // Complete through every millisecond above `last`; the ones at
+            // `last` may not all be read yet.
+            let through = Some(Cursor::end_of(last.saturating_add(1)));
+            let enough = found
+                .get(want.saturating_sub(1))
+                .is_some_and(|d| d.received_at > last);
+            // Past the budget, stop once at least one whole millisecond is
+            // read, so the next page starts further down.
+            if enough || (read >= SCAN_BUDGET && last < highest) {
+                return Ok(Scan { found, through });
+            }
+        }
+    }
+
+    /// Of `ids`, the ones whose fields pass `filter` after `after`, read
+    /// without their payloads: most of a filtered read is passed over.
+    async fn prefilter(
+        &self,
+        ids: Vec<String>,
+        state: DeliveryState,
+        filter: &Filter,
+        after: Option<Cursor>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(
+                format!("{}d:{id}", self.prefix),
+                &["state", "route", "session_id", "reference", "received_at"],
+            );
+        }
+        let r: redis::RedisResult<Vec<Vec<Option<String>>>> = pipe.query_async(&mut conn).await;
+        let rows = self.track(r)?;
+        Ok(ids
+            .into_iter()
+            .zip(rows)
+            .filter(|(id, f)| {
+                let get = |i: usize| f.get(i).cloned().flatten().unwrap_or_default();
+                let at = get(4).parse().unwrap_or(0);
+                let place =
+                    DeliveryId::parse(id).is_some_and(|id| after.is_none_or(|c| c.admits(at, &id)));
+                get(0) == state.as_str()
+                    && place
+                    && filter.fields_accept(&get(1), &SessionId::new(get(2)), &get(3), at)
+            })
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Reads the dead or unconfirmed index, whose script sorts it by
+    /// receipt and starts after the cursor: each read goes on from the
+    /// last one.
+    async fn scan_sorted(
         &self,
         index: Index,
-        filter: Filter,
-        limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let count = limit.max(LIST_PAGE);
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut offset = 0;
-        while out.len() < limit {
-            let ids = self.page(index, offset, count).await?;
-            let last = ids.len() < count;
-            out.extend(self.fetch(ids).await?.into_iter().filter(|d| {
+        filter: &Filter,
+        after: Option<Cursor>,
+        want: usize,
+    ) -> Result<Scan, StoreError> {
+        let count = want.max(LIST_PAGE);
+        let (mut found, mut read) = (Vec::new(), 0usize);
+        let mut from = after;
+        loop {
+            let rows = self.sorted_page(index, from, count).await?;
+            let exhausted = rows.len() < count;
+            read += rows.len();
+            let Some(last) = rows.last().copied() else {
+                return Ok(Scan {
+                    found,
+                    through: None,
+                });
+            };
+            let ids = rows.iter().map(|c| c.id.to_string()).collect();
+            found.extend(self.fetch(ids).await?.into_iter().filter(|d| {
                 let here = match index {
                     Index::State(s) => d.state == s,
                     Index::Unconfirmed => true,
                 };
-                here && filter.accepts(d) && seen.insert(d.id)
+                here && listed(filter, after, d)
             }));
-            if last {
-                break;
+            if exhausted {
+                return Ok(Scan {
+                    found,
+                    through: None,
+                });
             }
-            offset += count;
+            if found.len() >= want || read >= SCAN_BUDGET {
+                return Ok(Scan {
+                    found,
+                    through: Some(last),
+                });
+            }
+            from = Some(last);
         }
-        out.truncate(limit);
-        Ok(out)
     }
 
-    /// Ids `offset..offset + count` of `index`, newest received first.
-    async fn page(
+    /// Up to `count` places of the dead or unconfirmed index after `from`,
+    /// in listing order.
+    async fn sorted_page(
         &self,
         index: Index,
-        offset: usize,
+        from: Option<Cursor>,
         count: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Cursor>, StoreError> {
         let mut conn = self.conn.clone();
         let prefix = format!("{}d:", self.prefix);
+        let (at, id) = from.map_or((String::new(), String::new()), |c| {
+            (c.received_at.to_string(), c.id.to_string())
+        });
         let r: redis::RedisResult<Vec<String>> = match index {
             Index::Unconfirmed => {
                 self.scripts
@@ -95,11 +282,12 @@ impl RedisStore {
                     .key(self.key(UNCONFIRMED))
                     .arg(prefix)
                     .arg(count)
-                    .arg(offset)
+                    .arg(at)
+                    .arg(id)
                     .invoke_async(&mut conn)
                     .await
             }
-            Index::State(DeliveryState::Dead) => {
+            Index::State(_) => {
                 self.scripts
                     .list_dead
                     .key(self.key(DEAD))
@@ -107,15 +295,22 @@ impl RedisStore {
                     .arg(prefix)
                     .arg(unix_ms())
                     .arg(count)
-                    .arg(offset)
+                    .arg(at)
+                    .arg(id)
                     .invoke_async(&mut conn)
                     .await
             }
-            Index::State(s) => {
-                let (start, stop) = (offset as isize, (offset + count - 1) as isize);
-                conn.zrevrange(self.key(s.as_str()), start, stop).await
-            }
         };
-        self.track(r)
+        // The script answers id, received_at, id, received_at...
+        Ok(self
+            .track(r)?
+            .chunks(2)
+            .filter_map(|pair| {
+                Some(Cursor {
+                    id: DeliveryId::parse(pair.first()?)?,
+                    received_at: pair.get(1)?.parse().ok()?,
+                })
+            })
+            .collect())
     }
 }

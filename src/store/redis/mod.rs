@@ -42,11 +42,11 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::registrations::{CheckNext, Registration};
 use super::{
-    AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay, Stats, Store,
-    StoreError, WatchNext,
+    Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter,
+    Page, Replay, Stats, Store, StoreError, WatchNext, ATTEMPTS_KEPT,
 };
 use crate::types::{unix_ms, DeliveryId, SessionId};
-use decode::{delivery_from, groups, registration_from, Fields};
+use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
 
 /// The index of dead deliveries, scored by when their record expires.
 const DEAD: &str = "dead_by_expiry";
@@ -59,9 +59,13 @@ const LEGACY_DEAD: &str = "dead";
 /// The index of deliveries whose order watch ended unconfirmed, scored by
 /// when their record expires (as `DEAD`).
 const UNCONFIRMED: &str = "unconfirmed";
-/// How many ids `list` reads from an index at a time, at least: a filter on
-/// the watch may pass over many.
+/// How many ids `list` reads from an index at a time, at least: a filter
+/// may pass over many.
 const LIST_PAGE: usize = 200;
+/// Most ids one `list` call reads from one index, so a filter that few
+/// records pass cannot make one call read the whole store: the page then
+/// ends early, with a cursor where the reading stopped.
+const SCAN_BUDGET: usize = 5_000;
 
 // The Lua scripts, one a file beside this one; each file's header names its
 // KEYS and ARGV and what it guarantees. The functions some of them share
@@ -395,8 +399,14 @@ impl Store for RedisStore {
         id: DeliveryId,
         attempts: u32,
         outcome: AttemptOutcome,
+        attempt: Attempt,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            // One line of JSON: serde escapes every newline inside strings.
+            // Plain numbers, strings and bools cannot fail to serialize; if
+            // it ever did, the outcome must still be recorded, so the log
+            // gets an empty object.
+            let line = serde_json::to_string(&attempt).unwrap_or_else(|_| "{}".into());
             let token = self
                 .leases
                 .lock()
@@ -434,6 +444,8 @@ impl Store for RedisStore {
                 .arg(self.ttl_ms)
                 .arg(&token)
                 .arg(watch_from.map_or(String::new(), |t| t.to_string()))
+                .arg(line)
+                .arg(ATTEMPTS_KEPT)
                 .invoke_async(&mut conn)
                 .await;
             self.track(r)?;
@@ -449,9 +461,22 @@ impl Store for RedisStore {
     fn list(
         &self,
         filter: Filter,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        Box::pin(self.list_filtered(filter, limit))
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
+        Box::pin(self.list_filtered(filter, after, limit))
+    }
+
+    fn get(&self, id: DeliveryId) -> BoxFuture<'_, Result<Option<Detail>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<Fields> = conn.hgetall(self.dkey(&id)).await;
+            let m = self.track(r)?;
+            Ok(delivery_from(&id.to_string(), &m).map(|delivery| Detail {
+                delivery,
+                attempts: attempts_from(&m),
+            }))
+        })
     }
 
     fn replay(

@@ -25,6 +25,7 @@ macro_rules! read_columns {
     };
 }
 
+mod list;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -40,18 +41,18 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::outbox::{newest_first, Outbox};
+use super::outbox::{listed, page, Outbox};
 use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::watches::WatchIndex;
 use super::{
-    ready, ArrivalUri, AttemptOutcome, BoxFuture, Claim, Delivery, DeliveryState, Filter, Replay,
-    Source, Stats, Store, StoreError, Watch, WatchNext, WatchState,
+    ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState,
+    Detail, Filter, Page, Replay, Source, Stats, Store, StoreError, Watch, WatchNext, WatchState,
 };
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -95,6 +96,13 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE deliveries ADD COLUMN watch_checks INTEGER;
      ALTER TABLE deliveries ADD COLUMN watch_redelivered INTEGER;
      ALTER TABLE deliveries ADD COLUMN watch_error TEXT;",
+    // 3 -> 4: the attempt log (a JSON array, latest `ATTEMPTS_KEPT`), kept
+    // in the row so it goes wherever the row goes (claimed again, pruned);
+    // NULL is an empty log. The indexes serve the admin API's lookups of
+    // one session or one merchant reference among delivered rows.
+    "ALTER TABLE deliveries ADD COLUMN attempt_log TEXT;
+     CREATE INDEX deliveries_session ON deliveries (session_id);
+     CREATE INDEX deliveries_reference ON deliveries (reference);",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
@@ -266,19 +274,29 @@ impl SqliteStore {
         })
     }
 
-    /// The pending and dead deliveries `state` allows, as the index holds
-    /// them, and the ids among them to read again from disk. Each watched
-    /// one is taken from the watch index, whose copy follows its watch;
-    /// the outbox's copy keeps the watch as it was when the delivery was
-    /// queued again, so one whose watch has since ended (confirmed, and so
-    /// out of the watch index) is read again. Also every watching and
-    /// unconfirmed delivery, whatever its state.
-    fn listed_in_memory(&self, state: Option<DeliveryState>) -> (Vec<Delivery>, Vec<DeliveryId>) {
+    /// The pending and dead deliveries a listing with `filter` after
+    /// `after` shows, as the index holds them, and the ids among them to
+    /// read again from disk. Each watched one is taken from the watch
+    /// index, whose copy follows its watch; the outbox's copy keeps the
+    /// watch as it was when the delivery was queued again, so one whose
+    /// watch has since ended (confirmed, and so out of the watch index) is
+    /// read again. Also every watching and unconfirmed delivery, whatever
+    /// its state. The watch part of `filter` is left for the caller, which
+    /// applies it once the reread copies are in.
+    fn listed_in_memory(
+        &self,
+        filter: &Filter,
+        after: Option<Cursor>,
+    ) -> (Vec<Delivery>, Vec<DeliveryId>) {
+        let unwatched = Filter {
+            watch: None,
+            ..filter.clone()
+        };
         let index = self.shared.index();
         let watches = self.shared.watches();
         let mut reread = Vec::new();
         let mut out: Vec<Delivery> = index
-            .list(Filter { state, watch: None })
+            .list(&unwatched, after)
             .into_iter()
             .filter(|d| {
                 let ended = d.watch.is_some() && watches.get(&d.id).is_none();
@@ -288,7 +306,12 @@ impl SqliteStore {
                 d.watch.is_none()
             })
             .collect();
-        out.extend(watches.iter().cloned());
+        out.extend(
+            watches
+                .iter()
+                .filter(|d| listed(&unwatched, after, d))
+                .cloned(),
+        );
         (out, reread)
     }
 
@@ -456,11 +479,13 @@ impl Store for SqliteStore {
         id: DeliveryId,
         attempts: u32,
         outcome: AttemptOutcome,
+        attempt: Attempt,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.call(move |reply| Cmd::Finish {
             id,
             attempts,
             outcome,
+            attempt,
             reply,
         }))
     }
@@ -468,10 +493,11 @@ impl Store for SqliteStore {
     fn list(
         &self,
         filter: Filter,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
         Box::pin(async move {
-            let (mut out, reread) = self.listed_in_memory(filter.state);
+            let (mut out, reread) = self.listed_in_memory(&filter, after);
             // Watching and unconfirmed ones are all in memory; delivered
             // ones otherwise only on disk.
             let on_disk = filter.state.is_none_or(|s| s == DeliveryState::Delivered)
@@ -480,12 +506,14 @@ impl Store for SqliteStore {
                     Some(WatchState::Watching | WatchState::Unconfirmed)
                 );
             if on_disk || !reread.is_empty() {
-                let delivered = on_disk.then_some(limit);
-                let watch = filter.watch;
+                // One more than a page: whether more are left.
+                let delivered = on_disk.then_some(limit.saturating_add(1));
+                let query = filter.clone();
                 let disk = self
                     .call(|reply| Cmd::List {
                         delivered,
-                        watch,
+                        filter: query,
+                        after,
                         reread,
                         reply,
                     })
@@ -495,9 +523,15 @@ impl Store for SqliteStore {
                 out.retain(|d| !fresh.contains(&d.id));
                 out.extend(disk);
             }
-            out.retain(|d| filter.accepts(d));
-            Ok(newest_first(out, limit))
+            out.retain(|d| listed(&filter, after, d));
+            Ok(page(out, limit))
         })
+    }
+
+    fn get(&self, id: DeliveryId) -> BoxFuture<'_, Result<Option<Detail>, StoreError>> {
+        // From disk: the index holds no logs, and the disk is never behind
+        // it (the index changes only after a commit).
+        Box::pin(self.call(move |reply| Cmd::Get { id, reply }))
     }
 
     fn replay(

@@ -10,11 +10,23 @@ use rusqlite::{params, Connection};
 
 use super::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{
-    AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
 };
 use crate::types::{AuthorizationToken, SessionId};
 
 const TTL: Duration = Duration::from_secs(3600);
+
+/// An attempt log entry for `finish`; `n` tells entries apart.
+fn attempt(n: u64) -> Attempt {
+    Attempt {
+        at: 1_000 + n,
+        duration_ms: n,
+        status: Some(503),
+        error: Some(format!("attempt {n}")),
+        retry_in_ms: Some(n * 10),
+        redelivery: false,
+    }
+}
 const FAR: u64 = u64::MAX / 4;
 
 /// A folder of its own, removed when the test ends.
@@ -65,7 +77,9 @@ async fn watched(s: &SqliteStore, d: &Delivery, now: u64) {
         at: now,
         watch_from: Some(now),
     };
-    s.finish(d.id, 1, outcome).await.expect("finish");
+    s.finish(d.id, 1, outcome, attempt(1))
+        .await
+        .expect("finish");
 }
 
 #[tokio::test]
@@ -99,7 +113,11 @@ async fn a_version_2_database_migrates_and_keeps_its_deliveries() {
         tx.commit().expect("commit");
     }
     let s = SqliteStore::open(&dir.db(), TTL).expect("migrates");
-    let listed = s.list(Filter::default(), 10).await.expect("list");
+    let listed = s
+        .list(Filter::default(), None, 10)
+        .await
+        .expect("list")
+        .deliveries;
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|d| d.watch.is_none()), "{listed:?}");
     // The migrated rows take watches like new ones.
@@ -107,6 +125,13 @@ async fn a_version_2_database_migrates_and_keeps_its_deliveries() {
     let due = s.take_due_watches(5_000, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, pending.id);
+    // And an attempt log, which rows from before version 4 start empty.
+    let log = |id| {
+        let s = &s;
+        async move { s.get(id).await.expect("get").expect("kept").attempts }
+    };
+    assert_eq!(log(pending.id).await, [attempt(1)]);
+    assert!(log(delivered.id).await.is_empty());
     drop(s);
     let conn = Connection::open(dir.db()).expect("open");
     let v: i64 = conn
@@ -145,7 +170,11 @@ async fn prune_keeps_running_watches_and_drops_old_unconfirmed_ones() {
     assert_eq!(s.stats().await.expect("stats").unconfirmed, 0);
     drop(s);
     let s = SqliteStore::open(&dir.db(), TTL).expect("reopen");
-    let listed = s.list(Filter::default(), 10).await.expect("list");
+    let listed = s
+        .list(Filter::default(), None, 10)
+        .await
+        .expect("list")
+        .deliveries;
     let ids: Vec<_> = listed.iter().map(|d| d.id).collect();
     assert_eq!(ids, vec![watching.id], "only the running watch stays");
     assert_eq!(s.take_due_watches(3_000, 10).await.expect("take").len(), 1);
@@ -170,7 +199,7 @@ async fn a_retried_redelivery_does_not_release_its_leased_watch() {
         next_at: 4_000,
         error: "503".into(),
     };
-    s.finish(d.id, 2, retry).await.expect("retry");
+    s.finish(d.id, 2, retry, attempt(1)).await.expect("retry");
     assert!(s.take_due_watches(FAR, 10).await.expect("take").is_empty());
     let again = WatchNext::Again {
         at: 5_000,
@@ -201,11 +230,16 @@ async fn a_watch_confirmed_mid_redelivery_is_listed_confirmed_once() {
     let confirmed = Filter {
         state: None,
         watch: Some(WatchState::Confirmed),
+        ..Filter::default()
     };
-    let listed = s.list(confirmed, 10).await.expect("list");
+    let listed = s.list(confirmed, None, 10).await.expect("list").deliveries;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, DeliveryState::Pending);
-    let all = s.list(Filter::default(), 10).await.expect("list");
+    let all = s
+        .list(Filter::default(), None, 10)
+        .await
+        .expect("list")
+        .deliveries;
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(
         all[0].watch.as_ref().map(|w| (w.state, w.checks)),

@@ -15,10 +15,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{heartbeat, row_to_delivery, state_code, state_from, watch_code, Shared, PRUNE_CHUNK};
+use super::{heartbeat, list, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK};
 use crate::store::registrations::{CheckNext, Registration};
 use crate::store::watches::WatchIndex;
-use crate::store::{AttemptOutcome, Claim, Delivery, Replay, StoreError, WatchNext, WatchState};
+use crate::store::{
+    Attempt, AttemptOutcome, Claim, Cursor, Delivery, Detail, Filter, Replay, StoreError, WatchNext,
+};
 use crate::types::{DeliveryId, SessionId};
 
 /// Most commands committed in one transaction.
@@ -38,19 +40,9 @@ const CLAIM_SQL: &str = concat!(
          state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
          deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL,
          watch_state = NULL, watch_started_at = NULL, watch_next_at = NULL, watch_checks = NULL,
-         watch_redelivered = NULL, watch_error = NULL
+         watch_redelivered = NULL, watch_error = NULL, attempt_log = NULL
      WHERE deliveries.state = 1 AND deliveries.received_at <= ?16
          AND (deliveries.watch_state IS NULL OR deliveries.watch_state = 1)"
-);
-const DELIVERED_SQL: &str = concat!(
-    "SELECT ",
-    read_columns!(),
-    " FROM deliveries WHERE state = 1 ORDER BY received_at DESC LIMIT ?1"
-);
-const DELIVERED_WATCH_SQL: &str = concat!(
-    "SELECT ",
-    read_columns!(),
-    " FROM deliveries WHERE state = 1 AND watch_state = ?2 ORDER BY received_at DESC LIMIT ?1"
 );
 const ONE_SQL: &str = concat!("SELECT ", read_columns!(), " FROM deliveries WHERE id = ?1");
 /// Starts the watch of a delivery that has none; a redelivery keeps its own.
@@ -70,6 +62,7 @@ pub(super) enum Cmd {
         id: DeliveryId,
         attempts: u32,
         outcome: AttemptOutcome,
+        attempt: Attempt,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Replay {
@@ -78,13 +71,19 @@ pub(super) enum Cmd {
         deadline_at: u64,
         reply: oneshot::Sender<Result<Replay, StoreError>>,
     },
-    /// Up to `delivered` of the newest delivered deliveries (with a watch
-    /// in state `watch`), and those of `reread` still recorded.
+    /// Up to `delivered` of the newest delivered deliveries `filter`
+    /// accepts after `after`, and those of `reread` still recorded.
     List {
         delivered: Option<usize>,
-        watch: Option<WatchState>,
+        filter: Filter,
+        after: Option<Cursor>,
         reread: Vec<DeliveryId>,
         reply: oneshot::Sender<Result<Vec<Delivery>, StoreError>>,
+    },
+    /// One delivery with its attempt log.
+    Get {
+        id: DeliveryId,
+        reply: oneshot::Sender<Result<Option<Detail>, StoreError>>,
     },
     FinishWatch {
         id: DeliveryId,
@@ -115,6 +114,8 @@ enum Done {
     Unit,
     Replay(Replay),
     List(Vec<Delivery>),
+    /// Boxed: a whole delivery, where the other answers are a word or two.
+    Got(Option<Box<Detail>>),
     Pruned(u64),
     Registered(bool),
 }
@@ -284,12 +285,13 @@ fn execute(
             Ok(Done::Unit)
         }
         Cmd::Finish {
-            id,
+            id: delivery,
             attempts,
             outcome,
+            attempt,
             ..
         } => {
-            let id = &id.bytes()[..];
+            let id = &delivery.bytes()[..];
             let attempts = i64::from(*attempts);
             match outcome {
                 AttemptOutcome::Delivered { at, watch_from } => {
@@ -309,6 +311,9 @@ fn execute(
                     .prepare_cached("UPDATE deliveries SET state = 2, attempts = ?2, last_error = ?3 WHERE id = ?1")?
                     .execute(params![id, attempts, error])?,
             };
+            // In the outcome's transaction: the log never shows an attempt
+            // whose outcome was not recorded, nor misses one that was.
+            list::append(db, delivery, attempt)?;
             Ok(Done::Unit)
         }
         Cmd::Replay {
@@ -332,26 +337,17 @@ fn execute(
                 Replay::NotDead(state_from(s))
             })))
         }
+        Cmd::Get { id, .. } => Ok(Done::Got(list::one(db, id)?.map(Box::new))),
         Cmd::List {
             delivered,
-            watch,
+            filter,
+            after,
             reread,
             ..
         } => {
             let mut out = Vec::new();
             if let Some(limit) = delivered {
-                let limit = *limit as i64;
-                let rows = match watch {
-                    None => db
-                        .prepare_cached(DELIVERED_SQL)?
-                        .query_map(params![limit], row_to_delivery)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                    Some(w) => db
-                        .prepare_cached(DELIVERED_WATCH_SQL)?
-                        .query_map(params![limit, watch_code(*w)], row_to_delivery)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                };
-                out.extend(rows);
+                out.extend(list::delivered(db, filter, *after, *limit)?);
             }
             for id in reread {
                 let d = db
@@ -431,6 +427,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
                 attempts,
                 outcome,
                 reply,
+                ..
             },
             Ok(_),
         ) => {
@@ -485,6 +482,9 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
         (Cmd::List { reply, .. }, Ok(Done::List(l))) => {
             let _ = reply.send(Ok(l));
         }
+        (Cmd::Get { reply, .. }, Ok(Done::Got(d))) => {
+            let _ = reply.send(Ok(d.map(|d| *d)));
+        }
         (Cmd::Prune { cutoff, reply }, Ok(Done::Pruned(n))) => {
             shared.watches().prune(cutoff);
             let _ = reply.send(Ok(n));
@@ -517,6 +517,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
                 Cmd::Finish { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::List { reply, .. } => drop(reply.send(Err(fail(e)))),
+                Cmd::Get { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::FinishWatch { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
                 Cmd::Register { reply, .. } => drop(reply.send(Err(fail(e)))),
