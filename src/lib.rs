@@ -10,6 +10,7 @@ pub mod body;
 pub mod callback;
 pub mod config;
 pub mod delivery;
+pub mod doctor;
 pub mod head;
 pub mod klarna;
 pub mod logging;

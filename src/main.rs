@@ -55,14 +55,30 @@ enum Command {
         #[arg(long, default_value = "48h")]
         ttl: String,
     },
+    /// Check, from where it runs, what would stop callbacks: the config,
+    /// public_url (a probe POST through it), the upstream, and Klarna's
+    /// credentials and clock. Exit 0, or 1 if any check failed.
+    Doctor {
+        /// Extra CA certificates (PEM) to trust for public_url, e.g. a
+        /// private or test CA. The Mozilla roots are always trusted.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 const EXIT_CONFIG: u8 = 1;
 const EXIT_RUNTIME: u8 = 2;
+/// `doctor` found a failure (a bad config included).
+const EXIT_DOCTOR_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Run);
+    // The doctor reports a bad config as one of its checks.
+    if let Command::Doctor { ca_file } = &command {
+        return doctor(&cli.config, ca_file.as_deref());
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -70,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Check => {
             if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
                 if let Err(e) = authback::tls::Reloader::load(cert.clone(), key.clone()) {
@@ -113,9 +129,33 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => serve(config),
+        // Taken before the config is loaded; correct here all the same.
+        Command::Doctor { ca_file } => doctor(&cli.config, ca_file.as_deref()),
     }
 }
 
+fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("doctor: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let report = runtime.block_on(authback::doctor::run(config, ca_file));
+    print!("{report}");
+    if report.failed() {
+        ExitCode::from(EXIT_DOCTOR_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `authback deliveries …`: 0 on success, 1 when the API answered an
+/// error (or the config or arguments are bad), 2 when it could not be reached.
 fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

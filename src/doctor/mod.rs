@@ -1,0 +1,215 @@
+//! `authback doctor`: checks from where it runs what would stop callbacks in
+//! production (the config, the public URL as Klarna reaches it, the
+//! upstream, Klarna's credentials and clock) and says how to fix each
+//! failure. It only reads: it records nothing, and never prints a secret or
+//! a URL token.
+
+mod client;
+mod klarna;
+mod probe;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{Config, TlsConfig};
+use crate::net::HostPort;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Fail,
+    /// Not applicable here, or not decidable: the reason says which.
+    Skip,
+}
+
+/// One line of the checklist.
+#[derive(Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about a failure.
+    pub fix: Option<String>,
+    /// Further lines under the check (config errors, warnings).
+    pub notes: Vec<String>,
+}
+
+impl Check {
+    pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(name, Status::Ok, detail, None)
+    }
+
+    pub fn skip(name: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(name, Status::Skip, detail, None)
+    }
+
+    pub fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::new(name, Status::Fail, detail, Some(fix.into()))
+    }
+
+    fn new(
+        name: &'static str,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Self {
+            name,
+            status,
+            detail: detail.into(),
+            fix,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The whole checklist, in the order the checks are listed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Fail => "FAIL",
+                Status::Skip => "skip",
+            };
+            writeln!(f, "{status:<5} {:<10} {}", c.name, c.detail)?;
+            for n in &c.notes {
+                writeln!(f, "        {n}")?;
+            }
+            if let Some(fix) = &c.fix {
+                writeln!(f, "      fix: {fix}")?;
+            }
+        }
+        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
+        writeln!(
+            f,
+            "doctor: {} ok, {} failed, {} skipped",
+            count(Status::Ok),
+            count(Status::Fail),
+            count(Status::Skip)
+        )
+    }
+}
+
+/// The limit of every network step (resolve, connect, TLS, answer, body):
+/// the doctor must answer even when the network does not.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// Runs every check on the config at `path`. `ca_file` adds trusted roots
+/// for `server.public_url` (a private or test CA). A config that does not
+/// load is the only check reported: nothing else can be trusted then.
+pub async fn run(path: &Path, ca_file: Option<&Path>) -> Report {
+    let config = match load(path) {
+        Ok((config, check)) => {
+            let mut report = Report {
+                checks: vec![check],
+            };
+            let (mut reach, upstream, mut remote) = tokio::join!(
+                probe::checks(&config, ca_file),
+                upstream(&config),
+                klarna::checks(&config),
+            );
+            report.checks.append(&mut reach);
+            report.checks.push(upstream);
+            report.checks.append(&mut remote);
+            return report;
+        }
+        Err(check) => check,
+    };
+    Report {
+        checks: vec![config],
+    }
+}
+
+/// Check 1: the config loads and validates, and its certificate files load,
+/// exactly as `authback check` and `authback run` read them.
+fn load(path: &Path) -> Result<(Config, Check), Check> {
+    let fix = format!(
+        "correct the keys above (see docs/configuration.md), then run `authback check --config {}`",
+        path.display()
+    );
+    let config = Config::load(path).map_err(|e| {
+        let mut c = Check::fail("config", e.to_string().lines().next().unwrap_or(""), &fix);
+        c.notes = e
+            .errors
+            .iter()
+            .map(|err| format!("{}: {err}", e.file.display()))
+            .collect();
+        c
+    })?;
+    if let TlsConfig::Files { cert, key, .. } = &config.server.tls {
+        if let Err(e) = crate::tls::Reloader::load(cert.clone(), key.clone()) {
+            let mut c = Check::fail("config", format!("{}: 1 error", path.display()), fix);
+            c.notes = vec![format!("{}: server.tls: {e}", path.display())];
+            return Err(c);
+        }
+    }
+    let mut check = Check::ok("config", format!("{} is valid", path.display()));
+    // Warnings name keys, never values: safe to show.
+    check.notes = config
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
+    Ok((config, check))
+}
+
+/// Check 3: the upstream accepts a connection within `connect_timeout`, as
+/// a delivery needs; an HTTP answer of any status to `GET /` shows it is
+/// an HTTP server. Nothing but that `GET` is sent.
+async fn upstream(config: &Config) -> Check {
+    const NAME: &str = "upstream";
+    let url = &config.upstream.url;
+    let Some(target) = HostPort::of(url, 80) else {
+        return Check::fail(NAME, format!("{url} has no host"), "set upstream.url");
+    };
+    let shown = format!("http://{}", target.header());
+    let limit = config.upstream.connect_timeout.min(STEP);
+    let fix = format!(
+        "start the backend, or point upstream.url at it (authback must reach {}:{} from here)",
+        target.host(),
+        target.port()
+    );
+    let tcp = match client::connect(&target, limit).await {
+        Ok(t) => t,
+        Err(e) => return Check::fail(NAME, format!("{shown}: {e}"), fix),
+    };
+    let path = format!("{}/", url.path().trim_end_matches('/'));
+    match client::exchange(tcp, client::get(&target, &path)).await {
+        Ok(answer) => Check::ok(
+            NAME,
+            format!(
+                "{shown} is reachable (GET {path} answered {})",
+                answer.status
+            ),
+        ),
+        Err(e) => Check::fail(
+            NAME,
+            format!("{shown} accepts connections, but GET {path} got no HTTP answer: {e}"),
+            "check that upstream.url is the backend's plain-HTTP address",
+        ),
+    }
+}
+
+/// A random lowercase hex string of `bytes` bytes; time and process id if
+/// the system's randomness fails (it only has to be unlike any real id).
+fn nonce(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if aws_lc_rs::rand::fill(&mut buf).is_err() {
+        return format!("{:x}{:x}", crate::types::unix_ms(), std::process::id());
+    }
+    crate::text::hex(&buf)
+}
