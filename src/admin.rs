@@ -33,12 +33,15 @@ pub struct Context {
     pub deliveries: delivery::Handle,
     /// Rung when a session is registered: the Read Session loop wakes.
     pub new_registration: Arc<Notify>,
+    /// The last hour of samples, for the console's charts.
+    pub history: crate::history::History,
 }
 
 pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
+        (m, p) if crate::console::serves(&m, p) => crate::console::handle(app, &req),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
         (Method::GET, "/metrics") => metrics(app).await,

@@ -9,9 +9,11 @@ pub mod app;
 pub mod body;
 pub mod callback;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod doctor;
 pub mod head;
+pub mod history;
 pub mod klarna;
 pub mod logging;
 pub mod metrics;
@@ -207,6 +209,14 @@ pub async fn run(
         tracing::info!(addr = %addr(&plain), "plain HTTP listener (use only behind an ingress that terminates TLS)");
         serve_public(plain, None);
     }
+    let history = history::History::default();
+    background.push(history::spawn_sampler(
+        history.clone(),
+        store.clone(),
+        metrics.clone(),
+        config.routes.iter().map(|r| r.name.clone()).collect(),
+        stop.clone(),
+    ));
     // The admin listener outlives the public ones, so probes see the drain.
     let (admin_trigger, admin_stop) = shutdown::latch();
     let admin_task = {
@@ -217,6 +227,7 @@ pub async fn run(
             readiness: readiness.clone(),
             deliveries: deliveries.clone(),
             new_registration,
+            history: history.clone(),
         });
         let handler = move |req, _peer| {
             let a = a.clone();

@@ -64,6 +64,91 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// List, show and replay deliveries of a running authback, through its
+    /// admin API (the token from AUTHBACK_ADMIN_TOKEN or admin.token).
+    Deliveries(DeliveriesArgs),
+}
+
+#[derive(clap::Args)]
+struct DeliveriesArgs {
+    /// The admin API [default: http:// and admin.listen from the config].
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: DeliveriesAction,
+}
+
+#[derive(clap::Args)]
+struct DeliveryFilters {
+    #[arg(long)]
+    route: Option<String>,
+    #[arg(long)]
+    session_id: Option<String>,
+    #[arg(long)]
+    reference: Option<String>,
+    /// Received at or after: RFC 3339, or a duration back from now (2h).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Received before: RFC 3339, or a duration back from now (30m).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+}
+
+impl DeliveryFilters {
+    fn any(&self) -> bool {
+        self.route.is_some()
+            || self.session_id.is_some()
+            || self.reference.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+    }
+}
+
+impl From<DeliveryFilters> for authback::console::cli::Filters {
+    fn from(f: DeliveryFilters) -> Self {
+        Self {
+            route: f.route,
+            session_id: f.session_id,
+            reference: f.reference,
+            since: f.since,
+            until: f.until,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DeliveriesAction {
+    /// Deliveries, newest first.
+    List {
+        #[arg(long, value_parser = ["pending", "dead", "delivered", "unconfirmed"])]
+        state: Option<String>,
+        #[command(flatten)]
+        filters: DeliveryFilters,
+        /// At most this many (the API's default is 100, its maximum 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One delivery with its attempts and its order watch.
+    Show { id: String },
+    /// Replay one dead delivery (ID), or every dead one matching the
+    /// filters (--state dead; count them first with --dry-run).
+    Replay {
+        #[arg(required_unless_present = "state", conflicts_with_all = ["state", "dry_run"])]
+        id: Option<String>,
+        #[arg(long, value_parser = ["dead"])]
+        state: Option<String>,
+        #[command(flatten)]
+        filters: DeliveryFilters,
+        /// Count what would be replayed; replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 const EXIT_CONFIG: u8 = 1;
@@ -79,6 +164,11 @@ fn main() -> ExitCode {
     if let Command::Doctor { ca_file } = &command {
         return doctor(&cli.config, ca_file.as_deref());
     }
+    // With --admin and the token in the environment, no config is needed.
+    let command = match command {
+        Command::Deliveries(args) => return deliveries(&cli.config, args),
+        other => other,
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -131,6 +221,7 @@ fn main() -> ExitCode {
         Command::Run => serve(config),
         // Taken before the config is loaded; correct here all the same.
         Command::Doctor { ca_file } => doctor(&cli.config, ca_file.as_deref()),
+        Command::Deliveries(args) => deliveries(&cli.config, args),
     }
 }
 
@@ -156,6 +247,101 @@ fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCo
 
 /// `authback deliveries …`: 0 on success, 1 when the API answered an
 /// error (or the config or arguments are bad), 2 when it could not be reached.
+fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
+    use authback::console::cli::{self, Action, CliError, Target};
+    let config = if args.admin.is_some() && !config_path.exists() {
+        None
+    } else {
+        match Config::load(config_path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let token = std::env::var("AUTHBACK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            let t = config.as_ref()?.admin.token.as_ref()?;
+            Some(String::from_utf8_lossy(t.expose()).into_owned())
+        });
+    let target = match (&args.admin, &config) {
+        (Some(url), _) => Target::new(url, token),
+        (None, Some(c)) => Ok(Target::from_listen(c.admin.listen, token)),
+        (None, None) => Err(CliError::Usage("no config and no --admin".into())),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("deliveries: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let action = match args.action {
+        DeliveriesAction::List {
+            state,
+            filters,
+            limit,
+            cursor,
+        } => Action::List {
+            state,
+            filters: filters.into(),
+            limit,
+            cursor,
+        },
+        DeliveriesAction::Show { id } => Action::Show { id },
+        DeliveriesAction::Replay {
+            id: Some(id),
+            filters,
+            ..
+        } => {
+            if filters.any() {
+                eprintln!("deliveries replay: filters go with --state dead, not with an ID");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Action::Replay { id }
+        }
+        DeliveriesAction::Replay {
+            id: None,
+            filters,
+            dry_run,
+            ..
+        } => Action::ReplayAll {
+            filters: filters.into(),
+            dry_run,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("deliveries: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(cli::run(&target, action, args.json)) {
+        Ok((out, note)) => {
+            print!("{out}");
+            if let Some(n) = note {
+                eprintln!("{n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ CliError::Unreachable { .. }) => {
+            eprintln!("deliveries: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            eprintln!("deliveries: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
