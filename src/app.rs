@@ -68,7 +68,7 @@ impl App {
                 PathMatch::Yes(r) => Some(r.to_string()),
                 PathMatch::BadReference => None,
             };
-            if route.passes_through(query) {
+            if route.passes_through(&path, query) {
                 // The plugin's own probe (Magento's `dryRun`), answered by
                 // the backend before it does any work.
                 break;

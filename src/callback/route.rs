@@ -242,9 +242,11 @@ pub struct Route {
     /// `(name, value)`: a request on any path whose query has this
     /// parameter (the value compared as `spelling` says) is this route's.
     pub query_match: Vec<(String, String)>,
-    /// A request carrying one of these query parameters is proxied as it
-    /// is: a plugin's own probe it answers before doing any work.
-    pub passthrough_query: Vec<String>,
+    /// `(name, value)`: a request for the route's own path (or an alias,
+    /// not a subpath) whose query carries this parameter once, with exactly
+    /// this value, is proxied as it is: a plugin's own probe it answers
+    /// before doing any work (Magento's `dryRun=1`).
+    pub passthrough_query: Vec<(String, String)>,
     /// How the backend's answers read, first match wins.
     pub answers: Vec<AnswerRule>,
     pub forward_path: Option<String>,
@@ -283,11 +285,27 @@ impl Route {
         PathMatch::No
     }
 
-    /// Whether the query names one of `passthrough_query`.
-    pub fn passes_through(&self, query: Option<&str>) -> bool {
-        !self.passthrough_query.is_empty()
-            && query
-                .is_some_and(|q| query_pairs(q).any(|(k, _)| self.passthrough_query.contains(&k)))
+    /// Whether the request is the plugin's probe, `passthrough_query`, and
+    /// nothing else: any other value (`dryRun=0`, `dryRun=`), a repeated
+    /// parameter, or a path below the route's (whose segments the platform
+    /// may read as parameters too) is a callback like any other.
+    pub fn passes_through(&self, path: &str, query: Option<&str>) -> bool {
+        let Some(q) = query else { return false };
+        if self.passthrough_query.is_empty() {
+            return false;
+        }
+        let exact = Spelling {
+            subpaths: false,
+            ..self.spelling
+        };
+        let own_path = std::iter::once(&self.path)
+            .chain(&self.aliases)
+            .any(|p| p.matches_as(path, exact) != PathMatch::No);
+        own_path
+            && self.passthrough_query.iter().any(|(k, v)| {
+                let mut values = query_pairs(q).filter(|(qk, _)| qk == k).map(|(_, qv)| qv);
+                matches!((values.next(), values.next()), (Some(only), None) if only == *v)
+            })
     }
 
     pub fn ip_allowed(&self, ip: IpAddr) -> bool {
@@ -386,7 +404,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            passthrough_query: vec!["dryRun".into()],
+            passthrough_query: vec![("dryRun".into(), "1".into())],
             answers: Vec::new(),
             forward_path: None,
             forward_format: ForwardFormat::Original,
@@ -449,8 +467,21 @@ mod tests {
             magento.matches("/checkout/klarna/authorized", None),
             PathMatch::No
         );
-        assert!(magento.passes_through(Some("token=x&dryRun=1")));
-        assert!(!magento.passes_through(Some("token=x")));
+        let probe = "/checkout/klarna/authorize";
+        assert!(magento.passes_through(probe, Some("token=x&dryRun=1")));
+        assert!(magento.passes_through("/index.php/checkout/klarna/authorize/", Some("dryRun=1")));
+        for (path, query) in [
+            (probe, Some("token=x")),
+            (probe, None),
+            (probe, Some("dryRun=0")),
+            (probe, Some("dryRun=")),
+            (probe, Some("dryRun")),
+            (probe, Some("dryRun=1&dryRun=0")),
+            (probe, Some("dryRun=true")),
+            ("/checkout/klarna/authorize/dryRun/0", Some("dryRun=1")),
+        ] {
+            assert!(!magento.passes_through(path, query), "{path} {query:?}");
+        }
         // As written, a route takes its path and nothing else.
         let plain = route("/k/{reference}/cb", &[], Spelling::default(), &[]);
         assert_eq!(plain.matches("/k/c-1/cb", None), PathMatch::Yes("c-1"));

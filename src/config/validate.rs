@@ -563,7 +563,7 @@ fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Rou
                 subpaths: r.subpaths,
             },
             query_match: matching.query_match,
-            passthrough_query: r.passthrough_query,
+            passthrough_query: matching.passthrough_query,
             answers: matching.answers,
             forward_path: r.forward_path,
             forward_format,
@@ -594,6 +594,7 @@ fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Rou
 struct Matching {
     aliases: Vec<PathPattern>,
     query_match: Vec<(String, String)>,
+    passthrough_query: Vec<(String, String)>,
     answers: Vec<AnswerRule>,
 }
 
@@ -636,8 +637,17 @@ fn route_matching(
             "is allowed only with forward_format = \"original\", where the path is the backend's own",
         );
     }
-    if r.passthrough_query.iter().any(|q| q.is_empty()) {
-        c.err(key("passthrough_query"), "names must not be empty");
+    let mut passthrough_query = Vec::new();
+    for (j, q) in r.passthrough_query.iter().enumerate() {
+        match q.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                passthrough_query.push((k.to_string(), v.to_string()))
+            }
+            _ => c.err(
+                format!("routes[{i}].passthrough_query[{j}]"),
+                format!("`{q}` is not name=value, e.g. \"dryRun=1\""),
+            ),
+        }
     }
     let mut answers = Vec::new();
     for (j, a) in r.answers.iter().enumerate() {
@@ -683,6 +693,7 @@ fn route_matching(
     Matching {
         aliases,
         query_match,
+        passthrough_query,
         answers,
     }
 }

@@ -12,6 +12,7 @@ mod durability;
 mod examples;
 mod order_watch;
 mod php;
+mod platforms;
 mod process;
 mod properties;
 mod proxy;
