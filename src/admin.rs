@@ -45,31 +45,65 @@ pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
         (Method::GET, "/metrics") => metrics(app).await,
-        (_, p) if p.starts_with("/v1/") => {
-            if let Some(token) = &app.config.admin.token {
-                let given = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                if !ct_eq(given.as_bytes(), token.expose()) {
-                    let mut r = json_error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid bearer token is required",
-                    );
-                    r.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        header::HeaderValue::from_static("Bearer"),
-                    );
-                    return r;
-                }
-            }
-            v1(app, req).await
-        }
+        (_, p) if p.starts_with("/v1/") => match guard(app, req.headers()) {
+            Ok(()) => v1(app, req).await,
+            Err(refused) => *refused,
+        },
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     }
+}
+
+/// Who may use `/v1`: with `admin.token`, whoever sends it as a bearer
+/// token. Without one the listener is on loopback (`check` insists), and
+/// the `Host` must be a loopback name too: a web page whose name an
+/// attacker rebinds to 127.0.0.1 would otherwise reach the API from the
+/// operator's own browser.
+pub fn guard(app: &Context, headers: &http::HeaderMap) -> Result<(), Box<Response<Body>>> {
+    match &app.config.admin.token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if ct_eq(given.as_bytes(), token.expose()) {
+                return Ok(());
+            }
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            Err(Box::new(r))
+        }
+        None if loopback_host(headers) => Ok(()),
+        None => Err(Box::new(json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "without admin.token the API answers only to a loopback Host (localhost, 127.0.0.1, [::1])",
+        ))),
+    }
+}
+
+/// Whether the `Host` header names this machine's loopback (any port).
+fn loopback_host(headers: &http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        // HTTP/1.0 tools send none; a browser always does.
+        return true;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if !n.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| crate::net::canonical(ip).is_loopback())
 }
 
 fn readyz(app: &Context) -> Response<Body> {

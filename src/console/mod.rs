@@ -6,11 +6,10 @@
 
 pub mod cli;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::admin::Context;
 use crate::body::{json, json_error, Body};
-use crate::types::{ct_eq, Secret};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("console.js");
@@ -30,10 +29,10 @@ pub fn serves(method: &Method, path: &str) -> bool {
 pub fn handle<B>(app: &Context, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
     if path == HISTORY_PATH {
-        if !authorized(app.config.admin.token.as_ref(), req.headers()) {
-            return unauthorized();
-        }
-        return json(StatusCode::OK, &app.history.to_json());
+        return match crate::admin::guard(app, req.headers()) {
+            Ok(()) => json(StatusCode::OK, &app.history.to_json()),
+            Err(refused) => *refused,
+        };
     }
     match asset(path) {
         Some((content_type, body)) => page(content_type, body),
@@ -72,27 +71,6 @@ fn page(content_type: &'static str, body: &'static str) -> Response<Body> {
 }
 
 /// The `/v1` bearer check, as `admin::handle` does it for the rest of `/v1`.
-fn authorized(token: Option<&Secret>, headers: &HeaderMap) -> bool {
-    let Some(token) = token else { return true };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    ct_eq(given.as_bytes(), token.expose())
-}
-
-fn unauthorized() -> Response<Body> {
-    let mut r = json_error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "a valid bearer token is required",
-    );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,23 +124,5 @@ mod tests {
         }
         assert!(!SCRIPT.contains("fetch('http") && !SCRIPT.contains("https://"));
         assert!(!STYLE.contains("@import") && !STYLE.contains("url("));
-    }
-
-    #[test]
-    fn the_bearer_token_is_checked_when_set() {
-        let mut h = HeaderMap::new();
-        assert!(authorized(None, &h));
-        let t = Secret::new("s3cret-token");
-        assert!(!authorized(Some(&t), &h));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer nope"),
-        );
-        assert!(!authorized(Some(&t), &h));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret-token"),
-        );
-        assert!(authorized(Some(&t), &h));
     }
 }

@@ -129,7 +129,7 @@ async fn admin_page(ab: &Authback, path: &str) -> (u16, Option<String>, String) 
         .expect("handshake");
     tokio::spawn(conn);
     let req = http::Request::get(path)
-        .header("host", "admin")
+        .header("host", "localhost")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("req");
     let resp = send.send_request(req).await.expect("admin answer");
@@ -430,4 +430,52 @@ async fn bulk_replay_on_file() {
 #[tokio::test]
 async fn bulk_replay_on_redis() {
     bulk_replay(StoreKind::Redis).await
+}
+
+/// Without admin.token the listener is loopback-only, and so is the Host it
+/// answers /v1 for: a page whose name an attacker rebinds to 127.0.0.1
+/// cannot reach the API from the operator's browser.
+#[tokio::test]
+async fn without_a_token_v1_answers_only_a_loopback_host() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    for host in ["127.0.0.1:9901", "localhost", "[::1]:9901", "LOCALHOST:1"] {
+        assert_eq!(
+            get_with_host(&ab, "/v1/deliveries", host).await,
+            200,
+            "{host}"
+        );
+    }
+    for host in [
+        "evil.example",
+        "evil.example:9901",
+        "127.0.0.1.evil.example",
+    ] {
+        assert_eq!(
+            get_with_host(&ab, "/v1/deliveries", host).await,
+            403,
+            "{host}"
+        );
+    }
+    // Probes and metrics stay open, whatever the Host.
+    assert_eq!(get_with_host(&ab, "/metrics", "evil.example").await, 200);
+}
+
+async fn get_with_host(ab: &Authback, path: &str, host: &str) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(ab.admin)
+        .await
+        .expect("connect admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    send.send_request(req)
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
 }

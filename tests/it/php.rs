@@ -197,7 +197,7 @@ unverified = true
             &m,
             "authback_deliveries_total{route=\"klarna\",outcome=\"dead\"}"
         ),
-        None,
+        Some(0.0),
         "the PHP side accepted every signature"
     );
 }

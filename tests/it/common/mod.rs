@@ -513,7 +513,7 @@ impl Authback {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "admin");
+            .header("host", "127.0.0.1");
         if let Some(b) = bearer {
             req = req.header("authorization", format!("Bearer {b}"));
         }
