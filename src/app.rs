@@ -53,7 +53,9 @@ impl App {
         let path = crate::path::canonical(raw);
         // Decoding can make `%2%46` into `%2F`: the canonical path is read
         // for such spellings too.
-        if crate::path::is_ambiguous(raw) || crate::path::is_ambiguous(&path) {
+        let canonical_differs = matches!(path, std::borrow::Cow::Owned(_));
+        if crate::path::is_ambiguous(raw) || (canonical_differs && crate::path::is_ambiguous(&path))
+        {
             let shielded = self.shields(&path, query)
                 || self.shields(&crate::path::lenient(raw), query)
                 || self.shields(&crate::path::lenient(&path), query);

@@ -30,6 +30,10 @@ pub fn canonical(raw: &str) -> Cow<'_, str> {
 /// as `/`).
 pub fn is_ambiguous(raw: &str) -> bool {
     let b = raw.as_bytes();
+    // Most paths hold none of the three bytes that can start one.
+    if !b.iter().any(|&c| matches!(c, b'%' | b'\\' | b';')) {
+        return false;
+    }
     (0..b.len()).any(|i| {
         matches!(b[i], b'\\' | b';')
             || matches!(escape(b, i), Some(b'/' | b'\\' | b'%'))

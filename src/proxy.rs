@@ -62,6 +62,14 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too unless `keep_upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names, which compares
+    // standard names cheaply, instead of a hashed removal for each.
+    if !headers
+        .keys()
+        .any(|n| *n == header::UPGRADE || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -128,7 +136,9 @@ pub async fn forward(
     strip_hop_by_hop(headers, upgrade);
     // authback streams the body to the upstream at once, having answered
     // the client's `100-continue` itself: the upstream is not asked again.
-    headers.remove(header::EXPECT);
+    if headers.keys().any(|n| *n == header::EXPECT) {
+        headers.remove(header::EXPECT);
+    }
     if from_h2 {
         join_cookies(headers);
     }
