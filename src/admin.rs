@@ -41,7 +41,11 @@ pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
-        (m, p) if crate::console::serves(&m, p) => crate::console::handle(app, &req),
+        (Method::GET, crate::console::HISTORY_PATH) => match guard(app, req.headers()) {
+            Ok(()) => json(StatusCode::OK, &app.history.to_json()),
+            Err(refused) => *refused,
+        },
+        (m, p) if crate::console::serves(&m, p) => crate::console::handle(&req),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
         (Method::GET, "/metrics") => metrics(app).await,

@@ -6,6 +6,7 @@
 
 mod file;
 mod locate;
+mod routes;
 mod validate;
 
 pub use crate::callback::route::{ForwardFormat, PathPattern, Route};

@@ -1,22 +1,20 @@
 //! The checks, one function per config section: each reads its part of the
 //! file, reports every problem with its key, and returns its validated part.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::*;
 use super::*;
-use crate::callback::route::{valid_reference, AnswerRule, Means, Spelling};
 use crate::net::IpNet;
 use crate::text::{parse_duration, parse_rate, Rate};
 use crate::types::Secret;
 
 #[derive(Default)]
 pub(super) struct Checker {
-    errors: Vec<ConfigError>,
-    warnings: Vec<String>,
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<String>,
     /// The config file's folder: relative paths are read from there.
     base: PathBuf,
     /// A development config (a self-signed certificate): placeholder
@@ -45,14 +43,14 @@ fn is_placeholder(secret: &[u8]) -> bool {
 }
 
 impl Checker {
-    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             key: key.into(),
             message: message.into(),
         });
     }
 
-    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
         let s = value.unwrap_or(default);
         match parse_duration(s) {
             Ok(d) => d,
@@ -63,7 +61,12 @@ impl Checker {
         }
     }
 
-    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+    pub(super) fn positive_duration(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Duration {
         let d = self.duration(key, value, default);
         if d.is_zero() && parse_duration(value.unwrap_or(default)).is_ok() {
             self.err(key, "must be greater than zero");
@@ -71,7 +74,7 @@ impl Checker {
         d
     }
 
-    fn addr(&mut self, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+    pub(super) fn addr(&mut self, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
         let s = value.unwrap_or(default);
         s.parse().unwrap_or_else(|_| {
             self.err(
@@ -82,7 +85,7 @@ impl Checker {
         })
     }
 
-    fn secret(&mut self, key: &str, value: &str) -> Option<Secret> {
+    pub(super) fn secret(&mut self, key: &str, value: &str) -> Option<Secret> {
         match resolve_secret(value, &self.base) {
             Ok((secret, inline)) => {
                 if inline {
@@ -107,7 +110,7 @@ impl Checker {
         }
     }
 
-    fn count(&mut self, key: &str, value: Option<i64>, default: i64, min: i64) -> usize {
+    pub(super) fn count(&mut self, key: &str, value: Option<i64>, default: i64, min: i64) -> usize {
         let n = value.unwrap_or(default);
         if n < min {
             self.err(key, format!("must be at least {min}"));
@@ -157,7 +160,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
     let upstream = upstream(&mut c, &f.upstream);
     let store = store(&mut c, f.store, base);
     let delivery = delivery(&mut c, &f.delivery);
-    let routes = routes(&mut c, f.routes, f.upstream.signing_secret.is_some());
+    let routes = super::routes::routes(&mut c, f.routes, f.upstream.signing_secret.is_some());
     let limits = limits(&mut c, &f.limits);
     let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
     let reconcile = reconcile(&mut c, f.reconcile);
@@ -424,278 +427,6 @@ fn delivery(c: &mut Checker, d: &FileDelivery) -> DeliveryConfig {
         );
     }
     delivery
-}
-
-/// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).
-fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Route> {
-    let mut routes = Vec::new();
-    let mut names = HashSet::new();
-    if file_routes.is_empty() {
-        c.warnings
-            .push("no [[routes]]: authback only proxies".into());
-    }
-    for (i, r) in file_routes.into_iter().enumerate() {
-        let key = |k: &str| format!("routes[{i}].{k}");
-        let name = r.name.clone().unwrap_or_default();
-        if name.is_empty() {
-            c.err(key("name"), "is required");
-        } else if !valid_reference(&name) || name.len() > 64 {
-            c.err(key("name"), "use 1 to 64 characters of A-Z a-z 0-9 . _ ~ -");
-        } else if !names.insert(name.clone()) {
-            c.err(key("name"), format!("`{name}` is used by another route"));
-        }
-        match r.kind.as_deref() {
-            Some("klarna_authorization") => {}
-            None => c.err(key("kind"), "is required (\"klarna_authorization\")"),
-            Some(other) => c.err(
-                key("kind"),
-                format!("`{other}` is not a route kind (\"klarna_authorization\")"),
-            ),
-        }
-        let path = match r.path.as_deref() {
-            None => {
-                c.err(
-                    key("path"),
-                    "is required, e.g. \"/klarna/authorization/{reference}\"",
-                );
-                PathPattern {
-                    prefix: "/".into(),
-                    suffix: None,
-                }
-            }
-            Some(p) => PathPattern::parse(p).unwrap_or_else(|e| {
-                c.err(key("path"), format!("`{p}`: {e}"));
-                PathPattern {
-                    prefix: "/".into(),
-                    suffix: None,
-                }
-            }),
-        };
-        let forward_format = match r.forward_format.as_deref().unwrap_or("json") {
-            "json" => ForwardFormat::Json,
-            "form" => ForwardFormat::Form,
-            "original" => ForwardFormat::Original,
-            other => {
-                c.err(
-                    key("forward_format"),
-                    format!("`{other}` is not one of \"json\", \"form\", \"original\""),
-                );
-                ForwardFormat::Json
-            }
-        };
-        if let Some(fp) = &r.forward_path {
-            if !fp.starts_with('/') {
-                c.err(key("forward_path"), "must start with `/`");
-            } else if fp.parse::<http::uri::PathAndQuery>().is_err() {
-                c.err(key("forward_path"), "is not a valid path");
-            }
-        } else if forward_format != ForwardFormat::Original {
-            c.err(
-                key("forward_path"),
-                "is required unless forward_format = \"original\"",
-            );
-        }
-        let secrets: Vec<Secret> = r
-            .secrets
-            .iter()
-            .enumerate()
-            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].secrets[{j}]"), s))
-            .collect();
-        for (j, s) in secrets.iter().enumerate() {
-            if s.expose().len() < 16 {
-                c.warnings.push(format!(
-                    "routes[{i}].secrets[{j}]: shorter than 16 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
-                ));
-            }
-        }
-        let static_tokens: Vec<Secret> = r
-            .static_tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].static_tokens[{j}]"), s))
-            .collect();
-        if r.unverified {
-            if forward_format != ForwardFormat::Original {
-                c.err(key("unverified"), "is allowed only with forward_format = \"original\", where the backend checks its own token");
-            }
-            if !r.secrets.is_empty() || !r.static_tokens.is_empty() {
-                c.err(
-                    key("unverified"),
-                    "cannot be combined with secrets or static_tokens",
-                );
-            }
-        } else if r.secrets.is_empty() && r.static_tokens.is_empty() {
-            c.err(key("secrets"), "a route needs secrets or static_tokens (or unverified = true with forward_format = \"original\")");
-        }
-        if r.unverified && r.allow_ips.is_empty() {
-            c.warnings.push(format!(
-                "routes[{i}]: unverified with no allow_ips, so anyone can send it callbacks; set allow_ips = [\"klarna-production\"]"
-            ));
-        }
-        if forward_format != ForwardFormat::Original && !signed {
-            c.warnings.push(format!(
-                "routes[{i}]: forward_format = \"{}\" with no upstream.signing_secret, so the backend cannot tell authback's deliveries from forged ones; set upstream.signing_secret",
-                r.forward_format.as_deref().unwrap_or("json")
-            ));
-        }
-        let mut allow_ips = Vec::new();
-        for (j, a) in r.allow_ips.iter().enumerate() {
-            if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
-                allow_ips.extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
-            } else {
-                match a.parse::<IpNet>() {
-                    Ok(n) => allow_ips.push(n),
-                    Err(e) => c.err(
-                        format!("routes[{i}].allow_ips[{j}]"),
-                        format!("{e}; or one of \"klarna-production\", \"klarna-playground\""),
-                    ),
-                }
-            }
-        }
-        let matching = route_matching(c, &r, i, &path, forward_format);
-        routes.push(Route {
-            name,
-            path,
-            aliases: matching.aliases,
-            spelling: Spelling {
-                ignore_case: r.ignore_case,
-                trailing_slash: r.trailing_slash,
-                subpaths: r.subpaths,
-            },
-            query_match: matching.query_match,
-            passthrough_query: matching.passthrough_query,
-            answers: matching.answers,
-            forward_path: r.forward_path,
-            forward_format,
-            secrets,
-            static_tokens,
-            unverified: r.unverified,
-            allow_ips,
-        });
-    }
-    for (i, a) in routes.iter().enumerate() {
-        for b in &routes[..i] {
-            let theirs: Vec<&PathPattern> = std::iter::once(&b.path).chain(&b.aliases).collect();
-            if let Some(p) = std::iter::once(&a.path)
-                .chain(&a.aliases)
-                .find(|p| theirs.contains(p))
-            {
-                c.err(
-                    format!("routes[{i}].path"),
-                    format!("`{p}` is also a path of route `{}`", b.name),
-                );
-            }
-        }
-    }
-    routes
-}
-
-/// A route's other spellings and its reading of the backend's answers.
-struct Matching {
-    aliases: Vec<PathPattern>,
-    query_match: Vec<(String, String)>,
-    passthrough_query: Vec<(String, String)>,
-    answers: Vec<AnswerRule>,
-}
-
-fn route_matching(
-    c: &mut Checker,
-    r: &FileRoute,
-    i: usize,
-    path: &PathPattern,
-    format: ForwardFormat,
-) -> Matching {
-    let key = |k: &str| format!("routes[{i}].{k}");
-    let mut aliases = Vec::new();
-    for (j, a) in r.aliases.iter().enumerate() {
-        match PathPattern::parse(a) {
-            Ok(p) => aliases.push(p),
-            Err(e) => c.err(format!("routes[{i}].aliases[{j}]"), format!("`{a}`: {e}")),
-        }
-    }
-    let mut query_match = Vec::new();
-    for (j, q) in r.query_match.iter().enumerate() {
-        match q.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                query_match.push((k.to_string(), v.to_string()))
-            }
-            _ => c.err(
-                format!("routes[{i}].query_match[{j}]"),
-                format!("`{q}` is not name=value, e.g. \"wc-api=KP_WC_AUTHORIZATION\""),
-            ),
-        }
-    }
-    if !query_match.is_empty() && path.suffix.is_some() {
-        c.err(
-            key("query_match"),
-            "a query match carries no reference: use a path without {reference}",
-        );
-    }
-    if !r.passthrough_query.is_empty() && format != ForwardFormat::Original {
-        c.err(
-            key("passthrough_query"),
-            "is allowed only with forward_format = \"original\", where the path is the backend's own",
-        );
-    }
-    let mut passthrough_query = Vec::new();
-    for (j, q) in r.passthrough_query.iter().enumerate() {
-        match q.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                passthrough_query.push((k.to_string(), v.to_string()))
-            }
-            _ => c.err(
-                format!("routes[{i}].passthrough_query[{j}]"),
-                format!("`{q}` is not name=value, e.g. \"dryRun=1\""),
-            ),
-        }
-    }
-    let mut answers = Vec::new();
-    for (j, a) in r.answers.iter().enumerate() {
-        let k = |f: &str| format!("routes[{i}].answers[{j}].{f}");
-        let status = match a.status {
-            Some(s) if (100..=599).contains(&s) => s as u16,
-            Some(_) => {
-                c.err(k("status"), "must be an HTTP status, 100 to 599");
-                continue;
-            }
-            None => {
-                c.err(k("status"), "is required");
-                continue;
-            }
-        };
-        let means = match a.means.as_deref() {
-            Some("delivered") => Means::Delivered,
-            Some("retry") => Means::Retry,
-            Some("dead") => Means::Dead,
-            other => {
-                c.err(
-                    k("means"),
-                    format!(
-                        "{} is not one of \"delivered\", \"retry\", \"dead\"",
-                        other.map_or("nothing".into(), |o| format!("`{o}`"))
-                    ),
-                );
-                continue;
-            }
-        };
-        if a.body_contains.as_deref() == Some("") {
-            c.err(
-                k("body_contains"),
-                "must not be empty (leave it out to match any body)",
-            );
-        }
-        answers.push(AnswerRule {
-            status,
-            body_contains: a.body_contains.clone(),
-            means,
-        });
-    }
-    Matching {
-        aliases,
-        query_match,
-        passthrough_query,
-        answers,
-    }
 }
 
 fn limits(c: &mut Checker, l: &FileLimits) -> Limits {
