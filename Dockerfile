@@ -18,10 +18,12 @@
 # then review the diff, build, test and commit it. To check a digest by hand:
 #   crane digest rust:1-bookworm
 #   docker buildx imagetools inspect rust:1-bookworm     (the "Digest:" line)
-# Until the script has been run, a line without a digest follows its tag.
-# The Rust image must be at least the rust-version in Cargo.toml.
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# The Rust image must be at least the rust-version in Cargo.toml. The pins
+# below were taken from public build files that use the same tags, not
+# resolved in a registry here (this machine reaches none): run the script
+# before the first build you ship.
+ARG RUST_IMAGE=rust:1-bookworm@sha256:93ce27a88655056a51dbdd8f5f2d7ddc071c7b0070fb288a37b5a285fc83971e
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
