@@ -298,43 +298,7 @@ async fn plain_with(
 /// Klarna calling the plugin's URL with no authback in between (plain
 /// HTTP, the same timeouts and attempts as `klarna_callback`).
 async fn klarna_direct(addr: SocketAddr, pq: &str, body: &str) -> KlarnaResult {
-    let mut result = KlarnaResult {
-        attempts: 0,
-        status: None,
-        delivered: false,
-    };
-    let mut backoff = Duration::from_secs(1);
-    for attempt in 1..=3 {
-        result.attempts = attempt;
-        if let Ok(Ok(tcp)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
-        {
-            let exchange = async {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .ok()?;
-                tokio::spawn(conn);
-                let req = Request::post(pq)
-                    .header("host", "shop.example.com")
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .ok()?;
-                Some(send.send_request(req).await.ok()?.status().as_u16())
-            };
-            if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(2), exchange).await {
-                result.status = Some(status);
-                if (200..300).contains(&status) {
-                    result.delivered = true;
-                    return result;
-                }
-            }
-        }
-        if attempt < 3 {
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-        }
-    }
-    result
+    klarna_calls(|| TcpStream::connect(addr), "shop.example.com", pq, body).await
 }
 
 // ---------------------------------------------------------------------------

@@ -622,6 +622,28 @@ pub async fn klarna_callback(
     path_and_query: &str,
     body: &str,
 ) -> KlarnaResult {
+    klarna_calls(
+        || tls_connect(addr, ca, &[b"http/1.1"]),
+        "localhost",
+        path_and_query,
+        body,
+    )
+    .await
+}
+
+/// Klarna's attempts (see `klarna_callback`) over connections `connect`
+/// opens, TLS or plain, naming `host`.
+pub async fn klarna_calls<C, F, IO>(
+    connect: C,
+    host: &str,
+    path_and_query: &str,
+    body: &str,
+) -> KlarnaResult
+where
+    C: Fn() -> F,
+    F: std::future::Future<Output = std::io::Result<IO>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut result = KlarnaResult {
         attempts: 0,
         status: None,
@@ -630,19 +652,14 @@ pub async fn klarna_callback(
     let mut backoff = Duration::from_secs(1);
     for attempt in 1..=3 {
         result.attempts = attempt;
-        let connect = tokio::time::timeout(
-            Duration::from_secs(2),
-            tls_connect(addr, ca, &[b"http/1.1"]),
-        )
-        .await;
-        if let Ok(Ok(tls)) = connect {
+        if let Ok(Ok(io)) = tokio::time::timeout(Duration::from_secs(2), connect()).await {
             let exchange = async {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
                     .await
                     .ok()?;
                 tokio::spawn(conn);
                 let req = Request::post(path_and_query)
-                    .header("host", "localhost")
+                    .header("host", host)
                     .header("content-type", "application/json")
                     .header("user-agent", "Klarna-Callback-Simulator")
                     .body(Full::new(Bytes::from(body.to_string())))
