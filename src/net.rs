@@ -78,7 +78,8 @@ impl fmt::Debug for IpNet {
 /// order: reading only the first would take a client's forged entry for the
 /// one a trusted proxy added.
 pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
-    let values = headers.get_all("x-forwarded-for");
+    static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+    let values = headers.get_all(&X_FORWARDED_FOR);
     // A line that is not text spoils the chain: skipping it would drop the
     // entry a trusted proxy appended to it, and believe the ones before.
     if values.iter().any(|v| v.to_str().is_err()) {
@@ -133,8 +134,30 @@ pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> Stri
         Some(chain) if trusted.iter().any(|n| n.contains(peer)) && !chain.trim().is_empty() => {
             format!("{}, {peer}", chain.trim())
         }
-        _ => peer.to_string(),
+        _ => ip_text(peer),
     }
+}
+
+/// An address as text. Every proxied request names its client, so IPv4 is
+/// written digit by digit rather than through the formatting machinery.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 /// Where a URI points: its host (an IPv6 literal without its brackets, as
@@ -244,6 +267,19 @@ mod tests {
             client_ip(ip("9.9.9.9"), chain.as_deref(), &trusted),
             ip("3.3.3.3")
         );
+    }
+
+    #[test]
+    fn ip_text_writes_what_display_writes() {
+        for o in [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255] {
+            for a in [
+                std::net::Ipv4Addr::new(o, 0, 255, o),
+                std::net::Ipv4Addr::new(127, o, 1, 10),
+            ] {
+                assert_eq!(ip_text(IpAddr::V4(a)), a.to_string());
+            }
+        }
+        assert_eq!(ip_text(ip("2001:db8::1")), "2001:db8::1");
     }
 
     #[test]

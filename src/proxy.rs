@@ -30,7 +30,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1,
 /// and HTTP2-Settings, which only an h2c upgrade carries).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A `static`, not a `const`: a `const` array is built and dropped anew at
+/// every use, and this one is read for every message.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -147,12 +149,15 @@ pub async fn forward(
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     strip_authback_headers(headers);
-    let xff = forwarded_for(
-        peer,
-        crate::net::forwarded_chain(headers).as_deref(),
-        &ctx.trusted_proxies,
-    );
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // The chain a client sent counts only from a trusted proxy.
+    let chain = if ctx.trusted_proxies.is_empty() {
+        None
+    } else {
+        crate::net::forwarded_chain(headers)
+    };
+    let xff = forwarded_for(peer, chain.as_deref(), &ctx.trusted_proxies);
+    // The string's buffer becomes the header's bytes, uncopied.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
