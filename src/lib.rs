@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use config::Config;
-pub use server::Listeners;
+pub use server::{listen, Listeners};
 
 use metrics::Metrics;
 use readiness::Readiness;

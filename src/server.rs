@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -39,20 +39,39 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &crate::config::Config) -> std::io::Result<Self> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
+        let bind = |addr: SocketAddr| {
+            listen(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         };
         Ok(Self {
-            public: bind(config.server.listen).await?,
+            public: bind(config.server.listen)?,
             plain: match config.server.listen_plain {
-                Some(a) => Some(bind(a).await?),
+                Some(a) => Some(bind(a)?),
                 None => None,
             },
-            admin: bind(config.admin.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await.map_err(|e| {
+                let addr = config.admin.listen;
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?,
         })
     }
+}
+
+/// Listens on `addr` with `SO_REUSEPORT`, so that each connection worker
+/// can then listen on the same address with a socket of its own: the
+/// kernel spreads new connections over them, and an accepted socket never
+/// crosses threads. Only a process of the same user can bind such a port
+/// again. Call it inside a runtime.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -101,63 +120,54 @@ where
         workers,
         upstream_timeout,
     } = options;
-    let builder = Arc::new(builder(&limits));
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
-    let timeouts = Timeouts {
-        handshake: limits.tls_handshake_timeout,
-        header_read: limits.header_read_timeout,
-        idle: limits.idle_timeout,
-        stalled: limits.idle_timeout.max(upstream_timeout),
-    };
-    loop {
-        // Beyond max_connections, new connections wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.wait() => break,
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+    let accept = Accept {
+        slots: slots.clone(),
+        proto: Conn {
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            builder: Arc::new(builder(&limits)),
+            handler,
+            tls,
+            timeouts: Timeouts {
+                handshake: limits.tls_handshake_timeout,
+                header_read: limits.header_read_timeout,
+                idle: limits.idle_timeout,
+                stalled: limits.idle_timeout.max(upstream_timeout),
             },
-            _ = stop.wait() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let conn = Conn {
-            peer,
-            builder: builder.clone(),
-            handler: handler.clone(),
-            tls: tls.clone(),
-            timeouts,
             stop: stop.clone(),
-        };
-        match &workers {
-            None => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    conn.run(tcp).await;
-                });
+        },
+    };
+    match workers {
+        None => accept.run(listener, None).await,
+        Some(w) => match own_listeners(listener, w.len()) {
+            // Each worker accepts on a socket of its own.
+            Ok(mine) => {
+                let loops: Vec<_> = mine
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, std)| {
+                        let accept = accept.clone();
+                        w.spawn_on(i, async move {
+                            match TcpListener::from_std(std) {
+                                Ok(l) => accept.run(l, None).await,
+                                Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
+                            }
+                        })
+                    })
+                    .collect();
+                for l in loops {
+                    let _ = l.await;
+                }
             }
-            Some(w) => {
-                // The socket moves to the worker's own reactor.
-                let Ok(std) = tcp.into_std() else { continue };
-                w.spawn(async move {
-                    let _permit = permit;
-                    match TcpStream::from_std(std) {
-                        Ok(tcp) => conn.run(tcp).await,
-                        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
-                    }
-                });
+            // A socket bound without SO_REUSEPORT: one accept loop hands
+            // each connection to the next worker.
+            Err((listener, e)) => {
+                tracing::debug!(error = %e, "one accept loop for all workers");
+                accept.run(listener, Some(w)).await;
             }
-        }
+        },
     }
-    drop(listener);
     // Every connection task holds a slot; all slots back means all are done.
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(grace, slots.acquire_many(all))
@@ -165,6 +175,104 @@ where
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with connections still open; closing them");
+    }
+}
+
+/// One socket per worker for what `listener` listens on: `listener` itself
+/// and new sockets bound to its address with `SO_REUSEPORT`. Given back,
+/// with why, when its address cannot be shared.
+fn own_listeners(
+    listener: TcpListener,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, (TcpListener, std::io::Error)> {
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => return Err((listener, e)),
+    };
+    let mut more = Vec::with_capacity(n.saturating_sub(1));
+    for _ in 1..n {
+        match listen(addr).and_then(|l| l.into_std()) {
+            Ok(l) => more.push(l),
+            Err(e) => return Err((listener, e)),
+        }
+    }
+    // Taking a socket off this runtime's reactor fails only if epoll does.
+    match listener.into_std() {
+        Ok(first) => more.insert(0, first),
+        Err(e) => tracing::error!(%addr, error = %e, "one worker cannot listen"),
+    }
+    Ok(more)
+}
+
+/// An accept loop: what every connection it takes needs, and the slots
+/// that bound how many are served at once.
+struct Accept<H> {
+    slots: Arc<Semaphore>,
+    /// Each connection's `Conn` is a copy of this one, with its peer.
+    proto: Conn<H>,
+}
+
+impl<H: Clone> Clone for Accept<H> {
+    fn clone(&self) -> Self {
+        Accept {
+            slots: self.slots.clone(),
+            proto: self.proto.clone(),
+        }
+    }
+}
+
+impl<H, F> Accept<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Accepts until the stop, serving each connection on this thread's
+    /// runtime, or, with `hand_off`, on the next worker's.
+    async fn run(&self, listener: TcpListener, hand_off: Option<Arc<Workers>>) {
+        let stop = &self.proto.stop;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.wait() => break,
+            };
+            // Beyond max_connections, a connection accepted waits for a
+            // slot before anything is read from it; the next ones wait in
+            // the kernel's backlog.
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stop.wait() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let mut conn = self.proto.clone();
+            conn.peer = peer;
+            match &hand_off {
+                None => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        conn.run(tcp).await;
+                    });
+                }
+                Some(w) => {
+                    // The socket moves to the worker's own reactor.
+                    let Ok(std) = tcp.into_std() else { continue };
+                    w.spawn(async move {
+                        let _permit = permit;
+                        match TcpStream::from_std(std) {
+                            Ok(tcp) => conn.run(tcp).await,
+                            Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker"),
+                        }
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -176,6 +284,19 @@ struct Conn<H> {
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     stop: Stop,
+}
+
+impl<H: Clone> Clone for Conn<H> {
+    fn clone(&self) -> Self {
+        Conn {
+            peer: self.peer,
+            builder: self.builder.clone(),
+            handler: self.handler.clone(),
+            tls: self.tls.clone(),
+            timeouts: self.timeouts,
+            stop: self.stop.clone(),
+        }
+    }
 }
 
 impl<H, F> Conn<H>

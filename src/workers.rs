@@ -73,6 +73,14 @@ impl Workers {
         self.handles.is_empty()
     }
 
+    /// Runs `task` on worker `i` (modulo their number).
+    pub fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handles[i % self.handles.len()].spawn(task)
+    }
+
     /// Runs `task` on the next worker, round robin.
     pub fn spawn<F>(&self, task: F)
     where

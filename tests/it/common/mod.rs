@@ -428,13 +428,12 @@ impl Authback {
     ) -> Self {
         let config =
             authback::Config::parse(text, dir.path()).unwrap_or_else(|e| panic!("config: {e:?}"));
+        // As `authback run` binds them: each worker then listens on the
+        // same port with a socket of its own.
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listeners = authback::Listeners {
-            public: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-            plain: if plain {
-                Some(TcpListener::bind("127.0.0.1:0").await.expect("bind"))
-            } else {
-                None
-            },
+            public: authback::listen(any).expect("bind"),
+            plain: plain.then(|| authback::listen(any).expect("bind")),
             admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
         let public = listeners.public.local_addr().expect("addr");
