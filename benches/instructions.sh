@@ -8,11 +8,13 @@
 #   bash benches/instructions.sh                       # this tree's release build
 #   AUTHBACK_BINS="before=/tmp/a after=target/release/authback" bash benches/instructions.sh
 #   N=2000 bash benches/instructions.sh                # requests per measurement
+#   SCHEMES=plain bash benches/instructions.sh         # plain only (default: plain tls)
 #
 # Each target serves N keep-alive requests (curl, one connection) after a
-# warm-up; a second run with no requests is subtracted, so start-up and
-# shutdown cancel out. Everything on 127.0.0.1; everything started is
-# stopped at exit.
+# warm-up; the counters are zeroed before them and dumped after them
+# (callgrind_control), so start-up, shutdown and the time spent waiting
+# for valgrind are not counted. Everything on 127.0.0.1; everything started
+# is stopped at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -40,7 +42,7 @@ UP=$(port)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
 
-wait_port() { for _ in $(seq 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+wait_port() { for _ in $(seq 600); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
 # Runs `curl` for $2 requests against $1 (a URL prefix) on one connection.
 drive() {
@@ -52,12 +54,22 @@ drive() {
 # total Ir of a callgrind out file
 ir() { awk '/^summary:/ {print $2}' "$1"; }
 
+# Zeroes the counters of the callgrind run $1, drives $3 requests at $2,
+# dumps the counters and prints the instructions per request.
+count() {
+  local pid=$1 url=$2 n=$3 out=$4
+  drive "$url" 20   # warm-up: the connection, the pool, the first allocations
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  drive "$url" "$n"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  python3 -c "import sys; print(round(int(sys.argv[1]) / $n))" "$(ir "$out.1")"
+}
+
 measure_authback() { # name bin scheme -> instructions per request
-  local name=$1 bin=$2 scheme=$3 out=()
-  for n in 0 "$N"; do
-    local tls plain adm
-    tls=$(port); plain=$(port); adm=$(port)
-    cat > "$WORK/$name.toml" <<TOML
+  local name=$1 bin=$2 scheme=$3
+  local tls plain adm
+  tls=$(port); plain=$(port); adm=$(port)
+  cat > "$WORK/$name.toml" <<TOML
 [server]
 listen = "127.0.0.1:$tls"
 listen_plain = "127.0.0.1:$plain"
@@ -72,26 +84,22 @@ listen = "127.0.0.1:$adm"
 [upstream]
 url = "http://127.0.0.1:$UP"
 TOML
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$name.$scheme.$n" \
-      "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
-    local pid=$!
-    local url
-    if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi
-    wait_port "http://127.0.0.1:$adm/readyz" || { tail "$WORK/$name.log" >&2; exit 1; }
-    drive "$url" 20   # warm-up: the connection, the pool, the first allocations
-    drive "$url" "$n"
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    out+=("$(ir "$WORK/cg.$name.$scheme.$n")")
-  done
-  python3 -c "import sys; print(round((int(sys.argv[2]) - int(sys.argv[1])) / $N))" "${out[0]}" "${out[1]}"
+  local out="$WORK/cg.$name.$scheme"
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
+  local pid=$!
+  local url
+  if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi
+  wait_port "http://127.0.0.1:$adm/readyz" || { tail "$WORK/$name.log" >&2; exit 1; }
+  count "$pid" "$url" "$N" "$out"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 measure_nginx() { # scheme -> instructions per request
-  local scheme=$1 out=()
-  for n in 0 "$N"; do
-    local p; p=$(port)
-    mkdir -p "$WORK/ng"
-    cat > "$WORK/ng/nginx.conf" <<NGINX
+  local scheme=$1
+  local p; p=$(port)
+  mkdir -p "$WORK/ng"
+  cat > "$WORK/ng/nginx.conf" <<NGINX
 daemon off;
 master_process off;
 worker_processes 1;
@@ -123,22 +131,19 @@ http {
   }
 }
 NGINX
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.nginx.$scheme.$n" \
-      nginx -p "$WORK/ng" -c "$WORK/ng/nginx.conf" 2>"$WORK/ng.log" &
-    local pid=$!
-    local url
-    if [ "$scheme" = tls ]; then url="https://127.0.0.1:$p"; else url="http://127.0.0.1:$p"; fi
-    wait_port "$url/" || { tail "$WORK/ng.log" >&2; exit 1; }
-    drive "$url" 20
-    drive "$url" "$n"
-    kill -QUIT "$pid"; wait "$pid" 2>/dev/null || true
-    out+=("$(ir "$WORK/cg.nginx.$scheme.$n")")
-  done
-  python3 -c "import sys; print(round((int(sys.argv[2]) - int(sys.argv[1])) / $N))" "${out[0]}" "${out[1]}"
+  local out="$WORK/cg.nginx.$scheme"
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    nginx -p "$WORK/ng" -c "$WORK/ng/nginx.conf" 2>"$WORK/ng.log" &
+  local pid=$!
+  local url
+  if [ "$scheme" = tls ]; then url="https://127.0.0.1:$p"; else url="http://127.0.0.1:$p"; fi
+  wait_port "$url/" || { tail "$WORK/ng.log" >&2; exit 1; }
+  count "$pid" "$url" "$N" "$out"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 echo "user-space instructions per proxied request (callgrind), $N keep-alive requests on one connection"
-for scheme in plain tls; do
+for scheme in ${SCHEMES:-plain tls}; do
   ng=$(measure_nginx "$scheme")
   printf '  %-6s %-10s %10s\n' "$scheme" nginx "$ng"
   for spec in $AUTHBACK_BINS; do
