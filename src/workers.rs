@@ -1,6 +1,7 @@
-//! Connection workers: one single-threaded runtime per core. The accept
-//! loop hands each new connection to the next worker, which serves it to the
-//! end, with upstream connections of its own (`upstream`). A request is then
+//! Connection workers: one single-threaded runtime per core. Each accepts
+//! on a listening socket of its own (`server::listen`, `SO_REUSEPORT`) and
+//! serves each connection it accepts to the end, with upstream connections
+//! of its own (`upstream`). A request is then
 //! handled on one thread from the client's socket to the upstream's and
 //! back, without the wake-ups between threads that a work-stealing runtime
 //! pays on every request.
