@@ -19,28 +19,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
 
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v nginx >/dev/null || need+=(nginx)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+source benches/common.sh
+need_tools valgrind:valgrind nginx:nginx curl:curl openssl:openssl
 if [ -z "${AUTHBACK_BINS:-}" ]; then
   cargo build --release -q
   AUTHBACK_BINS="authback=$PWD/target/release/authback"
 fi
-if [ -z "${UPSTREAM_BIN:-}" ]; then
-  cargo build --release -q --example bench-upstream
-  UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
-fi
+build_upstream
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port)
 "$UPSTREAM_BIN" "127.0.0.1:$UP" & PIDS+=($!)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+make_cert "$WORK"
 
 wait_port() { for _ in $(seq 600); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
@@ -54,15 +46,21 @@ drive() {
 # total Ir of a callgrind out file
 ir() { awk '/^summary:/ {print $2}' "$1"; }
 
-# Zeroes the counters of the callgrind run $1, drives $3 requests at $2,
-# dumps the counters and prints the instructions per request.
-count() {
-  local pid=$1 url=$2 n=$3 out=$4
+# callgrind_count OUT URL READY CMD...: runs CMD under callgrind, waits for
+# READY to answer, warms up, then zeroes the counters, drives $N requests
+# at URL, dumps the counters, stops CMD and prints instructions per request.
+callgrind_count() {
+  local out=$1 url=$2 ready=$3
+  shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$out.log" &
+  local pid=$!
+  wait_port "$ready" || { tail "$out.log" >&2; exit 1; }
   drive "$url" 20   # warm-up: the connection, the pool, the first allocations
   callgrind_control -z "$pid" >/dev/null 2>&1
-  drive "$url" "$n"
+  drive "$url" "$N"
   callgrind_control -d "$pid" >/dev/null 2>&1
-  python3 -c "import sys; print(round(int(sys.argv[1]) / $n))" "$(ir "$out.1")"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  python3 -c "import sys; print(round(int(sys.argv[1]) / $N))" "$(ir "$out.1")"
 }
 
 measure_authback() { # name bin scheme -> instructions per request
@@ -84,15 +82,10 @@ listen = "127.0.0.1:$adm"
 [upstream]
 url = "http://127.0.0.1:$UP"
 TOML
-  local out="$WORK/cg.$name.$scheme"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin" --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
-  local pid=$!
   local url
   if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi
-  wait_port "http://127.0.0.1:$adm/readyz" || { tail "$WORK/$name.log" >&2; exit 1; }
-  count "$pid" "$url" "$N" "$out"
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  RUST_LOG=warn callgrind_count "$WORK/cg.$name.$scheme" "$url" "http://127.0.0.1:$adm/readyz" \
+    "$bin" --config "$WORK/$name.toml"
 }
 
 measure_nginx() { # scheme -> instructions per request
@@ -120,26 +113,13 @@ http {
     ssl_certificate $WORK/tls.crt;
     ssl_certificate_key $WORK/tls.key;
     ssl_protocols TLSv1.3;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
+$(nginx_location)
   }
 }
 NGINX
-  local out="$WORK/cg.nginx.$scheme"
-  valgrind --tool=callgrind --callgrind-out-file="$out" \
-    nginx -p "$WORK/ng" -c "$WORK/ng/nginx.conf" 2>"$WORK/ng.log" &
-  local pid=$!
   local url
   if [ "$scheme" = tls ]; then url="https://127.0.0.1:$p"; else url="http://127.0.0.1:$p"; fi
-  wait_port "$url/" || { tail "$WORK/ng.log" >&2; exit 1; }
-  count "$pid" "$url" "$N" "$out"
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  callgrind_count "$WORK/cg.nginx.$scheme" "$url" "$url/" nginx -p "$WORK/ng" -c "$WORK/ng/nginx.conf"
 }
 
 echo "user-space instructions per proxied request (callgrind), $N keep-alive requests on one connection"

@@ -14,29 +14,20 @@ RUN_SECS=${RUN_SECS:-8}
 TOP=${TOP:-25}
 CONNS=${CONNS:-64}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-command -v perf >/dev/null || need+=(linux-perf)
-command -v openssl >/dev/null || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+source benches/common.sh
+need_tools wrk:wrk nginx:nginx perf:linux-perf openssl:openssl
 if [ -z "${AUTHBACK_BIN:-}" ]; then
   cargo build --release -q
   AUTHBACK_BIN=$PWD/target/release/authback
 fi
-if [ -z "${UPSTREAM_BIN:-}" ]; then
-  cargo build --release -q --example bench-upstream
-  UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
-fi
+build_upstream
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); AB_TLS=$(port); AB_PLAIN=$(port); AB_ADM=$(port); NG_TLS=$(port); NG_PLAIN=$(port)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+make_cert "$WORK"
 "$UPSTREAM_BIN" "127.0.0.1:$UP" & PIDS+=($!)
 
 cat > "$WORK/authback.toml" <<TOML
@@ -71,14 +62,7 @@ http {
     ssl_certificate $WORK/tls.crt;
     ssl_certificate_key $WORK/tls.key;
     ssl_protocols TLSv1.3;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
+$(nginx_location)
   }
 }
 NGINX

@@ -1,0 +1,44 @@
+# Shared by the pass-through benches (run.sh, profile.sh, instructions.sh):
+# sourced, not run.
+
+# A free port on 127.0.0.1.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# need_tools command:package ...: installs from Debian what is missing.
+need_tools() {
+  local need=() pair
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+# Sets UPSTREAM_BIN, unless given, to this tree's release build of
+# examples/bench-upstream.
+build_upstream() {
+  if [ -z "${UPSTREAM_BIN:-}" ]; then
+    cargo build --release -q --example bench-upstream
+    UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
+  fi
+}
+
+# make_cert DIR: a self-signed certificate for localhost, DIR/tls.crt and DIR/tls.key.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
+}
+
+# nginx's proxying, the same in every bench: HTTP/1.1 to the `app`
+# upstream block, with the headers authback sets.
+nginx_location() {
+  cat <<'NGINX'
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+NGINX
+}
