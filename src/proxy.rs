@@ -61,15 +61,30 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `n` is one of `HOP_BY_HOP` or `Upgrade`. Told by length first,
+/// so that most names are ruled out without comparing a byte; every
+/// request and response asks it of each of its header names.
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    let s = n.as_str();
+    match s.len() {
+        2 => s == "te",
+        7 => s == "trailer" || s == "upgrade",
+        10 => s == "connection" || s == "keep-alive",
+        14 => s == "http2-settings",
+        16 => s == "proxy-connection",
+        17 => s == "transfer-encoding",
+        18 => s == "proxy-authenticate",
+        19 => s == "proxy-authorization",
+        _ => false,
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too unless `keep_upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names, which compares
-    // standard names cheaply, instead of a hashed removal for each.
-    if !headers
-        .keys()
-        .any(|n| *n == header::UPGRADE || HOP_BY_HOP.contains(n))
-    {
+    // Most messages carry none: one pass over the names instead of a
+    // hashed removal for each.
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -136,10 +151,20 @@ pub async fn forward(
     let from_h2 = parts.version == Version::HTTP_2;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    // authback streams the body to the upstream at once, having answered
-    // the client's `100-continue` itself: the upstream is not asked again.
-    if headers.keys().any(|n| *n == header::EXPECT) {
+    // One more pass over the names, for what a client may not pass on:
+    // `Expect` (authback streams the body to the upstream at once, having
+    // answered the client's `100-continue` itself: the upstream is not
+    // asked again) and `Authback-*`.
+    let (mut expect, mut ours) = (false, false);
+    for n in headers.keys() {
+        expect |= *n == header::EXPECT;
+        ours |= is_ours(n);
+    }
+    if expect {
         headers.remove(header::EXPECT);
+    }
+    if ours {
+        strip_authback_headers(headers);
     }
     if from_h2 {
         join_cookies(headers);
@@ -148,7 +173,6 @@ pub async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    strip_authback_headers(headers);
     // The chain a client sent counts only from a trusted proxy.
     let chain = if ctx.trusted_proxies.is_empty() {
         None
@@ -241,18 +265,45 @@ pub async fn forward(
 /// `Authback-*` headers are authback's to send to the upstream (the
 /// attempt number, the signature): a client's own never reach it.
 fn strip_authback_headers(headers: &mut HeaderMap) {
-    let ours = |n: &HeaderName| n.as_str().starts_with("authback-");
-    if headers.keys().any(ours) {
-        let names: Vec<HeaderName> = headers.keys().filter(|n| ours(n)).cloned().collect();
-        for n in names {
-            headers.remove(n);
-        }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_ours(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
     }
+}
+
+fn is_ours(n: &HeaderName) -> bool {
+    n.as_str().starts_with("authback-")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_told_apart_by_length_then_bytes() {
+        let mut hop: Vec<HeaderName> = HOP_BY_HOP.to_vec();
+        hop.push(header::UPGRADE);
+        for n in &hop {
+            assert!(is_hop_by_hop(n), "{n}");
+        }
+        for n in [
+            "host",
+            "user-agent",
+            "content-length",
+            "content-type",
+            "accept",
+            "tf",
+            "trailers",
+            "upgrade-insecure-requests",
+            "proxy-connectio",
+            "x-keep-alive",
+            "keep-alivf",
+        ] {
+            let n = HeaderName::from_static(n);
+            assert_eq!(is_hop_by_hop(&n), hop.contains(&n), "{n}");
+            assert!(!is_hop_by_hop(&n), "{n}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_go() {

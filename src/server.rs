@@ -406,10 +406,6 @@ impl Activity {
         now.saturating_duration_since(last)
     }
 
-    fn read_some(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Release);
-    }
-
     fn wrote_some(&self) {
         let now = self.now_ms();
         self.last_io.store(now, Ordering::Release);
@@ -488,7 +484,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let a = &this.activity;
-            a.read_some();
+            let now = a.now_ms();
+            a.last_io.store(now, Ordering::Release);
             if this.preface < H2_PREFACE.len() {
                 // Decided only on the whole preface: "P" may begin a POST.
                 let want = &H2_PREFACE[this.preface..];
@@ -504,7 +501,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             }
             if a.in_flight.load(Ordering::Acquire) == 0 && a.head_since.load(Ordering::Acquire) == 0
             {
-                a.head_since.store(a.now_ms() + 1, Ordering::Release);
+                a.head_since.store(now + 1, Ordering::Release);
             }
         }
         r
