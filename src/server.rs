@@ -40,7 +40,7 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &crate::config::Config) -> std::io::Result<Self> {
         let bind = |addr: SocketAddr| {
-            listen(addr)
+            listen(addr, config.server.reuse_port)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         };
         Ok(Self {
@@ -57,19 +57,21 @@ impl Listeners {
     }
 }
 
-/// Listens on `addr` with `SO_REUSEPORT`, so that each connection worker
-/// can then listen on the same address with a socket of its own: the
+/// Listens on `addr`. With `reuse_port` (`SO_REUSEPORT`), each connection
+/// worker then listens on the same address with a socket of its own: the
 /// kernel spreads new connections over them, and an accepted socket never
-/// crosses threads. Only a process of the same user can bind such a port
-/// again. Call it inside a runtime.
-pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// crosses threads. A process of the same user could then bind the port
+/// too and take a share of the connections; without it, nothing else can
+/// bind the port, and one accept loop hands connections to the workers.
+/// Call it inside a runtime.
+pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(reuse_port)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -191,7 +193,7 @@ fn own_listeners(
     };
     let mut more = Vec::with_capacity(n.saturating_sub(1));
     for _ in 1..n {
-        match listen(addr).and_then(|l| l.into_std()) {
+        match listen(addr, true).and_then(|l| l.into_std()) {
             Ok(l) => more.push(l),
             Err(e) => return Err((listener, e)),
         }
@@ -642,5 +644,31 @@ async fn serve_io<I, H, F>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_is_shared_with_reuse_port_and_only_then() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let shared = listen(any, true).expect("bind");
+        let addr = shared.local_addr().expect("addr");
+        let mine = own_listeners(shared, 3).expect("one socket per worker");
+        assert_eq!(mine.len(), 3);
+        for l in &mine {
+            assert_eq!(l.local_addr().expect("addr"), addr);
+        }
+
+        let alone = listen(any, false).expect("bind");
+        let addr = alone.local_addr().expect("addr");
+        assert!(
+            listen(addr, true).is_err(),
+            "bound beside reuse_port = false"
+        );
+        let (back, _) = own_listeners(alone, 3).expect_err("falls back to one socket");
+        assert_eq!(back.local_addr().expect("addr"), addr);
     }
 }

@@ -50,6 +50,7 @@ pub(super) struct FileServer {
     pub(super) trusted_proxies: Vec<String>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) workers: Option<i64>,
+    pub(super) reuse_port: Option<bool>,
     #[serde(default)]
     pub(super) tls: FileTls,
 }

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Connection threads for the public listeners; 0 means one per CPU.
     pub workers: usize,
+    /// Each worker listens on a socket of its own (`SO_REUSEPORT`); off,
+    /// one accept loop hands connections to the workers.
+    pub reuse_port: bool,
     pub tls: TlsConfig,
 }
 

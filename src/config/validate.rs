@@ -273,6 +273,7 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
         trusted_proxies,
         shutdown_grace,
         workers,
+        reuse_port: f.reuse_port.unwrap_or(true),
         tls,
     }
 }

@@ -403,3 +403,39 @@ async fn a_response_the_client_abandons_does_not_spoil_the_next_request() {
         "the next request goes on a new upstream connection"
     );
 }
+
+/// With `reuse_port = false` no other socket can bind the public port, and
+/// one accept loop hands the connections to the workers: every request on
+/// several connections is still served. With the default, each worker's own
+/// socket shares the port.
+#[tokio::test]
+async fn reuse_port_off_keeps_the_port_to_one_socket_and_still_serves() {
+    let up = Upstream::start().await;
+    let off = |t: String| {
+        t.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nreuse_port = false",
+        )
+    };
+    let ab = Authback::start_edited(&up.url(), off, false).await;
+    assert!(!ab.config.server.reuse_port);
+    assert!(
+        authback::listen(ab.public, true).is_err(),
+        "another socket bound the public port beside reuse_port = false"
+    );
+    for i in 0..6 {
+        let req = Request::get(format!("/conn/{i}"))
+            .header("host", "shop.example.com")
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        assert_eq!(ab.https(req).await.0, 200);
+    }
+    assert_eq!(up.recorded().len(), 6);
+
+    let on = Authback::start(&up).await;
+    assert!(on.config.server.reuse_port, "on by default");
+    assert!(
+        authback::listen(on.public, true).is_ok(),
+        "a worker's socket could not share the public port"
+    );
+}

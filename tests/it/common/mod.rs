@@ -432,8 +432,8 @@ impl Authback {
         // same port with a socket of its own.
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listeners = authback::Listeners {
-            public: authback::listen(any).expect("bind"),
-            plain: plain.then(|| authback::listen(any).expect("bind")),
+            public: authback::listen(any, config.server.reuse_port).expect("bind"),
+            plain: plain.then(|| authback::listen(any, config.server.reuse_port).expect("bind")),
             admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
         let public = listeners.public.local_addr().expect("addr");
