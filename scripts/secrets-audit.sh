@@ -11,10 +11,13 @@ cd "$(dirname "$0")/.."
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 TRACE=$WORK/trace.log
-AUTHBACK_TEST_TRACE=$TRACE cargo test -q --test it 2>&1 | grep -E '^test result' || {
+if ! AUTHBACK_TEST_TRACE=$TRACE cargo test -q --test it >"$WORK/suite.txt" 2>&1; then
+    # Which test, and why: the panics and the list of failures.
+    grep -E "panicked at|^failures:|^    [a-z_]+(::[a-z_0-9]+)+$|^test result" -A3 "$WORK/suite.txt" | head -80 >&2
     echo "the suite failed under trace logging" >&2
     exit 1
-}
+fi
+grep -E '^test result' "$WORK/suite.txt"
 python3 - "$TRACE" <<'PY'
 import os, sys
 trace = sys.argv[1]
