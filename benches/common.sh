@@ -42,3 +42,34 @@ nginx_location() {
     }
 NGINX
 }
+
+# nginx_conf DIR UPSTREAM_PORT PLAIN_PORT TLS_PORT: writes DIR/nginx.conf,
+# 2 workers proxying to the upstream, plain and TLS 1.3 (HTTP/1.1 and h2),
+# with DIR/tls.crt and DIR/tls.key.
+nginx_conf() {
+  local dir=$1 up=$2 plain=$3 tls=$4
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $dir/nginx.err warn;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$up; keepalive 128; }
+  server {
+    listen 127.0.0.1:$plain;
+    listen 127.0.0.1:$tls ssl;
+    http2 on;
+    ssl_certificate $dir/tls.crt;
+    ssl_certificate_key $dir/tls.key;
+    ssl_protocols TLSv1.3;
+$(nginx_location)
+  }
+}
+NGINX
+  # Older nginx spells HTTP/2 on the listen line.
+  if ! nginx -t -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1; then
+    sed -i -e 's/^    http2 on;//' -e "s|listen 127.0.0.1:$tls ssl;|listen 127.0.0.1:$tls ssl http2;|" "$dir/nginx.conf"
+  fi
+}

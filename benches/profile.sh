@@ -47,25 +47,7 @@ max_connections = 100000
 TOML
 RUST_LOG=warn "$AUTHBACK_BIN" --config "$WORK/authback.toml" 2>"$WORK/authback.log" & AB_PID=$!; PIDS+=($AB_PID)
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NG_PLAIN;
-    listen 127.0.0.1:$NG_TLS ssl;
-    ssl_certificate $WORK/tls.crt;
-    ssl_certificate_key $WORK/tls.key;
-    ssl_protocols TLSv1.3;
-$(nginx_location)
-  }
-}
-NGINX
+nginx_conf "$WORK" "$UP" "$NG_PLAIN" "$NG_TLS"
 nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;" & NG_PID=$!; PIDS+=($NG_PID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$AB_ADM/readyz" >/dev/null && break; sleep 0.05; done
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NG_PLAIN/" >/dev/null && break; sleep 0.05; done

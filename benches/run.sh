@@ -64,30 +64,7 @@ TOML
   RUST_LOG=warn "${AB_BIN[$name]}" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & AB_PID[$name]=$!; PIDS+=($!)
 done
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NG_PLAIN;
-    listen 127.0.0.1:$NG_TLS ssl;
-    http2 on;
-    ssl_certificate $WORK/tls.crt;
-    ssl_certificate_key $WORK/tls.key;
-    ssl_protocols TLSv1.3;
-$(nginx_location)
-  }
-}
-NGINX
-# Older nginx spells HTTP/2 on the listen line.
-if ! nginx -t -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1; then
-  sed -i -e 's/^    http2 on;//' -e "s|listen 127.0.0.1:$NG_TLS ssl;|listen 127.0.0.1:$NG_TLS ssl http2;|" "$WORK/nginx.conf"
-fi
+nginx_conf "$WORK" "$UP" "$NG_PLAIN" "$NG_TLS"
 nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;" & NG_PID=$!; PIDS+=($NG_PID)
 for name in "${NAMES[@]}"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:${AB_ADM[$name]}/readyz" >/dev/null && break; sleep 0.05; done
