@@ -651,24 +651,52 @@ async fn serve_io<I, H, F>(
 mod tests {
     use super::*;
 
+    /// A config with every server key left to its default.
+    const DEFAULTS: &str = r#"
+[server]
+public_url = "https://shop.example.com"
+[server.tls]
+self_signed = true
+[upstream]
+url = "http://127.0.0.1:8080"
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/klarna/authorization/{reference}"
+forward_path = "/klarna/authorized"
+secrets = ["a-long-enough-test-secret"]
+"#;
+
+    /// By default the public port is bound by one socket alone: another
+    /// process of the same user cannot bind it beside authback and take a
+    /// share of the connections. Only `reuse_port = true` lets sockets
+    /// share it, one per worker.
     #[tokio::test]
-    async fn a_port_is_shared_with_reuse_port_and_only_then() {
+    async fn a_port_is_shared_only_when_reuse_port_is_turned_on() {
+        let here = std::path::Path::new(".");
+        let default = crate::config::Config::parse(DEFAULTS, here).expect("valid");
+        let on_text = DEFAULTS.replace("[server.tls]", "reuse_port = true\n[server.tls]");
+        let on = crate::config::Config::parse(&on_text, here).expect("valid");
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let shared = listen(any, true).expect("bind");
+
+        let alone = listen(any, default.server.reuse_port).expect("bind");
+        let addr = alone.local_addr().expect("addr");
+        assert!(
+            listen(addr, true).is_err(),
+            "a SO_REUSEPORT socket bound the port beside the default"
+        );
+        let (back, _) = own_listeners(alone, 3).expect_err("falls back to one socket");
+        assert_eq!(back.local_addr().expect("addr"), addr);
+
+        let shared = listen(any, on.server.reuse_port).expect("bind");
         let addr = shared.local_addr().expect("addr");
+        let beside = listen(addr, true).expect("another socket shares the port");
+        assert_eq!(beside.local_addr().expect("addr"), addr);
+        drop(beside);
         let mine = own_listeners(shared, 3).expect("one socket per worker");
         assert_eq!(mine.len(), 3);
         for l in &mine {
             assert_eq!(l.local_addr().expect("addr"), addr);
         }
-
-        let alone = listen(any, false).expect("bind");
-        let addr = alone.local_addr().expect("addr");
-        assert!(
-            listen(addr, true).is_err(),
-            "bound beside reuse_port = false"
-        );
-        let (back, _) = own_listeners(alone, 3).expect_err("falls back to one socket");
-        assert_eq!(back.local_addr().expect("addr"), addr);
     }
 }

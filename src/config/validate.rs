@@ -273,7 +273,9 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
         trusted_proxies,
         shutdown_grace,
         workers,
-        reuse_port: f.reuse_port.unwrap_or(true),
+        // Off unless asked for: with SO_REUSEPORT any process of the same
+        // user could bind the public port too and take a share of it.
+        reuse_port: f.reuse_port.unwrap_or(false),
         tls,
     }
 }
