@@ -3,6 +3,7 @@
 //! forward path is refused, and everything else goes to `proxy`. Each of
 //! those gets its own narrow context; the router holds them and the routes.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,35 +11,69 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{json_error, Body};
-use crate::callback::{self, route::PathMatch, route::Route};
+use crate::callback::{self, route::Route, route::RouteMatch};
+use crate::dialect::Dialect;
 use crate::net::{client_ip, IpNet};
 use crate::proxy;
 
 pub struct App {
     routes: Vec<Route>,
+    /// Each route's forward path, canonical and without its query.
+    forward_paths: Vec<String>,
     trusted_proxies: Vec<IpNet>,
+    dialect: Dialect,
+    max_input_vars: usize,
     callbacks: Arc<callback::Context>,
     proxy: proxy::Context,
+}
+
+/// How the backend reads requests, as far as routing needs it.
+pub struct Reading {
+    pub dialect: Dialect,
+    pub max_input_vars: usize,
+}
+
+/// The canonical path when it differs from the raw one (the backend is
+/// then sent it); `None` when the raw path is canonical already.
+fn owned(path: Cow<'_, str>) -> Option<String> {
+    match path {
+        Cow::Owned(p) => Some(p),
+        Cow::Borrowed(_) => None,
+    }
 }
 
 impl App {
     pub fn new(
         routes: Vec<Route>,
         trusted_proxies: Vec<IpNet>,
+        reading: Reading,
         callbacks: Arc<callback::Context>,
         proxy: proxy::Context,
     ) -> Self {
+        let forward_paths = routes
+            .iter()
+            .filter_map(|r| r.forward_path.as_deref())
+            .map(|fp| {
+                let fp = fp.split('?').next().unwrap_or(fp);
+                crate::path::canonical(fp).into_owned()
+            })
+            .collect();
         App {
             routes,
+            forward_paths,
             trusted_proxies,
+            dialect: reading.dialect,
+            max_input_vars: reading.max_input_vars,
             callbacks,
             proxy,
         }
     }
 
     /// Routes one request that arrived on a public listener. The head is
-    /// checked and the path made canonical first, so that no spelling of a
-    /// callback route or a forward path gets around them (see `path`).
+    /// checked and the path made canonical first, then read every way the
+    /// backend might read it, so that no spelling of a callback route or a
+    /// forward path gets around them. What is proxied carries the path
+    /// authback routed on (`upstream.path_form`).
     pub async fn handle_public(
         &self,
         req: Request<Incoming>,
@@ -53,27 +88,37 @@ impl App {
         let path = crate::path::canonical(raw);
         // Decoding can make `%2%46` into `%2F`: the canonical path is read
         // for such spellings too.
-        let canonical_differs = matches!(path, std::borrow::Cow::Owned(_));
+        let canonical_differs = matches!(path, Cow::Owned(_));
         if crate::path::is_ambiguous(raw) || (canonical_differs && crate::path::is_ambiguous(&path))
         {
-            let shielded = self.shields(&path, query)
-                || self.shields(&crate::path::lenient(raw), query)
-                || self.shields(&crate::path::lenient(&path), query);
+            let shielded = self.shields(&path)
+                || self.shields(&crate::path::lenient(raw))
+                || self.shields(&crate::path::lenient(&path));
             if shielded {
                 let why = "an encoded slash or backslash, a backslash or a `;` parameter is not accepted on this path";
                 return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
             }
         }
+        let near = !self.routes.is_empty()
+            && crate::path::any_reading(raw, &path, self.dialect, |p| {
+                self.routes.iter().any(|r| r.near(p))
+            });
+        if let Some(q) = query {
+            if let Err(why) = self.check_params(q, near) {
+                return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
+            }
+        }
         for route in &self.routes {
             let reference = match route.matches(&path, query) {
-                PathMatch::No => continue,
-                PathMatch::Yes(r) => Some(r.to_string()),
-                PathMatch::BadReference => None,
+                RouteMatch::No => continue,
+                RouteMatch::Yes(r) => Some(r),
+                RouteMatch::BadReference => None,
             };
             if route.passes_through(&path, query) {
                 // The plugin's own probe (Magento's `dryRun`), answered by
                 // the backend before it does any work.
-                break;
+                let path = owned(path);
+                return proxy::forward(&self.proxy, req, path, peer.ip(), tls).await;
             }
             let path = path.into_owned();
             let xff = crate::net::forwarded_chain(req.headers());
@@ -81,30 +126,55 @@ impl App {
             return callback::handle(&self.callbacks, route, reference.as_deref(), &path, req, ip)
                 .await;
         }
-        if self.is_forward_path(&path) {
+        if near {
+            let why = "this spelling of a callback route is not one the route takes";
+            return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
+        }
+        if crate::path::any_reading(raw, &path, self.dialect, |p| self.near_forward_path(p)) {
             return self.refuse(StatusCode::NOT_FOUND, "not_found", "not found", &req, peer);
         }
-        proxy::forward(&self.proxy, req, peer.ip(), tls).await
+        let path = owned(path);
+        proxy::forward(&self.proxy, req, path, peer.ip(), tls).await
+    }
+
+    /// The query's parameters, read as the backend reads them. Refused:
+    /// a name the backend reads differently (`token%00`, ` dryRun`,
+    /// `wc.api`) when one of its readings is a name a route decides on;
+    /// and, near a route, more parameters than the backend reads
+    /// (`upstream.max_input_vars`), since it would not see the last ones.
+    fn check_params(&self, query: &str, near: bool) -> Result<(), &'static str> {
+        if near && crate::dialect::count_params(query) > self.max_input_vars {
+            return Err("more query parameters than the backend reads (upstream.max_input_vars)");
+        }
+        for p in crate::dialect::params(query, self.dialect) {
+            if p.read.is_none() {
+                continue;
+            }
+            let decided = self
+                .routes
+                .iter()
+                .any(|r| r.query_match.iter().any(|(k, _)| p.is(k)) || (near && r.decides_on(&p)));
+            if decided {
+                return Err("a parameter name the backend reads as another is not accepted near a callback route");
+            }
+        }
+        Ok(())
     }
 
     /// Whether a canonical path belongs to a callback route or is a
     /// forward path: such a path must never be proxied as it is.
-    fn shields(&self, path: &str, query: Option<&str>) -> bool {
-        self.is_forward_path(path)
-            || self
-                .routes
-                .iter()
-                .any(|r| r.matches(path, query) != PathMatch::No)
+    fn shields(&self, path: &str) -> bool {
+        self.near_forward_path(path) || self.routes.iter().any(|r| r.near(path))
     }
 
-    /// Whether a canonical path is where the upstream receives deliveries:
-    /// only authback may send there.
-    fn is_forward_path(&self, path: &str) -> bool {
-        self.routes.iter().any(|r| {
-            r.forward_path.as_deref().is_some_and(|fp| {
-                let fp = fp.split('?').next().unwrap_or(fp);
-                crate::path::canonical(fp) == path
-            })
+    /// Whether a reading of a path is where the upstream receives
+    /// deliveries, or below it, in any case: only authback may send there.
+    fn near_forward_path(&self, path: &str) -> bool {
+        self.forward_paths.iter().any(|fp| {
+            let fp = fp.trim_end_matches('/');
+            path.get(..fp.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(fp))
+                && matches!(path.as_bytes().get(fp.len()), None | Some(b'/'))
         })
     }
 

@@ -16,6 +16,18 @@ pub enum Body {
     Incoming(Incoming),
     /// A pass-through response on a worker's own upstream connection.
     Upstream(Returning),
+    /// A proxied form body, read as it streams (`forms`).
+    Scanned(Box<crate::forms::Scanned>),
+}
+
+/// Why a body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// A form body carried a name a callback route matches (`forms`).
+    #[error("the body carried a parameter a callback route matches")]
+    Refused,
 }
 
 impl Body {
@@ -119,16 +131,20 @@ impl Drop for Returning {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let http = |p: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>| {
+            p.map(|f| f.map(|r| r.map_err(BodyError::Http)))
+        };
         match self.get_mut() {
             Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Incoming(i) => Pin::new(i).poll_frame(cx),
-            Body::Upstream(u) => Pin::new(u).poll_frame(cx),
+            Body::Incoming(i) => http(Pin::new(i).poll_frame(cx)),
+            Body::Upstream(u) => http(Pin::new(u).poll_frame(cx)),
+            Body::Scanned(s) => Pin::new(s.as_mut()).poll_frame(cx),
         }
     }
 
@@ -137,6 +153,7 @@ impl http_body::Body for Body {
             Body::Bytes(b) => b.is_none(),
             Body::Incoming(i) => i.is_end_stream(),
             Body::Upstream(u) => u.is_end_stream(),
+            Body::Scanned(s) => s.is_end_stream(),
         }
     }
 
@@ -145,6 +162,7 @@ impl http_body::Body for Body {
             Body::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(i) => i.size_hint(),
             Body::Upstream(u) => u.size_hint(),
+            Body::Scanned(s) => s.size_hint(),
         }
     }
 }

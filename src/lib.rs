@@ -11,7 +11,9 @@ pub mod callback;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod dialect;
 pub mod doctor;
+pub mod forms;
 pub mod head;
 pub mod history;
 pub mod klarna;
@@ -168,10 +170,17 @@ pub async fn run(
     let app = Arc::new(app::App::new(
         config.routes.clone(),
         config.server.trusted_proxies.clone(),
+        app::Reading {
+            dialect: config.upstream.dialect,
+            max_input_vars: config.upstream.max_input_vars,
+        },
         callbacks,
         proxy::Context {
             upstream: upstream.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            path_form: config.upstream.path_form,
+            public_port: proxy::public_port(&config.server.public_url),
+            routed_names: proxy::routed_names(&config.routes),
             metrics: metrics.clone(),
         },
     ));

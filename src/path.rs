@@ -94,6 +94,79 @@ pub fn lenient(raw: &str) -> String {
     normalize(&out)
 }
 
+/// Calls `f` with each generous reading of a request path until it
+/// answers `true`, for deciding whether the path is near a callback route
+/// or a forward path: the canonical path; the lenient reading when the raw
+/// path holds an escape, a backslash or a `;`; and in the `php` dialect,
+/// each of those cut after a `x.php` segment (PHP runs `x.php` for
+/// `x.php/anything`, PATH_INFO); in the `spring` dialect, each with white
+/// space trimmed around its segments (AntPathMatcher's `trimTokens`, on
+/// before Spring 4.3). A plain path costs no allocation.
+pub fn any_reading(
+    raw: &str,
+    canonical: &str,
+    dialect: crate::dialect::Dialect,
+    mut f: impl FnMut(&str) -> bool,
+) -> bool {
+    let lenient_too = raw.bytes().any(|c| matches!(c, b'%' | b'\\' | b';'));
+    let generous = lenient_too.then(|| lenient(raw));
+    let canonical_generous = (lenient_too && canonical.contains('%')).then(|| lenient(canonical));
+    for p in std::iter::once(canonical)
+        .chain(generous.as_deref())
+        .chain(canonical_generous.as_deref())
+    {
+        if f(p) {
+            return true;
+        }
+        match dialect {
+            crate::dialect::Dialect::Php => {
+                if php_scripts(p).any(&mut f) {
+                    return true;
+                }
+            }
+            crate::dialect::Dialect::Spring => {
+                if let Some(t) = trimmed_segments(p) {
+                    if f(&t) {
+                        return true;
+                    }
+                }
+            }
+            crate::dialect::Dialect::Plain => {}
+        }
+    }
+    false
+}
+
+/// Each prefix of `p` that ends a segment named `*.php` (any case) with
+/// more path after it: the script PHP would run, the rest PATH_INFO.
+fn php_scripts(p: &str) -> impl Iterator<Item = &str> {
+    let b = p.as_bytes();
+    (4..b.len())
+        .filter(move |&i| b[i] == b'/' && b[i - 4..i].eq_ignore_ascii_case(b".php"))
+        .map(move |i| &p[..i])
+}
+
+/// `p` with white space (`%20`, `%09` to `%0D`, and the bytes themselves)
+/// trimmed from both ends of every segment; `None` when there is none.
+fn trimmed_segments(p: &str) -> Option<String> {
+    const WS: [&str; 7] = ["%20", "%09", "%0A", "%0B", "%0C", "%0D", " "];
+    let trim = |mut s: &str| -> String {
+        loop {
+            let before = s.len();
+            for w in WS {
+                s = s.strip_prefix(w).unwrap_or(s);
+                s = s.strip_suffix(w).unwrap_or(s);
+            }
+            if s.len() == before {
+                return s.to_string();
+            }
+        }
+    };
+    let out: Vec<String> = p.split('/').map(trim).collect();
+    let out = out.join("/");
+    (out != p).then_some(out)
+}
+
 fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
@@ -234,6 +307,39 @@ mod tests {
         assert_eq!(canonical("/a/.."), "/");
         assert_eq!(canonical("/a/b/."), "/a/b/");
         assert_eq!(canonical("/.."), "/");
+    }
+
+    fn readings(raw: &str, dialect: crate::dialect::Dialect) -> Vec<String> {
+        let mut seen = Vec::new();
+        any_reading(raw, &canonical(raw), dialect, |p| {
+            seen.push(p.to_string());
+            false
+        });
+        seen
+    }
+
+    #[test]
+    fn generous_readings_hold_what_each_backend_runs() {
+        use crate::dialect::Dialect;
+        let php = readings("/checkout/authorized.php/x", Dialect::Php);
+        assert!(
+            php.contains(&"/checkout/authorized.php".to_string()),
+            "{php:?}"
+        );
+        let slash = readings("/checkout/authorized.php%2F", Dialect::Php);
+        assert!(
+            slash.contains(&"/checkout/authorized.php/".to_string()),
+            "{slash:?}"
+        );
+        let upper = readings("/a/INDEX.PHP/b", Dialect::Php);
+        assert!(upper.contains(&"/a/INDEX.PHP".to_string()), "{upper:?}");
+        assert_eq!(readings("/a/b.php/c", Dialect::Plain), vec!["/a/b.php/c"]);
+        let spring = readings("/klarna/payment/%20auth-callback%20", Dialect::Spring);
+        assert!(
+            spring.contains(&"/klarna/payment/auth-callback".to_string()),
+            "{spring:?}"
+        );
+        assert_eq!(readings("/plain/path", Dialect::Php), vec!["/plain/path"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{json_error, Body};
+use crate::dialect::PathForm;
 use crate::metrics::Metrics;
 use crate::net::{forwarded_for, IpNet};
 use crate::upstream::Upstream;
@@ -21,12 +22,60 @@ use crate::upstream::Upstream;
 pub struct Context {
     pub upstream: Arc<Upstream>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Which path the backend is sent.
+    pub path_form: PathForm,
+    /// `X-Forwarded-Port` when no trusted proxy said it: `public_url`'s.
+    pub public_port: u16,
+    /// Parameter names a route matches in the query (`wc-api`): a form
+    /// body that carries one is refused (see `forms`).
+    pub routed_names: Arc<[String]>,
     pub metrics: Arc<Metrics>,
+}
+
+/// `public_url`'s port, or its scheme's.
+pub fn public_port(public_url: &str) -> u16 {
+    public_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.port_u16().or(match u.scheme_str() {
+                Some("http") => Some(80),
+                _ => Some(443),
+            })
+        })
+        .unwrap_or(443)
+}
+
+/// Every name any route matches in a query.
+pub fn routed_names(routes: &[crate::callback::route::Route]) -> Arc<[String]> {
+    let mut names: Vec<String> = routes
+        .iter()
+        .flat_map(|r| r.query_match.iter().map(|(k, _)| k.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.into()
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Headers whose meaning authback sets: a client's own, and any name that
+/// a backend reads as one of them (PHP and CGI read `X_Forwarded_For` and
+/// `X.Forwarded.For` as `HTTP_X_FORWARDED_FOR`), never reach the backend
+/// unless `kept` says a trusted proxy may send them.
+const MANAGED: [&str; 8] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-prefix",
+    "idempotency-key",
+];
 
 /// Connection-level headers that never cross a proxy (RFC 9110 §7.6.1,
 /// and HTTP2-Settings, which only an h2c upgrade carries).
@@ -129,17 +178,39 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Proxies one request. `tls` says which listener it came in on.
+/// Proxies one request. `canonical` is the path authback routed on when it
+/// differs from the raw one; `tls` says which listener the request came in on.
 pub async fn forward(
     ctx: &Context,
     mut req: Request<Incoming>,
+    canonical: Option<String>,
     peer: IpAddr,
     tls: bool,
 ) -> Response<Body> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let scan = crate::forms::scanner(&req, &ctx.routed_names);
 
     let (mut parts, body) = req.into_parts();
+    // The backend acts on the path authback decided on, not on the raw one
+    // it might read another way (`/a/b/..` is `/a/`).
+    if let Some(path) = canonical.filter(|_| ctx.path_form == PathForm::Canonical) {
+        let target = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        match target.parse::<http::uri::PathAndQuery>() {
+            Ok(pq) => parts.uri = http::Uri::from(pq),
+            Err(_) => {
+                ctx.metrics.proxy_response(400);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "invalid request target",
+                );
+            }
+        }
+    }
     // For the log line of a failure: a clone shares the bytes, copies none.
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -158,13 +229,14 @@ pub async fn forward(
     let (mut expect, mut ours) = (false, false);
     for n in headers.keys() {
         expect |= *n == header::EXPECT;
-        ours |= is_ours(n);
+        ours |= is_ours(n) || is_managed(n);
     }
     if expect {
         headers.remove(header::EXPECT);
     }
+    let trusted = ctx.trusted_proxies.iter().any(|n| n.contains(peer));
     if ours {
-        strip_authback_headers(headers);
+        strip_client_headers(headers, trusted);
     }
     if from_h2 {
         join_cookies(headers);
@@ -184,12 +256,21 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    // An ingress in front says what the client used; otherwise authback
+    // says what it knows.
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PORT)) {
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(ctx.public_port));
+    }
     if let Some(h) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
         headers.insert(header::HOST, h);
     } else if let Some(a) = ctx.upstream.authority() {
         // HTTP/1.0 may name no host; HTTP/1.1 to the upstream must.
@@ -198,7 +279,11 @@ pub async fn forward(
         }
     }
     parts.version = Version::HTTP_11;
-    let out = Request::from_parts(parts, Body::from(body));
+    let body = match scan {
+        Some(scanner) => Body::Scanned(Box::new(scanner.wrap(body))),
+        None => Body::from(body),
+    };
+    let out = Request::from_parts(parts, body);
 
     let sent = ctx.upstream.proxy(out, upgrade);
     let resp = match tokio::time::timeout(ctx.upstream.timeout(), sent).await {
@@ -214,7 +299,13 @@ pub async fn forward(
         Ok(Err(e)) => {
             // The path, never the query: a query may carry a token.
             tracing::warn!(%method, path = uri.path(), client = %peer, error = %e, "upstream request failed");
-            let (status, code, msg) = if e.is_timeout() {
+            let (status, code, msg) = if e.refused_body() {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "a form body may not carry a parameter a callback route matches",
+                )
+            } else if e.is_timeout() {
                 (
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
@@ -263,16 +354,47 @@ pub async fn forward(
 }
 
 /// `Authback-*` headers are authback's to send to the upstream (the
-/// attempt number, the signature): a client's own never reach it.
-fn strip_authback_headers(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers.keys().filter(|n| is_ours(n)).cloned().collect();
+/// attempt number, the signature): a client's own never reach it, nor do
+/// their look-alikes (`Authback_Attempt`), nor `Forwarded`, `X-Real-IP`,
+/// `X-Forwarded-Prefix` and look-alikes of the headers authback sets.
+/// `X-Forwarded-Proto`, `-Host` and `-Port` stay when a `trusted` proxy
+/// sent them as written.
+fn strip_client_headers(headers: &mut HeaderMap, trusted: bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_ours(n) || is_managed(n))
+        .filter(|n| {
+            let kept = [&X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT];
+            !(trusted && kept.contains(n))
+                && *n != X_FORWARDED_FOR
+                && n.as_str() != "idempotency-key"
+        })
+        .cloned()
+        .collect();
     for n in names {
         headers.remove(n);
     }
 }
 
+/// Whether `n`, with `_` and `.` read as `-` (as PHP and CGI read them),
+/// starts with `authback-`.
 fn is_ours(n: &HeaderName) -> bool {
-    n.as_str().starts_with("authback-")
+    let b = n.as_str().as_bytes();
+    b.len() >= 9 && b[..8] == *b"authback" && matches!(b[8], b'-' | b'_' | b'.')
+}
+
+/// Whether `n` is, or reads as, one of the `MANAGED` headers.
+fn is_managed(n: &HeaderName) -> bool {
+    let s = n.as_str();
+    match s.len() {
+        9 | 10 | 14 | 15 | 16 | 17 | 18 => MANAGED.iter().any(|m| {
+            m.len() == s.len()
+                && m.bytes()
+                    .zip(s.bytes())
+                    .all(|(a, b)| a == b || (a == b'-' && matches!(b, b'_' | b'.')))
+        }),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -444,12 +444,12 @@ pub struct Tracked {
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BodyError>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 

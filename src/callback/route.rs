@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::dialect::Dialect;
 use crate::net::IpNet;
 use crate::types::Secret;
 
@@ -72,7 +73,8 @@ impl PathPattern {
     }
 
     /// Whether `path` is this pattern, read as `spelling` allows: ignoring
-    /// case, with a trailing `/`, or as a parent of `path`.
+    /// case, with a trailing `/`, as a parent of `path`, or as Spring reads
+    /// its last segment (`.ext` cut).
     pub fn matches_as<'a>(&self, path: &'a str, spelling: Spelling) -> PathMatch<'a> {
         let exact = self.matches_one(path, spelling.ignore_case);
         if exact != PathMatch::No {
@@ -80,7 +82,23 @@ impl PathPattern {
         }
         if spelling.trailing_slash && path.len() > 1 {
             if let Some(trimmed) = path.strip_suffix('/') {
-                let m = self.matches_one(trimmed, spelling.ignore_case);
+                let m = self.matches_as(
+                    trimmed,
+                    Spelling {
+                        trailing_slash: false,
+                        ..spelling
+                    },
+                );
+                if m != PathMatch::No {
+                    return m;
+                }
+            }
+        }
+        if spelling.suffix {
+            // Spring's suffix patterns: `/a/b.json` and `/a/b.do` are `/a/b`.
+            let last = path.rfind('/').map_or(0, |i| i + 1);
+            if let Some(dot) = path[last..].rfind('.').filter(|&d| d > 0) {
+                let m = self.matches_one(&path[..last + dot], spelling.ignore_case);
                 if m != PathMatch::No {
                     return m;
                 }
@@ -175,13 +193,54 @@ impl fmt::Display for PathPattern {
     }
 }
 
-/// A query's parameters, names and values decoded (`+` is a space).
-fn query_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| crate::text::query_decode(s).unwrap_or_else(|| s.to_string());
-        (decode(k), decode(v))
-    })
+/// What a request path and query mean for a route.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    No,
+    /// The request is this route's; the reference is `""` when it has none.
+    Yes(String),
+    /// The path is this route's but its reference segment is not valid.
+    BadReference,
+}
+
+/// `path` without a leading front controller, `/index.php` (any case):
+/// shops without rewrite rules route `/index.php/a/b` as `/a/b`.
+pub fn without_front_controller(path: &str) -> Option<&str> {
+    let head = path.get(..10)?;
+    if !head.eq_ignore_ascii_case("/index.php") {
+        return None;
+    }
+    let rest = &path[10..];
+    rest.starts_with('/').then_some(rest)
+}
+
+/// A value as WordPress cleans it before comparing (`sanitize_key` on the
+/// query, `sanitize_text_field` on the endpoint), read generously: HTML
+/// tags and `%XX` octets removed, then every character but `A-Z a-z 0-9 _ -`.
+pub fn clean_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut in_tag = false;
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_tag {
+            in_tag = c != b'>';
+        } else if c == b'<' {
+            in_tag = true;
+        } else if c == b'%'
+            && b.len() > i + 2
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            i += 3;
+            continue;
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            out.push(c as char);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// 1 to 128 characters of `A-Z a-z 0-9 . _ ~ -`.
@@ -202,6 +261,20 @@ pub struct Spelling {
     /// `/a/b/anything/below` is `/a/b` (Magento reads extra segments as
     /// parameters of the same controller).
     pub subpaths: bool,
+    /// `/a/b.json` is `/a/b` (Spring MVC's suffix patterns, on by default
+    /// before Spring 5.3); set by `upstream.dialect = "spring"`.
+    pub suffix: bool,
+}
+
+impl Spelling {
+    /// Every spelling a backend might route to the same handler: what the
+    /// lenient reading takes as "near a route".
+    pub const ANY: Spelling = Spelling {
+        ignore_case: true,
+        trailing_slash: true,
+        subpaths: true,
+        suffix: true,
+    };
 }
 
 /// What a backend's answer to a delivery means, when the default reading
@@ -247,6 +320,14 @@ pub struct Route {
     /// this value, is proxied as it is: a plugin's own probe it answers
     /// before doing any work (Magento's `dryRun=1`).
     pub passthrough_query: Vec<(String, String)>,
+    /// Each `query_match` parameter may also be a path endpoint at any
+    /// depth, `/<any page>/<name>/<value>` (WordPress's `EP_ALL`).
+    pub endpoint: bool,
+    /// `query_match` values are compared cleaned, as WordPress cleans them
+    /// (`sanitize_key`, `sanitize_text_field`): see `clean_value`.
+    pub clean_values: bool,
+    /// How the backend reads parameter names.
+    pub dialect: Dialect,
     /// How the backend's answers read, first match wins.
     pub answers: Vec<AnswerRule>,
     pub forward_path: Option<String>,
@@ -259,35 +340,98 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether a request for canonical `path` and `query` is this route's.
-    pub fn matches<'a>(&self, path: &'a str, query: Option<&str>) -> PathMatch<'a> {
-        for p in std::iter::once(&self.path).chain(&self.aliases) {
-            let m = p.matches_as(path, self.spelling);
-            if m != PathMatch::No {
-                return m;
+    /// The route's own paths: its path and its aliases.
+    fn paths(&self) -> impl Iterator<Item = &PathPattern> {
+        std::iter::once(&self.path).chain(&self.aliases)
+    }
+
+    /// Whether a request for canonical `path` and `query` is this route's,
+    /// with the reference it carries. A front controller's `/index.php`
+    /// before the path is read as the shop's router reads it.
+    pub fn matches(&self, path: &str, query: Option<&str>) -> RouteMatch {
+        for candidate in std::iter::once(path).chain(without_front_controller(path)) {
+            for p in self.paths() {
+                match p.matches_as(candidate, self.spelling) {
+                    PathMatch::No => {}
+                    PathMatch::Yes(r) => return RouteMatch::Yes(r.to_string()),
+                    PathMatch::BadReference => return RouteMatch::BadReference,
+                }
             }
         }
-        let asked = |(k, v): &(String, String)| {
-            query.is_some_and(|q| {
-                query_pairs(q).any(|(qk, qv)| {
-                    qk == *k
-                        && if self.spelling.ignore_case {
-                            qv.eq_ignore_ascii_case(v)
-                        } else {
-                            qv == *v
-                        }
-                })
-            })
-        };
-        if self.query_match.iter().any(asked) {
-            return PathMatch::Yes("");
+        if self.query_match.is_empty() {
+            return RouteMatch::No;
         }
-        PathMatch::No
+        let asked = query.is_some_and(|q| {
+            crate::dialect::params(q, self.dialect).any(|p| {
+                self.query_match
+                    .iter()
+                    .any(|(k, v)| p.is(k) && self.value_is(&p.value, v))
+            })
+        });
+        if asked || (self.endpoint && self.endpoint_in(path)) {
+            return RouteMatch::Yes(String::new());
+        }
+        RouteMatch::No
+    }
+
+    /// Whether `path` holds a `query_match` parameter as an endpoint:
+    /// a segment `<name>` followed by its value (the rest of the path,
+    /// decoded, its trailing `/` trimmed), after any page.
+    fn endpoint_in(&self, path: &str) -> bool {
+        self.query_match.iter().any(|(k, v)| {
+            let mut at = 0;
+            while let Some(i) = path[at..].find(k.as_str()).map(|i| i + at) {
+                at = i + 1;
+                let starts = i > 0 && path.as_bytes()[i - 1] == b'/';
+                let rest = &path[i + k.len()..];
+                let Some(value) = rest.strip_prefix('/') else {
+                    continue;
+                };
+                let value = crate::dialect::form_decode(value.trim_end_matches('/'));
+                if starts && self.value_is(&value, v) {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    /// Whether a parameter's `value` is the routed `want`.
+    fn value_is(&self, value: &str, want: &str) -> bool {
+        if self.clean_values {
+            clean_value(value).eq_ignore_ascii_case(&clean_value(want))
+        } else if self.spelling.ignore_case {
+            value.eq_ignore_ascii_case(want)
+        } else {
+            value == want
+        }
+    }
+
+    /// Whether a generous reading of a path (`path::readings`) is this
+    /// route's, or below it, in any case or spelling a backend might take:
+    /// such a path must never be proxied.
+    pub fn near(&self, path: &str) -> bool {
+        std::iter::once(path)
+            .chain(without_front_controller(path))
+            .any(|c| {
+                self.paths()
+                    .any(|p| p.matches_as(c, Spelling::ANY) != PathMatch::No)
+            })
+            || (self.endpoint && !self.query_match.is_empty() && self.endpoint_in(path))
+    }
+
+    /// Whether a parameter named like this (in any reading) is one this
+    /// route decides on: `token`, a `query_match` or `passthrough_query` name.
+    pub fn decides_on(&self, p: &crate::dialect::Param<'_>) -> bool {
+        p.is("token")
+            || self.query_match.iter().any(|(k, _)| p.is(k))
+            || self.passthrough_query.iter().any(|(k, _)| p.is(k))
     }
 
     /// Whether the request is the plugin's probe, `passthrough_query`, and
     /// nothing else: any other value (`dryRun=0`, `dryRun=`), a repeated
-    /// parameter, or a path below the route's (whose segments the platform
+    /// parameter (in any reading: PHP reads `dryRun%00` and ` dryRun` as
+    /// `dryRun`), or a path below the route's (whose segments the platform
     /// may read as parameters too) is a callback like any other.
     pub fn passes_through(&self, path: &str, query: Option<&str>) -> bool {
         let Some(q) = query else { return false };
@@ -298,13 +442,18 @@ impl Route {
             subpaths: false,
             ..self.spelling
         };
-        let own_path = std::iter::once(&self.path)
-            .chain(&self.aliases)
-            .any(|p| p.matches_as(path, exact) != PathMatch::No);
+        let own_path = std::iter::once(path)
+            .chain(without_front_controller(path))
+            .any(|c| {
+                self.paths()
+                    .any(|p| p.matches_as(c, exact) != PathMatch::No)
+            });
         own_path
             && self.passthrough_query.iter().any(|(k, v)| {
-                let mut values = query_pairs(q).filter(|(qk, _)| qk == k).map(|(_, qv)| qv);
-                matches!((values.next(), values.next()), (Some(only), None) if only == *v)
+                let mut values = crate::dialect::params(q, self.dialect)
+                    .filter(|p| p.is(k))
+                    .map(|p| p.value);
+                matches!((values.next(), values.next()), (Some(only), None) if only == v.as_str())
             })
     }
 
@@ -405,6 +554,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             passthrough_query: vec![("dryRun".into(), "1".into())],
+            endpoint: false,
+            clean_values: false,
+            dialect: Dialect::Php,
             answers: Vec::new(),
             forward_path: None,
             forward_format: ForwardFormat::Original,
@@ -424,6 +576,7 @@ mod tests {
                 ignore_case: true,
                 trailing_slash: true,
                 subpaths: false,
+                suffix: false,
             },
             &[("wc-api", "KP_WC_AUTHORIZATION")],
         );
@@ -437,12 +590,12 @@ mod tests {
         ] {
             assert_eq!(
                 woo.matches(path, query),
-                PathMatch::Yes(""),
+                RouteMatch::Yes(String::new()),
                 "{path} {query:?}"
             );
         }
         for (path, query) in [("/wc-api/other", None), ("/", Some("wc-api=other"))] {
-            assert_eq!(woo.matches(path, query), PathMatch::No, "{path} {query:?}");
+            assert_eq!(woo.matches(path, query), RouteMatch::No, "{path} {query:?}");
         }
         let magento = route(
             "/checkout/klarna/authorize",
@@ -451,6 +604,7 @@ mod tests {
                 ignore_case: true,
                 trailing_slash: true,
                 subpaths: true,
+                suffix: false,
             },
             &[],
         );
@@ -461,11 +615,15 @@ mod tests {
             "/checkout/Klarna/Authorize",
             "/checkout/klarna/authorize/token/abc",
         ] {
-            assert_eq!(magento.matches(path, None), PathMatch::Yes(""), "{path}");
+            assert_eq!(
+                magento.matches(path, None),
+                RouteMatch::Yes(String::new()),
+                "{path}"
+            );
         }
         assert_eq!(
             magento.matches("/checkout/klarna/authorized", None),
-            PathMatch::No
+            RouteMatch::No
         );
         let probe = "/checkout/klarna/authorize";
         assert!(magento.passes_through(probe, Some("token=x&dryRun=1")));
@@ -484,9 +642,12 @@ mod tests {
         }
         // As written, a route takes its path and nothing else.
         let plain = route("/k/{reference}/cb", &[], Spelling::default(), &[]);
-        assert_eq!(plain.matches("/k/c-1/cb", None), PathMatch::Yes("c-1"));
+        assert_eq!(
+            plain.matches("/k/c-1/cb", None),
+            RouteMatch::Yes("c-1".into())
+        );
         for path in ["/K/c-1/cb", "/k/c-1/cb/", "/k/c-1/cb/x"] {
-            assert_eq!(plain.matches(path, None), PathMatch::No, "{path}");
+            assert_eq!(plain.matches(path, None), RouteMatch::No, "{path}");
         }
         let ci = route(
             "/k/{reference}/cb",
@@ -495,12 +656,13 @@ mod tests {
                 ignore_case: true,
                 trailing_slash: false,
                 subpaths: false,
+                suffix: false,
             },
             &[],
         );
         assert_eq!(
             ci.matches("/K/Cart-1/CB", None),
-            PathMatch::Yes("Cart-1"),
+            RouteMatch::Yes("Cart-1".into()),
             "the reference keeps its case"
         );
     }

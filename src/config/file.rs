@@ -80,6 +80,9 @@ pub(super) struct FileUpstream {
     pub(super) connect_timeout: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) signing_secret: Option<String>,
+    pub(super) path_form: Option<String>,
+    pub(super) dialect: Option<String>,
+    pub(super) max_input_vars: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +133,10 @@ pub(super) struct FileRoute {
     pub(super) query_match: Vec<String>,
     #[serde(default)]
     pub(super) passthrough_query: Vec<String>,
+    #[serde(default)]
+    pub(super) endpoint: bool,
+    #[serde(default)]
+    pub(super) clean_values: bool,
     #[serde(default)]
     pub(super) answers: Vec<FileAnswer>,
 }

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::dialect::{Dialect, PathForm};
 use crate::net::IpNet;
 use crate::text::Rate;
 use crate::types::Secret;
@@ -122,6 +123,13 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub signing_secret: Option<Secret>,
+    /// Which path a proxied request carries to the backend.
+    pub path_form: PathForm,
+    /// How the backend reads parameter names and paths.
+    pub dialect: Dialect,
+    /// Near a route, a request with more query parameters than this is
+    /// refused: PHP would not read the ones past it.
+    pub max_input_vars: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,12 @@ use crate::net::IpNet;
 use crate::types::Secret;
 
 /// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).
-pub(super) fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool) -> Vec<Route> {
+pub(super) fn routes(
+    c: &mut Checker,
+    file_routes: Vec<FileRoute>,
+    signed: bool,
+    dialect: Dialect,
+) -> Vec<Route> {
     let mut routes = Vec::new();
     let mut names = HashSet::new();
     if file_routes.is_empty() {
@@ -144,11 +149,17 @@ pub(super) fn routes(c: &mut Checker, file_routes: Vec<FileRoute>, signed: bool)
             aliases: matching.aliases,
             spelling: Spelling {
                 ignore_case: r.ignore_case,
-                trailing_slash: r.trailing_slash,
+                trailing_slash: r.trailing_slash || dialect == Dialect::Spring,
                 subpaths: r.subpaths,
+                // Spring MVC before 5.3 matches `.ext` suffixes and, before
+                // 6, a trailing slash.
+                suffix: dialect == Dialect::Spring,
             },
             query_match: matching.query_match,
             passthrough_query: matching.passthrough_query,
+            endpoint: r.endpoint,
+            clean_values: r.clean_values,
+            dialect,
             answers: matching.answers,
             forward_path: r.forward_path,
             forward_format,
@@ -209,6 +220,22 @@ fn route_matching(
                 format!("`{q}` is not name=value, e.g. \"wc-api=KP_WC_AUTHORIZATION\""),
             ),
         }
+    }
+    if (r.endpoint || r.clean_values) && query_match.is_empty() {
+        c.err(
+            key(if r.endpoint {
+                "endpoint"
+            } else {
+                "clean_values"
+            }),
+            "applies to query_match, which this route does not have",
+        );
+    }
+    if path.prefix == "/" && path.suffix.is_none() {
+        c.err(
+            key("path"),
+            "`/` would take every request as this route's; use the callback's own path",
+        );
     }
     if !query_match.is_empty() && path.suffix.is_some() {
         c.err(

@@ -160,7 +160,12 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
     let upstream = upstream(&mut c, &f.upstream);
     let store = store(&mut c, f.store, base);
     let delivery = delivery(&mut c, &f.delivery);
-    let routes = super::routes::routes(&mut c, f.routes, f.upstream.signing_secret.is_some());
+    let routes = super::routes::routes(
+        &mut c,
+        f.routes,
+        f.upstream.signing_secret.is_some(),
+        upstream.dialect,
+    );
     let limits = limits(&mut c, &f.limits);
     let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
     let reconcile = reconcile(&mut c, f.reconcile);
@@ -293,6 +298,8 @@ fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
             "admin.token",
             format!("is required when admin.listen ({admin_listen}) is not a loopback address: set token = \"env:AUTHBACK_ADMIN_TOKEN\" (a long random secret), or listen on 127.0.0.1"),
         );
+    } else if f.token.is_none() {
+        c.warnings.push("admin.token: unset, so the /v1 API (minting callback URLs, replaying deliveries) answers every local user and process that can reach admin.listen; set token = \"env:AUTHBACK_ADMIN_TOKEN\" (a long random secret) outside development".into());
     }
     // Klarna sessions live 48 h: a week covers any checkout.
     let max_url_ttl = c.positive_duration("admin.max_url_ttl", f.max_url_ttl.as_deref(), "7d");
@@ -342,6 +349,48 @@ fn upstream(c: &mut Checker, f: &FileUpstream) -> UpstreamConfig {
             .signing_secret
             .as_deref()
             .and_then(|s| c.secret("upstream.signing_secret", s)),
+        path_form: match f.path_form.as_deref().unwrap_or("canonical") {
+            "canonical" => PathForm::Canonical,
+            "raw" => {
+                c.warnings.push("upstream.path_form = \"raw\": the backend receives the path as the client spelled it, and may route a spelling (`/a/b/..`, `/a/b.php/x`) to a handler authback did not shield; see docs/security.md".into());
+                PathForm::Raw
+            }
+            other => {
+                c.err(
+                    "upstream.path_form",
+                    format!("`{other}` is not one of \"canonical\", \"raw\""),
+                );
+                PathForm::Canonical
+            }
+        },
+        dialect: match f
+            .dialect
+            .as_deref()
+            .map_or(Some(Dialect::Php), Dialect::parse)
+        {
+            Some(d) => d,
+            None => {
+                c.err(
+                    "upstream.dialect",
+                    format!(
+                        "`{}` is not one of \"php\", \"spring\", \"plain\"",
+                        f.dialect.as_deref().unwrap_or_default()
+                    ),
+                );
+                Dialect::Php
+            }
+        },
+        max_input_vars: match f.max_input_vars {
+            None => 1000,
+            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => {
+                c.err(
+                    "upstream.max_input_vars",
+                    "must be at least 1 (PHP's max_input_vars)",
+                );
+                1000
+            }
+        },
     }
 }
 

@@ -42,6 +42,26 @@ impl Error {
             Error::Target => false,
         }
     }
+
+    /// Whether the request was cut off because its form body carried a
+    /// name a callback route matches (`forms`): the client's fault, a 400.
+    pub fn refused_body(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
+            Error::Http(e) => Some(e),
+            Error::Client(e) => Some(e),
+            _ => None,
+        };
+        while let Some(s) = source {
+            if matches!(
+                s.downcast_ref::<crate::body::BodyError>(),
+                Some(crate::body::BodyError::Refused)
+            ) {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
 }
 
 /// Whether an `io::Error` of kind `TimedOut` is among `e`'s causes.
@@ -194,6 +214,9 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             signing_secret: None,
+            path_form: Default::default(),
+            dialect: Default::default(),
+            max_input_vars: 1000,
         })
     }
 

@@ -16,6 +16,7 @@ mod platforms;
 mod process;
 mod properties;
 mod proxy;
+mod reading;
 mod reconcile;
 mod replicas;
 mod retry_after;

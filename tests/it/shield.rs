@@ -33,7 +33,7 @@ unverified = true
 
 /// Sends `request` (a whole HTTP/1.1 message) on a fresh TLS connection and
 /// returns the status code of the answer.
-async fn raw(ab: &Authback, request: &str) -> u16 {
+pub(crate) async fn raw(ab: &Authback, request: &str) -> u16 {
     let mut tls = ab.tls(&[b"http/1.1"]).await;
     tls.write_all(request.as_bytes()).await.expect("write");
     let mut head = Vec::new();
@@ -54,7 +54,7 @@ async fn raw(ab: &Authback, request: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line for {request:?}: {line:?}"))
 }
 
-fn post(target: &str, body: &str) -> String {
+pub(crate) fn post(target: &str, body: &str) -> String {
     format!(
         "POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -62,7 +62,7 @@ fn post(target: &str, body: &str) -> String {
 }
 
 /// What the upstream saw, as `METHOD uri` lines.
-fn seen(up: &Upstream) -> Vec<String> {
+pub(crate) fn seen(up: &Upstream) -> Vec<String> {
     up.recorded()
         .iter()
         .map(|r| format!("{} {}", r.method, r.uri))
