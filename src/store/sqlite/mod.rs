@@ -31,6 +31,7 @@ mod tests;
 mod writer;
 
 use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -198,9 +199,26 @@ impl SqliteStore {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Open(format!("{}: {what}: {e}", path.display()))
         };
+        // The file holds full authorization tokens and callback URLs: it
+        // is the user's alone. A folder made for it is too (0700); one
+        // that exists is left as it is. The file is made 0600 before
+        // SQLite opens it, whatever the umask, and SQLite gives the -wal
+        // and -shm files beside it the database file's mode.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err("cannot create its folder", &e))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err("cannot create its folder", &e))?;
         }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| err("cannot create", &e))?;
         let mut conn = Connection::open(path).map_err(|e| err("cannot open", &e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

@@ -246,3 +246,56 @@ async fn a_watch_confirmed_mid_redelivery_is_listed_confirmed_once() {
         Some((WatchState::Confirmed, 2))
     );
 }
+
+/// The file holds full authorization tokens and callback URLs: the
+/// database and the -wal and -shm files SQLite puts beside it are the
+/// user's alone (0600), and so is a folder created for them (0700),
+/// whatever the umask. A folder that exists keeps its mode.
+#[tokio::test]
+async fn the_database_its_journals_and_a_new_folder_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let files = |db: &std::path::Path| {
+        ["", "-wal", "-shm"].map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+    };
+    let dir = Dir::new("modes");
+
+    let db = dir.0.join("state/authback/authback.db");
+    let s = SqliteStore::open(&db, TTL).expect("opens");
+    s.claim(delivery("sess-mode", 1_000)).await.expect("claim");
+    for folder in ["state", "state/authback"] {
+        assert_eq!(mode(&dir.0.join(folder)), 0o700, "{folder}");
+    }
+    // Checked while the store is open: SQLite removes -wal and -shm when
+    // the last connection closes.
+    for f in files(&db) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    drop(s);
+
+    let shared = dir.0.join("shared");
+    std::fs::create_dir(&shared).expect("dir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let db = shared.join("authback.db");
+    let s = SqliteStore::open(&db, TTL).expect("opens");
+    s.claim(delivery("sess-mode", 1_000)).await.expect("claim");
+    assert_eq!(mode(&shared), 0o755, "an existing folder is left as it is");
+    for f in files(&db) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    drop(s);
+    // Opened again, the file keeps its records: it is never truncated.
+    let s = SqliteStore::open(&db, TTL).expect("opens again");
+    let listed = s.list(Filter::default(), None, 10).await.expect("list");
+    assert_eq!(listed.deliveries.len(), 1);
+}
