@@ -168,7 +168,29 @@ def inputs():
         ("GET http://other.example/ + Host: localhost", req("GET http://other.example/ HTTP/1.1")),
         ("GET / HTTP/1.0, no Host (control)", req("GET / HTTP/1.0", ())),
     ]
-    # 4. upgrades
+    # 4. one reading, end to end: spellings PHP reads another way (the
+    #    routes "magento", "woo" and "php" are fenced to a foreign address)
+    t = "quote-token"
+    many = "&".join(f"a{i}=1" for i in range(1000))
+    for p in [f"/checkout/klarna/authorize/..?token={t}",
+              f"/checkout/klarna/authorize/%2e%2e?token={t}",
+              f"/index.php/checkout/klarna/authorize/..?token={t}",
+              f"/checkout/klarna/authorize?token={t}&dryRun=1&dryRun%00=0",
+              f"/checkout/klarna/authorize?token={t}&dryRun=1&+dryRun=0",
+              f"/checkout/klarna/authorize?token={t}&{many}&dryRun=1",
+              f"/checkout/klarna/authorize/dryRun/0/../..?token={t}&dryRun=1",
+              "/?+wc-api=KP_WC_AUTHORIZATION", "/?wc-api%00=KP_WC_AUTHORIZATION",
+              "/shop/?%20wc-api=kp_wc_authorization",
+              "/shop/wc-api/KP_WC_AUTHORIZATION", "/?wc-api=KP_WC_AUTHORIZATION!",
+              "/checkout/authorized.php/", "/checkout/authorized.php/x",
+              "/checkout/authorized.php%2F"]:
+        label = p if len(p) < 90 else p[:40] + "…(1,000 parameters)…" + p[-10:]
+        rows.append((f"POST {label}", callback(p)))
+    form = b'{"session_id":"s","authorization_token":"a","x":"&wc-api=KP_WC_AUTHORIZATION&"}'
+    rows.append(("POST / form-typed JSON body with &wc-api=KP_WC_AUTHORIZATION&",
+                 req("POST / HTTP/1.1", (("Host", "localhost"),
+                     ("Content-Type", "application/x-www-form-urlencoded")), form)))
+    # 5. upgrades
     rows.append(("GET / + Upgrade: h2c, HTTP2-Settings", req("GET / HTTP/1.1", (
         ("Host", "localhost"), ("Connection", "Upgrade, HTTP2-Settings"),
         ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")))))

@@ -81,6 +81,40 @@ kind = "klarna_authorization"
 path = "/orig/{reference}/cb"
 forward_format = "original"
 secrets = ["$(secret)"]
+
+# As in examples/platforms/, each fenced to an address no client here has:
+# only a refusal may come back, and nothing may reach the upstream.
+[[routes]]
+name = "magento"
+kind = "klarna_authorization"
+path = "/checkout/klarna/authorize"
+ignore_case = true
+trailing_slash = true
+subpaths = true
+passthrough_query = ["dryRun=1"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.1/32"]
+
+[[routes]]
+name = "woo"
+kind = "klarna_authorization"
+path = "/wc-api/KP_WC_AUTHORIZATION"
+ignore_case = true
+trailing_slash = true
+query_match = ["wc-api=KP_WC_AUTHORIZATION"]
+endpoint = true
+clean_values = true
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.1/32"]
+
+[[routes]]
+name = "php"
+kind = "klarna_authorization"
+path = "/php/{reference}/cb"
+forward_path = "/checkout/authorized.php"
+secrets = ["$(secret)"]
 TOML
 "$BIN" check --config "$WORK/authback.toml" >"$WORK/check.log" 2>&1 ||
   fail "authback check rejected the generated config:" "$WORK/check.log"

@@ -831,6 +831,57 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
 // payment transaction created (no dedupe): 200 `success`. No order is
 // placed here, and no Klarna call made.
 
+/// Spring MVC's path matching, as it changed between versions (each rule
+/// read in Spring Framework's source):
+/// - `AntPathMatcher.trimTokens` (spring-core, `util/AntPathMatcher.java`):
+///   `true` before 4.3, so white space around a path segment is ignored
+///   (`StringUtils.tokenizeToStringArray(path, "/", trimTokens, true)`);
+/// - `useSuffixPatternMatch` (spring-webmvc,
+///   `mvc/method/annotation/RequestMappingHandlerMapping.java`, read in
+///   `mvc/condition/PatternsRequestCondition.getMatchingPattern`): `true`
+///   before 5.3, so a pattern with no `.` also matches `pattern + ".*"`;
+/// - `useTrailingSlashMatch` (same two files): `true` before 6.0, so a
+///   pattern also matches `pattern + "/"`.
+/// Case-sensitive in every version.
+#[derive(Clone, Copy, Debug)]
+struct Spring {
+    trim_tokens: bool,
+    suffix_pattern: bool,
+    trailing_slash: bool,
+}
+
+impl Spring {
+    fn version(major: u32, minor: u32) -> Self {
+        let v = (major, minor);
+        Spring {
+            trim_tokens: v < (4, 3),
+            suffix_pattern: v < (5, 3),
+            trailing_slash: v < (6, 0),
+        }
+    }
+
+    /// Whether Spring maps the (Tomcat-decoded, normalized) `path` to the
+    /// handler's `pattern`.
+    fn maps(self, pattern: &str, path: &str) -> bool {
+        let path: String = if self.trim_tokens {
+            path.split('/')
+                .map(|s| s.trim_matches(|c: char| c.is_ascii_whitespace()))
+                .collect::<Vec<_>>()
+                .join("/")
+        } else {
+            path.to_string()
+        };
+        path == pattern
+            || (self.trailing_slash && path.strip_suffix('/') == Some(pattern))
+            || (self.suffix_pattern
+                && !pattern.contains('.')
+                && path
+                    .strip_prefix(pattern)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some_and(|ext| !ext.contains('/')))
+    }
+}
+
 #[derive(Default)]
 struct SapState {
     /// (uri, status) of every request the handler mapping sent to the
@@ -849,12 +900,18 @@ struct Sap {
 }
 
 impl Sap {
+    /// The storefront on Spring 5.2, the last before suffix patterns were
+    /// turned off: what a legacy SAP Commerce runs.
     async fn start() -> Self {
+        Self::start_on(Spring::version(5, 2)).await
+    }
+
+    async fn start_on(spring: Spring) -> Self {
         let state: Arc<Mutex<SapState>> = Arc::default();
         let s = state.clone();
         let addr = serve(Arc::new(move |req| {
             let s = s.clone();
-            Box::pin(async move { sap_handle(&s, req).await })
+            Box::pin(async move { sap_handle(&s, spring, req).await })
         }))
         .await;
         Sap { addr, state }
@@ -884,7 +941,11 @@ fn csrf_exempt(path: &str) -> bool {
     }
 }
 
-async fn sap_handle(state: &Mutex<SapState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn sap_handle(
+    state: &Mutex<SapState>,
+    spring: Spring,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     // Tomcat decodes the path, merges slashes and removes `.` segments.
     let path = percent_decode(req.uri().path(), false)
         .split('/')
@@ -902,7 +963,7 @@ async fn sap_handle(state: &Mutex<SapState>, req: Request<Incoming>) -> Response
             ""
         };
     let servlet = path.strip_prefix("/electronics/en").unwrap_or(&path);
-    let mapped = servlet.strip_suffix('/').unwrap_or(servlet) == "/klarna/payment/auth-callback";
+    let mapped = spring.maps("/klarna/payment/auth-callback", servlet);
     if !mapped {
         return answer(404, &[], "Not Found");
     }
@@ -973,9 +1034,11 @@ async fn sap_handle(state: &Mutex<SapState>, req: Request<Incoming>) -> Response
 
 const SAP_ROUTE: &str = "sap-commerce";
 
-const SAP_SPELLINGS: [&str; 6] = [
+const SAP_SPELLINGS: [&str; 8] = [
     "/klarna/payment/auth-callback",
     "/klarna/payment/auth-callback/",
+    "/klarna/payment/auth-callback.json",
+    "/klarna/payment/auth-callback.do",
     "/electronics/en/klarna/payment/auth-callback",
     "/electronics/en/klarna/payment/auth-callback/",
     "/klarna//payment/./auth-callback",
@@ -1299,12 +1362,12 @@ async fn saleor_behind_authback_creates_one_klarna_order_per_authorization() {
     ] {
         intercepted(&ab, &tally, SALEOR_ROUTE, &pq, &body1).await;
     }
-    // A trailing slash is not the handler: Next.js redirects it, and
-    // authback proxies it to the app like any page.
+    // A trailing slash is not the handler (Next.js redirects it), but it is
+    // a near miss of the route: authback refuses it rather than guess.
     let (status, _) = ab
         .callback(&format!("{SALEOR_PATH}/?{query1}"), &body1)
         .await;
-    assert_eq!(status, 308);
+    assert_eq!(status, 400);
 
     // Transaction 2: the app throws once (Klarna's create-order timed
     // out); authback retries and the order is created once.
@@ -1462,4 +1525,52 @@ async fn magento_dry_run_spellings_that_are_callbacks_are_not_passed_through() {
         .as_array()
         .map_or(0, |a| a.len());
     assert!(gaps.is_empty(), "{gaps:#?}\norders placed: {orders}");
+}
+
+#[tokio::test]
+async fn sap_commerce_spring_spellings_by_version_never_reach_the_controller() {
+    // The imitation's rules, pinned to the versions that change them.
+    let cb = "/klarna/payment/auth-callback";
+    let v42 = Spring::version(4, 2);
+    let v53 = Spring::version(5, 3);
+    let v60 = Spring::version(6, 0);
+    assert!(v42.maps(cb, "/klarna/payment/ auth-callback "));
+    assert!(!v53.maps(cb, "/klarna/payment/ auth-callback"));
+    assert!(v42.maps(cb, "/klarna/payment/auth-callback.json"));
+    assert!(!v53.maps(cb, "/klarna/payment/auth-callback.json"));
+    assert!(v53.maps(cb, "/klarna/payment/auth-callback/"));
+    assert!(!v60.maps(cb, "/klarna/payment/auth-callback/"));
+
+    // The oldest storefront behind authback, on a route fenced to a
+    // foreign address: every spelling Spring maps is refused.
+    let api = KlarnaApi::start().await;
+    let sap = Sap::start_on(v42).await;
+    let ab = start_platform_fenced(
+        "examples/platforms/sap-commerce.toml",
+        &format!("http://{}", sap.addr),
+        &api,
+        "192.0.2.1/32",
+    )
+    .await;
+    let body = callback_body("sess-sap-old", "tok-sap-old");
+    let spellings = [
+        "/klarna/payment/auth-callback",
+        "/klarna/payment/auth-callback/",
+        "/klarna/payment/auth-callback.json",
+        "/klarna/payment/auth-callback.do",
+        "/klarna/payment/%20auth-callback",
+        "/klarna/payment/auth-callback%09",
+        "/klarna/%20payment/auth-callback.json",
+    ];
+    for pq in spellings {
+        let before = sap.hits().len();
+        plain(sap.addr, "POST", pq, "{}").await;
+        assert_eq!(sap.hits().len(), before + 1, "{pq} maps to the controller");
+    }
+    let direct = sap.hits().len();
+    for pq in spellings {
+        let (status, _) = ab.callback(pq, &body).await;
+        assert!(matches!(status.as_u16(), 400 | 403), "{pq}: {status}");
+    }
+    assert_eq!(sap.hits().len(), direct, "a spelling reached the controller");
 }
