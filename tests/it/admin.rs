@@ -479,3 +479,364 @@ async fn get_with_host(ab: &Authback, path: &str, host: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+// ---------------------------------------------------------------------------
+// Cross-site requests: a web page the operator visits must not be able to
+// drive /v1 from their browser, token or none.
+
+/// One request on the admin listener, as built: status and body.
+async fn admin_send<B>(ab: &Authback, req: http::Request<B>) -> (u16, String)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(ab.admin)
+        .await
+        .expect("connect admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.expect("admin answer");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A request on the admin listener with `headers` (the Host among them)
+/// and a body of known length.
+async fn admin_with(
+    ab: &Authback,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("req");
+    admin_send(ab, req).await
+}
+
+/// The listener's own `host:port`, as a browser on its page sends it.
+fn own_host(ab: &Authback) -> String {
+    format!("127.0.0.1:{}", ab.admin.port())
+}
+
+/// One dead delivery (the upstream refuses it with a 422); returns its id.
+async fn seed_dead(ab: &Authback, up: &Upstream) -> String {
+    up.set(Behaviour::Status(422));
+    let token = "tok-csrf-dead-0001";
+    sensitive(token);
+    let body = callback_body("sess-csrf", token);
+    assert_eq!(ab.callback(&ab.mint("cart-csrf"), &body).await.0, 204);
+    let dead = until_listed(ab, "/v1/deliveries?state=dead", 1).await;
+    dead[0]["id"].as_str().expect("id").to_string()
+}
+
+/// The security review's request: a page on another site posts `{}` as
+/// text/plain (a "simple" request, sent without a preflight) to the bulk
+/// replay. It must be refused and replay nothing.
+#[tokio::test]
+async fn a_cross_site_page_cannot_replay_dead_deliveries() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    seed_dead(&ab, &up).await;
+    up.set(Behaviour::Ok);
+    let host = own_host(&ab);
+    let (status, body) = admin_with(
+        &ab,
+        "POST",
+        "/v1/deliveries/replay",
+        &[
+            ("host", host.as_str()),
+            ("origin", "https://evil.example"),
+            ("content-type", "text/plain"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(json_of(&body)["error"], "forbidden", "{body}");
+    assert!(json_of(&body)["message"].is_string(), "{body}");
+    // A replay marks the delivery pending before it answers: still dead
+    // means nothing was queued, and the backend saw only the first attempt.
+    assert_eq!(all_pages(&ab, "/v1/deliveries?state=dead").await.len(), 1);
+    assert_eq!(up.to_path("/klarna/authorized").len(), 1);
+
+    // The same replay, sent as the API asks, does replay it.
+    let (status, body) = admin_with(
+        &ab,
+        "POST",
+        "/v1/deliveries/replay",
+        &[
+            ("host", host.as_str()),
+            ("content-type", "application/json"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        (status, json_of(&body)["replayed"].as_u64()),
+        (200, Some(1))
+    );
+}
+
+/// Every foreign Origin and every cross-site or same-site Sec-Fetch-Site is
+/// refused on /v1, with a token configured too (a browser sends it only
+/// from the console, but the rule does not lean on that).
+#[tokio::test]
+async fn a_foreign_origin_or_fetch_site_is_refused_on_v1() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let port = ab.admin.port();
+    let host = own_host(&ab);
+    let foreign = [
+        "https://evil.example".to_string(),
+        "null".to_string(),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        format!("https://127.0.0.1:{port}x"),
+        format!("http://127.0.0.1.evil.example:{port}"),
+        format!("http://localhost:{port}"),
+        "http://127.0.0.1".to_string(),
+        "not an origin".to_string(),
+    ];
+    for origin in &foreign {
+        for (method, path, body) in [
+            ("GET", "/v1/deliveries", ""),
+            ("GET", "/v1/stats/history", ""),
+            ("POST", "/v1/callback-urls", r#"{"route":"klarna"}"#),
+        ] {
+            let (status, answer) = admin_with(
+                &ab,
+                method,
+                path,
+                &[
+                    ("host", host.as_str()),
+                    ("origin", origin),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await;
+            assert_eq!(status, 403, "{origin} {method} {path}: {answer}");
+            assert_eq!(json_of(&answer)["error"], "forbidden");
+        }
+    }
+    for site in ["cross-site", "same-site", "Cross-Site"] {
+        let (status, answer) = admin_with(
+            &ab,
+            "GET",
+            "/v1/deliveries",
+            &[("host", host.as_str()), ("sec-fetch-site", site)],
+            "",
+        )
+        .await;
+        assert_eq!(status, 403, "{site}: {answer}");
+    }
+    // The listener's own origin, and what a tool or the console sends.
+    let own = format!("http://{host}");
+    let upper = format!("HTTP://LOCALHOST:{port}");
+    let loopback_host = format!("localhost:{port}");
+    for headers in [
+        vec![("host", host.as_str()), ("origin", own.as_str())],
+        vec![
+            ("host", host.as_str()),
+            ("origin", own.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        vec![("host", host.as_str()), ("sec-fetch-site", "none")],
+        vec![("host", loopback_host.as_str()), ("origin", upper.as_str())],
+        vec![("host", "127.0.0.1:80"), ("origin", "http://127.0.0.1")],
+        vec![("host", "127.0.0.1"), ("origin", "http://127.0.0.1:80")],
+        vec![("host", host.as_str())],
+    ] {
+        let (status, answer) = admin_with(&ab, "GET", "/v1/deliveries", &headers, "").await;
+        assert_eq!(status, 200, "{headers:?}: {answer}");
+    }
+    // Probes and metrics are not /v1: a foreign page may read them.
+    let (status, _) = admin_with(
+        &ab,
+        "GET",
+        "/metrics",
+        &[("host", host.as_str()), ("origin", "https://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // With a token, the right token does not let a foreign page in.
+    let with_token = |t: String| {
+        t.replace(
+            "[admin]\n",
+            "[admin]\ntoken = \"admin-token-for-tests-0123\"\n",
+        )
+    };
+    let ab = Authback::start_edited(&up.url(), with_token, false).await;
+    let host = own_host(&ab);
+    let bearer = "Bearer admin-token-for-tests-0123";
+    let (status, _) = admin_with(
+        &ab,
+        "GET",
+        "/v1/deliveries",
+        &[
+            ("host", host.as_str()),
+            ("authorization", bearer),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = admin_with(
+        &ab,
+        "GET",
+        "/v1/deliveries",
+        &[
+            ("host", host.as_str()),
+            ("authorization", bearer),
+            ("origin", "https://evil.example"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let own = format!("http://{host}");
+    let (status, _) = admin_with(
+        &ab,
+        "GET",
+        "/v1/deliveries",
+        &[
+            ("host", host.as_str()),
+            ("authorization", bearer),
+            ("origin", own.as_str()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// A POST with a body must say it is JSON: a form or a text/plain body is
+/// what a cross-site page can send without a preflight.
+#[tokio::test]
+async fn a_v1_post_with_a_body_must_be_json() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let id = seed_dead(&ab, &up).await;
+    let host = own_host(&ab);
+    let mint = r#"{"route":"klarna","reference":"cart-ct"}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+        Some("text/json"),
+        None,
+    ] {
+        let mut headers = vec![("host", host.as_str())];
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        for path in ["/v1/callback-urls", "/v1/deliveries/replay", "/v1/sessions"] {
+            let (status, body) = admin_with(&ab, "POST", path, &headers, mint).await;
+            assert_eq!(status, 415, "{content_type:?} {path}: {body}");
+            assert_eq!(json_of(&body)["error"], "unsupported_media_type");
+        }
+    }
+    // A chunked body counts as a body too.
+    let req = http::Request::post("/v1/deliveries/replay")
+        .header("host", host.as_str())
+        .header("content-type", "text/plain")
+        .body(Chunks(vec![bytes::Bytes::from_static(b"{}")]))
+        .expect("req");
+    assert_eq!(admin_send(&ab, req).await.0, 415);
+    assert_eq!(all_pages(&ab, "/v1/deliveries?state=dead").await.len(), 1);
+
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+    ] {
+        let (status, body) = admin_with(
+            &ab,
+            "POST",
+            "/v1/callback-urls",
+            &[("host", host.as_str()), ("content-type", content_type)],
+            mint,
+        )
+        .await;
+        assert_eq!(status, 200, "{content_type}: {body}");
+    }
+    let req = http::Request::post("/v1/deliveries/replay")
+        .header("host", host.as_str())
+        .header("content-type", "application/json")
+        .body(Chunks(vec![
+            bytes::Bytes::from_static(b"{\"dry_run\""),
+            bytes::Bytes::from_static(b":true}"),
+        ]))
+        .expect("req");
+    let (status, body) = admin_send(&ab, req).await;
+    assert_eq!((status, json_of(&body)["matched"].as_u64()), (200, Some(1)));
+
+    // A POST without a body (`curl -X POST`) needs no Content-Type.
+    let (status, body) = admin_with(
+        &ab,
+        "POST",
+        &format!("/v1/deliveries/{id}/replay"),
+        &[("host", host.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// `authback check` on `text` (written beside a real certificate) with
+/// `env`: what it printed on stderr; it must pass.
+fn check_stderr(text: impl FnOnce(&str, &str) -> String, env: &[(&str, &str)]) -> String {
+    let dir = TempDir::new();
+    let (c, k) = write_cert(dir.path(), &make_cert());
+    let path = dir.path().join("authback.toml");
+    let cert = c.display().to_string();
+    let key = k.display().to_string();
+    std::fs::write(&path, text(&cert, &key)).expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authback"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "check fails:\n{err}");
+    err
+}
+
+/// Without admin.token, anything that reaches the loopback listener may use
+/// the API: `check` says so. With one, it says nothing about it.
+#[test]
+fn check_warns_when_the_admin_api_has_no_token() {
+    let config = |cert: &str, key: &str| {
+        use std::path::Path;
+        base_config("http://127.0.0.1:8080", Path::new(cert), Path::new(key), "")
+    };
+    let err = check_stderr(config, &[]);
+    assert!(err.contains("warning: admin.token: "), "{err}");
+    let with_token = |cert: &str, key: &str| {
+        config(cert, key).replace(
+            "[admin]\n",
+            "[admin]\ntoken = \"env:AUTHBACK_TEST_ADMIN_TOKEN\"\n",
+        )
+    };
+    let err = check_stderr(
+        with_token,
+        &[("AUTHBACK_TEST_ADMIN_TOKEN", "admin-token-for-tests-0123")],
+    );
+    assert!(!err.contains("admin.token"), "{err}");
+}

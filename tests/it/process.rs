@@ -504,6 +504,7 @@ async fn register_session(admin: u16, session: &str, bearer: &str) -> u16 {
     let body = format!(r#"{{"session_id":"{session}","route":"klarna","reference":"c-read"}}"#);
     let req = Request::post("/v1/sessions")
         .header("host", "admin")
+        .header("content-type", "application/json")
         .header("authorization", format!("Bearer {bearer}"))
         .body(Full::new(Bytes::from(body)))
         .expect("request");

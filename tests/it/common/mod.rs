@@ -516,6 +516,10 @@ impl Authback {
         if let Some(b) = bearer {
             req = req.header("authorization", format!("Bearer {b}"));
         }
+        // As every client of the API must: /v1 refuses a body of any other type.
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
         let resp = send
             .send_request(
                 req.body(Full::new(Bytes::from(body.to_string())))
