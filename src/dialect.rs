@@ -43,6 +43,10 @@ impl Dialect {
     pub fn read_name(self, decoded: &str) -> Option<String> {
         match self {
             Dialect::Php => {
+                // Most names hold none of the bytes PHP reads differently.
+                if !decoded.bytes().any(|c| matches!(c, b' ' | b'.' | b'[' | 0)) {
+                    return None;
+                }
                 let php = php_name(decoded);
                 (php != decoded).then_some(php)
             }

@@ -842,6 +842,7 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
 ///   before 5.3, so a pattern with no `.` also matches `pattern + ".*"`;
 /// - `useTrailingSlashMatch` (same two files): `true` before 6.0, so a
 ///   pattern also matches `pattern + "/"`.
+///
 /// Case-sensitive in every version.
 #[derive(Clone, Copy, Debug)]
 struct Spring {
@@ -1572,5 +1573,9 @@ async fn sap_commerce_spring_spellings_by_version_never_reach_the_controller() {
         let (status, _) = ab.callback(pq, &body).await;
         assert!(matches!(status.as_u16(), 400 | 403), "{pq}: {status}");
     }
-    assert_eq!(sap.hits().len(), direct, "a spelling reached the controller");
+    assert_eq!(
+        sap.hits().len(),
+        direct,
+        "a spelling reached the controller"
+    );
 }

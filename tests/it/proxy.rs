@@ -432,8 +432,22 @@ async fn reuse_port_off_keeps_the_port_to_one_socket_and_still_serves() {
     }
     assert_eq!(up.recorded().len(), 6);
 
-    let on = Authback::start(&up).await;
-    assert!(on.config.server.reuse_port, "on by default");
+    let on = Authback::start_edited(
+        &up.url(),
+        |t| {
+            t.replace(
+                "shutdown_grace = \"5s\"",
+                "shutdown_grace = \"5s\"\nreuse_port = true",
+            )
+        },
+        false,
+    )
+    .await;
+    assert!(on.config.server.reuse_port);
+    assert!(
+        !Authback::start(&up).await.config.server.reuse_port,
+        "off by default"
+    );
     assert!(
         authback::listen(on.public, true).is_ok(),
         "a worker's socket could not share the public port"
