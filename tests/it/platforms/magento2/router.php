@@ -26,6 +26,13 @@
 // Test endpoints (not Magento):
 //   POST /__test/quote?session_id=S&token=T   a quote with its Klarna session
 //   GET  /__test/state                        every table
+//
+// Markers for the differential fuzzer (tests/it/fuzz.rs), which asks every
+// request whether the controller went past its dryRun check: the answer
+// then carries `X-Handler-Ran: 1`. `X-Saw-Authback` names the
+// HTTP_AUTHBACK_* variables PHP made of the request's headers. With
+// PLATFORM_FUZZ=1 the hits table is not written (the fuzzer sends tens of
+// thousands of requests, and the writes would dominate).
 require __DIR__ . '/../lib.php';
 
 const PLACE_ORDER_SECONDS = 2.5;
@@ -50,6 +57,11 @@ class LocalizedException extends Exception {}
 
 $uri = $_SERVER['REQUEST_URI'];
 $rawPath = explode('?', $uri, 2)[0];
+$fuzz = getenv('PLATFORM_FUZZ') === '1';
+$sawAuthback = array_filter(array_keys($_SERVER), fn($k) => str_starts_with($k, 'HTTP_AUTHBACK_'));
+if ($sawAuthback) {
+    header('X-Saw-Authback: ' . implode(',', $sawAuthback));
+}
 
 if (str_starts_with($rawPath, '/__test/')) {
     test_endpoint($rawPath);
@@ -79,12 +91,16 @@ for ($i = 3, $l = count($params); $i < $l; $i += 2) {
 
 $body = file_get_contents('php://input');
 $db = db();
-$db->prepare('INSERT INTO hits (uri, body, idempotency_key, started) VALUES (?, ?, ?, ?)')
-    ->execute([$uri, $body, $_SERVER['HTTP_IDEMPOTENCY_KEY'] ?? '', microtime(true)]);
-$hit = (int)$db->lastInsertId();
+if (!$fuzz) {
+    $db->prepare('INSERT INTO hits (uri, body, idempotency_key, started) VALUES (?, ?, ?, ?)')
+        ->execute([$uri, $body, $_SERVER['HTTP_IDEMPOTENCY_KEY'] ?? '', microtime(true)]);
+    $hit = (int)$db->lastInsertId();
+}
 [$status, $answer] = authorize($body, $routeParams);
-$db->prepare('UPDATE hits SET status = ?, answer = ?, ended = ? WHERE id = ?')
-    ->execute([$status, json_encode($answer), microtime(true), $hit]);
+if (!$fuzz) {
+    $db->prepare('UPDATE hits SET status = ?, answer = ?, ended = ? WHERE id = ?')
+        ->execute([$status, json_encode($answer), microtime(true), $hit]);
+}
 json_answer($status, $answer);
 return true;
 
@@ -103,6 +119,7 @@ function authorize(string $body, array $routeParams): array {
             'code' => 200,
         ]];
     }
+    header('X-Handler-Ran: 1');   // past the probe: the real work begins
     $klarnaQuote = null;
     try {
         foreach (['session_id', 'authorization_token'] as $name) {

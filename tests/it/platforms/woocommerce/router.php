@@ -25,6 +25,13 @@
 //   POST /__test/run-scheduled        runs every scheduled job now, as if
 //                                     120 s had passed (Action Scheduler)
 //   GET  /__test/state                every table
+//
+// Markers for the differential fuzzer (tests/it/fuzz.rs): the answer of a
+// request that ran authorization_cb carries `X-Handler-Ran: 1`, and
+// `X-Saw-Authback` names the HTTP_AUTHBACK_* variables PHP made of the
+// request's headers. With PLATFORM_FUZZ=1 the handler writes no rows (the
+// fuzzer sends tens of thousands of requests, and the writes would
+// dominate).
 require __DIR__ . '/../lib.php';
 
 db_init('
@@ -40,6 +47,10 @@ db_init('
 
 $uri = $_SERVER['REQUEST_URI'];
 $rawPath = explode('?', $uri, 2)[0];
+$sawAuthback = array_filter(array_keys($_SERVER), fn($k) => str_starts_with($k, 'HTTP_AUTHBACK_'));
+if ($sawAuthback) {
+    header('X-Saw-Authback: ' . implode(',', $sawAuthback));
+}
 
 if (str_starts_with($rawPath, '/__test/')) {
     test_endpoint($rawPath);
@@ -126,6 +137,10 @@ function sanitize_text_field(string $s): string {
 
 // KP_Callbacks::authorization_cb (the long-standing release).
 function authorization_cb(): void {
+    header('X-Handler-Ran: 1');
+    if (getenv('PLATFORM_FUZZ') === '1') {
+        return;
+    }
     $body = file_get_contents('php://input');
     db()->prepare('INSERT INTO hits (method, uri, body, idempotency_key, at) VALUES (?, ?, ?, ?, ?)')
         ->execute([$_SERVER['REQUEST_METHOD'], $_SERVER['REQUEST_URI'], $body,
