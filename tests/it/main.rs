@@ -10,6 +10,7 @@ mod console;
 mod doctor;
 mod durability;
 mod examples;
+mod fuzz;
 mod order_watch;
 mod php;
 mod platforms;
