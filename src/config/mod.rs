@@ -378,6 +378,45 @@ secrets = ["a-long-enough-test-secret"]
         assert_eq!(c.limits.callback_per_ip, None);
         assert_eq!(c.routes[0].forward_format, ForwardFormat::Json);
         assert!(c.warnings.iter().any(|w| w.contains("inline")));
+        assert_eq!(c.upstream.path_form, PathForm::Canonical);
+        assert_eq!(c.upstream.dialect, Dialect::Php);
+        assert_eq!(c.upstream.max_input_vars, 1000);
+        assert!(!c.server.reuse_port);
+    }
+
+    #[test]
+    fn the_backends_reading_is_checked_and_raw_paths_warn() {
+        let with = |keys: &str| MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{keys}\n"));
+        let raw = Config::parse(
+            &with("path_form = \"raw\"\ndialect = \"spring\""),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(raw.upstream.path_form, PathForm::Raw);
+        assert_eq!(raw.upstream.dialect, Dialect::Spring);
+        assert!(
+            raw.warnings
+                .iter()
+                .any(|w| w.contains("path_form = \"raw\"")),
+            "{:?}",
+            raw.warnings
+        );
+        // Spring's trailing-slash and suffix matching are the route's.
+        assert!(raw.routes[0].spelling.trailing_slash && raw.routes[0].spelling.suffix);
+        for (keys, key) in [
+            ("path_form = \"as-is\"", "upstream.path_form"),
+            ("dialect = \"perl\"", "upstream.dialect"),
+            ("max_input_vars = 0", "upstream.max_input_vars"),
+        ] {
+            let errors = Config::parse(&with(keys), Path::new(".")).expect_err(keys);
+            assert!(errors.iter().any(|e| e.key == key), "{keys}: {errors:?}");
+        }
+        let endpoint = MINIMAL.replace("secrets = [", "endpoint = true\nsecrets = [");
+        let errors = Config::parse(&endpoint, Path::new(".")).expect_err("endpoint");
+        assert!(
+            errors.iter().any(|e| e.key == "routes[0].endpoint"),
+            "{errors:?}"
+        );
     }
 
     #[test]
