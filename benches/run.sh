@@ -5,6 +5,7 @@
 #   wrk  HTTP/1.1 keep-alive, plain and TLS 1.3
 #   wrk  TLS with a new connection per request (handshake cost)
 #   h2load  HTTP/2 over TLS
+#   wrk  a 1 KB form POST on keep-alive, plain (the body read as PHP would)
 # and the upstream hit directly is the ceiling. Reports medians and the
 # authback/nginx ratio, and RSS idle and under load.
 #
@@ -14,9 +15,12 @@
 #
 # AUTHBACK_BINS runs several authback builds side by side in the same run
 # (UPSTREAM_BIN, a built examples/bench-upstream, skips building one)
-# (each name=path), for before/after figures; by default it is this tree's
-# release build. Every authback target is reported as a ratio to nginx, in
-# req/s and in CPU per request.
+# (each name=path, or name=path+rp to turn server.reuse_port on), for
+# before/after figures; by default it is this tree's release build, with
+# reuse_port off and on. Every authback target is reported as a ratio to
+# nginx, in req/s and in CPU per request. Each authback has a callback
+# route with a query_match, as a WooCommerce shop does, so every request is
+# read against a route.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -27,7 +31,7 @@ source benches/common.sh
 need_tools wrk:wrk nginx:nginx h2load:nghttp2-client openssl:openssl
 if [ -z "${AUTHBACK_BINS:-}" ]; then
   cargo build --release -q
-  AUTHBACK_BINS="authback=$PWD/target/release/authback"
+  AUTHBACK_BINS="authback=$PWD/target/release/authback authback-rp=$PWD/target/release/authback+rp"
 fi
 build_upstream
 UPBIN=$UPSTREAM_BIN
@@ -44,10 +48,12 @@ make_cert "$WORK"
 declare -A AB_BIN AB_TLS AB_PLAIN AB_ADM AB_PID
 NAMES=()
 for spec in $AUTHBACK_BINS; do
-  name=${spec%%=*}; NAMES+=("$name"); AB_BIN[$name]=${spec#*=}
+  name=${spec%%=*}; NAMES+=("$name"); bin=${spec#*=}; AB_BIN[$name]=${bin%+rp}
+  reuse=false; [ "$bin" = "${bin%+rp}" ] || reuse=true
   AB_TLS[$name]=$(port); AB_PLAIN[$name]=$(port); AB_ADM[$name]=$(port)
   cat > "$WORK/$name.toml" <<TOML
 [server]
+reuse_port = $reuse
 listen = "127.0.0.1:${AB_TLS[$name]}"
 listen_plain = "127.0.0.1:${AB_PLAIN[$name]}"
 public_url = "https://localhost:${AB_TLS[$name]}"
@@ -60,6 +66,15 @@ listen = "127.0.0.1:${AB_ADM[$name]}"
 url = "http://127.0.0.1:$UP"
 [limits]
 max_connections = 100000
+[[routes]]
+name = "shop"
+kind = "klarna_authorization"
+path = "/wc-api/KP_WC_AUTHORIZATION"
+ignore_case = true
+query_match = ["wc-api=KP_WC_AUTHORIZATION"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.1/32"]
 TOML
   RUST_LOG=warn "${AB_BIN[$name]}" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & AB_PID[$name]=$!; PIDS+=($!)
 done
@@ -103,6 +118,7 @@ scenario() { # name target url kind
   case $4 in
     wrk) out=$(wrk_run "$3") ;;
     close) out=$(wrk_run "$3" -H "Connection: close") ;;
+    form) out=$(wrk_run "$3" -s "$WORK/form.lua") ;;
     h2) out=$(h2_run "$3") ;;
   esac
   c1=$(cpu_ticks "$pid")
@@ -114,6 +130,16 @@ scenario() { # name target url kind
   CPU["$1|$2"]="${CPU["$1|$2"]:-} $us"
   printf '%-16s %-9s %12s %9s %9s %10s\n' "$1" "$2" "$rate" "$p50" "$p99" "$us"
 }
+
+# A 1 KB form, as a checkout page posts it.
+python3 - "$WORK/form.lua" <<'PY'
+import sys
+body = "&".join(f"field{i}=value-{i:04d}" for i in range(60))[:1024]
+open(sys.argv[1], "w").write(
+    'wrk.method = "POST"\n'
+    'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+    f'wrk.body = "{body}"\n')
+PY
 
 LOAD_NG=0
 echo "machine: $(nproc) cores; $(nginx -v 2>&1); wrk -t2 -c$CONNS, h2load -t2 -c$CONNS -m10; ${RUN_SECS}s runs, $ROUNDS rounds"
@@ -127,6 +153,7 @@ for r in $(seq "$ROUNDS"); do
     if [ "$t" = nginx ]; then LOAD_NG=$(rss $NG_PID); else LOAD[$t]=$(rss "${AB_PID[$t]}"); fi
     scenario tls-newconn "$t" "https://127.0.0.1:$S/" close
     scenario h2 "$t" "https://127.0.0.1:$S/" h2
+    scenario form "$t" "http://127.0.0.1:$P/checkout/?utm_source=x&page=2" form
   done
 done
 
@@ -134,7 +161,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[i
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 echo
 echo "medians, and each authback build against nginx (req/s ratio: higher is better; CPU ratio: lower is better):"
-for s in plain tls tls-newconn h2; do
+for s in plain tls tls-newconn h2 form; do
   n=$(echo "${RES["$s|nginx"]}" | median); cn=$(echo "${CPU["$s|nginx"]}" | median)
   printf '  %-12s %-9s %10s req/s  %7s us/req\n' "$s" nginx "$n" "$cn"
   for t in "${NAMES[@]}"; do
