@@ -17,7 +17,7 @@ pub enum Body {
     /// A pass-through response on a worker's own upstream connection.
     Upstream(Returning),
     /// A proxied form body, read as it streams (`forms`).
-    Scanned(Box<crate::forms::Scanned>),
+    Scanned(Box<crate::proxy::forms::Scanned>),
 }
 
 /// Why a body stopped before its end.

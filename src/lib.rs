@@ -3,36 +3,49 @@
 //!
 //! `run` serves on listeners the caller has bound; `main.rs` only parses the
 //! command line, sets up logging and signals, and calls it.
+//!
+//! # The map, in the order a request meets it
+//!
+//! ```text
+//! front/      listeners and connection workers (server, workers), TLS and its
+//!             reload (tls), strict heads (head), the canonical path (path),
+//!             client addresses (net), and the router that sends each request
+//!             to a callback route or to the pass-through (router)
+//! route/      the route model: paths, spellings, query matches, answer rules,
+//!             and how the backend's language reads names (dialect)
+//! callback/   an intercepted callback: token (mint/verify), body, record, ack
+//! proxy/      pass-through: the headers the backend may see, the canonical
+//!             path it is sent, form bodies read as they stream (forms)
+//! upstream/   the backend: one target, pooled connections, its errors
+//! delivery/   the outbox worker: leased attempts, backoff, deadline, dead
+//!             letters, the normalized request (render)
+//! store/      the store trait and its memory, SQLite and Redis kinds
+//! klarna/     Klarna's API (client), Read Session recovery (reconcile) and
+//!             order watch (order_watch)
+//! admin/      the admin listener's /v1 API (api) and the console and its CLI
+//! ops/        metrics, logs, history, readiness, shutdown
+//! doctor/     pre-flight checks against a running deployment
+//! config/     the file as written -> checked -> Config
+//! ```
+//!
+//! `body`, `text` and `types` are the shared vocabulary: one body type, text
+//! codecs, and the typed ids and secrets.
 
 pub mod admin;
-pub mod app;
 pub mod body;
 pub mod callback;
 pub mod config;
-pub mod console;
 pub mod delivery;
-pub mod dialect;
 pub mod doctor;
-pub mod forms;
-pub mod head;
-pub mod history;
+pub mod front;
 pub mod klarna;
-pub mod logging;
-pub mod metrics;
-pub mod net;
-pub mod order_watch;
-pub mod path;
+pub mod ops;
 pub mod proxy;
-pub mod readiness;
-pub mod reconcile;
-pub mod server;
-pub mod shutdown;
+pub mod route;
 pub mod store;
 pub mod text;
-pub mod tls;
 pub mod types;
 pub mod upstream;
-pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,10 +54,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use config::Config;
-pub use server::{listen, Listeners};
+pub use front::server::{listen, Listeners};
 
-use metrics::Metrics;
-use readiness::Readiness;
+use front::{router, server, tls, workers};
+use klarna::reconcile;
+use ops::metrics::Metrics;
+use ops::readiness::Readiness;
+use ops::{history, shutdown};
 use upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +144,8 @@ pub async fn run(
     let reads_sessions = config.reconcile.enabled || config.order_watch.enabled;
     let reconciler = match (&config.klarna, reads_sessions) {
         (Some(klarna), true) => {
-            let client = klarna::ReadSessionClient::new(klarna).map_err(RunError::Klarna)?;
+            let client =
+                klarna::client::ReadSessionClient::new(klarna).map_err(RunError::Klarna)?;
             tracing::info!(api_url = %klarna.api_url, fallback = config.reconcile.enabled, order_watch = config.order_watch.enabled, pending = store.active_registrations(), "Read Session on");
             let ctx = reconcile::Context {
                 store: store.clone(),
@@ -167,10 +184,10 @@ pub async fn run(
         deadline: config.delivery.deadline,
     });
     background.push(callbacks.spawn_sweeper(stop.clone()));
-    let app = Arc::new(app::App::new(
+    let app = Arc::new(router::App::new(
         config.routes.clone(),
         config.server.trusted_proxies.clone(),
-        app::Reading {
+        router::Reading {
             dialect: config.upstream.dialect,
             max_input_vars: config.upstream.max_input_vars,
         },
@@ -229,7 +246,7 @@ pub async fn run(
     // The admin listener outlives the public ones, so probes see the drain.
     let (admin_trigger, admin_stop) = shutdown::latch();
     let admin_task = {
-        let a = Arc::new(admin::Context {
+        let a = Arc::new(admin::api::Context {
             config: config.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
@@ -240,7 +257,7 @@ pub async fn run(
         });
         let handler = move |req, _peer| {
             let a = a.clone();
-            async move { admin::handle(&a, req).await }
+            async move { admin::api::handle(&a, req).await }
         };
         let options = server::Options {
             tls: None,

@@ -107,7 +107,7 @@ impl DeliveryFilters {
     }
 }
 
-impl From<DeliveryFilters> for authback::console::cli::Filters {
+impl From<DeliveryFilters> for authback::admin::console::cli::Filters {
     fn from(f: DeliveryFilters) -> Self {
         Self {
             route: f.route,
@@ -179,7 +179,7 @@ fn main() -> ExitCode {
     match command {
         Command::Check => {
             if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
-                if let Err(e) = authback::tls::Reloader::load(cert.clone(), key.clone()) {
+                if let Err(e) = authback::front::tls::Reloader::load(cert.clone(), key.clone()) {
                     eprintln!(
                         "{}: 1 error\n  {}: server.tls: {e}",
                         cli.config.display(),
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
                 }
             };
             let now = authback::types::unix_ms() / 1000;
-            match config.mint_url(&route, &reference, ttl, now) {
+            match authback::callback::mint::for_route(&config, &route, &reference, ttl, now) {
                 Ok((url, _)) => {
                     println!("{url}");
                     ExitCode::SUCCESS
@@ -248,7 +248,7 @@ fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCo
 /// `authback deliveries …`: 0 on success, 1 when the API answered an
 /// error (or the config or arguments are bad), 2 when it could not be reached.
 fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
-    use authback::console::cli::{self, Action, CliError, Target};
+    use authback::admin::console::cli::{self, Action, CliError, Target};
     let config = if args.admin.is_some() && !config_path.exists() {
         None
     } else {
@@ -394,7 +394,7 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Pretty) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    authback::logging::init(json);
+    authback::ops::logging::init(json);
 }
 
 /// jemalloc: fewer instructions per allocation than glibc's malloc on the

@@ -2,7 +2,7 @@
 //! between the pattern's prefix and suffix.
 #![no_main]
 
-use authback::callback::route::{valid_reference, PathMatch};
+use authback::route::{valid_reference, PathMatch};
 use libfuzzer_sys::fuzz_target;
 
 const ROUTES: &str = r#"

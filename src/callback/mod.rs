@@ -5,7 +5,7 @@
 //! Every answer and its status code live in `Outcome::response`.
 
 pub mod limit;
-pub mod route;
+pub mod mint;
 pub mod token;
 
 use std::net::IpAddr;
@@ -20,12 +20,12 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::body::{json_error, status, Body};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::route::{ForwardFormat, Route};
 use crate::store::{ArrivalUri, Claim, Delivery, Source, Store};
 use crate::text::query_decode;
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use limit::IpLimiter;
-use route::{ForwardFormat, Route};
 use token::TokenError;
 
 /// Largest callback body accepted.
@@ -51,7 +51,7 @@ impl Context {
     /// Sweeps the limiters' idle addresses every minute until `stop`.
     pub fn spawn_sweeper(
         self: &Arc<Self>,
-        stop: crate::shutdown::Stop,
+        stop: crate::ops::shutdown::Stop,
     ) -> tokio::task::JoinHandle<()> {
         let ctx = self.clone();
         tokio::spawn(async move {

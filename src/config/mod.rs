@@ -9,7 +9,7 @@ mod locate;
 mod routes;
 mod validate;
 
-pub use crate::callback::route::{ForwardFormat, PathPattern, Route};
+pub use crate::route::{ForwardFormat, PathPattern, Route};
 pub use crate::store::{StoreConfig, StoreKind};
 pub use validate::resolve_secret;
 
@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::dialect::{Dialect, PathForm};
-use crate::net::IpNet;
+use crate::front::net::IpNet;
+pub use crate::route::dialect::{Dialect, PathForm};
 use crate::text::Rate;
 use crate::types::Secret;
 
@@ -256,28 +256,6 @@ impl Config {
 
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
-    }
-
-    /// The callback URL of route `route` for `reference`, valid for `ttl`
-    /// (at most `admin.max_url_ttl`), with its expiry in unix seconds.
-    pub fn mint_url(
-        &self,
-        route: &str,
-        reference: &str,
-        ttl: std::time::Duration,
-        now_unix: u64,
-    ) -> Result<(String, u64), crate::callback::route::MintError> {
-        let r = self
-            .route(route)
-            .ok_or_else(|| crate::callback::route::MintError::UnknownRoute(route.to_string()))?;
-        crate::callback::route::mint_url(
-            r,
-            &self.server.public_url,
-            reference,
-            ttl,
-            self.admin.max_url_ttl,
-            now_unix,
-        )
     }
 }
 

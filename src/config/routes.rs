@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use super::file::FileRoute;
 use super::validate::Checker;
 use super::*;
-use crate::callback::route::{valid_reference, AnswerRule, Means, Spelling};
-use crate::net::IpNet;
+use crate::front::net::IpNet;
+use crate::route::{valid_reference, AnswerRule, Means, Spelling};
 use crate::types::Secret;
 
 /// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).

@@ -21,10 +21,10 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::callback::route::{AnswerRule, Means, Route};
 use crate::config::DeliveryConfig;
-use crate::metrics::Metrics;
-use crate::shutdown::Stop;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Stop;
+use crate::route::{AnswerRule, Means, Route};
 use crate::store::{Attempt, AttemptOutcome, Delivery, Store};
 use crate::text::{hex, saturating_add_ms};
 use crate::types::{unix_ms, DeliveryId, Secret};

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::callback::route::{ForwardFormat, Route};
+use crate::route::{ForwardFormat, Route};
 use crate::store::Delivery;
 use crate::text::{form_encode, rfc3339};
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, TlsConfig};
-use crate::net::HostPort;
+use crate::front::net::HostPort;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ fn load(path: &Path) -> Result<(Config, Check), Check> {
         c
     })?;
     if let TlsConfig::Files { cert, key, .. } = &config.server.tls {
-        if let Err(e) = crate::tls::Reloader::load(cert.clone(), key.clone()) {
+        if let Err(e) = crate::front::tls::Reloader::load(cert.clone(), key.clone()) {
             let mut c = Check::fail("config", format!("{}: 1 error", path.display()), fix);
             c.notes = vec![format!("{}: server.tls: {e}", path.display())];
             return Err(c);

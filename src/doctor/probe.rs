@@ -20,7 +20,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use super::client::{self, Answer, Failure};
 use super::{nonce, Check, STEP};
 use crate::config::Config;
-use crate::net::HostPort;
+use crate::front::net::HostPort;
 
 /// Long enough for any retry of the doctor, short enough to be worthless
 /// if it leaked.
@@ -108,7 +108,7 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
     };
     let ttl = PROBE_TTL.min(config.admin.max_url_ttl);
     let now = crate::types::unix_ms() / 1000;
-    let url = match config.mint_url(&route.name, reference, ttl, now) {
+    let url = match crate::callback::mint::for_route(config, &route.name, reference, ttl, now) {
         Ok((url, _)) => url,
         Err(e) => {
             return Check::fail(

@@ -112,7 +112,7 @@ pub async fn open(
 pub fn spawn_pruner(
     store: std::sync::Arc<dyn Store>,
     dedupe_ttl: std::time::Duration,
-    stop: crate::shutdown::Stop,
+    stop: crate::ops::shutdown::Stop,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

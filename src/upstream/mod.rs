@@ -14,7 +14,7 @@ use http::{Request, Response, Uri};
 
 use crate::body::Body;
 use crate::config::UpstreamConfig;
-use crate::net::HostPort;
+use crate::front::net::HostPort;
 
 /// Why a request did not reach the upstream, or got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ impl Upstream {
         upgrade: bool,
     ) -> Result<Response<Body>, Error> {
         let own = match &self.address {
-            Some(addr) if !upgrade && crate::workers::current().is_some() => Some(addr),
+            Some(addr) if !upgrade && crate::front::workers::current().is_some() => Some(addr),
             _ => None,
         };
         let path = req.uri().path_and_query();

@@ -107,7 +107,7 @@ async fn the_console_is_served_with_a_strict_policy_and_history_needs_the_token(
         assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
         assert!(head.contains(&format!(
             "content-security-policy: {}",
-            authback::console::CSP
+            authback::admin::console::CSP
         )));
         for h in [
             "x-content-type-options: nosniff",

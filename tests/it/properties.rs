@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use authback::callback::route::valid_reference;
 use authback::callback::{parse_body, token};
 use authback::config::Config;
+use authback::route::valid_reference;
 use authback::text::{parse_duration, parse_http_date, parse_rate, query_param, rfc3339};
 use authback::types::Secret;
 use bytes::Bytes;
@@ -36,13 +36,13 @@ proptest! {
     fn canonical_paths_are_stable_and_never_escape_the_root(
         raw in "/[a-z/.%2FfC5c;\\\\0-9]{0,40}",
     ) {
-        let once = authback::path::canonical(&raw).into_owned();
-        let twice = authback::path::canonical(&once).into_owned();
+        let once = authback::front::path::canonical(&raw).into_owned();
+        let twice = authback::front::path::canonical(&once).into_owned();
         prop_assert_eq!(twice, once.clone());
         prop_assert!(once.starts_with('/'), "{}", once);
         prop_assert!(!once.contains("//"), "{}", once);
         prop_assert!(!once.split('/').any(|s| s == "." || s == ".."), "{}", once);
-        let generous = authback::path::lenient(&raw);
+        let generous = authback::front::path::lenient(&raw);
         prop_assert!(!generous.contains([';', '\\']), "{}", generous);
     }
 
@@ -70,9 +70,9 @@ proptest! {
         let cfg = Config::parse(CONFIG, Path::new(".")).expect("config");
         let path = format!("/klarna/authorization/{seg}");
         match cfg.routes[0].path.matches(&path) {
-            authback::callback::route::PathMatch::Yes(r) => prop_assert!(valid_reference(r) && r == seg),
-            authback::callback::route::PathMatch::BadReference => prop_assert!(!valid_reference(&seg) && !seg.contains('/')),
-            authback::callback::route::PathMatch::No => prop_assert!(seg.contains('/')),
+            authback::route::PathMatch::Yes(r) => prop_assert!(valid_reference(r) && r == seg),
+            authback::route::PathMatch::BadReference => prop_assert!(!valid_reference(&seg) && !seg.contains('/')),
+            authback::route::PathMatch::No => prop_assert!(seg.contains('/')),
         }
     }
 

@@ -733,14 +733,15 @@ impl http_body::Body for Chunks {
 /// A callback path and query for `route`/`reference`, valid for an hour,
 /// without the public base: tests talk to ephemeral ports.
 pub fn mint_path(config: &authback::Config, route: &str, reference: &str) -> String {
-    let (url, _) = config
-        .mint_url(
-            route,
-            reference,
-            Duration::from_secs(3600),
-            authback::types::unix_ms() / 1000,
-        )
-        .expect("mint");
+    let now = authback::types::unix_ms() / 1000;
+    let (url, _) = authback::callback::mint::for_route(
+        config,
+        route,
+        reference,
+        Duration::from_secs(3600),
+        now,
+    )
+    .expect("mint");
     if let Some(t) = url.split("token=").nth(1) {
         sensitive(t);
     }

@@ -16,12 +16,12 @@ use tokio::sync::Semaphore;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::callback::route::ForwardFormat;
 use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
-use crate::klarna::{ReadError, ReadSessionClient, SessionState};
-use crate::metrics::Metrics;
-use crate::shutdown::Stop;
+use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Stop;
+use crate::route::ForwardFormat;
 use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store, WatchNext};
 use crate::text::saturating_add_ms;
 use crate::types::{unix_ms, AuthorizationToken, SessionId, MAX_FIELD};
@@ -242,9 +242,9 @@ async fn check(app: &Context, r: Registration) {
 /// One order-watch check of a delivered authorization.
 async fn watch(app: &Context, d: Delivery) {
     let Some(w) = d.watch.clone() else { return };
-    let read = crate::order_watch::Read::of(app.client.read_session(&d.session_id).await);
-    let next = crate::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
-    crate::order_watch::log(&d, &next);
+    let read = crate::klarna::order_watch::Read::of(app.client.read_session(&d.session_id).await);
+    let next = crate::klarna::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
+    crate::klarna::order_watch::log(&d, &next);
     if let Err(e) = app
         .store
         .finish_watch(d.id, w.checks + 1, next.clone())
@@ -253,7 +253,7 @@ async fn watch(app: &Context, d: Delivery) {
         tracing::error!(id = %d.id, error = %e, "cannot record an order-watch check; it will be repeated");
         return;
     }
-    if let Some(outcome) = crate::order_watch::outcome(&next) {
+    if let Some(outcome) = crate::klarna::order_watch::outcome(&next) {
         app.metrics.order_watch(outcome);
     }
     if matches!(next, WatchNext::Redeliver { .. }) {

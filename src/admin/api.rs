@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use crate::body::{json, json_error, text, Body};
 use crate::config::Config;
 use crate::delivery;
-use crate::metrics::{Gauges, Metrics};
-use crate::readiness::{Readiness, State};
+use crate::ops::metrics::{Gauges, Metrics};
+use crate::ops::readiness::{Readiness, State};
 use crate::store::{
     Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, WatchState,
 };
@@ -34,18 +34,18 @@ pub struct Context {
     /// Rung when a session is registered: the Read Session loop wakes.
     pub new_registration: Arc<Notify>,
     /// The last hour of samples, for the console's charts.
-    pub history: crate::history::History,
+    pub history: crate::ops::history::History,
 }
 
 pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
-        (Method::GET, crate::console::HISTORY_PATH) => match guard(app, &req) {
+        (Method::GET, crate::admin::console::HISTORY_PATH) => match guard(app, &req) {
             Ok(()) => json(StatusCode::OK, &app.history.to_json()),
             Err(refused) => *refused,
         },
-        (m, p) if crate::console::serves(&m, p) => crate::console::handle(&req),
+        (m, p) if crate::admin::console::serves(&m, p) => crate::admin::console::handle(&req),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
         (Method::GET, "/metrics") => metrics(app).await,
@@ -239,7 +239,7 @@ fn loopback_host(headers: &http::HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| crate::net::canonical(ip).is_loopback())
+            .is_ok_and(|ip| crate::front::net::canonical(ip).is_loopback())
 }
 
 fn readyz(app: &Context) -> Response<Body> {
@@ -331,10 +331,8 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
                     return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("ttl: {e}"))
                 }
             };
-            match app
-                .config
-                .mint_url(&m.route, &m.reference, ttl, unix_ms() / 1000)
-            {
+            let now = unix_ms() / 1000;
+            match crate::callback::mint::for_route(&app.config, &m.route, &m.reference, ttl, now) {
                 Ok((url, exp)) => json(
                     StatusCode::OK,
                     &json!({ "url": url, "expires_at": rfc3339(exp) }),
@@ -433,7 +431,7 @@ async fn register(app: &Context, body: &[u8]) -> Response<Body> {
             )
         }
     };
-    let reg = match crate::reconcile::registration(
+    let reg = match crate::klarna::reconcile::registration(
         &app.config,
         &r.session_id,
         &r.route,

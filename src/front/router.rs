@@ -11,10 +11,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{json_error, Body};
-use crate::callback::{self, route::Route, route::RouteMatch};
-use crate::dialect::Dialect;
-use crate::net::{client_ip, IpNet};
+use crate::callback;
+use crate::front::net::{client_ip, IpNet};
 use crate::proxy;
+use crate::route::dialect::Dialect;
+use crate::route::{Route, RouteMatch};
 
 pub struct App {
     routes: Vec<Route>,
@@ -55,7 +56,7 @@ impl App {
             .filter_map(|r| r.forward_path.as_deref())
             .map(|fp| {
                 let fp = fp.split('?').next().unwrap_or(fp);
-                crate::path::canonical(fp).into_owned()
+                crate::front::path::canonical(fp).into_owned()
             })
             .collect();
         App {
@@ -80,27 +81,28 @@ impl App {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Body> {
-        if let Err(why) = crate::head::check(&req) {
+        if let Err(why) = crate::front::head::check(&req) {
             return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
         }
         let raw = req.uri().path();
         let query = req.uri().query();
-        let path = crate::path::canonical(raw);
+        let path = crate::front::path::canonical(raw);
         // Decoding can make `%2%46` into `%2F`: the canonical path is read
         // for such spellings too.
         let canonical_differs = matches!(path, Cow::Owned(_));
-        if crate::path::is_ambiguous(raw) || (canonical_differs && crate::path::is_ambiguous(&path))
+        if crate::front::path::is_ambiguous(raw)
+            || (canonical_differs && crate::front::path::is_ambiguous(&path))
         {
             let shielded = self.shields(&path)
-                || self.shields(&crate::path::lenient(raw))
-                || self.shields(&crate::path::lenient(&path));
+                || self.shields(&crate::front::path::lenient(raw))
+                || self.shields(&crate::front::path::lenient(&path));
             if shielded {
                 let why = "an encoded slash or backslash, a backslash or a `;` parameter is not accepted on this path";
                 return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
             }
         }
         let near = !self.routes.is_empty()
-            && crate::path::any_reading(raw, &path, self.dialect, |p| {
+            && crate::front::path::any_reading(raw, &path, self.dialect, |p| {
                 self.routes.iter().any(|r| r.near(p))
             });
         if let Some(q) = query {
@@ -121,7 +123,7 @@ impl App {
                 return proxy::forward(&self.proxy, req, path, peer.ip(), tls).await;
             }
             let path = path.into_owned();
-            let xff = crate::net::forwarded_chain(req.headers());
+            let xff = crate::front::net::forwarded_chain(req.headers());
             let ip = client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies);
             return callback::handle(&self.callbacks, route, reference.as_deref(), &path, req, ip)
                 .await;
@@ -130,7 +132,8 @@ impl App {
             let why = "this spelling of a callback route is not one the route takes";
             return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
         }
-        if crate::path::any_reading(raw, &path, self.dialect, |p| self.near_forward_path(p)) {
+        if crate::front::path::any_reading(raw, &path, self.dialect, |p| self.near_forward_path(p))
+        {
             return self.refuse(StatusCode::NOT_FOUND, "not_found", "not found", &req, peer);
         }
         let path = owned(path);
@@ -143,10 +146,10 @@ impl App {
     /// and, near a route, more parameters than the backend reads
     /// (`upstream.max_input_vars`), since it would not see the last ones.
     fn check_params(&self, query: &str, near: bool) -> Result<(), &'static str> {
-        if near && crate::dialect::count_params(query) > self.max_input_vars {
+        if near && crate::route::dialect::count_params(query) > self.max_input_vars {
             return Err("more query parameters than the backend reads (upstream.max_input_vars)");
         }
-        for p in crate::dialect::params(query, self.dialect) {
+        for p in crate::route::dialect::params(query, self.dialect) {
             if p.read.is_none() {
                 continue;
             }

@@ -105,7 +105,7 @@ pub fn lenient(raw: &str) -> String {
 pub fn any_reading(
     raw: &str,
     canonical: &str,
-    dialect: crate::dialect::Dialect,
+    dialect: crate::route::dialect::Dialect,
     mut f: impl FnMut(&str) -> bool,
 ) -> bool {
     let lenient_too = raw.bytes().any(|c| matches!(c, b'%' | b'\\' | b';'));
@@ -119,19 +119,19 @@ pub fn any_reading(
             return true;
         }
         match dialect {
-            crate::dialect::Dialect::Php => {
+            crate::route::dialect::Dialect::Php => {
                 if php_scripts(p).any(&mut f) {
                     return true;
                 }
             }
-            crate::dialect::Dialect::Spring => {
+            crate::route::dialect::Dialect::Spring => {
                 if let Some(t) = trimmed_segments(p) {
                     if f(&t) {
                         return true;
                     }
                 }
             }
-            crate::dialect::Dialect::Plain => {}
+            crate::route::dialect::Dialect::Plain => {}
         }
     }
     false
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(canonical("/.."), "/");
     }
 
-    fn readings(raw: &str, dialect: crate::dialect::Dialect) -> Vec<String> {
+    fn readings(raw: &str, dialect: crate::route::dialect::Dialect) -> Vec<String> {
         let mut seen = Vec::new();
         any_reading(raw, &canonical(raw), dialect, |p| {
             seen.push(p.to_string());
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn generous_readings_hold_what_each_backend_runs() {
-        use crate::dialect::Dialect;
+        use crate::route::dialect::Dialect;
         let php = readings("/checkout/authorized.php/x", Dialect::Php);
         assert!(
             php.contains(&"/checkout/authorized.php".to_string()),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::metrics::Metrics;
-use crate::shutdown::Stop;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Stop;
 use crate::store::{Stats, Store};
 use crate::text::rfc3339;
 use crate::types::unix_ms;

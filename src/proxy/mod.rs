@@ -4,6 +4,8 @@
 //! is kept, and upgrades (WebSocket only) are tunnelled. These are the
 //! header rules; how the request reaches the upstream is `upstream`'s.
 
+pub mod forms;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -13,9 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{json_error, Body};
-use crate::dialect::PathForm;
-use crate::metrics::Metrics;
-use crate::net::{forwarded_for, IpNet};
+use crate::front::net::{forwarded_for, IpNet};
+use crate::ops::metrics::Metrics;
+use crate::route::dialect::PathForm;
 use crate::upstream::Upstream;
 
 /// What the pass-through needs, and nothing else.
@@ -47,7 +49,7 @@ pub fn public_port(public_url: &str) -> u16 {
 }
 
 /// Every name any route matches in a query.
-pub fn routed_names(routes: &[crate::callback::route::Route]) -> Arc<[String]> {
+pub fn routed_names(routes: &[crate::route::Route]) -> Arc<[String]> {
     let mut names: Vec<String> = routes
         .iter()
         .flat_map(|r| r.query_match.iter().map(|(k, _)| k.clone()))
@@ -189,7 +191,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let scan = crate::forms::scanner(&req, &ctx.routed_names);
+    let scan = forms::scanner(&req, &ctx.routed_names);
 
     let (mut parts, body) = req.into_parts();
     // The backend acts on the path authback decided on, not on the raw one
@@ -249,7 +251,7 @@ pub async fn forward(
     let chain = if ctx.trusted_proxies.is_empty() {
         None
     } else {
-        crate::net::forwarded_chain(headers)
+        crate::front::net::forwarded_chain(headers)
     };
     let xff = forwarded_for(peer, chain.as_deref(), &ctx.trusted_proxies);
     // The string's buffer becomes the header's bytes, uncopied.

@@ -26,8 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::config::Limits;
-use crate::shutdown::Stop;
-use crate::workers::Workers;
+use crate::front::workers::Workers;
+use crate::ops::shutdown::Stop;
 
 /// The sockets authback serves on, bound before `run` so that tests can use
 /// ephemeral ports and so that a port in use is reported before anything starts.

@@ -18,7 +18,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::body::BodyError;
-use crate::dialect::php_name;
+use crate::route::dialect::php_name;
 
 /// The longest multipart header line read; a `Content-Disposition` line
 /// longer than this is refused (PHP reads such lines in pieces).

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::metrics::Metrics;
-use crate::shutdown::Stop;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Stop;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -2,12 +2,13 @@
 //! knows what a reference is (which spellings a path accepts, how a URL is
 //! rendered for one), and the minting of callback URLs.
 
+pub mod dialect;
+
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
-use crate::dialect::Dialect;
-use crate::net::IpNet;
+use crate::front::net::IpNet;
+use crate::route::dialect::Dialect;
 use crate::types::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +363,7 @@ impl Route {
             return RouteMatch::No;
         }
         let asked = query.is_some_and(|q| {
-            crate::dialect::params(q, self.dialect).any(|p| {
+            crate::route::dialect::params(q, self.dialect).any(|p| {
                 self.query_match
                     .iter()
                     .any(|(k, v)| p.is(k) && self.value_is(&p.value, v))
@@ -387,7 +388,7 @@ impl Route {
                 let Some(value) = rest.strip_prefix('/') else {
                     continue;
                 };
-                let value = crate::dialect::form_decode(value.trim_end_matches('/'));
+                let value = crate::route::dialect::form_decode(value.trim_end_matches('/'));
                 if starts && self.value_is(&value, v) {
                     return true;
                 }
@@ -422,7 +423,7 @@ impl Route {
 
     /// Whether a parameter named like this (in any reading) is one this
     /// route decides on: `token`, a `query_match` or `passthrough_query` name.
-    pub fn decides_on(&self, p: &crate::dialect::Param<'_>) -> bool {
+    pub fn decides_on(&self, p: &crate::route::dialect::Param<'_>) -> bool {
         p.is("token")
             || self.query_match.iter().any(|(k, _)| p.is(k))
             || self.passthrough_query.iter().any(|(k, _)| p.is(k))
@@ -450,7 +451,7 @@ impl Route {
             });
         own_path
             && self.passthrough_query.iter().any(|(k, v)| {
-                let mut values = crate::dialect::params(q, self.dialect)
+                let mut values = crate::route::dialect::params(q, self.dialect)
                     .filter(|p| p.is(k))
                     .map(|p| p.value);
                 matches!((values.next(), values.next()), (Some(only), None) if only == v.as_str())
@@ -460,54 +461,6 @@ impl Route {
     pub fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.allow_ips.is_empty() || self.allow_ips.iter().any(|n| n.contains(ip))
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MintError {
-    #[error("no route named `{0}`")]
-    UnknownRoute(String),
-    #[error("reference must be 1-128 characters of A-Z a-z 0-9 . _ ~ -")]
-    BadReference,
-    #[error("route `{0}` has no {{reference}} in its path; pass an empty reference")]
-    NoReferenceInPath(String),
-    #[error("route `{0}` has no secrets to mint with (static_tokens and unverified routes need no minting)")]
-    NoSecrets(String),
-    #[error("ttl must be greater than zero")]
-    ZeroTtl,
-    #[error("ttl must be at most {0} (admin.max_url_ttl)")]
-    TtlTooLong(String),
-}
-
-/// Mints the callback URL for `merchant_urls.authorization`; returns it with
-/// its expiry (unix seconds).
-pub fn mint_url(
-    route: &Route,
-    public_url: &str,
-    reference: &str,
-    ttl: Duration,
-    max_ttl: Duration,
-    now_unix: u64,
-) -> Result<(String, u64), MintError> {
-    let secret = route
-        .secrets
-        .first()
-        .ok_or_else(|| MintError::NoSecrets(route.name.clone()))?;
-    if ttl.is_zero() {
-        return Err(MintError::ZeroTtl);
-    }
-    if ttl > max_ttl {
-        return Err(MintError::TtlTooLong(crate::text::format_duration(max_ttl)));
-    }
-    let path = route.path.render(reference).ok_or_else(|| {
-        if route.path.suffix.is_none() {
-            MintError::NoReferenceInPath(route.name.clone())
-        } else {
-            MintError::BadReference
-        }
-    })?;
-    let exp = now_unix + ttl.as_secs().max(1);
-    let token = super::token::mint(secret, &route.name, reference, exp);
-    Ok((format!("{public_url}{path}?token={token}"), exp))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::config::OrderWatchConfig;
-use crate::klarna::{ReadError, SessionState};
+use crate::klarna::client::{ReadError, SessionState};
 use crate::store::{Delivery, Watch, WatchNext};
 use crate::text::saturating_add_ms;
 use crate::types::unix_ms;
