@@ -4,6 +4,7 @@
 //! one function per section, in `validate`. Durations, rates, addresses and
 //! secrets are parsed once; every problem is reported with its key, at once.
 
+mod checker;
 mod file;
 mod locate;
 mod routes;
@@ -11,7 +12,7 @@ mod validate;
 
 pub use crate::route::{ForwardFormat, PathPattern, Route};
 pub use crate::store::{StoreConfig, StoreKind};
-pub use validate::resolve_secret;
+pub use checker::resolve_secret;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
+use super::checker::Checker;
 use super::file::FileRoute;
-use super::validate::Checker;
 use super::*;
 use crate::front::net::IpNet;
 use crate::route::{valid_reference, AnswerRule, Means, Spelling};
