@@ -180,8 +180,10 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Proxies one request. `canonical` is the path authback routed on when it
-/// differs from the raw one; `tls` says which listener the request came in on.
+/// Proxies one request, in four named steps: the target the backend acts
+/// on, the head it may see, the exchange, and the answer (or a tunnel).
+/// `canonical` is the path authback routed on when it differs from the raw
+/// one; `tls` says which listener the request came in on.
 pub async fn forward(
     ctx: &Context,
     mut req: Request<Incoming>,
@@ -194,27 +196,81 @@ pub async fn forward(
     let scan = forms::scanner(&req, &ctx.routed_names);
 
     let (mut parts, body) = req.into_parts();
-    // The backend acts on the path authback decided on, not on the raw one
-    // it might read another way (`/a/b/..` is `/a/`).
-    if let Some(path) = canonical.filter(|_| ctx.path_form == PathForm::Canonical) {
-        let target = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        match target.parse::<http::uri::PathAndQuery>() {
-            Ok(pq) => parts.uri = http::Uri::from(pq),
-            Err(_) => {
-                ctx.metrics.proxy_response(400);
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "invalid request target",
-                );
-            }
-        }
+    if rewrite_target(ctx, &mut parts, canonical).is_err() {
+        ctx.metrics.proxy_response(400);
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid request target",
+        );
     }
     // For the log line of a failure: a clone shares the bytes, copies none.
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    rewrite_head(ctx, &mut parts, peer, tls, upgrade);
+    let body = match scan {
+        Some(scanner) => Body::Scanned(Box::new(scanner.wrap(body))),
+        None => Body::from(body),
+    };
+    let out = Request::from_parts(parts, body);
+
+    let sent = ctx.upstream.proxy(out, upgrade);
+    let resp = match tokio::time::timeout(ctx.upstream.timeout(), sent).await {
+        Err(_) => {
+            ctx.metrics.proxy_response(504);
+            tracing::warn!(%method, path = uri.path(), client = %peer, "upstream did not answer in time");
+            return json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            );
+        }
+        Ok(Err(e)) => {
+            // The path, never the query: a query may carry a token.
+            tracing::warn!(%method, path = uri.path(), client = %peer, error = %e, "upstream request failed");
+            return failure(ctx, &e);
+        }
+        Ok(Ok(r)) => r,
+    };
+    ctx.metrics.proxy_response(resp.status().as_u16());
+    match client_upgrade {
+        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => tunnel(resp, client),
+        _ => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+/// Step 1: the backend acts on the path authback decided on, not on the
+/// raw one it might read another way (`/a/b/..` is `/a/`).
+fn rewrite_target(
+    ctx: &Context,
+    parts: &mut http::request::Parts,
+    canonical: Option<String>,
+) -> Result<(), ()> {
+    let Some(path) = canonical.filter(|_| ctx.path_form == PathForm::Canonical) else {
+        return Ok(());
+    };
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let pq = target.parse::<http::uri::PathAndQuery>().map_err(|_| ())?;
+    parts.uri = http::Uri::from(pq);
+    Ok(())
+}
+
+/// Step 2: the head the backend may see: no hop-by-hop headers, none of
+/// authback's own or their look-alikes, `X-Forwarded-*` from authback or
+/// a trusted proxy, a `Host`, and HTTP/1.1.
+fn rewrite_head(
+    ctx: &Context,
+    parts: &mut http::request::Parts,
+    peer: IpAddr,
+    tls: bool,
+    upgrade: bool,
+) {
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -222,6 +278,7 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let from_h2 = parts.version == Version::HTTP_2;
+    parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     // One more pass over the names, for what a client may not pass on:
@@ -280,79 +337,54 @@ pub async fn forward(
             headers.insert(header::HOST, v);
         }
     }
-    parts.version = Version::HTTP_11;
-    let body = match scan {
-        Some(scanner) => Body::Scanned(Box::new(scanner.wrap(body))),
-        None => Body::from(body),
-    };
-    let out = Request::from_parts(parts, body);
+}
 
-    let sent = ctx.upstream.proxy(out, upgrade);
-    let resp = match tokio::time::timeout(ctx.upstream.timeout(), sent).await {
-        Err(_) => {
-            ctx.metrics.proxy_response(504);
-            tracing::warn!(%method, path = uri.path(), client = %peer, "upstream did not answer in time");
-            return json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            );
-        }
-        Ok(Err(e)) => {
-            // The path, never the query: a query may carry a token.
-            tracing::warn!(%method, path = uri.path(), client = %peer, error = %e, "upstream request failed");
-            let (status, code, msg) = if e.refused_body() {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "a form body may not carry a parameter a callback route matches",
-                )
-            } else if e.is_timeout() {
-                (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "connecting to the upstream timed out",
-                )
-            } else if matches!(e, crate::upstream::Error::Target) {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "invalid request target",
-                )
-            } else {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the upstream is unreachable",
-                )
-            };
-            ctx.metrics.proxy_response(status.as_u16());
-            return json_error(status, code, msg);
-        }
-        Ok(Ok(r)) => r,
+/// Step 3, failed: what the client is told, and counted.
+fn failure(ctx: &Context, e: &crate::upstream::Error) -> Response<Body> {
+    let (status, code, msg) = if e.refused_body() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a form body may not carry a parameter a callback route matches",
+        )
+    } else if e.is_timeout() {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "connecting to the upstream timed out",
+        )
+    } else if matches!(e, crate::upstream::Error::Target) {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid request target",
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the upstream is unreachable",
+        )
     };
-    ctx.metrics.proxy_response(resp.status().as_u16());
+    ctx.metrics.proxy_response(status.as_u16());
+    json_error(status, code, msg)
+}
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let mut resp = resp;
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((down, up)) => {
-                        let mut down = TokioIo::new(down);
-                        let mut up = TokioIo::new(up);
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
-            return resp;
+/// Step 4, for a WebSocket the upstream accepted: both upgraded
+/// connections are joined, and the `101` goes back to the client.
+fn tunnel(mut resp: Response<Body>, client: hyper::upgrade::OnUpgrade) -> Response<Body> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((down, up)) => {
+                let mut down = TokioIo::new(down);
+                let mut up = TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body)
+    });
+    resp
 }
 
 /// `Authback-*` headers are authback's to send to the upstream (the
