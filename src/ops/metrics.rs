@@ -383,12 +383,16 @@ impl Metrics {
 
 impl Metrics {
     /// The process's own figures, read from /proc at scrape time (Linux;
-    /// elsewhere they are left out rather than reported wrong).
+    /// elsewhere they are left out rather than reported wrong), under
+    /// Prometheus' standard `process_*` names, and for one release more
+    /// under the deprecated `authback_process_*` ones.
     fn render_process(&self, out: &mut String) {
-        let _ = writeln!(
+        process_metric(
             out,
-            "# HELP authback_process_start_time_seconds When the process started, unix seconds.\n# TYPE authback_process_start_time_seconds gauge\nauthback_process_start_time_seconds {:.3}",
-            self.started_at
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            format!("{:.3}", self.started_at),
         );
         if let Some(kb) = std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -398,10 +402,12 @@ impl Metrics {
                     .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             })
         {
-            let _ = writeln!(
+            process_metric(
                 out,
-                "# HELP authback_process_resident_memory_bytes Resident memory.\n# TYPE authback_process_resident_memory_bytes gauge\nauthback_process_resident_memory_bytes {}",
-                kb * 1024
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                (kb * 1024).to_string(),
             );
         }
         // utime and stime are fields 14 and 15, in clock ticks: USER_HZ,
@@ -414,20 +420,33 @@ impl Metrics {
                 Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
             })
         {
-            let _ = writeln!(
+            process_metric(
                 out,
-                "# HELP authback_process_cpu_seconds_total User and system CPU time.\n# TYPE authback_process_cpu_seconds_total counter\nauthback_process_cpu_seconds_total {:.2}",
-                ticks as f64 / 100.0
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                format!("{:.2}", ticks as f64 / 100.0),
             );
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            let _ = writeln!(
+            process_metric(
                 out,
-                "# HELP authback_process_open_fds Open file descriptors.\n# TYPE authback_process_open_fds gauge\nauthback_process_open_fds {}",
-                fds.count()
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                fds.count().to_string(),
             );
         }
     }
+}
+
+/// One process figure under its standard name and its deprecated
+/// `authback_` one.
+fn process_metric(out: &mut String, name: &str, kind: &str, help: &str, value: String) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n# HELP authback_{name} Deprecated: use {name}.\n# TYPE authback_{name} {kind}\nauthback_{name} {value}"
+    );
 }
 
 /// Values read at scrape time from their owners.
@@ -471,6 +490,11 @@ mod tests {
             "authback_delivery_latency_seconds_count 0",
             "authback_order_watch_total{outcome=\"unconfirmed\"} 0",
             "authback_build_info{version=\"",
+            "\nprocess_start_time_seconds ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_cpu_seconds_total ",
+            "\nprocess_open_fds ",
+            "# TYPE process_cpu_seconds_total counter",
             "authback_process_start_time_seconds ",
             "authback_process_resident_memory_bytes ",
             "authback_process_cpu_seconds_total ",
