@@ -48,6 +48,7 @@ pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
         (m, p) if crate::admin::console::serves(&m, p) => crate::admin::console::handle(&req),
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app),
+        (Method::GET, "/readyz/store") => readyz_store(app),
         (Method::GET, "/metrics") => metrics(app).await,
         (_, p) if p.starts_with("/v1/") => match guard(app, &req) {
             Ok(()) => v1(app, req).await,
@@ -258,11 +259,16 @@ fn readyz(app: &Context) -> Response<Body> {
         }
         State::Serving => {}
     }
-    if let Err(why) = app.store.health() {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: store: {why}\n"),
-        );
+    // A pod that cannot record callbacks still serves the shop (its
+    // callbacks get 503): the store's health is /readyz/store's, unless the
+    // config asks for the stricter rule.
+    if app.config.server.ready_requires_store {
+        if let Err(why) = app.store.health() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: store: {why}\n"),
+            );
+        }
     }
     let note = if app.store.kind() == "memory" {
         " (store: memory; queued deliveries are lost if the process crashes)"
@@ -272,11 +278,24 @@ fn readyz(app: &Context) -> Response<Body> {
     text(StatusCode::OK, format!("ready{note}\n"))
 }
 
+/// The store's health alone: 200 while it can record callbacks.
+fn readyz_store(app: &Context) -> Response<Body> {
+    match app.store.health() {
+        Ok(()) => text(StatusCode::OK, format!("store ok: {}\n", app.store.kind())),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store not ready: {why}\n"),
+        ),
+    }
+}
+
 async fn metrics(app: &Context) -> Response<Body> {
     let mut g = Gauges {
         in_flight: app.deliveries.in_flight(),
         registrations_pending: app.store.active_registrations(),
-        ready: app.readiness.get() == State::Serving && app.store.health().is_ok(),
+        store_up: app.store.health().is_ok(),
+        ready: app.readiness.get() == State::Serving
+            && (!app.config.server.ready_requires_store || app.store.health().is_ok()),
         ..Gauges::default()
     };
     if let Ok(s) = app.store.stats().await {

@@ -51,6 +51,7 @@ pub(super) struct FileServer {
     pub(super) shutdown_grace: Option<String>,
     pub(super) workers: Option<i64>,
     pub(super) reuse_port: Option<bool>,
+    pub(super) ready_requires_store: Option<bool>,
     #[serde(default)]
     pub(super) tls: FileTls,
 }

@@ -96,6 +96,8 @@ pub struct ServerConfig {
     /// Each worker listens on a socket of its own (`SO_REUSEPORT`); off,
     /// one accept loop hands connections to the workers.
     pub reuse_port: bool,
+    /// `/readyz` also requires a healthy store (SPEC §5's stricter rule).
+    pub ready_requires_store: bool,
     pub tls: TlsConfig,
 }
 

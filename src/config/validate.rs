@@ -139,6 +139,7 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
         // Off unless asked for: with SO_REUSEPORT any process of the same
         // user could bind the public port too and take a share of it.
         reuse_port: f.reuse_port.unwrap_or(false),
+        ready_requires_store: f.ready_requires_store.unwrap_or(false),
         tls,
     }
 }

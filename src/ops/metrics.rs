@@ -377,6 +377,11 @@ impl Metrics {
             "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
             u8::from(gauges.ready)
         );
+        let _ = writeln!(
+            out,
+            "# HELP authback_store_up Whether the store can record callbacks (1) or not (0).\n# TYPE authback_store_up gauge\nauthback_store_up {}",
+            u8::from(gauges.store_up)
+        );
         out
     }
 }
@@ -459,6 +464,7 @@ pub struct Gauges {
     pub registrations_pending: u64,
     pub unconfirmed: u64,
     pub ready: bool,
+    pub store_up: bool,
 }
 
 #[cfg(test)]
@@ -489,6 +495,7 @@ mod tests {
             "authback_tls_reloads_total{listener=\"public\",outcome=\"error\"} 0",
             "authback_delivery_latency_seconds_count 0",
             "authback_order_watch_total{outcome=\"unconfirmed\"} 0",
+            "authback_store_up 0",
             "authback_build_info{version=\"",
             "\nprocess_start_time_seconds ",
             "\nprocess_resident_memory_bytes ",

@@ -840,3 +840,51 @@ fn check_warns_when_the_admin_api_has_no_token() {
     );
     assert!(!err.contains("admin.token"), "{err}");
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_record_takes_the_pod_out_only_when_asked() {
+    let dir = TempDir::new();
+    let mut redis = RedisServer::start(dir.path());
+    let up = Upstream::start().await;
+    let store = redis.store_section("ready:");
+    let strict = Authback::start_edited(
+        &up.url(),
+        |t| format!("{t}{store}").replace("[server]\n", "[server]\nready_requires_store = true\n"),
+        false,
+    )
+    .await;
+    let lenient = Authback::start_edited(&up.url(), |t| format!("{t}{store}"), false).await;
+    for ab in [&strict, &lenient] {
+        assert_eq!(ab.admin_get("/readyz").await.expect("readyz").0, 200);
+        assert_eq!(ab.admin_get("/readyz/store").await.expect("store").0, 200);
+        assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(1.0));
+    }
+    redis.kill();
+    for ab in [&strict, &lenient] {
+        // The store learns it is down from a failed write (a callback gets
+        // 503) or its own probe; either happens within the wait.
+        let (status, _) = ab
+            .callback(&ab.mint("down"), &callback_body("sess-down", "tok-down"))
+            .await;
+        assert_eq!(status, 503);
+        let mut store = (0, String::new());
+        for _ in 0..100 {
+            store = ab.admin_get("/readyz/store").await.expect("store");
+            if store.0 == 503 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.0, 503, "{}", store.1);
+        assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(0.0));
+    }
+    let (status, body) = strict.admin_get("/readyz").await.expect("readyz");
+    assert_eq!(status, 503, "server.ready_requires_store: {body}");
+    assert!(body.contains("store"), "{body}");
+    assert_eq!(metric(&strict.metrics().await, "authback_ready"), Some(0.0));
+    assert_eq!(lenient.admin_get("/readyz").await.expect("readyz").0, 200);
+    assert_eq!(
+        metric(&lenient.metrics().await, "authback_ready"),
+        Some(1.0)
+    );
+}

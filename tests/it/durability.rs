@@ -224,17 +224,20 @@ async fn a_full_filesystem_gets_503_and_readiness_follows_it() {
         1,
         "a callback that cannot be committed is refused with 503"
     );
-    let (status, body) = ab.admin_get("/readyz").await.expect("readyz");
+    // The pod keeps serving the shop; the store's own probe says why.
+    let (status, body) = ab.admin_get("/readyz/store").await.expect("readyz/store");
     assert_eq!(status, 503);
     assert!(
         body.contains("store") && body.contains("authback.db"),
         "{body}"
     );
+    assert_eq!(ab.admin_get("/readyz").await.expect("readyz").0, 200);
+    assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(0.0));
 
     // Space comes back: readiness and acks come back by themselves.
     std::fs::remove_file(mnt.0.join("filler")).expect("free space");
     assert!(
-        ab.wait_ready().await,
+        ab.wait_store_up().await,
         "readyz recovers once the disk has room"
     );
     assert_eq!(

@@ -182,13 +182,21 @@ async fn redis_down_means_503_and_a_restart_loses_nothing_acked() {
         status, 503,
         "never a 2xx for a callback that cannot be recorded"
     );
-    let (ready, body) = ab.admin_get("/readyz").await.expect("readyz");
+    let (ready, body) = ab.admin_get("/readyz/store").await.expect("readyz/store");
     assert_eq!(ready, 503, "{body}");
     assert!(body.contains("redis"), "{body}");
+    assert_eq!(
+        ab.admin_get("/readyz").await.expect("readyz").0,
+        200,
+        "the pod keeps serving the shop"
+    );
 
     // It comes back with its append-only file: everything acked is there.
     redis.restart();
-    assert!(ab.wait_ready().await, "readyz recovers when redis is back");
+    assert!(
+        ab.wait_store_up().await,
+        "readyz/store recovers when redis is back"
+    );
     let mut ok = false;
     for _ in 0..50 {
         if ab

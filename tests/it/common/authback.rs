@@ -144,8 +144,18 @@ impl Authback {
 
     /// Waits up to 10 s for `/readyz` to answer 200.
     pub async fn wait_ready(&self) -> bool {
+        self.wait_for_200("/readyz").await
+    }
+
+    /// Waits up to 10 s for `/readyz/store` to answer 200: the store can
+    /// record callbacks again.
+    pub async fn wait_store_up(&self) -> bool {
+        self.wait_for_200("/readyz/store").await
+    }
+
+    async fn wait_for_200(&self, path: &str) -> bool {
         for _ in 0..100 {
-            if self.admin_get("/readyz").await.map(|r| r.0) == Ok(200) {
+            if self.admin_get(path).await.map(|r| r.0) == Ok(200) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
