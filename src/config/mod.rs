@@ -262,11 +262,10 @@ impl Config {
     }
 }
 
+/// The smallest valid config, every other key left to its default: for
+/// the unit tests of any module.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
+pub(crate) const MINIMAL: &str = r#"
 [server]
 public_url = "https://shop.example.com"
 [server.tls]
@@ -280,6 +279,10 @@ path = "/klarna/authorization/{reference}"
 forward_path = "/klarna/authorized"
 secrets = ["a-long-enough-test-secret"]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn a_file_secret_is_read_relative_to_the_config_folder() {

@@ -652,20 +652,7 @@ mod tests {
     use super::*;
 
     /// A config with every server key left to its default.
-    const DEFAULTS: &str = r#"
-[server]
-public_url = "https://shop.example.com"
-[server.tls]
-self_signed = true
-[upstream]
-url = "http://127.0.0.1:8080"
-[[routes]]
-name = "klarna"
-kind = "klarna_authorization"
-path = "/klarna/authorization/{reference}"
-forward_path = "/klarna/authorized"
-secrets = ["a-long-enough-test-secret"]
-"#;
+    const DEFAULTS: &str = crate::config::MINIMAL;
 
     /// By default the public port is bound by one socket alone: another
     /// process of the same user cannot bind it beside authback and take a
