@@ -1,5 +1,11 @@
 //! Integration tests: real sockets on 127.0.0.1, real TLS, a real upstream.
 //! One test binary (modules per area) so the crate is linked once.
+//!
+//! A test waits for what it expects (`eventually!`, in common/wait.rs),
+//! never for a fixed time; it sleeps only to show that something does not
+//! happen. On a slow or loaded machine, `AUTHBACK_TEST_PATIENCE` (a
+//! multiplier, default 1) stretches every wait's limit:
+//! `AUTHBACK_TEST_PATIENCE=3 cargo test --test it`.
 
 mod common;
 

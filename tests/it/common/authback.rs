@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::{
-    make_cert, sensitive, write_cert, TempDir, Upstream, OLD_SECRET, SECRET, SIGNING_SECRET,
+    eventually, make_cert, sensitive, write_cert, TempDir, Upstream, Waiting, OLD_SECRET, SECRET,
+    SIGNING_SECRET,
 };
 
 pub struct Authback {
@@ -133,34 +134,36 @@ impl Authback {
             task: Some(task),
         };
         // Ready once the admin listener says so.
-        for _ in 0..200 {
-            if let Ok((200, _)) = a.admin_get("/readyz").await {
-                return a;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("authback did not become ready");
+        eventually!(
+            matches!(a.admin_get("/readyz").await, Ok((200, _))),
+            "authback to become ready"
+        );
+        a
     }
 
-    /// Waits up to 10 s for `/readyz` to answer 200.
+    /// Waits up to 10 s (times patience) for `/readyz` to answer 200.
     pub async fn wait_ready(&self) -> bool {
         self.wait_for_200("/readyz").await
     }
 
-    /// Waits up to 10 s for `/readyz/store` to answer 200: the store can
+    /// Waits up to 10 s (times patience) for `/readyz/store` to answer
+    /// 200: the store can
     /// record callbacks again.
     pub async fn wait_store_up(&self) -> bool {
         self.wait_for_200("/readyz/store").await
     }
 
     async fn wait_for_200(&self, path: &str) -> bool {
-        for _ in 0..100 {
+        let waiting = Waiting::new(Duration::from_secs(10));
+        loop {
             if self.admin_get(path).await.map(|r| r.0) == Ok(200) {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if waiting.expired() {
+                return false;
+            }
+            waiting.pause().await;
         }
-        false
     }
 
     /// Begins a graceful shutdown and waits for `run` to return.
@@ -227,6 +230,23 @@ impl Authback {
 
     pub async fn metrics(&self) -> String {
         self.admin_request("GET", "/metrics", "", None).await.1
+    }
+
+    /// The deliveries recorded so far, in every state, as the admin API
+    /// lists them (newest first).
+    ///
+    /// What the upstream has not seen by the time a request was answered
+    /// can only reach it later as one of these: authback proxies a request
+    /// before it answers it, and forwards a callback only once it recorded
+    /// it. So "the upstream saw nothing and nothing is recorded", checked
+    /// right after the answers, shows without waiting that nothing refused
+    /// ever reaches the backend.
+    pub async fn deliveries(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self
+            .admin_request("GET", "/v1/deliveries?limit=100", "", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("a JSON list")
     }
 
     /// A TLS connection to the public listener offering `alpn`.

@@ -2,12 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use super::tls_connect;
 use super::trace::trace_file;
+use super::{eventually, tls_connect};
 
 /// Writes `text` to `dir/c.toml` for the binary; returns the file, the parsed
 /// config (for minting) and the public address.
@@ -65,11 +64,8 @@ pub fn spawn_binary(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::pro
 
 /// Waits until `addr` completes a TLS handshake with `ca`.
 pub async fn wait_tls(addr: SocketAddr, ca: &CertificateDer<'static>) {
-    for _ in 0..400 {
-        if tls_connect(addr, ca, &[b"http/1.1"]).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("authback did not start listening on {addr}");
+    eventually!(
+        tls_connect(addr, ca, &[b"http/1.1"]).await.is_ok(),
+        "authback to start listening on {addr}"
+    );
 }

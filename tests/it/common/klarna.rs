@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
-use super::{make_cert, sensitive, tls_connect};
+use super::{make_cert, pace, sensitive, tls_connect};
 
 // ---------------------------------------------------------------------------
 // Klarna, as it calls back.
@@ -91,7 +91,7 @@ where
             }
         }
         if attempt < 3 {
-            tokio::time::sleep(backoff).await;
+            pace(backoff).await;
             backoff *= 2;
         }
     }
@@ -348,7 +348,7 @@ impl KlarnaApi {
                 .body(Full::new(Bytes::new()))
                 .expect("response"),
             Some(ApiAnswer::Slow(d)) => {
-                tokio::time::sleep(d).await;
+                pace(d).await;
                 json(200, r#"{"status":"incomplete"}"#.into())
             }
         }

@@ -10,7 +10,8 @@
 //!   Create Order API;
 //! - `shop`: a shop backend that places orders at that API;
 //! - `redis`: a real redis-server of the test's own;
-//! - `trace`: the secrets audit's logging.
+//! - `trace`: the secrets audit's logging;
+//! - `wait`: `eventually!`, waiting for what a test expects, with patience.
 
 #![allow(dead_code)]
 
@@ -22,6 +23,7 @@ mod redis;
 mod shop;
 mod trace;
 mod upstream;
+mod wait;
 
 // The benches include this harness too, and use less of it.
 #[allow(unused_imports)]
@@ -34,6 +36,7 @@ pub use {
     shop::*,
     trace::{init_trace, sensitive},
     upstream::*,
+    wait::*,
 };
 
 use bytes::Bytes;

@@ -1,9 +1,8 @@
 //! A real redis-server of the test's own, on a loopback port.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::free_port;
+use super::{eventually_blocking, free_port};
 
 pub struct RedisServer {
     pub port: u16,
@@ -49,13 +48,11 @@ impl RedisServer {
             .spawn()
             .expect("redis-server (CI installs it; locally: apt-get install redis-server)");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
+        eventually_blocking!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            "redis-server to listen on port {}",
+            self.port
+        );
     }
 
     pub fn url(&self) -> String {

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use super::init_trace;
+use super::{init_trace, pace, patient};
 
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -164,7 +164,7 @@ impl Upstream {
                     .body(Full::new(Bytes::from_static(b"no")))
                     .expect("response")
             }
-            Behaviour::Slow(d) => tokio::time::sleep(d).await,
+            Behaviour::Slow(d) => pace(d).await,
         }
         let mut resp = Response::builder()
             .status(200)
@@ -189,9 +189,10 @@ impl Upstream {
             .collect()
     }
 
-    /// Waits until at least `n` requests reached `path`, up to `limit`.
+    /// Waits until at least `n` requests reached `path`, up to `limit`
+    /// (stretched by patience); returns what reached it by then.
     pub async fn wait_for(&self, path: &str, n: usize, limit: Duration) -> Vec<Recorded> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + patient(limit);
         loop {
             let got = self.to_path(path);
             if got.len() >= n || tokio::time::Instant::now() >= deadline {
