@@ -167,16 +167,17 @@ async fn all_pages(ab: &Authback, path: &str) -> Vec<serde_json::Value> {
     panic!("{path}: Next-Cursor never ends");
 }
 
-/// Polls `path` until it lists `n` deliveries, up to 10 s.
+/// Polls `path` until it lists `n` deliveries.
 async fn until_listed(ab: &Authback, path: &str, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..200 {
-        let got = all_pages(ab, path).await;
-        if got.len() == n {
-            return got;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{path} never listed {n}: {:?}", all_pages(ab, path).await);
+    let mut got;
+    eventually!(
+        {
+            got = all_pages(ab, path).await;
+            got.len() == n
+        },
+        "{path} to list {n}; it lists {got:?}"
+    );
+    got
 }
 
 /// Each delivery's `reference`, in listing order.
@@ -199,7 +200,11 @@ async fn deliveries_are_filtered_and_paged_with_a_cursor() {
         let body = callback_body(&format!("sess-f{i}"), &token);
         assert_eq!(ab.callback(&ab.mint(reference), &body).await.0, 204);
         // Distinct milliseconds, so the order below is the arrival order.
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let acked = authback::types::unix_ms();
+        eventually!(
+            authback::types::unix_ms() > acked,
+            "the clock to pass {acked} ms"
+        );
     }
     let all = until_listed(&ab, "/v1/deliveries?state=delivered", 5).await;
     assert_eq!(
@@ -867,15 +872,16 @@ async fn a_store_that_cannot_record_takes_the_pod_out_only_when_asked() {
             .callback(&ab.mint("down"), &callback_body("sess-down", "tok-down"))
             .await;
         assert_eq!(status, 503);
-        let mut store = (0, String::new());
-        for _ in 0..100 {
-            store = ab.admin_get("/readyz/store").await.expect("store");
-            if store.0 == 503 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert_eq!(store.0, 503, "{}", store.1);
+        let mut store;
+        eventually!(
+            {
+                store = ab.admin_get("/readyz/store").await.expect("store");
+                store.0 == 503
+            },
+            "/readyz/store to answer 503; it answered {} {}",
+            store.0,
+            store.1
+        );
         assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(0.0));
     }
     let (status, body) = strict.admin_get("/readyz").await.expect("readyz");

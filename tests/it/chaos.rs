@@ -28,6 +28,10 @@ use crate::common::*;
 
 const FORWARD: &str = "/klarna/authorized";
 
+/// How long the test watches for a resend that must not come, once every
+/// acknowledged callback was accepted.
+const STRAY_RESEND: Duration = Duration::from_millis(500);
+
 /// A small xorshift generator: the test needs no cryptographic randomness,
 /// only a seed it can print so that a run can be repeated.
 struct Rng(AtomicU64);
@@ -162,7 +166,7 @@ impl ChaosUpstream {
             }
             Answer::Hang => {
                 // Longer than the attempt timeout: authback gives up first.
-                tokio::time::sleep(Duration::from_secs(8)).await;
+                pace(Duration::from_secs(8)).await;
                 503
             }
         };
@@ -234,7 +238,8 @@ async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
                 if !running.load(Ordering::Relaxed) {
                     return child;
                 }
-                tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                // A run lives 0.3 to 1.5 s.
+                pace(Duration::from_millis(300 + rng.below(1200))).await;
                 if !running.load(Ordering::Relaxed) {
                     return child;
                 }
@@ -286,16 +291,16 @@ async fn chaos_kill_9_and_a_flaky_backend_lose_nothing_acknowledged() {
             .map(|s| s.session.clone())
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
+    let waiting = Waiting::new(Duration::from_secs(90));
+    loop {
         let got = accepted_sessions();
-        if acked.iter().all(|i| got.contains(&format!("chaos-{i}"))) {
+        if acked.iter().all(|i| got.contains(&format!("chaos-{i}"))) || waiting.expired() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiting.pause().await;
     }
     // Give a stray resend time to show up before counting duplicates.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(STRAY_RESEND).await;
     let _ = last.kill();
     let _ = last.wait();
 

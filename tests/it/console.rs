@@ -37,18 +37,17 @@ async fn start(up: &Upstream, api: &KlarnaApi) -> Authback {
 
 /// Polls `GET path` (with the token) until its body contains `needle`.
 async fn api_until(ab: &Authback, path: &str, needle: &str) -> Value {
-    let until = Instant::now() + WAIT;
-    loop {
-        let (status, body) = ab.admin_request("GET", path, "", Some(TOKEN)).await;
-        if status == 200 && body.contains(needle) {
-            return serde_json::from_str(&body).expect("json");
-        }
-        assert!(
-            Instant::now() < until,
-            "{path} never held {needle}: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut last;
+    eventually!(
+        {
+            last = ab.admin_request("GET", path, "", Some(TOKEN)).await;
+            last.0 == 200 && last.1.contains(needle)
+        },
+        "{path} to hold {needle}; it answered {} {}",
+        last.0,
+        last.1
+    );
+    serde_json::from_str(&last.1).expect("json")
 }
 
 /// Sends one callback for `session`; Klarna knows it as authorized.
@@ -337,16 +336,10 @@ impl Browser {
             session: String::new(),
             _profile: profile,
         };
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, v)) = wd(port, "GET", "/status", None) {
-                if v["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < until, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually_blocking!(
+            matches!(wd(port, "GET", "/status", None), Ok((200, v)) if v["value"]["ready"] == true),
+            "chromedriver to start"
+        );
         let args = [
             "--headless=new".to_string(),
             "--no-sandbox".into(),
@@ -384,17 +377,17 @@ impl Browser {
     /// The page re-renders as data arrives, so a found element can go
     /// stale before it is used: find it again, for up to 2 s.
     fn on(&self, css: &str, method: &str, suffix: &str, body: Option<Value>) -> Option<Value> {
-        let until = Instant::now() + Duration::from_secs(2);
+        let waiting = Waiting::new(Duration::from_secs(2));
         loop {
             let e = self.find(css)?;
             let full = format!("/session/{}/element/{e}{suffix}", self.session);
             if let Ok((200, v)) = wd(self.port, method, &full, body.as_ref()) {
                 return Some(v["value"].clone());
             }
-            if Instant::now() > until {
+            if waiting.expired() {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            waiting.pause_blocking();
         }
     }
 
@@ -422,27 +415,27 @@ impl Browser {
 
     /// Waits for a displayed element matching `css`.
     fn wait(&self, css: &str) {
-        let until = Instant::now() + WAIT;
+        let waiting = Waiting::new(EVENTUALLY);
         while self.on(css, "GET", "/displayed", None) != Some(Value::Bool(true)) {
-            if Instant::now() > until {
+            if waiting.expired() {
                 let page = self.text_of("body");
-                panic!("no {css} on the page after {WAIT:?}; it shows:\n{page}");
+                waiting.give_up(format_args!("{css} on the page; it shows:\n{page}"));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            waiting.pause_blocking();
         }
     }
 
     /// Waits until the text of `css` satisfies `ok`; returns it.
     fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        let until = Instant::now() + WAIT;
-        loop {
-            let t = self.text_of(css);
-            if ok(&t) {
-                return t;
-            }
-            assert!(Instant::now() < until, "{css} never matched; last: {t:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut t;
+        eventually_blocking!(
+            {
+                t = self.text_of(css);
+                ok(&t)
+            },
+            "the text of {css} to match; last: {t:?}"
+        );
+        t
     }
 
     fn click(&self, css: &str) {
@@ -553,7 +546,7 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
             callback(&ab, &api, &r, &s, &t).await;
             delivery_id(&ab, "delivered", &s).await;
             api.create_order(&t).await;
-            tokio::time::sleep(Duration::from_secs(8)).await;
+            pace(Duration::from_secs(8)).await;
         }
         callback(
             &ab,
@@ -628,15 +621,11 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         upstream.set(Behaviour::Ok);
         b.click("#replay");
         b.click("#replay-confirm");
-        let until = Instant::now() + WAIT;
-        while b.attribute("#detail-state", "data-state").as_deref() != Some("delivered") {
-            assert!(
-                Instant::now() < until,
-                "never delivered: {}",
-                b.text_of("main")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually_blocking!(
+            b.attribute("#detail-state", "data-state").as_deref() == Some("delivered"),
+            "the replayed delivery shown delivered; the page shows: {}",
+            b.text_of("main")
+        );
         b.wait_text("#attempts", |t| t.contains("HTTP 200"));
         assert_eq!(b.count("#attempts li"), 2);
         b.screenshot(shots, "detail");

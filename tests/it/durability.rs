@@ -12,6 +12,10 @@ use crate::common::*;
 
 const FORWARD: &str = "/klarna/authorized";
 
+/// How long a test watches, after a restart, for a second forward of what
+/// the first run already delivered.
+const RESEND: Duration = Duration::from_millis(500);
+
 fn store_section(db: &Path) -> String {
     format!("[store]\nkind = \"file\"\npath = \"{}\"\n", db.display())
 }
@@ -112,7 +116,7 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
     .await;
     assert!(again.delivered);
     up.wait_for(FORWARD, N, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(RESEND).await;
     let seen = forwards_by_session(&up);
     let missing: Vec<usize> = acked
         .iter()
@@ -135,7 +139,7 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
     )
     .await;
     assert!(late.delivered);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(ABSENCE).await;
     assert_eq!(forwards_by_session(&up).get("sess-9"), Some(&1));
     assert!(Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", second.id())])
@@ -252,7 +256,7 @@ async fn a_full_filesystem_gets_503_and_readiness_follows_it() {
     up.set(Behaviour::Ok);
     up.wait_for(FORWARD, acked.len(), Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(ABSENCE).await;
     let seen = forwards_by_session(&up);
     for s in &acked {
         assert!(seen.contains_key(s), "acked {s} was delivered");

@@ -175,18 +175,17 @@ async fn start_php(platform: Platform, dir: &Path) -> Php {
     } else {
         "GET /__test/state HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
     };
-    for _ in 0..250 {
-        if tokio::net::TcpStream::connect(php.addr).await.is_ok() {
-            let a = Client::new(php.addr)
-                .send(first.as_bytes())
-                .await
-                .expect("php answers");
-            assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
-            return php;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("php -S did not start");
+    eventually!(
+        tokio::net::TcpStream::connect(php.addr).await.is_ok(),
+        "php -S to listen on {}",
+        php.addr
+    );
+    let a = Client::new(php.addr)
+        .send(first.as_bytes())
+        .await
+        .expect("php answers");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    php
 }
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -48,13 +47,11 @@ fn start_php(db: &std::path::Path) -> Php {
         .expect("php -S (CI installs php-cli and php-sqlite3)");
     // From here on, Drop stops the server whatever happens.
     let php = Php { child, port };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return php;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("php -S did not start");
+    eventually_blocking!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "php -S to listen on port {port}"
+    );
+    php
 }
 
 async fn php_get(port: u16, path: &str) -> serde_json::Value {
@@ -145,17 +142,17 @@ unverified = true
         assert!(k.delivered);
     }
 
-    let mut state = serde_json::Value::Null;
-    for _ in 0..200 {
-        state = php_get(php.port, "/orders").await;
-        let orders = state["orders"].as_array().map_or(0, |a| a.len());
-        let legacy = state["legacy_callbacks"].as_array().map_or(0, |a| a.len());
-        if orders >= 2 && legacy >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut state;
+    eventually!(
+        {
+            state = php_get(php.port, "/orders").await;
+            let orders = state["orders"].as_array().map_or(0, |a| a.len());
+            let legacy = state["legacy_callbacks"].as_array().map_or(0, |a| a.len());
+            orders >= 2 && legacy >= 1
+        },
+        "two orders and a legacy callback; the shop has {state:#}"
+    );
+    tokio::time::sleep(ABSENCE).await;
     let state_after = php_get(php.port, "/orders").await;
     assert_eq!(state, state_after, "nothing more arrives later");
     let orders = state["orders"].as_array().expect("orders");

@@ -49,7 +49,6 @@ const EXAMPLES: [&str; 4] = [
 ];
 
 const ADMIN_TOKEN: &str = "platforms-admin-token-0123456789";
-const WAIT: Duration = Duration::from_secs(20);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -206,22 +205,6 @@ async fn confirmed(ab: &Authback) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Polls `probe` until it returns true, up to `WAIT`.
-async fn until<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if probe().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// What Klarna saw, for the report.
 #[derive(Default)]
 struct Tally {
@@ -371,21 +354,19 @@ pub(crate) fn start_php(platform: &str, db: &Path, api: &KlarnaApi) -> Php {
         addr,
         log: db.with_extension("log"),
     };
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            // One request creates the database before the workers share it.
-            use std::io::{Read, Write};
-            let mut tcp = std::net::TcpStream::connect(addr).expect("connect php");
-            tcp.write_all(b"GET /__test/state HTTP/1.0\r\nHost: shop\r\n\r\n")
-                .expect("write");
-            let mut answer = String::new();
-            let _ = tcp.read_to_string(&mut answer);
-            assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
-            return php;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("php -S did not start");
+    eventually_blocking!(
+        std::net::TcpStream::connect(addr).is_ok(),
+        "php -S to listen on {addr}"
+    );
+    // One request creates the database before the workers share it.
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect php");
+    tcp.write_all(b"GET /__test/state HTTP/1.0\r\nHost: shop\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    php
 }
 
 impl Php {

@@ -11,6 +11,10 @@ use crate::common::*;
 
 const FORWARD: &str = "/klarna/authorized";
 
+/// How long a test watches for a second forward of an authorization that
+/// must not come (a resend after a lease, a replica's late claim).
+const SECOND_FORWARD: Duration = Duration::from_millis(1500);
+
 /// Accepted (2xx) forwards per session id.
 fn accepted_by_session(up: &Upstream) -> HashMap<String, usize> {
     let mut m = HashMap::new();
@@ -30,14 +34,16 @@ fn accepted_by_session(up: &Upstream) -> HashMap<String, usize> {
     m
 }
 
+/// Waits until `n` sessions were accepted, up to `limit` (times patience);
+/// returns the accepted forwards per session by then.
 async fn wait_accepted(up: &Upstream, n: usize, limit: Duration) -> HashMap<String, usize> {
-    let until = std::time::Instant::now() + limit;
+    let waiting = Waiting::new(limit);
     loop {
         let m = accepted_by_session(up);
-        if m.len() >= n || std::time::Instant::now() >= until {
+        if m.len() >= n || waiting.expired() {
             return m;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting.pause().await;
     }
 }
 
@@ -64,7 +70,7 @@ async fn the_same_callback_sent_to_two_replicas_is_forwarded_once() {
         assert_eq!(t.await.expect("task"), (204, 204));
     }
     let seen = wait_accepted(&up, N, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(SECOND_FORWARD).await;
     let seen_after = accepted_by_session(&up);
     assert_eq!(seen.len(), N);
     let twice: Vec<_> = seen_after.iter().filter(|(_, n)| **n != 1).collect();
@@ -127,18 +133,17 @@ async fn a_replica_killed_while_holding_work_is_taken_over_by_the_survivor() {
         assert!(k.delivered);
     }
     // Replica a has taken work (its attempts hang); kill it mid-flight.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while up.to_path(FORWARD).is_empty() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!up.to_path(FORWARD).is_empty(), "deliveries were in flight");
+    eventually!(
+        !up.to_path(FORWARD).is_empty(),
+        "replica a's deliveries in flight"
+    );
     let (mut a, _, _) = replicas.remove(0);
     a.kill().expect("SIGKILL");
     a.wait().expect("reaped");
 
     up.set(Behaviour::Ok);
     let seen = wait_accepted(&up, N, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(SECOND_FORWARD).await;
     let after = accepted_by_session(&up);
     assert_eq!(seen.len(), N, "the survivor delivered everything");
     let twice: Vec<_> = after.iter().filter(|(_, n)| **n != 1).collect();
@@ -197,23 +202,15 @@ async fn redis_down_means_503_and_a_restart_loses_nothing_acked() {
         ab.wait_store_up().await,
         "readyz/store recovers when redis is back"
     );
-    let mut ok = false;
-    for _ in 0..50 {
-        if ab
-            .callback(
-                &ab.mint("after"),
-                &callback_body("sess-after", "tok-restart"),
-            )
-            .await
-            .0
-            == 204
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "callbacks are acknowledged again");
+    eventually!(
+        ab.callback(
+            &ab.mint("after"),
+            &callback_body("sess-after", "tok-restart"),
+        )
+        .await
+        .0 == 204,
+        "callbacks acknowledged again"
+    );
     acked.push("sess-after".into());
 
     up.set(Behaviour::Ok);
@@ -256,7 +253,9 @@ async fn an_outcome_waiting_out_a_redis_outage_is_not_sent_again() {
     // The 2xx comes 700 ms after the request: time to stop Redis's writes.
     up.set(Behaviour::Slow(Duration::from_millis(700)));
     let store = redis.store_section("outage:");
-    // A lease of attempt_timeout x 2 + 5 s = 7 s.
+    // A lease of attempt_timeout x 2 + 5 s = 7 s: Redis's outage lasts
+    // longer.
+    const PAST_THE_LEASE: Duration = Duration::from_secs(8);
     let edit = |t: String| {
         format!(
             "{}{store}",
@@ -273,22 +272,18 @@ async fn an_outcome_waiting_out_a_redis_outage_is_not_sent_again() {
     let set = |n: &str| redis_command(redis.port, &["CONFIG", "SET", "min-replicas-to-write", n]);
     assert_eq!(set("1").trim(), "+OK");
     // Past the lease: the delivery is due again in Redis's eyes.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    pace(PAST_THE_LEASE).await;
     assert_eq!(set("0").trim(), "+OK");
     // The outcome is recorded once writes are back...
-    let mut delivered = false;
-    for _ in 0..200 {
-        if let Ok((200, body)) = ab.admin_get("/v1/deliveries?state=delivered").await {
-            if body.contains("sess-outage") {
-                delivered = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(delivered, "the 2xx was recorded after the outage");
+    eventually!(
+        matches!(
+            ab.admin_get("/v1/deliveries?state=delivered").await,
+            Ok((200, body)) if body.contains("sess-outage")
+        ),
+        "the 2xx recorded after the outage"
+    );
     // ...and the backend saw the authorization once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(SECOND_FORWARD).await;
     assert_eq!(
         up.to_path(FORWARD).len(),
         1,

@@ -16,6 +16,9 @@ header_read_timeout = "1s"
 idle_timeout = "3s"
 "#;
 
+/// A trickling client's pace: one piece of its head this often.
+const TRICKLE: Duration = Duration::from_millis(250);
+
 /// Reads until the peer closes, or `limit` passes. True when it closed.
 async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> bool {
     let mut buf = [0u8; 4096];
@@ -82,7 +85,7 @@ fn trickle_head<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
             if wr.write_all(piece).await.is_err() {
                 return sent;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            pace(TRICKLE).await;
         }
         for i in 0..40 {
             if wr
@@ -93,7 +96,7 @@ fn trickle_head<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
                 break;
             }
             sent += 1;
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            pace(TRICKLE).await;
         }
         sent
     })
@@ -106,8 +109,9 @@ async fn an_idle_keep_alive_connection_lives_for_idle_timeout_not_the_head_timeo
     let mut tls = ab.tls(&[b"http/1.1"]).await;
     assert!(get(&mut tls, "/one").await.contains(" 200 "));
     // Idle for longer than header_read_timeout, shorter than idle_timeout:
-    // the connection is still usable.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // the connection is still usable (not closed meanwhile).
+    const PAST_THE_HEAD_TIMEOUT: Duration = Duration::from_millis(1800);
+    tokio::time::sleep(PAST_THE_HEAD_TIMEOUT).await;
     assert!(get(&mut tls, "/two").await.contains(" 200 "));
     // Left idle, it is closed once idle_timeout passes.
     assert!(
@@ -176,7 +180,7 @@ async fn beyond_max_connections_new_connections_wait_for_a_slot() {
         let (addr, ca) = (ab.public, ab.ca.clone());
         async move { tls_connect(addr, &ca, &[b"http/1.1"]).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(ABSENCE).await;
     assert!(
         !third.is_finished(),
         "a third connection was served beyond max_connections = 2"
@@ -218,7 +222,7 @@ async fn callbacks_are_acknowledged_while_a_thousand_slow_connections_are_held()
                     return false;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = pace(Duration::from_millis(200)) => {}
                     _ = stop.changed() => return true,
                 }
             }
@@ -302,7 +306,7 @@ async fn a_client_that_stops_reading_its_response_is_dropped() {
         tls.write_all(&chunk).await.expect("body");
     }
     // Read nothing for longer than the stall limit (idle_timeout 3 s here).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    pace(Duration::from_secs(6)).await;
     let mut got = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     loop {

@@ -153,7 +153,7 @@ async fn saleor_authorization(
         return bad;
     };
     // The APL and Saleor's GraphQL API (GetTransactionById).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pace(Duration::from_millis(300)).await;
     let checkout = {
         let st = state.lock().expect("lock");
         if !st.apl.contains(&saleor_api) {
@@ -171,7 +171,7 @@ async fn saleor_authorization(
         st.fail_once.len() < before
     };
     // Klarna's create-order, then the TransactionEventReport mutation.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    pace(Duration::from_millis(400)).await;
     if throws {
         return (500, "Internal Server Error".into());
     }
@@ -179,7 +179,7 @@ async fn saleor_authorization(
     if status != 200 {
         return (500, "Internal Server Error".into());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pace(Duration::from_millis(300)).await;
     state
         .lock()
         .expect("lock")
@@ -277,13 +277,13 @@ async fn saleor_behind_authback_creates_one_klarna_order_per_authorization() {
         "{repeat:?}"
     );
 
-    until("orders", || async {
+    eventually!(
         saleor.orders_for("tr-1").len() == 1
             && saleor.orders_for("tr-2").len() == 1
-            && saleor.orders_for("tr-3").len() == 1
-    })
-    .await;
-    until("order watch", || async { confirmed(&ab).await == 3.0 }).await;
+            && saleor.orders_for("tr-3").len() == 1,
+        "orders"
+    );
+    eventually!(confirmed(&ab).await == 3.0, "order watch");
     for t in ["tr-1", "tr-2", "tr-3", "tr-4"] {
         assert_eq!(saleor.orders_for(t).len(), 1, "{t}");
     }

@@ -267,13 +267,13 @@ async fn sap_commerce_behind_authback_records_each_authorization_once() {
     assert_eq!(status, 400);
     assert_eq!(sap.hits().len(), before, "never proxied");
 
-    until("the delivery", || async { sap.delivered() == 1 }).await;
+    eventually!(sap.delivered() == 1, "the delivery");
     as_klarna(&ab, &tally, SAP_SPELLINGS[0], &callback_body(session, tok2)).await;
-    until("the re-authorization", || async { sap.delivered() == 2 }).await;
-    until("both delivered", || async {
-        counter(&ab, "deliveries", SAP_ROUTE, "delivered").await == 2.0
-    })
-    .await;
+    eventually!(sap.delivered() == 2, "the re-authorization");
+    eventually!(
+        counter(&ab, "deliveries", SAP_ROUTE, "delivered").await == 2.0,
+        "both delivered"
+    );
     assert_eq!(counter(&ab, "deliveries", SAP_ROUTE, "dead").await, 0.0);
     assert!(
         sap.hits().iter().filter(|h| h.2).all(|h| h.1 == 302),
@@ -285,7 +285,7 @@ async fn sap_commerce_behind_authback_records_each_authorization_once() {
     // The shopper's browser places the order through the storefront; order
     // watch then confirms both deliveries.
     assert_eq!(api.create_order(tok1).await, 200);
-    until("order watch", || async { confirmed(&ab).await == 2.0 }).await;
+    eventually!(confirmed(&ab).await == 2.0, "order watch");
 
     // A logged-in storefront session with the parameters is what the
     // controller serves.

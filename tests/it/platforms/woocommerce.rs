@@ -49,10 +49,7 @@ async fn woocommerce_behind_authback_schedules_one_job_per_authorization() {
 
     let klarna_url = WOO_SPELLINGS[0].0;
     repeats(&ab, &tally, klarna_url, &body1).await;
-    until("the delivery", || async {
-        php.delivered_hits(tok1).await.len() == 1
-    })
-    .await;
+    eventually!(php.delivered_hits(tok1).await.len() == 1, "the delivery");
 
     // Each spelling reaches the handler when called directly (an empty
     // JSON body: nothing is scheduled), and authback takes it.
@@ -65,7 +62,7 @@ async fn woocommerce_behind_authback_schedules_one_job_per_authorization() {
         }
         intercepted(&ab, &tally, WOO_ROUTE, pq, &body1).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(ABSENCE).await;
     assert_eq!(php.delivered_hits(tok1).await.len(), 1, "one delivery");
     let jobs = |s: serde_json::Value| s["jobs"].as_array().map_or(0, |a| a.len());
     assert_eq!(jobs(php.state().await), 1, "one job scheduled");
@@ -82,10 +79,10 @@ async fn woocommerce_behind_authback_schedules_one_job_per_authorization() {
 
     // A re-authorization is one more delivery; its job finds the order paid.
     as_klarna(&ab, &tally, klarna_url, &callback_body(session, tok2)).await;
-    until("the re-authorization", || async {
-        php.delivered_hits(tok2).await.len() == 1
-    })
-    .await;
+    eventually!(
+        php.delivered_hits(tok2).await.len() == 1,
+        "the re-authorization"
+    );
     let (_, ran) = plain(php.addr, "POST", "/__test/run-scheduled", "").await;
     assert_eq!(ran, r#"{"ran":1}"#);
     let placements = php.rows("placements", "session_id", session).await;
@@ -97,7 +94,7 @@ async fn woocommerce_behind_authback_schedules_one_job_per_authorization() {
 
     // Order watch: WooCommerce's 200 proves nothing; Klarna's Read Session
     // confirms both deliveries.
-    until("order watch", || async { confirmed(&ab).await == 2.0 }).await;
+    eventually!(confirmed(&ab).await == 2.0, "order watch");
 
     // Without authback, each of Klarna's repeats schedules one more job.
     let direct = "sess-woo-direct";
