@@ -65,8 +65,11 @@ async fn first_callback_is_forwarded_once_with_every_field_and_header() {
         .collect();
     assert_eq!(mac, expected);
 
-    // Nothing more arrives later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recorded as delivered: never sent again (see the retry test).
+    eventually!(
+        deliveries(&ab.metrics().await, "delivered") == Some(1.0),
+        "the delivery recorded as delivered"
+    );
     assert_eq!(up.to_path(FORWARD).len(), 1);
     let m = ab.metrics().await;
     assert_eq!(callbacks(&m, "accepted"), Some(1.0));
@@ -95,7 +98,7 @@ async fn concurrent_and_sequential_duplicates_give_one_forward() {
         assert_eq!(ab.callback(&url, &body).await.0, 204);
     }
     let got = up.wait_for(FORWARD, 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(ABSENCE).await;
     assert_eq!(
         up.to_path(FORWARD).len(),
         1,
@@ -250,7 +253,8 @@ static_tokens = ["a-fixed-static-token-value-123"]
     );
     up.wait_for("/static/authorized", 1, WAIT).await;
     up.wait_for(FORWARD, 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Only the two valid callbacks were recorded: nothing else can follow.
+    assert_eq!(ab.deliveries().await.len(), 2);
     assert_eq!(
         up.to_path(FORWARD).len(),
         1,
@@ -341,7 +345,8 @@ allow_ips = ["klarna-production", "10.0.0.0/8"]
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("forbidden"));
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Refused, so not recorded: nothing can be forwarded later.
+    assert_eq!(ab.deliveries().await, Vec::<serde_json::Value>::new());
     assert!(
         up.recorded().is_empty(),
         "nothing forwarded: {:?}",
@@ -379,7 +384,11 @@ async fn upstream_failing_three_times_gives_four_attempts_and_one_acceptance() {
         keys.windows(2).all(|w| w[0] == w[1]),
         "same Idempotency-Key on every attempt"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually!(
+        deliveries(&ab.metrics().await, "delivered") == Some(1.0),
+        "the fourth attempt recorded as delivered"
+    );
+    tokio::time::sleep(ABSENCE).await;
     assert_eq!(up.to_path(FORWARD).len(), 4, "never again after the 2xx");
     let m = ab.metrics().await;
     assert_eq!(deliveries(&m, "retry"), Some(3.0));
@@ -459,17 +468,17 @@ async fn a_4xx_makes_a_delivery_dead_and_replay_delivers_it() {
         204
     );
     up.wait_for(FORWARD, 1, WAIT).await;
-    let mut dead = String::new();
-    for _ in 0..100 {
-        dead = ab
-            .admin_request("GET", "/v1/deliveries?state=dead", "", None)
-            .await
-            .1;
-        if dead.contains("sess-dead") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut dead;
+    eventually!(
+        {
+            dead = ab
+                .admin_request("GET", "/v1/deliveries?state=dead", "", None)
+                .await
+                .1;
+            dead.contains("sess-dead")
+        },
+        "the delivery listed as dead"
+    );
     let list: serde_json::Value = serde_json::from_str(&dead).expect("json list");
     assert_eq!(list[0]["session_id"], "sess-dead");
     assert_eq!(
@@ -478,7 +487,8 @@ async fn a_4xx_makes_a_delivery_dead_and_replay_delivers_it() {
     );
     assert!(!dead.contains("tok-dead-123456"));
     let id = list[0]["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Dead after its one attempt: nothing is left to retry it.
+    assert_eq!(list[0]["attempts"], 1, "{dead}");
     assert_eq!(up.to_path(FORWARD).len(), 1, "a 4xx is not retried");
 
     up.set(Behaviour::Ok);
@@ -491,18 +501,13 @@ async fn a_4xx_makes_a_delivery_dead_and_replay_delivers_it() {
     assert_eq!(got[1].header("authback-attempt"), Some("2"));
     assert_eq!(got[1].header("idempotency-key"), Some(id.as_str()));
     // Replaying a delivered one is refused; an unknown id is 404.
-    let mut status = 0;
-    for _ in 0..100 {
-        status = ab
-            .admin_request("POST", &format!("/v1/deliveries/{id}/replay"), "", None)
+    eventually!(
+        ab.admin_request("POST", &format!("/v1/deliveries/{id}/replay"), "", None)
             .await
-            .0;
-        if status == 409 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, 409);
+            .0
+            == 409,
+        "a replay of the delivered {id} refused"
+    );
     let (status, _) = ab
         .admin_request(
             "POST",
@@ -572,7 +577,7 @@ unverified = true
         );
     }
     let got = up.wait_for("/checkout/klarna/push", 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(ABSENCE).await;
     assert_eq!(up.to_path("/checkout/klarna/push").len(), 1);
     assert_eq!(got[0].uri, "/checkout/klarna/push?token=backend-own-token");
     assert_eq!(&got[0].body[..], raw.as_bytes());

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -224,7 +223,8 @@ async fn a_probe_through_public_url_reaches_the_running_authback_and_is_never_fo
     );
     // Nothing was recorded, so nothing is delivered: the upstream sees only
     // the doctor's own `GET /`.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, listed) = d.ab.admin_request("GET", "/v1/deliveries", "", None).await;
+    assert_eq!((status, listed.as_str()), (200, "[]"), "nothing recorded");
     let seen = d.upstream.recorded();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(

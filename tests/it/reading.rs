@@ -4,8 +4,6 @@
 //! the route is fenced by `allow_ips` to a foreign address, so a callback
 //! can only be refused, and the handler must never run.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -228,8 +226,14 @@ async fn row_5_no_spelling_of_a_php_forward_path_is_proxied() {
         let status = raw(&ab, &post(path, forged)).await;
         assert!(status == 404 || status == 400, "{path}: {status}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
     assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
 }
 
 #[tokio::test]
@@ -247,8 +251,14 @@ async fn row_7_a_token_php_reads_as_another_is_refused() {
         let (status, _) = ab.callback(&format!("{path}{q}"), &body).await;
         assert_eq!(status.as_u16() / 100, 4, "{q}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen(&up), Vec::<String>::new());
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
+    assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
     assert_eq!(ab.callback(&path, &body).await.0, 204);
 }
 

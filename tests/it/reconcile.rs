@@ -23,17 +23,9 @@ async fn register(ab: &Authback, session: &str, reference: &str) -> (u16, String
     ab.admin_request("POST", "/v1/sessions", &body, None).await
 }
 
-/// Polls until `f` holds, up to `WAIT`.
-async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let until = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < until {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
-}
+/// How long a test watches for a check that must not come: several turns
+/// of the `FAST` schedule.
+const NO_CHECK: Duration = Duration::from_millis(1200);
 
 #[tokio::test]
 async fn a_session_whose_callback_never_comes_is_recovered_once() {
@@ -73,8 +65,12 @@ async fn a_session_whose_callback_never_comes_is_recovered_once() {
         Some(expected.to_string().as_str())
     );
 
-    // The exact path and HTTP Basic header; no check after the recovery.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The exact path and HTTP Basic header; no check after the recovery,
+    // which ended the registration.
+    eventually!(
+        metric(&ab.metrics().await, "authback_registrations_pending") == Some(0.0),
+        "the recovery to end the registration"
+    );
     assert_eq!(api.requests_for("sess-lost"), 2);
     let seen = api.seen();
     assert_eq!(seen[0].0, "/payments/v1/sessions/sess-lost");
@@ -136,11 +132,11 @@ async fn a_callback_before_or_after_registration_gives_one_forward() {
         204
     );
 
-    assert!(
-        eventually(|| api.requests_for("sess-before") >= 1).await,
-        "the registration made after the callback is checked"
+    eventually!(
+        api.requests_for("sess-before") >= 1,
+        "the registration made after the callback to be checked"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(NO_CHECK).await;
     assert_eq!(
         api.requests_for("sess-after"),
         0,
@@ -213,7 +209,11 @@ async fn complete_and_404_end_the_checks_and_errors_are_retried() {
         "{:?}",
         flaky[5].duration_since(flaky[4])
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Every registration ended, each by the answer to its last check.
+    eventually!(
+        metric(&ab.metrics().await, "authback_registrations_pending") == Some(0.0),
+        "every registration to end"
+    );
     assert_eq!(
         api.requests_for("sess-complete"),
         1,
@@ -309,18 +309,18 @@ async fn a_retry_after_of_u64_max_seconds_neither_panics_nor_hammers_klarna() {
     let text = base_config(&up.url(), &c, &k, &sections);
     let ab = Authback::start_text(dir, cert.der, &text, false).await;
     assert_eq!(register(&ab, "sess-hostile", "c-h").await.0, 202);
-    assert!(eventually(|| api.requests_for("sess-hostile") >= 1).await);
+    eventually!(api.requests_for("sess-hostile") >= 1);
 
     // A check that panics leaves its registration leased, never checked
     // again and never ended; a wrapped wait checks again on every step.
-    let mut m = String::new();
-    for _ in 0..100 {
-        m = ab.metrics().await;
-        if metric(&m, "authback_registrations_pending") == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut m;
+    eventually!(
+        {
+            m = ab.metrics().await;
+            metric(&m, "authback_registrations_pending") == Some(0.0)
+        },
+        "no registration pending: {m}"
+    );
     assert_eq!(
         metric(&m, "authback_reconcile_checks_total{outcome=\"gave_up\"}"),
         Some(1.0),

@@ -93,8 +93,14 @@ async fn no_spelling_of_a_callback_path_reaches_the_backend() {
         let status = raw(&ab, &post(&format!("{path}?token=bad"), &body)).await;
         assert_eq!(status, want, "{path}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
     assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
 }
 
 #[tokio::test]
@@ -138,8 +144,16 @@ async fn an_unverified_route_dedupes_every_spelling() {
     // The backend checks its own token: it must not be given two to choose from.
     let status = raw(&ab, &post("/shield/c-9/cb?token=own&token=other", &body)).await;
     assert_eq!(status, 401);
-    up.wait_for("/shield/c-9/cb", 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One delivery recorded, and delivered: nothing is left to send.
+    let mut listed;
+    eventually!(
+        {
+            listed = ab.deliveries().await;
+            listed.iter().all(|d| d["state"] == "delivered")
+        },
+        "the one delivery delivered: {listed:?}"
+    );
+    assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(seen(&up), ["POST /shield/c-9/cb?token=own"]);
 }
 
@@ -166,8 +180,14 @@ async fn forward_paths_cannot_be_reached_from_outside() {
         let status = raw(&ab, &request).await;
         assert!(status == 404 || status == 400, "{path}: {status}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
     assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
 }
 
 #[tokio::test]
@@ -207,8 +227,14 @@ async fn heads_nginx_refuses_are_refused() {
     ] {
         assert_eq!(raw(&ab, request).await, 400, "{request:?}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
     assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
     // What stays allowed.
     for request in [
         "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -271,8 +297,14 @@ async fn control_characters_cannot_make_two_authorizations_one() {
     ] {
         assert_eq!(ab.callback(&path, body).await.0, 400, "{body}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen(&up), Vec::<String>::new());
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
+    assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
 }
 
 #[tokio::test]
@@ -293,8 +325,14 @@ async fn input_two_parsers_read_two_ways_is_refused() {
     ] {
         assert_eq!(ab.callback(&path, dup).await.0, 400, "{dup}");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen(&up), Vec::<String>::new());
+    // Refused, so neither proxied nor recorded: nothing can reach the
+    // backend later (see `Authback::deliveries`).
+    assert_eq!(seen(&up), Vec::<String>::new(), "reached the backend");
+    assert_eq!(
+        ab.deliveries().await,
+        Vec::<serde_json::Value>::new(),
+        "recorded"
+    );
     // The same callback, said once, still goes through.
     assert_eq!(ab.callback(&path, &body).await.0, 204);
 }
