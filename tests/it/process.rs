@@ -27,15 +27,17 @@ fn send_signal(child: &std::process::Child, signal: &str) {
 /// Waits up to `limit` for the process to exit; kills it and fails the test
 /// if it does not.
 async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let until = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < until {
+    let waiting = Waiting::new(limit);
+    loop {
         if let Some(s) = child.try_wait().expect("wait") {
             return s;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if waiting.expired() {
+            let _ = child.kill();
+            waiting.give_up(format_args!("authback to exit after SIGTERM"));
+        }
+        waiting.pause().await;
     }
-    let _ = child.kill();
-    panic!("authback did not exit after SIGTERM");
 }
 
 #[test]
@@ -190,9 +192,9 @@ fn a_port_in_use_exits_2() {
     );
 }
 
-/// `GET /healthz` on the admin port: its status and body, or `None` if
+/// `GET path` on the admin port: its status and body, or `None` if
 /// nothing answers.
-async fn healthz(admin: u16) -> Option<(u16, Bytes)> {
+async fn admin_get(admin: u16, path: &str) -> Option<(u16, Bytes)> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", admin))
         .await
         .ok()?;
@@ -200,7 +202,7 @@ async fn healthz(admin: u16) -> Option<(u16, Bytes)> {
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::get("/healthz")
+    let req = Request::get(path)
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .expect("req");
@@ -226,21 +228,27 @@ async fn sighup_without_certificate_files_does_not_stop_the_process() {
     .expect("write");
     let log_path = dir.path().join("stderr.log");
     let mut child = spawn_binary(&path, &log_path, &[]);
-    let mut up = None;
-    for _ in 0..400 {
-        up = healthz(admin).await;
-        if up.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(up, Some((200, Bytes::from_static(b"ok"))), "started");
-    for _ in 0..2 {
+    eventually!(
+        admin_get(admin, "/healthz").await == Some((200, Bytes::from_static(b"ok"))),
+        "authback to start"
+    );
+    // Each signal handled (logged) and the process still running: had
+    // SIGHUP's default action applied, it would have ended before the log.
+    let handled = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("SIGHUP: no certificate files to reload")
+            .count()
+    };
+    for n in 1..=2 {
         send_signal(&child, "HUP");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually!(
+            handled() >= n || child.try_wait().expect("wait").is_some(),
+            "SIGHUP number {n} to be handled"
+        );
     }
     let exited = child.try_wait().expect("wait");
-    let still = healthz(admin).await;
+    let still = admin_get(admin, "/healthz").await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(exited, None, "SIGHUP ended the process");
@@ -252,12 +260,27 @@ async fn sighup_without_certificate_files_does_not_stop_the_process() {
     );
 }
 
+/// One response head read off `io` (all of it, up to the blank line).
+async fn read_head(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // A byte at a time: what follows the head is not this head's.
+    while !answer.ends_with(b"\r\n\r\n") {
+        match io.read(&mut byte).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => answer.push(byte[0]),
+        }
+    }
+    answer
+}
+
 /// With the memory store, a callback still arriving when SIGTERM comes is
 /// answered 204 while the listener drains; it must still be forwarded before
 /// the process exits, since nothing else would ever deliver it.
 #[tokio::test]
 async fn a_callback_acknowledged_during_shutdown_is_delivered_before_exit() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = Upstream::start().await;
     let dir = TempDir::new();
     let cert = make_cert();
@@ -274,25 +297,28 @@ async fn a_callback_acknowledged_during_shutdown_is_delivered_before_exit() {
     let mut tls = tls_connect(addr, &cert.der, &[b"http/1.1"])
         .await
         .expect("tls");
+    // The head asks for `100 Continue`: once it comes, authback has the
+    // request in hand and is reading its body.
     let head = format!(
-        "POST {url} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST {url} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
         body.len()
     );
     tls.write_all(head.as_bytes()).await.expect("head");
+    let answer = read_head(&mut tls).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     tls.write_all(first).await.expect("half the body");
-    tokio::time::sleep(Duration::from_millis(200)).await;
     send_signal(&child, "TERM");
     // Shutdown is under way, with nothing queued, when the body completes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually!(
+        admin_get(admin, "/readyz").await.map(|r| r.0) != Some(200),
+        "shutdown to begin (/readyz no longer 200)"
+    );
     tls.write_all(rest).await.expect("the rest");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tls.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
+    let answer = read_head(&mut tls).await;
     assert!(
         answer.starts_with(b"HTTP/1.1 204"),
         "{}",
@@ -434,7 +460,7 @@ async fn sigterm_mid_request_finishes_it_and_logs_hold_no_secrets() {
             resp.into_body().collect().await.expect("body").to_bytes(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    up.wait_for("/slow", 1, Duration::from_secs(10)).await;
     send_signal(&child, "TERM");
     let (status, body) = in_flight.await.expect("task");
     assert_eq!(status, 200);
