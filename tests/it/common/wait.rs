@@ -98,7 +98,10 @@ impl Waiting {
 macro_rules! eventually {
     (within: $limit:expr, $cond:expr, $($what:tt)+) => {{
         let waiting = $crate::common::Waiting::new($limit);
-        while !$cond {
+        loop {
+            if $cond {
+                break;
+            }
             if waiting.expired() {
                 waiting.give_up(format_args!($($what)+));
             }
@@ -120,7 +123,10 @@ macro_rules! eventually {
 macro_rules! eventually_blocking {
     (within: $limit:expr, $cond:expr, $($what:tt)+) => {{
         let waiting = $crate::common::Waiting::new($limit);
-        while !$cond {
+        loop {
+            if $cond {
+                break;
+            }
             if waiting.expired() {
                 waiting.give_up(format_args!($($what)+));
             }
