@@ -125,7 +125,8 @@ pub struct ApiRequest {
 /// (`script_once`), its script (the last answer repeats), then its live
 /// state (`authorize`: incomplete until an order is placed with
 /// `POST /payments/v1/authorizations/{token}/order`, then complete); a
-/// session with none of these is 404.
+/// session with none of these is 404. An order can be held (`hold_order`):
+/// its creation then waits until the test releases it.
 #[derive(Clone)]
 pub struct KlarnaApi {
     pub addr: SocketAddr,
@@ -135,6 +136,8 @@ pub struct KlarnaApi {
     once: Arc<Mutex<std::collections::HashMap<String, Vec<ApiAnswer>>>>,
     /// session -> (authorization_token, order placed)
     sessions: Arc<Mutex<std::collections::HashMap<String, (String, bool)>>>,
+    /// Authorization tokens whose order creation waits for a release.
+    held: Arc<tokio::sync::watch::Sender<std::collections::HashSet<String>>>,
 }
 
 impl KlarnaApi {
@@ -164,6 +167,7 @@ impl KlarnaApi {
             scripts: Arc::default(),
             once: Arc::default(),
             sessions: Arc::default(),
+            held: Arc::new(tokio::sync::watch::Sender::new(Default::default())),
         };
         let a = api.clone();
         tokio::spawn(async move {
@@ -211,6 +215,31 @@ impl KlarnaApi {
             .lock()
             .expect("lock")
             .insert(session.to_string(), (token.to_string(), false));
+    }
+
+    /// Holds the creation of `token`'s order until `release_order`: the
+    /// backend placing it waits, and the test acts meanwhile.
+    pub fn hold_order(&self, token: &str) {
+        self.held.send_modify(|h| {
+            h.insert(token.to_string());
+        });
+    }
+
+    /// Lets `token`'s order be created, now or when it is asked for.
+    pub fn release_order(&self, token: &str) {
+        self.held.send_modify(|h| {
+            h.remove(token);
+        });
+    }
+
+    /// Whether a backend asked to create `token`'s order (held or not).
+    pub fn order_requested(&self, token: &str) -> bool {
+        let path = format!("/payments/v1/authorizations/{token}/order");
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|r| r.path == path)
     }
 
     /// Whether an order was placed for `session`.
@@ -296,6 +325,8 @@ impl KlarnaApi {
             .strip_prefix("/payments/v1/authorizations/")
             .and_then(|p| p.strip_suffix("/order"))
         {
+            let mut held = self.held.subscribe();
+            let _ = held.wait_for(|h| !h.contains(token)).await;
             let mut sessions = self.sessions.lock().expect("lock");
             return match sessions.values_mut().find(|(t, _)| t == token) {
                 Some((_, placed)) if *placed => json(

@@ -29,6 +29,8 @@ function db_init(string $schema): void {
 // Places the order at Klarna, as the plugins do in the end:
 // POST {api}/payments/v1/authorizations/{token}/order. KLARNA_API is the
 // test's simulated Klarna (self-signed). Returns [status, decoded body].
+// The read timeout leaves a test time to hold the order
+// (KlarnaApi::hold_order) while it acts.
 function klarna_create_order(string $token): array {
     $api = getenv('KLARNA_API');
     if ($api === false || $api === '') {
@@ -40,7 +42,7 @@ function klarna_create_order(string $token): array {
             'header' => "Content-Type: application/json\r\nHost: localhost\r\nConnection: close\r\n",
             'content' => '{}',
             'ignore_errors' => true,
-            'timeout' => 4,
+            'timeout' => 30,
         ],
         'ssl' => ['verify_peer' => false, 'verify_peer_name' => false],
     ]);

@@ -88,22 +88,29 @@ async fn magento_behind_authback_places_one_order_and_klarna_never_waits() {
 
     // Quote 2: a re-authorization while the first one's order is being
     // placed: the module answers "still in progress" (retried), then "is
-    // not active" once the order is placed (delivered).
+    // not active" once the order is placed (delivered). Klarna holds that
+    // order until the re-authorization was answered and retried, so it
+    // surely comes while the order is being placed.
     let (s2, t2) = ("sess-m2-2", M2_TOKENS[1]);
     quote(&php, s2, t2).await;
     api.authorize(s2, "tok-m2-0002a");
+    api.hold_order("tok-m2-0002a");
     let url2 = spell(M2_SPELLINGS[0].0, t2);
     as_klarna(&ab, &tally, &url2, &callback_body(s2, "tok-m2-0002a")).await;
     eventually!(
-        php.rows("klarna_quotes", "session_id", s2).await[0]["is_auth_callback_active"] == 1,
-        "quote 2 in progress"
+        api.order_requested("tok-m2-0002a"),
+        "quote 2's placeOrder to ask Klarna for the order"
     );
-    let reauth_sent = Instant::now();
     as_klarna(&ab, &tally, &url2, &callback_body(s2, "tok-m2-0002b")).await;
     assert!(
-        reauth_sent.elapsed() < Duration::from_secs(1),
-        "Klarna does not wait for the order"
+        !api.order_placed(s2),
+        "Klarna had its 2xx while the order was still being placed"
     );
+    eventually!(
+        counter(&ab, "deliveries", MAGENTO_ROUTE, "retry").await >= 1.0,
+        "the re-authorization's delivery to be told \"still in progress\""
+    );
+    api.release_order("tok-m2-0002a");
 
     // Meanwhile, Klarna calling the module directly (quote 3): its 2 s read
     // timeout ends the first attempt while placeOrder still runs, and the
