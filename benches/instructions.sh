@@ -9,6 +9,8 @@
 #   AUTHBACK_BINS="before=/tmp/a after=target/release/authback" bash benches/instructions.sh
 #   N=2000 bash benches/instructions.sh                # requests per measurement
 #   SCHEMES=plain bash benches/instructions.sh         # plain only (default: plain tls)
+#   FORM=1 SCHEMES=plain bash benches/instructions.sh  # a 1 KB form POST each, and every
+#                                                       # authback with a query_match route
 #
 # Each target serves N keep-alive requests (curl, one connection) after a
 # warm-up; the counters are zeroed before them and dumped after them
@@ -33,6 +35,7 @@ trap cleanup EXIT
 UP=$(port)
 "$UPSTREAM_BIN" "127.0.0.1:$UP" & PIDS+=($!)
 make_cert "$WORK"
+python3 -c 'import sys; sys.stdout.write("&".join(f"field{i}=value-{i:04d}" for i in range(60))[:1024])' > "$WORK/form.txt"
 
 wait_port() { for _ in $(seq 600); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
@@ -40,7 +43,12 @@ wait_port() { for _ in $(seq 600); do curl -sk -o /dev/null "$1" && return 0; sl
 drive() {
   local n=$2
   [ "$n" -gt 0 ] || return 0
-  curl -sk -o /dev/null "$1/r[1-$n]"
+  if [ -n "${FORM:-}" ]; then
+    curl -sk -o /dev/null -H "Content-Type: application/x-www-form-urlencoded" \
+      --data-binary "@$WORK/form.txt" "$1/r[1-$n]"
+  else
+    curl -sk -o /dev/null "$1/r[1-$n]"
+  fi
 }
 
 # total Ir of a callgrind out file
@@ -81,6 +89,19 @@ key = "$WORK/tls.key"
 listen = "127.0.0.1:$adm"
 [upstream]
 url = "http://127.0.0.1:$UP"
+TOML
+  # As in benches/run.sh: a shop with a query_match route, whose form
+  # bodies are read as they stream.
+  [ -z "${FORM:-}" ] || cat >> "$WORK/$name.toml" <<TOML
+[[routes]]
+name = "shop"
+kind = "klarna_authorization"
+path = "/wc-api/KP_WC_AUTHORIZATION"
+ignore_case = true
+query_match = ["wc-api=KP_WC_AUTHORIZATION"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.1/32"]
 TOML
   local url
   if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi

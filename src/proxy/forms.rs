@@ -102,42 +102,63 @@ impl Scanner {
         !self.refused
     }
 
-    /// A form body is mostly values, and only names are read: a value is
-    /// skipped to its `&` at once, and a name with no escape is taken whole.
-    fn feed_urlencoded(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && !self.refused {
-            if self.in_value {
-                match memchr::memchr(b'&', data) {
-                    Some(at) => {
-                        self.url_byte(b'&');
-                        data = &data[at + 1..];
-                    }
-                    None => return,
-                }
-                continue;
+    /// A form body is mostly values, and only names are read: one pass
+    /// finds every `&`, and in each pair only the bytes up to its `=`
+    /// are looked at; a name with no escape is taken whole.
+    fn feed_urlencoded(&mut self, data: &[u8]) {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'&', data).chain(std::iter::once(data.len()));
+        for end in ends {
+            if !self.in_value {
+                self.name_piece(&data[start..end]);
             }
-            let end = memchr::memchr2(b'=', b'&', data).unwrap_or(data.len());
-            let name = &data[..end];
-            let simple = self.escape.is_empty()
-                && !self.overflow
-                && self.buf.len() + name.len() <= self.longest + 1
-                && !name
-                    .iter()
-                    .any(|c| matches!(c, b'%' | b'+' | b' ' | b'[' | 0));
-            if simple {
-                self.buf.extend_from_slice(name);
-            } else {
-                for &c in name {
-                    self.url_byte(c);
-                }
+            if end < data.len() {
+                self.url_byte(b'&');
             }
-            match data.get(end) {
-                Some(&c) => {
-                    self.url_byte(c);
-                    data = &data[end + 1..];
-                }
-                None => return,
+            if self.refused {
+                return;
             }
+            start = end + 1;
+        }
+    }
+
+    /// The part of a pair that this piece of the body holds, while its
+    /// name is still being read. The common case, a whole name with no
+    /// byte PHP reads another way, is judged here in one pass over it.
+    fn name_piece(&mut self, piece: &[u8]) {
+        let mut special = false;
+        let mut eq = None;
+        for (i, &c) in piece.iter().enumerate() {
+            match c {
+                b'=' => {
+                    eq = Some(i);
+                    break;
+                }
+                b'%' | b'+' | b' ' | b'.' | b'[' | 0 => special = true,
+                _ => {}
+            }
+        }
+        let name = &piece[..eq.unwrap_or(piece.len())];
+        let fresh = self.buf.is_empty() && self.escape.is_empty() && !self.overflow;
+        if fresh && !special && eq.is_some() {
+            self.refused |=
+                name.len() <= self.longest && self.names.iter().any(|n| n.as_bytes() == name);
+            self.in_value = true;
+            return;
+        }
+        if !special
+            && self.escape.is_empty()
+            && !self.overflow
+            && self.buf.len() + name.len() <= self.longest + 1
+        {
+            self.buf.extend_from_slice(name);
+        } else {
+            for &c in name {
+                self.url_byte(c);
+            }
+        }
+        if eq.is_some() {
+            self.url_byte(b'=');
         }
     }
 
