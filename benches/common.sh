@@ -73,3 +73,20 @@ NGINX
     sed -i -e 's/^    http2 on;//' -e "s|listen 127.0.0.1:$tls ssl;|listen 127.0.0.1:$tls ssl http2;|" "$dir/nginx.conf"
   fi
 }
+
+# shop_route: a callback route as a WooCommerce shop has one (query_match),
+# fenced to an address no client here has, so every request is read
+# against a route and every form body is scanned as it streams.
+shop_route() {
+  cat <<'TOML'
+[[routes]]
+name = "shop"
+kind = "klarna_authorization"
+path = "/wc-api/KP_WC_AUTHORIZATION"
+ignore_case = true
+query_match = ["wc-api=KP_WC_AUTHORIZATION"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.1/32"]
+TOML
+}

@@ -92,17 +92,7 @@ url = "http://127.0.0.1:$UP"
 TOML
   # As in benches/run.sh: a shop with a query_match route, whose form
   # bodies are read as they stream.
-  [ -z "${FORM:-}" ] || cat >> "$WORK/$name.toml" <<TOML
-[[routes]]
-name = "shop"
-kind = "klarna_authorization"
-path = "/wc-api/KP_WC_AUTHORIZATION"
-ignore_case = true
-query_match = ["wc-api=KP_WC_AUTHORIZATION"]
-forward_format = "original"
-unverified = true
-allow_ips = ["192.0.2.1/32"]
-TOML
+  [ -z "${FORM:-}" ] || shop_route >> "$WORK/$name.toml"
   local url
   if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi
   RUST_LOG=warn callgrind_count "$WORK/cg.$name.$scheme" "$url" "http://127.0.0.1:$adm/readyz" \

@@ -66,16 +66,8 @@ listen = "127.0.0.1:${AB_ADM[$name]}"
 url = "http://127.0.0.1:$UP"
 [limits]
 max_connections = 100000
-[[routes]]
-name = "shop"
-kind = "klarna_authorization"
-path = "/wc-api/KP_WC_AUTHORIZATION"
-ignore_case = true
-query_match = ["wc-api=KP_WC_AUTHORIZATION"]
-forward_format = "original"
-unverified = true
-allow_ips = ["192.0.2.1/32"]
 TOML
+  shop_route >> "$WORK/$name.toml"
   RUST_LOG=warn "${AB_BIN[$name]}" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & AB_PID[$name]=$!; PIDS+=($!)
 done
 
