@@ -74,22 +74,7 @@ impl Fixed {
         date: Option<&'static str>,
     ) -> Self {
         let cert = make_cert();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(
-            rcgen::KeyPair::from_pem(&cert.key_pem)
-                .expect("key")
-                .serialize_der(),
-        )
-        .expect("key der");
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], key)
-        .expect("server config");
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tls_acceptor(&cert);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let ca = dir.join(format!("fixed-{port}.pem"));

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,20 +118,9 @@ fn root() -> PathBuf {
 // The PHP backends: `php -S`, several workers, in fuzz mode.
 
 struct Php {
-    child: Child,
+    // `php -S` with workers forks: dropped, its whole group ends.
+    _child: Group,
     addr: SocketAddr,
-}
-
-impl Drop for Php {
-    fn drop(&mut self) {
-        // `php -S` with workers forks: end its own process group, by id.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Php {
@@ -165,7 +154,7 @@ async fn start_php(platform: Platform, dir: &Path) -> Php {
         .spawn()
         .expect("php -S (CI installs php-cli and php-sqlite3)");
     let php = Php {
-        child,
+        _child: Group(child),
         addr: listen.parse().expect("addr"),
     };
     // The first request creates the imitation's database before the

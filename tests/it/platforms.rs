@@ -27,7 +27,7 @@ pub(crate) use magento2::quote;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -313,22 +313,10 @@ async fn klarna_direct(addr: SocketAddr, pq: &str, body: &str) -> KlarnaResult {
 // The PHP imitations (tests/it/platforms/<platform>/router.php).
 
 pub(crate) struct Php {
-    child: Child,
+    // `php -S` with workers forks: dropped, its whole group ends.
+    _child: Group,
     pub(crate) addr: SocketAddr,
     log: PathBuf,
-}
-
-impl Drop for Php {
-    fn drop(&mut self) {
-        // `php -S` with workers forks: end its whole process group (its own,
-        // made at spawn), by id.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub(crate) fn start_php(platform: &str, db: &Path, api: &KlarnaApi) -> Php {
@@ -350,7 +338,7 @@ pub(crate) fn start_php(platform: &str, db: &Path, api: &KlarnaApi) -> Php {
         .expect("php -S (CI installs php-cli and php-sqlite3)");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let php = Php {
-        child,
+        _child: Group(child),
         addr,
         log: db.with_extension("log"),
     };

@@ -168,11 +168,14 @@ async fn row_3_woocommerce_reads_no_spelling_authback_did_not_route() {
 }
 
 #[tokio::test]
-async fn row_4_look_alikes_of_authback_headers_never_reach_the_backend() {
+async fn row_4_authback_headers_and_their_look_alikes_never_reach_the_backend() {
     let up = Upstream::start().await;
     let ab = Authback::start(&up).await;
     let req = Request::post("/checkout/pay")
         .header("host", "localhost")
+        .header("authback-attempt", "1")
+        .header("Authback-Signature", "t=1,v1=00")
+        .header("authback-redelivery", "order-not-placed")
         .header("Authback_Attempt", "1")
         .header("Authback.Signature", "t=1,v1=00")
         .header("authback_redelivery", "x")

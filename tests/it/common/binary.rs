@@ -69,3 +69,19 @@ pub async fn wait_tls(addr: SocketAddr, ca: &CertificateDer<'static>) {
         "authback to start listening on {addr}"
     );
 }
+
+/// A child that leads a process group of its own (`process_group(0)` at
+/// spawn), such as `php -S` with workers, which forks: dropping it ends the
+/// whole group, by id, then reaps the child.
+pub struct Group(pub std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -76,3 +76,24 @@ pub fn write_cert(dir: &Path, cert: &Cert) -> (PathBuf, PathBuf) {
     std::fs::write(&k, &cert.key_pem).expect("write key");
     (c, k)
 }
+
+/// A TLS acceptor for HTTP/1.1 with `cert`: the test's own HTTPS servers
+/// (the simulated Klarna, doctor's fakes).
+pub fn tls_acceptor(cert: &Cert) -> tokio_rustls::TlsAcceptor {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(
+        rcgen::KeyPair::from_pem(&cert.key_pem)
+            .expect("key")
+            .serialize_der(),
+    )
+    .expect("key der");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der.clone()], key)
+    .expect("server config");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg))
+}
