@@ -16,8 +16,8 @@ pub enum Body {
     Incoming(Incoming),
     /// A pass-through response on a worker's own upstream connection.
     Upstream(Returning),
-    /// A proxied form body, read as it streams (`forms`).
-    Scanned(Box<crate::proxy::forms::Scanned>),
+    /// A proxied request body that something reads as it streams.
+    Inspected(Box<Inspected<dyn Inspect>>),
 }
 
 /// Why a body stopped before its end.
@@ -25,9 +25,76 @@ pub enum Body {
 pub enum BodyError {
     #[error(transparent)]
     Http(#[from] hyper::Error),
-    /// A form body carried a name a callback route matches (`forms`).
+    /// Its `Inspect` refused it: a form body carried a name a callback
+    /// route matches (`proxy::forms`).
     #[error("the body carried a parameter a callback route matches")]
     Refused,
+}
+
+/// Reads a request body piece by piece as it streams to the upstream, and
+/// may refuse it: then the body ends in `BodyError::Refused` and the
+/// request is cut off. The proxy's form scanner is the one there is.
+pub trait Inspect: Send + Sync + Unpin {
+    /// One piece; `false` refuses the body.
+    fn feed(&mut self, data: &[u8]) -> bool;
+    /// The body has ended; `false` refuses it.
+    fn finish(&mut self) -> bool;
+}
+
+/// A body read by an `Inspect` as it streams.
+pub struct Inspected<I: ?Sized> {
+    body: Incoming,
+    inspect: I,
+}
+
+impl<I: Inspect + 'static> Inspected<I> {
+    pub fn body(body: Incoming, inspect: I) -> Body {
+        Body::Inspected(Box::new(Inspected { body, inspect }))
+    }
+}
+
+impl http_body::Body for Inspected<dyn Inspect> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if !this.inspect.feed(data) {
+                        return Poll::Ready(Some(Err(BodyError::Refused)));
+                    }
+                }
+                // The last piece: it is judged before it goes, since hyper
+                // may not ask again once the body says it ended.
+                if this.body.is_end_stream() && !this.inspect.finish() {
+                    return Poll::Ready(Some(Err(BodyError::Refused)));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if !this.inspect.finish() {
+                    return Poll::Ready(Some(Err(BodyError::Refused)));
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Http(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Only after the last piece was read, and judged (`poll_frame`).
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Body {
@@ -144,7 +211,7 @@ impl http_body::Body for Body {
             Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(i) => http(Pin::new(i).poll_frame(cx)),
             Body::Upstream(u) => http(Pin::new(u).poll_frame(cx)),
-            Body::Scanned(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            Body::Inspected(s) => Pin::new(s.as_mut()).poll_frame(cx),
         }
     }
 
@@ -153,7 +220,7 @@ impl http_body::Body for Body {
             Body::Bytes(b) => b.is_none(),
             Body::Incoming(i) => i.is_end_stream(),
             Body::Upstream(u) => u.is_end_stream(),
-            Body::Scanned(s) => s.is_end_stream(),
+            Body::Inspected(s) => s.is_end_stream(),
         }
     }
 
@@ -162,7 +229,7 @@ impl http_body::Body for Body {
             Body::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(i) => i.size_hint(),
             Body::Upstream(u) => u.size_hint(),
-            Body::Scanned(s) => s.size_hint(),
+            Body::Inspected(s) => s.size_hint(),
         }
     }
 }

@@ -9,8 +9,8 @@
 //! ```text
 //! front/      listeners and connection workers (server, workers), TLS and its
 //!             reload (tls), strict heads (head), the canonical path (path),
-//!             client addresses (net), and the router that sends each request
-//!             to a callback route or to the pass-through (router)
+//!             and the router that sends each request to a callback route or
+//!             to the pass-through (router)
 //! route/      the route model: paths, spellings, query matches, answer rules,
 //!             and how the backend's language reads names (dialect)
 //! callback/   an intercepted callback: token (mint/verify), body, record, ack
@@ -28,8 +28,9 @@
 //! config/     the file as written -> checked -> Config
 //! ```
 //!
-//! `body`, `text` and `types` are the shared vocabulary: one body type, text
-//! codecs, and the typed ids and secrets.
+//! `body`, `net`, `text` and `types` are the shared vocabulary: one body
+//! type, addresses (CIDRs, host:port, the client behind trusted proxies),
+//! text codecs, and the typed ids and secrets.
 
 pub mod admin;
 pub mod body;
@@ -39,6 +40,7 @@ pub mod delivery;
 pub mod doctor;
 pub mod front;
 pub mod klarna;
+pub mod net;
 pub mod ops;
 pub mod proxy;
 pub mod route;

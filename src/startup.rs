@@ -59,7 +59,7 @@ pub async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, RunError> 
     if !store.durable() {
         tracing::warn!("store.kind = \"memory\": deliveries not yet accepted by the upstream are lost if the process crashes");
     }
-    background.push(store::spawn_pruner(
+    background.push(crate::ops::prune::spawn(
         store.clone(),
         config.store.dedupe_ttl,
         drain.public.clone(),

@@ -192,7 +192,7 @@ fn loopback_host(headers: &http::HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| crate::front::net::canonical(ip).is_loopback())
+            .is_ok_and(|ip| crate::net::canonical(ip).is_loopback())
 }
 
 #[cfg(test)]

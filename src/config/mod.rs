@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::front::net::IpNet;
+use crate::net::IpNet;
 pub use crate::route::dialect::{Dialect, PathForm};
 use crate::text::Rate;
 use crate::types::Secret;

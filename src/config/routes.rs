@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use super::checker::Checker;
 use super::file::FileRoute;
 use super::*;
-use crate::front::net::IpNet;
+use crate::net::IpNet;
 use crate::route::{valid_reference, AnswerRule, Means, Spelling};
 use crate::types::Secret;
 

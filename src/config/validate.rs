@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::checker::Checker;
 use super::file::*;
 use super::*;
-use crate::front::net::IpNet;
+use crate::net::IpNet;
 use crate::text::{parse_duration, parse_rate, Rate};
 
 /// Every section checked, every problem collected: the config, or all the errors.
@@ -152,7 +152,7 @@ fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
     let admin_token = f.token.as_deref().and_then(|t| c.secret("admin.token", t));
     // The admin API mints callback URLs and replays deliveries: beyond this
     // host it needs a token.
-    if f.token.is_none() && !crate::front::net::canonical(admin_listen.ip()).is_loopback() {
+    if f.token.is_none() && !crate::net::canonical(admin_listen.ip()).is_loopback() {
         c.err(
             "admin.token",
             format!("is required when admin.listen ({admin_listen}) is not a loopback address: set token = \"env:AUTHBACK_ADMIN_TOKEN\" (a long random secret), or listen on 127.0.0.1"),

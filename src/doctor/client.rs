@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::STEP;
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 
 /// Enough of a body to show its first 200 characters.
 const KEEP: usize = 4096;

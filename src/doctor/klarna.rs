@@ -8,8 +8,8 @@ use http::header;
 use super::client;
 use super::{nonce, Check, STEP};
 use crate::config::{Config, KlarnaConfig};
-use crate::front::net::HostPort;
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
+use crate::net::HostPort;
 use crate::types::SessionId;
 
 /// More apart than this and token expiries and logs disagree with Klarna.

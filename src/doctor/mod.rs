@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, TlsConfig};
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use super::client::{self, Answer, Failure};
 use super::{nonce, Check, STEP};
 use crate::config::Config;
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 
 /// Long enough for any retry of the doctor, short enough to be worthless
 /// if it leaked.

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::body::{json_error, Body};
 use crate::callback;
-use crate::front::net::{client_ip, IpNet};
+use crate::net::{client_ip, IpNet};
 use crate::proxy;
 use crate::route::dialect::Dialect;
 use crate::route::{Route, RouteMatch};
@@ -123,7 +123,7 @@ impl App {
                 return proxy::forward(&self.proxy, req, path, peer.ip(), tls).await;
             }
             let path = path.into_owned();
-            let xff = crate::front::net::forwarded_chain(req.headers());
+            let xff = crate::net::forwarded_chain(req.headers());
             let ip = client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies);
             return callback::handle(&self.callbacks, route, reference.as_deref(), &path, req, ip)
                 .await;

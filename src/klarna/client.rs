@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::KlarnaConfig;
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 use crate::text::{base64, parse_retry_after, path_segment};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 

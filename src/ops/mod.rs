@@ -1,8 +1,9 @@
 //! Running it: metrics, logs, the history the console charts, readiness,
-//! and the shutdown latch.
+//! pruning delivered records, and the shutdown latch.
 
 pub mod history;
 pub mod logging;
 pub mod metrics;
+pub mod prune;
 pub mod readiness;
 pub mod shutdown;

@@ -8,16 +8,11 @@
 //! beyond one name (or one multipart header line), so uploads keep no size
 //! cap of authback's.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{header, Method, Request};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::body::BodyError;
 use crate::route::dialect::php_name;
 
 /// The longest multipart header line read; a `Content-Disposition` line
@@ -81,13 +76,6 @@ impl Scanner {
             overflow: false,
             escape: Vec::new(),
             refused: false,
-        }
-    }
-
-    pub fn wrap(self, body: Incoming) -> Scanned {
-        Scanned {
-            body,
-            scanner: self,
         }
     }
 
@@ -352,54 +340,13 @@ fn disposition_names(line: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// A request body that is scanned as it streams; it ends in an error, and
-/// the request is cut off, once it has carried a routed name.
-pub struct Scanned {
-    body: Incoming,
-    scanner: Scanner,
-}
-
-impl http_body::Body for Scanned {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if !this.scanner.feed(data) {
-                        return Poll::Ready(Some(Err(BodyError::Refused)));
-                    }
-                }
-                // The last piece: its last name is judged before it goes,
-                // since hyper may not ask again once the body says it ended.
-                if this.body.is_end_stream() && !this.scanner.finish() {
-                    return Poll::Ready(Some(Err(BodyError::Refused)));
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                if !this.scanner.finish() {
-                    return Poll::Ready(Some(Err(BodyError::Refused)));
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Http(e)))),
-            Poll::Pending => Poll::Pending,
-        }
+impl crate::body::Inspect for Scanner {
+    fn feed(&mut self, data: &[u8]) -> bool {
+        Scanner::feed(self, data)
     }
 
-    fn is_end_stream(&self) -> bool {
-        // Only after the last piece was read, and judged (`poll_frame`).
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+    fn finish(&mut self) -> bool {
+        Scanner::finish(self)
     }
 }
 

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{json_error, Body};
-use crate::front::net::{forwarded_for, IpNet};
+use crate::net::{forwarded_for, IpNet};
 use crate::ops::metrics::Metrics;
 use crate::route::dialect::PathForm;
 use crate::upstream::Upstream;
@@ -208,7 +208,7 @@ pub async fn forward(
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     rewrite_head(ctx, &mut parts, peer, tls, upgrade);
     let body = match scan {
-        Some(scanner) => Body::Scanned(Box::new(scanner.wrap(body))),
+        Some(scanner) => crate::body::Inspected::body(body, scanner),
         None => Body::from(body),
     };
     let out = Request::from_parts(parts, body);
@@ -308,7 +308,7 @@ fn rewrite_head(
     let chain = if ctx.trusted_proxies.is_empty() {
         None
     } else {
-        crate::front::net::forwarded_chain(headers)
+        crate::net::forwarded_chain(headers)
     };
     let xff = forwarded_for(peer, chain.as_deref(), &ctx.trusted_proxies);
     // The string's buffer becomes the header's bytes, uncopied.

@@ -7,7 +7,7 @@ pub mod dialect;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::front::net::IpNet;
+use crate::net::IpNet;
 use crate::route::dialect::Dialect;
 use crate::types::Secret;
 

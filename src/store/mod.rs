@@ -107,31 +107,6 @@ pub async fn open(
     })
 }
 
-/// Removes delivered records and their dedupe keys once `dedupe_ttl` has
-/// passed, every minute until `stop`.
-pub fn spawn_pruner(
-    store: std::sync::Arc<dyn Store>,
-    dedupe_ttl: std::time::Duration,
-    stop: crate::ops::shutdown::Stop,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        let ttl_ms = u64::try_from(dedupe_ttl.as_millis()).unwrap_or(u64::MAX);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    match store.prune(crate::types::unix_ms().saturating_sub(ttl_ms)).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(pruned = n, "delivered records past dedupe_ttl removed"),
-                        Err(e) => tracing::warn!(error = %e, "pruning delivered records failed; will retry"),
-                    }
-                }
-                _ = stop.wait() => return,
-            }
-        }
-    })
-}
-
 /// How an authorization reached authback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

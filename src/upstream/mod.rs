@@ -14,7 +14,7 @@ use http::{Request, Response, Uri};
 
 use crate::body::Body;
 use crate::config::UpstreamConfig;
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 
 /// Why a request did not reach the upstream, or got no answer.
 #[derive(Debug, thiserror::Error)]

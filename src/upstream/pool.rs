@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::Error;
 use crate::body::{Body, Returning};
-use crate::front::net::HostPort;
+use crate::net::HostPort;
 
 /// Idle connections kept per worker; more are closed when they come back.
 const MAX_IDLE: usize = 256;
