@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::DeliveryConfig;
+use crate::ops::due::{self, Drain, DueLoop, Job};
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Stop;
 use crate::route::{AnswerRule, Means, Route};
-use crate::store::{Attempt, AttemptOutcome, Delivery, Store};
+use crate::store::{Attempt, AttemptOutcome, Attempted, Delivery, Store};
 use crate::text::{hex, saturating_add_ms};
 use crate::types::{unix_ms, DeliveryId, Secret};
 use crate::upstream::Upstream;
@@ -99,9 +100,45 @@ impl Worker {
     }
 }
 
-/// Starts the worker; it runs until `stop` (see `run`).
+/// Starts the worker: the due-work loop over the outbox. It runs until
+/// `stop`; with a store that does not survive the process, it then keeps
+/// delivering what is queued for up to `shutdown_grace`.
 pub fn spawn(worker: Worker, stop: Stop) -> JoinHandle<()> {
-    tokio::spawn(run(Arc::new(worker), stop))
+    let app = Arc::new(worker);
+    let store = app.store.clone();
+    let drain = (!store.durable()).then(|| {
+        let store = store.clone();
+        Drain {
+            queued: Box::new(move || {
+                let store = store.clone();
+                Box::pin(async move { store.stats().await.map(|s| s.pending).unwrap_or(0) })
+            }),
+            lost: "memory store: pending deliveries are lost at exit",
+        }
+    });
+    let handle = app.handle.clone();
+    let worker = app.clone();
+    let spec = DueLoop {
+        lanes: vec![due::lane(
+            store.clone(),
+            |s| s.deliveries(),
+            "cannot read the outbox; retrying in 1s",
+            move |d| Running::start(&worker, &d).map(|running| -> Job {
+                Box::pin(async move {
+                    attempt(&running.app, d).await;
+                    drop(running);
+                })
+            }),
+        )],
+        cap: app.config.max_in_flight,
+        wake: app.handle.0.wake.clone(),
+        poll: store.poll_interval(),
+        began: Box::new(move || handle.0.stop_began.get().copied()),
+        grace: app.shutdown_grace,
+        drain,
+        overrun: Some("shutdown grace over with delivery attempts in flight; a durable store sends them again after restart"),
+    };
+    tokio::spawn(due::run(spec, stop))
 }
 
 /// How an attempt failed.
@@ -114,137 +151,6 @@ enum Failure {
     },
     /// The upstream refused it for good (other 4xx): dead at once.
     Permanent(String),
-}
-
-/// Runs until `stop`; with a store that does not survive the process, it
-/// then keeps delivering what is queued for up to `shutdown_grace`.
-async fn run(app: Arc<Worker>, stop: Stop) {
-    let max = app.config.max_in_flight;
-    let permits = Arc::new(Semaphore::new(max));
-    // An attempt that ends wakes the loop here, not through `app.wake`: while
-    // every slot is busy, new work needs no wake-up (it would find no slot),
-    // so a flood of callbacks against a stuck upstream costs no thread
-    // switch per callback.
-    let slot_freed = Arc::new(Notify::new());
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        if stop.is_stopped() && drain_until.is_none() {
-            let began = app
-                .handle
-                .0
-                .stop_began
-                .get()
-                .copied()
-                .unwrap_or_else(Instant::now);
-            drain_until = Some(began + app.shutdown_grace);
-        }
-        if let Some(until) = drain_until {
-            let pending = app.store.stats().await.map(|s| s.pending).unwrap_or(0);
-            if app.store.durable() || pending == 0 || Instant::now() >= until {
-                if pending > 0 && !app.store.durable() {
-                    tracing::error!(pending, "memory store: pending deliveries are lost at exit");
-                }
-                break;
-            }
-        }
-        let free = permits.available_permits();
-        if free > 0 {
-            match app.store.take_due(unix_ms(), free).await {
-                Ok(batch) => {
-                    for d in batch {
-                        let n = d.attempts + 1;
-                        {
-                            let mut running = app.handle.attempting();
-                            // Handed out again before the store has the
-                            // outcome of the attempt still running here (a
-                            // shared store's lease ran out while that outcome
-                            // waited to be recorded): that attempt settles
-                            // it; it is not sent again. Once the store has
-                            // the outcome, the delivery carries its count and
-                            // this is simply the next attempt.
-                            if running.get(&d.id).is_some_and(|r| d.attempts < *r) {
-                                tracing::warn!(id = %d.id, "delivery handed out again while its outcome is being recorded here; not sent twice");
-                                continue;
-                            }
-                            running.insert(d.id, n);
-                        }
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            app.handle.attempting().remove(&d.id);
-                            break;
-                        };
-                        app.handle.0.in_flight.fetch_add(1, Ordering::Relaxed);
-                        // Dropped when the attempt ends, even by a panic.
-                        let running = Running {
-                            app: app.clone(),
-                            id: d.id,
-                            n,
-                            _permit: permit,
-                            slot_freed: slot_freed.clone(),
-                        };
-                        tokio::spawn(async move {
-                            attempt(&running.app, d).await;
-                            drop(running);
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the outbox; retrying in 1s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        // Sleep until the next delivery is due, new work arrives, an attempt
-        // frees a slot, or we are told to stop.
-        let wait = if permits.available_permits() == 0 {
-            Duration::from_secs(60)
-        } else {
-            match app.store.next_due_at().await {
-                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(unix_ms())),
-                _ => Duration::from_secs(60),
-            }
-        }
-        .min(Duration::from_secs(60))
-        .min(app.store.poll_interval().unwrap_or(Duration::MAX))
-        .min(drain_until.map_or(Duration::MAX, |u| {
-            u.saturating_duration_since(Instant::now())
-        }));
-        if wait.is_zero() {
-            continue;
-        }
-        // A notification left unclaimed while the slots were busy is kept by
-        // `Notify` and wakes the loop at once when it next waits for work.
-        let has_slot = permits.available_permits() > 0;
-        tokio::select! {
-            _ = app.handle.0.wake.notified(), if has_slot => {}
-            _ = slot_freed.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait(), if drain_until.is_none() => {}
-        }
-        if drain_until.is_some() {
-            // While draining, look again soon rather than sleeping a minute.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    // Let attempts in flight finish, within what is left of the grace: the
-    // whole shutdown stays inside shutdown_grace, as an orchestrator's kill
-    // deadline expects.
-    let left = drain_until.map_or(Duration::ZERO, |u| {
-        u.saturating_duration_since(Instant::now())
-    });
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(
-        left.max(Duration::from_millis(100)),
-        permits.acquire_many(all),
-    )
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            in_flight = app.handle.in_flight(),
-            "shutdown grace over with delivery attempts in flight; a durable store sends them again after restart"
-        );
-    }
 }
 
 async fn attempt(app: &Worker, d: Delivery) {
@@ -316,7 +222,15 @@ async fn attempt(app: &Worker, d: Delivery) {
     loop {
         match app
             .store
-            .finish(d.id, n, outcome.clone(), record.clone())
+            .deliveries()
+            .finish(
+                d.id,
+                n,
+                Attempted {
+                    outcome: outcome.clone(),
+                    log: record.clone(),
+                },
+            )
             .await
         {
             Ok(()) => {
@@ -340,14 +254,37 @@ async fn attempt(app: &Worker, d: Delivery) {
     }
 }
 
-/// One attempt running: while it lives, its slot is taken and its delivery
-/// id is known to be in progress here.
+/// One attempt running: while it lives, its delivery id is known to be in
+/// progress here and it counts as in flight.
 struct Running {
     app: Arc<Worker>,
     id: DeliveryId,
     n: u32,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    slot_freed: Arc<Notify>,
+}
+
+impl Running {
+    /// The attempt now due for `d`, unless one is running here already.
+    fn start(app: &Arc<Worker>, d: &Delivery) -> Option<Self> {
+        let n = d.attempts + 1;
+        let mut running = app.handle.attempting();
+        // Handed out again before the store has the outcome of the attempt
+        // still running here (a shared store's lease ran out while that
+        // outcome waited to be recorded): that attempt settles it; it is not
+        // sent again. Once the store has the outcome, the delivery carries
+        // its count and this is simply the next attempt.
+        if running.get(&d.id).is_some_and(|r| d.attempts < *r) {
+            tracing::warn!(id = %d.id, "delivery handed out again while its outcome is being recorded here; not sent twice");
+            return None;
+        }
+        running.insert(d.id, n);
+        drop(running);
+        app.handle.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Running {
+            app: app.clone(),
+            id: d.id,
+            n,
+        })
+    }
 }
 
 impl Drop for Running {
@@ -360,7 +297,6 @@ impl Drop for Running {
             }
         }
         self.app.handle.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.slot_freed.notify_one();
     }
 }
 

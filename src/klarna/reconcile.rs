@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
-
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
+use crate::ops::due::{self, DueLoop, Job};
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Stop;
 use crate::route::ForwardFormat;
@@ -37,13 +36,54 @@ pub struct Context {
     pub deadline: Duration,
     pub shutdown_grace: Duration,
     pub deliveries: delivery::Handle,
-    /// Rung on a new registration, or a free slot.
+    /// Rung on a new registration, or a watch started.
     pub wake: Arc<Notify>,
 }
 
-/// Starts the loop; it runs until `stop`, then lets checks in flight end.
+/// Starts the loop: the due-work loop over registrations and order
+/// watches, which share the cap on Read Session calls in flight and the
+/// client. It runs until `stop`, then lets checks in flight end.
 pub fn spawn(ctx: Context, stop: Stop) -> JoinHandle<()> {
-    tokio::spawn(run(Arc::new(ctx), stop))
+    let app = Arc::new(ctx);
+    let mut lanes = Vec::new();
+    if app.config.enabled {
+        let ctx = app.clone();
+        lanes.push(due::lane(
+            app.store.clone(),
+            |s| s.checks(),
+            "cannot read registrations; retrying",
+            move |r| -> Option<Job> {
+                let ctx = ctx.clone();
+                Some(Box::pin(async move { check(&ctx, r).await }))
+            },
+        ));
+    }
+    if app.order_watch.enabled {
+        let ctx = app.clone();
+        lanes.push(due::lane(
+            app.store.clone(),
+            |s| s.watches(),
+            "cannot read order watches; retrying",
+            move |d| -> Option<Job> {
+                let ctx = ctx.clone();
+                Some(Box::pin(async move { watch(&ctx, d).await }))
+            },
+        ));
+    }
+    let spec = DueLoop {
+        lanes,
+        cap: MAX_CHECKS_IN_FLIGHT,
+        wake: app.wake.clone(),
+        poll: app.store.poll_interval(),
+        began: Box::new(|| None),
+        grace: app.shutdown_grace,
+        // Checks in flight may still record an authorization: shutdown lets
+        // the delivery worker stop only once they are done (within the
+        // grace). Nothing queued is worked through: it stays in the store.
+        drain: None,
+        overrun: None,
+    };
+    tokio::spawn(due::run(spec, stop))
 }
 
 /// The registration `POST /v1/sessions` asks for, checked: the route must
@@ -89,78 +129,6 @@ const MAX_CHECKS_IN_FLIGHT: usize = 8;
 /// hour is far longer than any real rate limit and still short of the
 /// session's life, so a later check can still recover the authorization.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-async fn run(app: Arc<Context>, stop: Stop) {
-    let permits = Arc::new(Semaphore::new(MAX_CHECKS_IN_FLIGHT));
-    while !stop.is_stopped() {
-        let free = permits.available_permits();
-        if free > 0 && app.config.enabled {
-            match app.store.take_due_checks(unix_ms(), free).await {
-                Ok(due) => {
-                    for r in due {
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            break;
-                        };
-                        let app = app.clone();
-                        tokio::spawn(async move {
-                            check(&app, r).await;
-                            drop(permit);
-                            app.wake.notify_one();
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read registrations; retrying"),
-            }
-        }
-        // Order watches share the cap on calls in flight and the client.
-        let free = permits.available_permits();
-        if free > 0 && app.order_watch.enabled {
-            match app.store.take_due_watches(unix_ms(), free).await {
-                Ok(due) => {
-                    for d in due {
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            break;
-                        };
-                        let app = app.clone();
-                        tokio::spawn(async move {
-                            watch(&app, d).await;
-                            drop(permit);
-                            app.wake.notify_one();
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read order watches; retrying"),
-            }
-        }
-        let wait = if permits.available_permits() == 0 {
-            Duration::from_secs(60)
-        } else {
-            let checks = match app.config.enabled {
-                true => app.store.next_check_at().await.ok().flatten(),
-                false => None,
-            };
-            let watches = match app.order_watch.enabled {
-                true => app.store.next_watch_at().await.ok().flatten(),
-                false => None,
-            };
-            match checks.into_iter().chain(watches).min() {
-                Some(at) => Duration::from_millis(at.saturating_sub(unix_ms())),
-                None => Duration::from_secs(60),
-            }
-        }
-        .clamp(Duration::from_millis(5), Duration::from_secs(60))
-        .min(app.store.poll_interval().unwrap_or(Duration::MAX));
-        tokio::select! {
-            _ = app.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait() => {}
-        }
-    }
-    // Checks in flight may still record an authorization: shutdown lets the
-    // delivery worker stop only once they are done (within the grace).
-    let all = u32::try_from(MAX_CHECKS_IN_FLIGHT).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(app.shutdown_grace, permits.acquire_many(all)).await;
-}
 
 /// The delay before the check after `checks_done` checks: the schedule's
 /// step, the last one repeating.
@@ -232,7 +200,8 @@ async fn check(app: &Context, r: Registration) {
     };
     if let Err(e) = app
         .store
-        .finish_check(r.session_id.clone(), checks, next)
+        .checks()
+        .finish(r.session_id.clone(), checks, next)
         .await
     {
         tracing::error!(session_id = %r.session_id, error = %e, "cannot record a Read Session check; it will be repeated");
@@ -247,7 +216,8 @@ async fn watch(app: &Context, d: Delivery) {
     crate::klarna::order_watch::log(&d, &next);
     if let Err(e) = app
         .store
-        .finish_watch(d.id, w.checks + 1, next.clone())
+        .watches()
+        .finish(d.id, w.checks + 1, next.clone())
         .await
     {
         tracing::error!(id = %d.id, error = %e, "cannot record an order-watch check; it will be repeated");

@@ -1,6 +1,7 @@
 //! Running it: metrics, logs, the history the console charts, readiness,
 //! pruning delivered records, and the shutdown latch.
 
+pub mod due;
 pub mod history;
 pub mod logging;
 pub mod metrics;

@@ -10,10 +10,12 @@ use super::dedupe::DedupeKeys;
 use super::outbox::{listed, page, Outbox};
 use super::registrations::{CheckNext, RegIndex, Registration};
 use super::watches::WatchIndex;
-use super::{
+use crate::store::api::Store;
+use crate::store::model::{
     push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Stats, Store, StoreError, WatchNext,
+    DeliveryState, Detail, Filter, Page, Replay, Stats, StoreError, WatchNext,
 };
+use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{DeliveryId, SessionId};
 
 /// How many delivered records are kept for `GET /v1/deliveries?state=delivered`.
@@ -97,6 +99,18 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn deliveries(&self) -> &dyn Queue<Deliveries> {
+        self
+    }
+
+    fn checks(&self) -> &dyn Queue<Checks> {
+        self
+    }
+
+    fn watches(&self) -> &dyn Queue<Watches> {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -107,38 +121,6 @@ impl Store for MemoryStore {
 
     fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>> {
         ready(self.claim_now(d))
-    }
-
-    fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        ready(self.inner().outbox.take_due(now, limit))
-    }
-
-    fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        ready(self.inner().outbox.next_due())
-    }
-
-    fn finish(
-        &self,
-        id: DeliveryId,
-        attempts: u32,
-        outcome: AttemptOutcome,
-        attempt: Attempt,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let mut inner = self.inner();
-        if let Some(mut d) = inner.outbox.finish(id, attempts, &outcome) {
-            push_attempt(inner.logs.entry(id).or_default(), attempt);
-            if let AttemptOutcome::Delivered { at, watch_from } = outcome {
-                d = inner.watches.delivered(d, at, watch_from);
-            } else if let Some(w) = inner.watches.get(&id).and_then(|e| e.watch.clone()) {
-                // A redelivery that failed: the watch goes on.
-                d.watch = Some(w);
-                inner.watches.insert(d.clone());
-            }
-            if d.state == DeliveryState::Delivered && inner.watches.get(&id).is_none() {
-                inner.keep_delivered(d);
-            }
-        }
-        ready(())
     }
 
     fn list(
@@ -221,31 +203,6 @@ impl Store for MemoryStore {
         ready(new)
     }
 
-    fn take_due_checks(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
-        ready(self.inner().regs.take_due(now, limit))
-    }
-
-    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        ready(self.inner().regs.next_due())
-    }
-
-    fn finish_check(
-        &self,
-        session: SessionId,
-        checks: u32,
-        next: CheckNext,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        if matches!(next, CheckNext::Ended { .. }) {
-            self.ended.insert(session.clone());
-        }
-        self.inner().regs.finish(&session, checks, &next);
-        ready(())
-    }
-
     fn active_registrations(&self) -> u64 {
         self.inner().regs.len() as u64
     }
@@ -259,20 +216,78 @@ impl Store for MemoryStore {
         drop(inner);
         ready(gone.len() as u64)
     }
+}
 
-    fn take_due_watches(
+impl Queue<Deliveries> for MemoryStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        ready(self.inner().outbox.take_due(now, limit))
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.inner().outbox.next_due())
+    }
+
+    fn finish(
         &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        id: DeliveryId,
+        attempts: u32,
+        next: Attempted,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let Attempted {
+            outcome,
+            log: attempt,
+        } = next;
+        let mut inner = self.inner();
+        if let Some(mut d) = inner.outbox.finish(id, attempts, &outcome) {
+            push_attempt(inner.logs.entry(id).or_default(), attempt);
+            if let AttemptOutcome::Delivered { at, watch_from } = outcome {
+                d = inner.watches.delivered(d, at, watch_from);
+            } else if let Some(w) = inner.watches.get(&id).and_then(|e| e.watch.clone()) {
+                // A redelivery that failed: the watch goes on.
+                d.watch = Some(w);
+                inner.watches.insert(d.clone());
+            }
+            if d.state == DeliveryState::Delivered && inner.watches.get(&id).is_none() {
+                inner.keep_delivered(d);
+            }
+        }
+        ready(())
+    }
+}
+
+impl Queue<Checks> for MemoryStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+        ready(self.inner().regs.take_due(now, limit))
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.inner().regs.next_due())
+    }
+
+    fn finish(
+        &self,
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        if matches!(next, CheckNext::Ended { .. }) {
+            self.ended.insert(session.clone());
+        }
+        self.inner().regs.finish(&session, checks, &next);
+        ready(())
+    }
+}
+
+impl Queue<Watches> for MemoryStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         ready(self.inner().watches.take_due(now, limit))
     }
 
-    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
         ready(self.inner().watches.next_due())
     }
 
-    fn finish_watch(
+    fn finish(
         &self,
         id: DeliveryId,
         checks: u32,

@@ -3,9 +3,12 @@
 //! decides nothing about durability: a store updates it only after its own
 //! record of the change is safe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use super::{AttemptOutcome, Cursor, Delivery, DeliveryState, Filter, Page, Replay, Stats};
+use crate::store::due::Due;
+use crate::store::model::{
+    AttemptOutcome, Cursor, Delivery, DeliveryState, Filter, Page, Replay, Stats,
+};
 use crate::types::DeliveryId;
 
 #[derive(Default)]
@@ -15,7 +18,7 @@ pub struct Outbox {
     /// the lock does not wait for tens of megabytes to be copied.
     live: HashMap<DeliveryId, Box<Delivery>>,
     /// Pending deliveries that are not leased, by due time.
-    queue: BTreeSet<(u64, DeliveryId)>,
+    queue: Due<DeliveryId>,
 }
 
 impl Outbox {
@@ -30,7 +33,7 @@ impl Outbox {
     /// Adds a pending delivery (queued) or a dead one (kept for listing).
     pub fn insert(&mut self, d: Delivery) {
         if d.state == DeliveryState::Pending {
-            self.queue.insert((d.next_attempt_at, d.id));
+            self.queue.insert(d.next_attempt_at, d.id);
         }
         if d.state != DeliveryState::Delivered {
             self.live.insert(d.id, Box::new(d));
@@ -39,24 +42,13 @@ impl Outbox {
 
     /// Leases up to `limit` due deliveries: they leave the queue until `finish`.
     pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(&(due, id)) = self.queue.first() else {
-                break;
-            };
-            if due > now {
-                break;
-            }
-            self.queue.pop_first();
-            if let Some(d) = self.live.get(&id) {
-                out.push(Delivery::clone(d));
-            }
-        }
-        out
+        let live = &self.live;
+        self.queue
+            .take(now, limit, |id| live.get(id).map(|d| Delivery::clone(d)))
     }
 
     pub fn next_due(&self) -> Option<u64> {
-        self.queue.first().map(|(due, _)| *due)
+        self.queue.next()
     }
 
     /// Applies an attempt's outcome; returns the delivery as it now stands.
@@ -73,7 +65,7 @@ impl Outbox {
         }
         let now = Delivery::clone(&d);
         if d.state == DeliveryState::Pending {
-            self.queue.insert((d.next_attempt_at, d.id));
+            self.queue.insert(d.next_attempt_at, d.id);
         }
         self.live.insert(d.id, d);
         Some(now)
@@ -85,7 +77,7 @@ impl Outbox {
                 d.state = DeliveryState::Pending;
                 d.next_attempt_at = now;
                 d.deadline_at = deadline_at;
-                self.queue.insert((now, id));
+                self.queue.insert(now, id);
                 Replay::Queued
             }
             Some(d) => Replay::NotDead(d.state),

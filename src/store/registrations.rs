@@ -3,7 +3,9 @@
 //! comes. `RegIndex` is the in-process schedule of the active ones, shared by
 //! the stores that run in one process.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+
+use crate::store::due::Due;
 
 use crate::types::SessionId;
 
@@ -39,13 +41,13 @@ pub enum CheckNext {
 #[derive(Default)]
 pub struct RegIndex {
     active: HashMap<SessionId, Registration>,
-    due: BTreeSet<(u64, SessionId)>,
+    due: Due<SessionId>,
 }
 
 impl RegIndex {
     pub fn insert(&mut self, r: Registration) {
         if r.state == RegState::Active {
-            self.due.insert((r.next_check_at, r.session_id.clone()));
+            self.due.insert(r.next_check_at, r.session_id.clone());
             self.active.insert(r.session_id.clone(), r);
         }
     }
@@ -56,26 +58,12 @@ impl RegIndex {
 
     /// Leases due registrations until `finish`.
     pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Registration> {
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some((at, _)) = self.due.first() else {
-                break;
-            };
-            if *at > now {
-                break;
-            }
-            let Some((_, s)) = self.due.pop_first() else {
-                break;
-            };
-            if let Some(r) = self.active.get(&s) {
-                out.push(r.clone());
-            }
-        }
-        out
+        let active = &self.active;
+        self.due.take(now, limit, |s| active.get(s).cloned())
     }
 
     pub fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|(at, _)| *at)
+        self.due.next()
     }
 
     pub fn finish(&mut self, s: &SessionId, checks: u32, next: &CheckNext) {
@@ -88,7 +76,7 @@ impl RegIndex {
                 // A leased registration is not in `due`: put it back.
                 r.next_check_at = *at;
                 r.last_error = error.clone();
-                self.due.insert((*at, s.clone()));
+                self.due.insert(*at, s.clone());
             }
             CheckNext::Ended { .. } => self.end(s),
         }
@@ -97,7 +85,7 @@ impl RegIndex {
     /// A callback or recovery for `s` was recorded: no more checks.
     pub fn end(&mut self, s: &SessionId) {
         if let Some(r) = self.active.remove(s) {
-            self.due.remove(&(r.next_check_at, r.session_id));
+            self.due.remove(r.next_check_at, &r.session_id);
         }
     }
 

@@ -4,9 +4,10 @@
 //! nothing about durability: a store updates it only after its own record
 //! of the change is safe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use super::{Delivery, DeliveryState, Watch, WatchNext, WatchState};
+use crate::store::due::Due;
+use crate::store::model::{Delivery, DeliveryState, Watch, WatchNext, WatchState};
 use crate::types::DeliveryId;
 
 #[derive(Default)]
@@ -14,7 +15,7 @@ pub struct WatchIndex {
     /// Watching and unconfirmed deliveries, with their watch.
     entries: HashMap<DeliveryId, Box<Delivery>>,
     /// Watching deliveries that are not leased, by next check.
-    due: BTreeSet<(u64, DeliveryId)>,
+    due: Due<DeliveryId>,
 }
 
 impl WatchIndex {
@@ -25,7 +26,7 @@ impl WatchIndex {
         let Some(w) = &d.watch else { return };
         let leased = match self.entries.get(&d.id).and_then(|o| o.watch.as_ref()) {
             Some(old) => {
-                !self.due.remove(&(old.next_check_at, d.id)) && old.state == WatchState::Watching
+                !self.due.remove(old.next_check_at, &d.id) && old.state == WatchState::Watching
             }
             None => false,
         };
@@ -34,7 +35,7 @@ impl WatchIndex {
             return;
         }
         if w.state == WatchState::Watching && !leased {
-            self.due.insert((w.next_check_at, d.id));
+            self.due.insert(w.next_check_at, d.id);
         }
         self.entries.insert(d.id, Box::new(d));
     }
@@ -69,24 +70,13 @@ impl WatchIndex {
 
     /// Leases up to `limit` due watches until `finish`.
     pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(&(at, id)) = self.due.first() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            self.due.pop_first();
-            if let Some(d) = self.entries.get(&id) {
-                out.push((**d).clone());
-            }
-        }
-        out
+        let entries = &self.entries;
+        self.due
+            .take(now, limit, |id| entries.get(id).map(|d| Delivery::clone(d)))
     }
 
     pub fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|(at, _)| *at)
+        self.due.next()
     }
 
     /// Applies what a check decided; returns the delivery as it now stands
@@ -95,14 +85,14 @@ impl WatchIndex {
         let entry = self.entries.get_mut(&id)?;
         let w = entry.watch.as_mut()?;
         if w.state == WatchState::Watching {
-            self.due.remove(&(w.next_check_at, id));
+            self.due.remove(w.next_check_at, &id);
         }
         w.checks = checks;
         match next {
             WatchNext::Again { at, error } => {
                 w.next_check_at = *at;
                 w.last_error = error.clone();
-                self.due.insert((*at, id));
+                self.due.insert(*at, id);
             }
             WatchNext::Confirmed => {
                 w.state = WatchState::Confirmed;
@@ -115,7 +105,7 @@ impl WatchIndex {
             WatchNext::Redeliver { now, at } => {
                 w.redelivered = true;
                 w.next_check_at = *at;
-                self.due.insert((*at, id));
+                self.due.insert(*at, id);
                 entry.state = DeliveryState::Pending;
                 entry.next_attempt_at = *now;
             }

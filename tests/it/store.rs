@@ -8,8 +8,8 @@ use authback::store::memory::MemoryStore;
 use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
-    Attempt, AttemptOutcome, CheckNext, Claim, Cursor, Delivery, DeliveryState, Filter, RegState,
-    Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Attempted, CheckNext, Claim, Cursor, Delivery, DeliveryState, Filter,
+    RegState, Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -130,7 +130,7 @@ async fn claims_are_atomic_under_concurrency(kind: Kind) {
     }
     assert_eq!(s.stats().await.expect("stats").pending, 21);
     assert_eq!(
-        s.take_due(FAR, 100).await.expect("take").len(),
+        s.deliveries().take(FAR, 100).await.expect("take").len(),
         21,
         "every recorded claim is queued"
     );
@@ -142,30 +142,41 @@ async fn retry_then_delivered(kind: Kind) {
     let d = delivery("sess-r", "tok-r");
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
     let now = unix_ms();
-    let got = s.take_due(now + 1, 10).await.expect("take");
+    let got = s.deliveries().take(now + 1, 10).await.expect("take");
     assert_eq!(got.len(), 1);
     assert!(
-        s.take_due(now + 1_000, 10).await.expect("take").is_empty(),
+        s.deliveries()
+            .take(now + 1_000, 10)
+            .await
+            .expect("take")
+            .is_empty(),
         "a leased delivery is not handed out twice"
     );
     let next_at = now + 60_000;
-    s.finish(
-        d.id,
-        1,
-        AttemptOutcome::Retry {
-            next_at,
-            error: "503".into(),
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
-    assert_eq!(s.next_due_at().await.expect("next"), Some(next_at));
+    s.deliveries()
+        .finish(
+            d.id,
+            1,
+            Attempted {
+                outcome: AttemptOutcome::Retry {
+                    next_at,
+                    error: "503".into(),
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
+    assert_eq!(s.deliveries().next_at().await.expect("next"), Some(next_at));
     assert!(
-        s.take_due(now + 1, 10).await.expect("take").is_empty(),
+        s.deliveries()
+            .take(now + 1, 10)
+            .await
+            .expect("take")
+            .is_empty(),
         "not due yet"
     );
-    let again = s.take_due(next_at, 10).await.expect("take");
+    let again = s.deliveries().take(next_at, 10).await.expect("take");
     assert_eq!(
         (
             again.len(),
@@ -174,21 +185,24 @@ async fn retry_then_delivered(kind: Kind) {
         ),
         (1, 1, Some("503"))
     );
-    s.finish(
-        d.id,
-        2,
-        AttemptOutcome::Delivered {
-            at: unix_ms(),
-            watch_from: None,
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
+    s.deliveries()
+        .finish(
+            d.id,
+            2,
+            Attempted {
+                outcome: AttemptOutcome::Delivered {
+                    at: unix_ms(),
+                    watch_from: None,
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
     let st = s.stats().await.expect("stats");
     assert_eq!((st.pending, st.dead, st.oldest_pending_at), (0, 0, None));
     assert!(
-        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        s.deliveries().take(FAR, 10).await.expect("take").is_empty(),
         "delivered is never handed out again"
     );
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Duplicate);
@@ -214,19 +228,22 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
     let s = open(kind, &env, TTL).await;
     let d = delivery("sess-d", "tok-d");
     s.claim(d.clone()).await.expect("claim");
-    s.take_due(FAR, 10).await.expect("take");
-    s.finish(
-        d.id,
-        1,
-        AttemptOutcome::Dead {
-            error: "422".into(),
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
+    s.deliveries().take(FAR, 10).await.expect("take");
+    s.deliveries()
+        .finish(
+            d.id,
+            1,
+            Attempted {
+                outcome: AttemptOutcome::Dead {
+                    error: "422".into(),
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
     assert_eq!(s.stats().await.expect("stats").dead, 1);
-    assert!(s.take_due(FAR, 10).await.expect("take").is_empty());
+    assert!(s.deliveries().take(FAR, 10).await.expect("take").is_empty());
     assert_eq!(
         s.claim(d.clone()).await.expect("claim"),
         Claim::Duplicate,
@@ -255,7 +272,7 @@ async fn dead_stays_dead_until_replayed(kind: Kind) {
         s.replay(unknown, now, now).await.expect("replay"),
         Replay::NotFound
     );
-    let got = s.take_due(now, 10).await.expect("take");
+    let got = s.deliveries().take(now, 10).await.expect("take");
     assert_eq!(
         (got.len(), got[0].attempts, got[0].deadline_at),
         (1, 1, now + 5000)
@@ -269,19 +286,22 @@ async fn dedupe_keys_expire_after_the_ttl(kind: Kind) {
     let pending = delivery("sess-t2", "tok-t2");
     s.claim(delivered.clone()).await.expect("claim");
     s.claim(pending.clone()).await.expect("claim");
-    let taken = s.take_due(FAR, 10).await.expect("take");
+    let taken = s.deliveries().take(FAR, 10).await.expect("take");
     assert_eq!(taken.len(), 2);
-    s.finish(
-        delivered.id,
-        1,
-        AttemptOutcome::Delivered {
-            at: unix_ms(),
-            watch_from: None,
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
+    s.deliveries()
+        .finish(
+            delivered.id,
+            1,
+            Attempted {
+                outcome: AttemptOutcome::Delivered {
+                    at: unix_ms(),
+                    watch_from: None,
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
     let mut fresh = delivered.clone();
     eventually!(
         {
@@ -359,18 +379,21 @@ async fn dead_count_and_listing_agree_after_the_record_expires(kind: Kind) {
     let make_dead = |attempts: u32| {
         let s = s.clone();
         async move {
-            let taken = s.take_due(FAR, 10).await.expect("take");
+            let taken = s.deliveries().take(FAR, 10).await.expect("take");
             assert_eq!(taken.len(), 1, "{kind:?}: one delivery is due");
-            s.finish(
-                d.id,
-                attempts,
-                AttemptOutcome::Dead {
-                    error: "422".into(),
-                },
-                attempt(1),
-            )
-            .await
-            .expect("finish");
+            s.deliveries()
+                .finish(
+                    d.id,
+                    attempts,
+                    Attempted {
+                        outcome: AttemptOutcome::Dead {
+                            error: "422".into(),
+                        },
+                        log: attempt(1),
+                    },
+                )
+                .await
+                .expect("finish");
         }
     };
     assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
@@ -485,37 +508,39 @@ async fn registrations_are_scheduled_and_end(kind: Kind) {
         .expect("register"));
     assert_eq!(s.active_registrations(), 3);
     let now = unix_ms();
-    let mut due = s.take_due_checks(now, 10).await.expect("due");
+    let mut due = s.checks().take(now, 10).await.expect("due");
     due.sort_by_key(|r| r.session_id.as_str().to_string());
     let names: Vec<&str> = due.iter().map(|r| r.session_id.as_str()).collect();
     assert_eq!(names, ["sess-a", "sess-b"]);
     assert!(
-        s.take_due_checks(now, 10).await.expect("due").is_empty(),
+        s.checks().take(now, 10).await.expect("due").is_empty(),
         "leased checks are not handed out twice"
     );
-    s.finish_check(
-        SessionId::new("sess-a"),
-        1,
-        CheckNext::Again {
-            at: now + 5,
-            error: Some("500".into()),
-        },
-    )
-    .await
-    .expect("finish");
+    s.checks()
+        .finish(
+            SessionId::new("sess-a"),
+            1,
+            CheckNext::Again {
+                at: now + 5,
+                error: Some("500".into()),
+            },
+        )
+        .await
+        .expect("finish");
     // A recorded callback for sess-b ends its registration while its check is leased.
     s.claim(delivery("sess-b", "tok-b")).await.expect("claim");
-    s.finish_check(
-        SessionId::new("sess-b"),
-        1,
-        CheckNext::Again {
-            at: now + 5,
-            error: None,
-        },
-    )
-    .await
-    .expect("finish");
-    let again = s.take_due_checks(now + 10, 10).await.expect("due");
+    s.checks()
+        .finish(
+            SessionId::new("sess-b"),
+            1,
+            CheckNext::Again {
+                at: now + 5,
+                error: None,
+            },
+        )
+        .await
+        .expect("finish");
+    let again = s.checks().take(now + 10, 10).await.expect("due");
     let names: Vec<(&str, u32)> = again
         .iter()
         .map(|r| (r.session_id.as_str(), r.checks))
@@ -527,15 +552,16 @@ async fn registrations_are_scheduled_and_end(kind: Kind) {
             .expect("register"),
         "a registration its callback ended stays ended"
     );
-    s.finish_check(
-        SessionId::new("sess-a"),
-        2,
-        CheckNext::Ended {
-            outcome: "complete".into(),
-        },
-    )
-    .await
-    .expect("finish");
+    s.checks()
+        .finish(
+            SessionId::new("sess-a"),
+            2,
+            CheckNext::Ended {
+                outcome: "complete".into(),
+            },
+        )
+        .await
+        .expect("finish");
     assert_eq!(s.active_registrations(), 1, "only sess-later is left");
     assert!(
         !s.register(registration("sess-a", 0))
@@ -544,7 +570,7 @@ async fn registrations_are_scheduled_and_end(kind: Kind) {
         "an ended registration stays ended"
     );
     assert_eq!(
-        s.next_check_at().await.expect("next").map(|t| t > now),
+        s.checks().next_at().await.expect("next").map(|t| t > now),
         Some(true)
     );
 }
@@ -559,27 +585,33 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
     for d in [&kept, &lost] {
         s.claim(d.clone()).await.expect("claim");
     }
-    assert_eq!(s.take_due(FAR, 10).await.expect("take").len(), 2);
+    assert_eq!(s.deliveries().take(FAR, 10).await.expect("take").len(), 2);
     let now = unix_ms();
     for d in [&kept, &lost] {
-        s.finish(
-            d.id,
-            1,
-            AttemptOutcome::Delivered {
-                at: now,
-                watch_from: Some(now + 1_000),
-            },
-            attempt(1),
-        )
-        .await
-        .expect("finish");
+        s.deliveries()
+            .finish(
+                d.id,
+                1,
+                Attempted {
+                    outcome: AttemptOutcome::Delivered {
+                        at: now,
+                        watch_from: Some(now + 1_000),
+                    },
+                    log: attempt(1),
+                },
+            )
+            .await
+            .expect("finish");
     }
-    assert_eq!(s.next_watch_at().await.expect("next"), Some(now + 1_000));
+    assert_eq!(
+        s.watches().next_at().await.expect("next"),
+        Some(now + 1_000)
+    );
     assert!(
-        s.take_due_watches(now, 10).await.expect("take").is_empty(),
+        s.watches().take(now, 10).await.expect("take").is_empty(),
         "not due yet"
     );
-    let due = s.take_due_watches(now + 1_000, 10).await.expect("take");
+    let due = s.watches().take(now + 1_000, 10).await.expect("take");
     assert_eq!(due.len(), 2);
     let w = due[0].watch.clone().expect("watched");
     assert_eq!(
@@ -587,49 +619,54 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
         (WatchState::Watching, now, 0, false)
     );
     assert!(
-        s.take_due_watches(FAR, 10).await.expect("take").is_empty(),
+        s.watches().take(FAR, 10).await.expect("take").is_empty(),
         "a leased watch is not handed out twice"
     );
-    s.finish_watch(
-        kept.id,
-        1,
-        WatchNext::Again {
-            at: now + 2_000,
-            error: Some("503".into()),
-        },
-    )
-    .await
-    .expect("again");
-    s.finish_watch(
-        lost.id,
-        1,
-        WatchNext::Redeliver {
-            now: now + 1_000,
-            at: now + 3_000,
-        },
-    )
-    .await
-    .expect("redeliver");
+    s.watches()
+        .finish(
+            kept.id,
+            1,
+            WatchNext::Again {
+                at: now + 2_000,
+                error: Some("503".into()),
+            },
+        )
+        .await
+        .expect("again");
+    s.watches()
+        .finish(
+            lost.id,
+            1,
+            WatchNext::Redeliver {
+                now: now + 1_000,
+                at: now + 3_000,
+            },
+        )
+        .await
+        .expect("redeliver");
     // The redelivery is pending again, due at once, with its watch.
-    let again = s.take_due(now + 1_000, 10).await.expect("take");
+    let again = s.deliveries().take(now + 1_000, 10).await.expect("take");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, lost.id);
     assert!(again[0].is_redelivery(), "{:?}", again[0].watch);
     assert_eq!(again[0].attempts, 1, "attempts keep counting");
-    s.finish(
-        lost.id,
-        2,
-        AttemptOutcome::Delivered {
-            at: now + 1_500,
-            watch_from: Some(FAR),
-        },
-        attempt(1),
-    )
-    .await
-    .expect("delivered again");
+    s.deliveries()
+        .finish(
+            lost.id,
+            2,
+            Attempted {
+                outcome: AttemptOutcome::Delivered {
+                    at: now + 1_500,
+                    watch_from: Some(FAR),
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("delivered again");
     // Both are still watched, each at its own time; the redelivered one
     // keeps its watch (started at the first 2xx, redelivered once).
-    let due = s.take_due_watches(now + 2_000, 10).await.expect("take");
+    let due = s.watches().take(now + 2_000, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, kept.id);
     assert_eq!(
@@ -639,24 +676,26 @@ async fn order_watches_are_scheduled_redelivered_and_end(kind: Kind) {
             .map(|w| (w.checks, w.last_error.clone())),
         Some((1, Some("503".into())))
     );
-    s.finish_watch(kept.id, 2, WatchNext::Confirmed)
+    s.watches()
+        .finish(kept.id, 2, WatchNext::Confirmed)
         .await
         .expect("confirmed");
-    let due = s.take_due_watches(now + 3_000, 10).await.expect("take");
+    let due = s.watches().take(now + 3_000, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     let w = due[0].watch.clone().expect("watched");
     assert_eq!(
         (due[0].id, w.started_at, w.redelivered, due[0].attempts),
         (lost.id, now, true, 2)
     );
-    s.finish_watch(lost.id, 2, WatchNext::Unconfirmed { error: None })
+    s.watches()
+        .finish(lost.id, 2, WatchNext::Unconfirmed { error: None })
         .await
         .expect("unconfirmed");
     assert!(
-        s.take_due_watches(FAR, 10).await.expect("take").is_empty(),
+        s.watches().take(FAR, 10).await.expect("take").is_empty(),
         "both watches ended"
     );
-    assert_eq!(s.next_watch_at().await.expect("next"), None);
+    assert_eq!(s.watches().next_at().await.expect("next"), None);
     let st = s.stats().await.expect("stats");
     assert_eq!((st.pending, st.unconfirmed), (0, 1));
     let unconfirmed = s
@@ -706,36 +745,40 @@ async fn durable_store_resumes_order_watches(kind: Kind) {
     {
         let s = open(kind, &env, TTL).await;
         s.claim(d.clone()).await.expect("claim");
-        s.take_due(FAR, 10).await.expect("take");
-        s.finish(
-            d.id,
-            1,
-            AttemptOutcome::Delivered {
-                at: now,
-                watch_from: Some(now + 1_000),
-            },
-            attempt(1),
-        )
-        .await
-        .expect("finish");
-        s.take_due_watches(now + 1_000, 10).await.expect("take");
-        s.finish_watch(
-            d.id,
-            1,
-            WatchNext::Redeliver {
-                now: now + 1_000,
-                at: now + 2_000,
-            },
-        )
-        .await
-        .expect("redeliver");
+        s.deliveries().take(FAR, 10).await.expect("take");
+        s.deliveries()
+            .finish(
+                d.id,
+                1,
+                Attempted {
+                    outcome: AttemptOutcome::Delivered {
+                        at: now,
+                        watch_from: Some(now + 1_000),
+                    },
+                    log: attempt(1),
+                },
+            )
+            .await
+            .expect("finish");
+        s.watches().take(now + 1_000, 10).await.expect("take");
+        s.watches()
+            .finish(
+                d.id,
+                1,
+                WatchNext::Redeliver {
+                    now: now + 1_000,
+                    at: now + 2_000,
+                },
+            )
+            .await
+            .expect("redeliver");
         // The process "dies" with the redelivery pending and the next check due.
     }
     let s = open(kind, &env, TTL).await;
-    let again = s.take_due(AFTER_LEASES, 10).await.expect("take");
+    let again = s.deliveries().take(AFTER_LEASES, 10).await.expect("take");
     assert_eq!(again.len(), 1);
     assert!(again[0].is_redelivery());
-    let due = s.take_due_watches(AFTER_LEASES, 10).await.expect("take");
+    let due = s.watches().take(AFTER_LEASES, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     let w = due[0].watch.clone().expect("watched");
     assert_eq!((w.started_at, w.checks, w.redelivered), (now, 1, true));
@@ -757,20 +800,36 @@ async fn attempts_are_logged_with_their_outcomes(kind: Kind) {
         let fresh = s.get(busy.id).await.expect("get").expect("recorded");
         assert!(fresh.attempts.is_empty(), "{kind:?}: no attempt yet");
         for n in 1..=25u64 {
-            let taken = s.take_due(FAR, 10).await.expect("take");
+            let taken = s.deliveries().take(FAR, 10).await.expect("take");
             assert!(taken.iter().any(|d| d.id == busy.id), "{kind:?}: due again");
             let retry = AttemptOutcome::Retry {
                 next_at: 0,
                 error: format!("attempt {n}"),
             };
-            s.finish(busy.id, n as u32, retry, attempt(n))
+            s.deliveries()
+                .finish(
+                    busy.id,
+                    n as u32,
+                    Attempted {
+                        outcome: retry,
+                        log: attempt(n),
+                    },
+                )
                 .await
                 .expect("finish");
             if n == 1 {
                 let died = AttemptOutcome::Dead {
                     error: "422".into(),
                 };
-                s.finish(dead.id, 1, died, attempt(100))
+                s.deliveries()
+                    .finish(
+                        dead.id,
+                        1,
+                        Attempted {
+                            outcome: died,
+                            log: attempt(100),
+                        },
+                    )
                     .await
                     .expect("finish");
             }
@@ -782,12 +841,20 @@ async fn attempts_are_logged_with_their_outcomes(kind: Kind) {
             (got.delivery.attempts, got.delivery.state),
             (25, DeliveryState::Pending)
         );
-        s.take_due(FAR, 10).await.expect("take");
+        s.deliveries().take(FAR, 10).await.expect("take");
         let delivered = AttemptOutcome::Delivered {
             at: unix_ms(),
             watch_from: None,
         };
-        s.finish(busy.id, 26, delivered, attempt(26))
+        s.deliveries()
+            .finish(
+                busy.id,
+                26,
+                Attempted {
+                    outcome: delivered,
+                    log: attempt(26),
+                },
+            )
             .await
             .expect("finish");
         let got = s.get(busy.id).await.expect("get").expect("recorded");
@@ -813,12 +880,20 @@ async fn attempts_are_logged_with_their_outcomes(kind: Kind) {
         s.replay(dead.id, now, now + 60_000).await.expect("replay"),
         Replay::Queued
     );
-    s.take_due(AFTER_LEASES, 10).await.expect("take");
+    s.deliveries().take(AFTER_LEASES, 10).await.expect("take");
     let delivered = AttemptOutcome::Delivered {
         at: now,
         watch_from: None,
     };
-    s.finish(dead.id, 2, delivered, attempt(101))
+    s.deliveries()
+        .finish(
+            dead.id,
+            2,
+            Attempted {
+                outcome: delivered,
+                log: attempt(101),
+            },
+        )
         .await
         .expect("finish");
     let got = s.get(dead.id).await.expect("get").expect("kept");
@@ -841,7 +916,10 @@ async fn listing_fixture(s: &Arc<dyn Store>) -> Vec<Delivery> {
         assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
         all.push(d);
     }
-    assert_eq!(s.take_due(FAR, 100).await.expect("take").len(), all.len());
+    assert_eq!(
+        s.deliveries().take(FAR, 100).await.expect("take").len(),
+        all.len()
+    );
     for (i, d) in all.iter_mut().enumerate() {
         let outcome = match i % 3 {
             0 => AttemptOutcome::Delivered {
@@ -861,7 +939,15 @@ async fn listing_fixture(s: &Arc<dyn Store>) -> Vec<Delivery> {
             AttemptOutcome::Dead { .. } => DeliveryState::Dead,
             AttemptOutcome::Retry { .. } => DeliveryState::Pending,
         };
-        s.finish(d.id, 1, outcome, attempt(i as u64))
+        s.deliveries()
+            .finish(
+                d.id,
+                1,
+                Attempted {
+                    outcome,
+                    log: attempt(i as u64),
+                },
+            )
             .await
             .expect("finish");
     }
@@ -1011,39 +1097,48 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         for d in [&pending, &retried, &dead, &delivered] {
             s.claim(d.clone()).await.expect("claim");
         }
-        s.take_due(FAR, 10).await.expect("take");
-        s.finish(
-            retried.id,
-            3,
-            AttemptOutcome::Retry {
-                next_at: 1,
-                error: "timeout".into(),
-            },
-            attempt(1),
-        )
-        .await
-        .expect("finish");
-        s.finish(
-            dead.id,
-            1,
-            AttemptOutcome::Dead {
-                error: "404".into(),
-            },
-            attempt(1),
-        )
-        .await
-        .expect("finish");
-        s.finish(
-            delivered.id,
-            1,
-            AttemptOutcome::Delivered {
-                at: unix_ms(),
-                watch_from: None,
-            },
-            attempt(1),
-        )
-        .await
-        .expect("finish");
+        s.deliveries().take(FAR, 10).await.expect("take");
+        s.deliveries()
+            .finish(
+                retried.id,
+                3,
+                Attempted {
+                    outcome: AttemptOutcome::Retry {
+                        next_at: 1,
+                        error: "timeout".into(),
+                    },
+                    log: attempt(1),
+                },
+            )
+            .await
+            .expect("finish");
+        s.deliveries()
+            .finish(
+                dead.id,
+                1,
+                Attempted {
+                    outcome: AttemptOutcome::Dead {
+                        error: "404".into(),
+                    },
+                    log: attempt(1),
+                },
+            )
+            .await
+            .expect("finish");
+        s.deliveries()
+            .finish(
+                delivered.id,
+                1,
+                Attempted {
+                    outcome: AttemptOutcome::Delivered {
+                        at: unix_ms(),
+                        watch_from: None,
+                    },
+                    log: attempt(1),
+                },
+            )
+            .await
+            .expect("finish");
         // `pending` stays leased: the process "dies" with it in flight.
     }
     let s = open(kind, &env, TTL).await;
@@ -1052,7 +1147,7 @@ async fn durable_store_resumes_after_reopen(kind: Kind) {
         1,
         "the registration ended by its callback stays ended after reopen"
     );
-    let mut resumed = s.take_due(AFTER_LEASES, 10).await.expect("take");
+    let mut resumed = s.deliveries().take(AFTER_LEASES, 10).await.expect("take");
     resumed.sort_by_key(|d| d.session_id.as_str().to_string());
     let got: Vec<(&str, u32)> = resumed
         .iter()
@@ -1091,18 +1186,21 @@ async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
     let (old, live) = (delivery("sess-old", "t"), delivery("sess-live", "t"));
     s.claim(old.clone()).await.expect("claim");
     s.claim(live.clone()).await.expect("claim");
-    s.take_due(FAR, 10).await.expect("take");
-    s.finish(
-        old.id,
-        1,
-        AttemptOutcome::Delivered {
-            at: unix_ms(),
-            watch_from: None,
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
+    s.deliveries().take(FAR, 10).await.expect("take");
+    s.deliveries()
+        .finish(
+            old.id,
+            1,
+            Attempted {
+                outcome: AttemptOutcome::Delivered {
+                    at: unix_ms(),
+                    watch_from: None,
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
     assert_eq!(
         s.prune(unix_ms() + 1).await.expect("prune"),
         1,
@@ -1157,17 +1255,20 @@ async fn redis_store_moves_the_legacy_dead_index() {
     let s = open(Kind::Redis, &env, TTL).await;
     let (kept, gone) = (delivery("sess-legacy", "t"), delivery("sess-gone", "t"));
     s.claim(kept.clone()).await.expect("claim");
-    s.take_due(FAR, 10).await.expect("take");
-    s.finish(
-        kept.id,
-        1,
-        AttemptOutcome::Dead {
-            error: "422".into(),
-        },
-        attempt(1),
-    )
-    .await
-    .expect("finish");
+    s.deliveries().take(FAR, 10).await.expect("take");
+    s.deliveries()
+        .finish(
+            kept.id,
+            1,
+            Attempted {
+                outcome: AttemptOutcome::Dead {
+                    error: "422".into(),
+                },
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("finish");
     let url = env.redis.as_ref().expect("redis").url();
     let mut c = ::redis::Client::open(url)
         .expect("url")

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use redis::Value;
 
 use super::super::registrations::{RegState, Registration};
-use super::super::{ArrivalUri, Attempt, Delivery, DeliveryState, Source, Watch, WatchState};
+use crate::store::model::{
+    ArrivalUri, Attempt, Delivery, DeliveryState, Source, Watch, WatchState,
+};
 use crate::types::{AuthorizationToken, DeliveryId, SessionId};
 
 /// A hash as read back: field name to raw value.

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use redis::AsyncCommands;
 
 use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, SCAN_BUDGET, UNCONFIRMED};
+use crate::store::model::{Cursor, Delivery, DeliveryState, Filter, Page, StoreError, WatchState};
 use crate::store::outbox::{listed, page};
-use crate::store::{Cursor, Delivery, DeliveryState, Filter, Page, StoreError, WatchState};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 
 /// An index `list` reads ids from.

@@ -41,10 +41,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
 use super::registrations::{CheckNext, Registration};
-use super::{
-    Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter,
-    Page, Replay, Stats, Store, StoreError, WatchNext, ATTEMPTS_KEPT,
+use crate::store::api::Store;
+use crate::store::model::{
+    AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
+    Replay, Stats, StoreError, WatchNext, ATTEMPTS_KEPT,
 };
+use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
 
@@ -71,7 +73,7 @@ const SCAN_BUDGET: usize = 5_000;
 // KEYS and ARGV and what it guarantees. The functions some of them share
 // (`index.lua`, `trim_dead.lua`, `expire.lua`) are joined in front of them.
 const CLAIM: &str = include_str!("claim.lua");
-const TAKE_DUE: &str = include_str!("take_due.lua");
+const TAKE: &str = include_str!("take.lua");
 const FINISH: &str = concat!(include_str!("expire.lua"), include_str!("finish.lua"));
 const REPLAY: &str = concat!(include_str!("expire.lua"), include_str!("replay.lua"));
 const STATS: &str = concat!(
@@ -89,26 +91,57 @@ const LIST_UNCONFIRMED: &str = concat!(
     include_str!("list_unconfirmed.lua")
 );
 const REGISTER: &str = include_str!("register.lua");
-const TAKE_CHECKS: &str = include_str!("take_checks.lua");
 const FINISH_CHECK: &str = include_str!("finish_check.lua");
-const TAKE_WATCHES: &str = include_str!("take_watches.lua");
 const FINISH_WATCH: &str = concat!(include_str!("expire.lua"), include_str!("finish_watch.lua"));
 
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
+/// Where one kind of leased work lives in Redis: its due and leased sets,
+/// its records' key stem, and the record field and value that say an item
+/// still wants work.
+struct Leased {
+    due: &'static str,
+    leased: &'static str,
+    record: &'static str,
+    field: &'static str,
+    wants: &'static str,
+}
+
+const DELIVERIES: Leased = Leased {
+    due: "due",
+    leased: "leased",
+    record: "d:",
+    field: "state",
+    wants: "pending",
+};
+
+const CHECKS: Leased = Leased {
+    due: "rdue",
+    leased: "rleased",
+    record: "r:",
+    field: "state",
+    wants: "active",
+};
+
+const WATCHES: Leased = Leased {
+    due: "wdue",
+    leased: "wleased",
+    record: "d:",
+    field: "w_state",
+    wants: "watching",
+};
+
 struct Scripts {
     claim: Script,
-    take_due: Script,
+    take: Script,
     finish: Script,
     replay: Script,
     stats: Script,
     list_dead: Script,
     list_unconfirmed: Script,
     register: Script,
-    take_checks: Script,
     finish_check: Script,
-    take_watches: Script,
     finish_watch: Script,
 }
 
@@ -160,16 +193,14 @@ impl RedisStore {
             prefix: prefix.to_string(),
             scripts: Scripts {
                 claim: Script::new(CLAIM),
-                take_due: Script::new(TAKE_DUE),
+                take: Script::new(TAKE),
                 finish: Script::new(FINISH),
                 replay: Script::new(REPLAY),
                 stats: Script::new(STATS),
                 list_dead: Script::new(LIST_DEAD),
                 list_unconfirmed: Script::new(LIST_UNCONFIRMED),
                 register: Script::new(REGISTER),
-                take_checks: Script::new(TAKE_CHECKS),
                 finish_check: Script::new(FINISH_CHECK),
-                take_watches: Script::new(TAKE_WATCHES),
                 finish_watch: Script::new(FINISH_WATCH),
             },
             seen: DedupeKeys::new(dedupe_ttl),
@@ -250,15 +281,45 @@ impl RedisStore {
 
     /// The lowest score in either sorted set: when something is next due
     /// (an expired lease is due again).
-    async fn earliest(&self, due: &str, leased: &str) -> Result<Option<u64>, StoreError> {
+    async fn earliest(&self, kind: &Leased) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn.clone();
         let r: redis::RedisResult<(Scored, Scored)> = redis::pipe()
-            .zrange_withscores(self.key(due), 0, 0)
-            .zrange_withscores(self.key(leased), 0, 0)
+            .zrange_withscores(self.key(kind.due), 0, 0)
+            .zrange_withscores(self.key(kind.leased), 0, 0)
             .query_async(&mut conn)
             .await;
         let (a, b) = self.track(r)?;
         Ok(a.into_iter().chain(b).map(|(_, s)| s as u64).min())
+    }
+
+    /// Leases up to `limit` items of `kind` due at `now` (`take.lua`);
+    /// leases that expired by `clock` are due again first. Each item comes
+    /// as ([id, lease token], record fields).
+    async fn take_leased(
+        &self,
+        kind: &Leased,
+        now: u64,
+        clock: u64,
+        limit: usize,
+        stem: &str,
+    ) -> Result<Vec<(Vec<String>, Fields)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Value> = self
+            .scripts
+            .take
+            .key(self.key(kind.due))
+            .key(self.key(kind.leased))
+            .arg(now)
+            .arg(limit)
+            .arg(clock + self.lease_ms)
+            .arg(format!("{}{}", self.prefix, kind.record))
+            .arg(clock)
+            .arg(kind.field)
+            .arg(kind.wants)
+            .arg(stem)
+            .invoke_async(&mut conn)
+            .await;
+        Ok(groups(self.track(r)?, 3))
     }
 
     async fn fetch(&self, ids: Vec<String>) -> Result<Vec<Delivery>, StoreError> {
@@ -301,6 +362,18 @@ async fn probe(
 }
 
 impl Store for RedisStore {
+    fn deliveries(&self) -> &dyn Queue<Deliveries> {
+        self
+    }
+
+    fn checks(&self) -> &dyn Queue<Checks> {
+        self
+    }
+
+    fn watches(&self) -> &dyn Queue<Watches> {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
@@ -359,102 +432,6 @@ impl Store for RedisStore {
             } else {
                 Claim::Duplicate
             })
-        })
-    }
-
-    fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let r: redis::RedisResult<Value> = self
-                .scripts
-                .take_due
-                .key(self.key("due"))
-                .key(self.key("leased"))
-                .arg(now)
-                .arg(limit)
-                .arg(now + self.lease_ms)
-                .arg(format!("{}d:", self.prefix))
-                .arg(format!("{}-{now}", self.replica))
-                .invoke_async(&mut conn)
-                .await;
-            let v = self.track(r)?;
-            let mut out = Vec::new();
-            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            for (head, map) in groups(v, 3) {
-                if let Some(d) = delivery_from(&head[0], &map) {
-                    leases.insert(d.id, head[1].clone());
-                    out.push(d);
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(self.earliest("due", "leased"))
-    }
-
-    fn finish(
-        &self,
-        id: DeliveryId,
-        attempts: u32,
-        outcome: AttemptOutcome,
-        attempt: Attempt,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            // One line of JSON: serde escapes every newline inside strings.
-            // Plain numbers, strings and bools cannot fail to serialize; if
-            // it ever did, the outcome must still be recorded, so the log
-            // gets an empty object.
-            let line = serde_json::to_string(&attempt).unwrap_or_else(|_| "{}".into());
-            let token = self
-                .leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-                .cloned()
-                .unwrap_or_default();
-            let now = unix_ms();
-            let mut watch_from = None;
-            let (kind, at, error) = match &outcome {
-                AttemptOutcome::Delivered { at, watch_from: w } => {
-                    watch_from = *w;
-                    ("delivered", *at, String::new())
-                }
-                AttemptOutcome::Retry { next_at, error } => ("retry", *next_at, error.clone()),
-                AttemptOutcome::Dead { error } => ("dead", now, error.clone()),
-            };
-            let mut conn = self.conn.clone();
-            let r: redis::RedisResult<i64> = self
-                .scripts
-                .finish
-                .key(self.dkey(&id))
-                .key(self.key("leased"))
-                .key(self.key("due"))
-                .key(self.key("pending"))
-                .key(self.key(DEAD))
-                .key(self.key("delivered"))
-                .key(self.key(UNCONFIRMED))
-                .key(self.key("wdue"))
-                .arg(id.to_string())
-                .arg(kind)
-                .arg(attempts)
-                .arg(at)
-                .arg(error)
-                .arg(self.ttl_ms)
-                .arg(&token)
-                .arg(watch_from.map_or(String::new(), |t| t.to_string()))
-                .arg(line)
-                .arg(ATTEMPTS_KEPT)
-                .invoke_async(&mut conn)
-                .await;
-            self.track(r)?;
-            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            // Not a lease taken since this call read its token.
-            if leases.get(&id) == Some(&token) {
-                leases.remove(&id);
-            }
-            Ok(())
         })
     }
 
@@ -566,37 +543,129 @@ impl Store for RedisStore {
         })
     }
 
-    fn take_due_checks(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+    fn active_registrations(&self) -> u64 {
+        self.active_regs.load(Ordering::Relaxed)
+    }
+
+    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
+            // The hashes expire by themselves; the listing index is trimmed.
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<Value> = self
+            let r: redis::RedisResult<u64> = conn
+                .zrembyscore(self.key("delivered"), "-inf", cutoff)
+                .await;
+            self.track(r)
+        })
+    }
+}
+
+impl Queue<Deliveries> for RedisStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(async move {
+            let stem = format!("{}-{now}", self.replica);
+            let taken = self
+                .take_leased(&DELIVERIES, now, now, limit, &stem)
+                .await?;
+            let mut out = Vec::new();
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            for (head, map) in taken {
+                if let Some(d) = delivery_from(&head[0], &map) {
+                    leases.insert(d.id, head[1].clone());
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(self.earliest(&DELIVERIES))
+    }
+
+    fn finish(
+        &self,
+        id: DeliveryId,
+        attempts: u32,
+        next: Attempted,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let Attempted {
+            outcome,
+            log: attempt,
+        } = next;
+        Box::pin(async move {
+            // One line of JSON: serde escapes every newline inside strings.
+            // Plain numbers, strings and bools cannot fail to serialize; if
+            // it ever did, the outcome must still be recorded, so the log
+            // gets an empty object.
+            let line = serde_json::to_string(&attempt).unwrap_or_else(|_| "{}".into());
+            let token = self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            let now = unix_ms();
+            let mut watch_from = None;
+            let (kind, at, error) = match &outcome {
+                AttemptOutcome::Delivered { at, watch_from: w } => {
+                    watch_from = *w;
+                    ("delivered", *at, String::new())
+                }
+                AttemptOutcome::Retry { next_at, error } => ("retry", *next_at, error.clone()),
+                AttemptOutcome::Dead { error } => ("dead", now, error.clone()),
+            };
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<i64> = self
                 .scripts
-                .take_checks
-                .key(self.key("rdue"))
-                .key(self.key("rleased"))
-                .arg(now)
-                .arg(limit)
-                .arg(now + self.lease_ms)
-                .arg(format!("{}r:", self.prefix))
+                .finish
+                .key(self.dkey(&id))
+                .key(self.key("leased"))
+                .key(self.key("due"))
+                .key(self.key("pending"))
+                .key(self.key(DEAD))
+                .key(self.key("delivered"))
+                .key(self.key(UNCONFIRMED))
+                .key(self.key("wdue"))
+                .arg(id.to_string())
+                .arg(kind)
+                .arg(attempts)
+                .arg(at)
+                .arg(error)
+                .arg(self.ttl_ms)
+                .arg(&token)
+                .arg(watch_from.map_or(String::new(), |t| t.to_string()))
+                .arg(line)
+                .arg(ATTEMPTS_KEPT)
                 .invoke_async(&mut conn)
                 .await;
-            let v = self.track(r)?;
-            Ok(groups(v, 2)
+            self.track(r)?;
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            // Not a lease taken since this call read its token.
+            if leases.get(&id) == Some(&token) {
+                leases.remove(&id);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Queue<Checks> for RedisStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+        Box::pin(async move {
+            let taken = self.take_leased(&CHECKS, now, now, limit, "").await?;
+            Ok(taken
                 .into_iter()
                 .map(|(head, map)| registration_from(&head[0], &map))
                 .collect())
         })
     }
 
-    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(self.earliest("rdue", "rleased"))
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(self.earliest(&CHECKS))
     }
 
-    fn finish_check(
+    fn finish(
         &self,
         session: SessionId,
         checks: u32,
@@ -627,47 +696,29 @@ impl Store for RedisStore {
             Ok(())
         })
     }
+}
 
-    fn active_registrations(&self) -> u64 {
-        self.active_regs.load(Ordering::Relaxed)
-    }
-
-    fn take_due_watches(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+impl Queue<Watches> for RedisStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
         Box::pin(async move {
             // A lease measures whether its holder is alive, so it runs on
             // the clock, whatever time `now` asks about: a check leased
             // here is not handed out again by a call asking further ahead.
-            let clock = unix_ms();
-            let mut conn = self.conn.clone();
-            let r: redis::RedisResult<Value> = self
-                .scripts
-                .take_watches
-                .key(self.key("wdue"))
-                .key(self.key("wleased"))
-                .arg(now)
-                .arg(limit)
-                .arg(clock + self.lease_ms)
-                .arg(format!("{}d:", self.prefix))
-                .arg(clock)
-                .invoke_async(&mut conn)
-                .await;
-            let v = self.track(r)?;
-            Ok(groups(v, 2)
+            let taken = self
+                .take_leased(&WATCHES, now, unix_ms(), limit, "")
+                .await?;
+            Ok(taken
                 .into_iter()
                 .filter_map(|(head, map)| delivery_from(&head[0], &map))
                 .collect())
         })
     }
 
-    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(self.earliest("wdue", "wleased"))
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(self.earliest(&WATCHES))
     }
 
-    fn finish_watch(
+    fn finish(
         &self,
         id: DeliveryId,
         checks: u32,
@@ -704,17 +755,6 @@ impl Store for RedisStore {
                 .await;
             self.track(r)?;
             Ok(())
-        })
-    }
-
-    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            // The hashes expire by themselves; the listing index is trimmed.
-            let mut conn = self.conn.clone();
-            let r: redis::RedisResult<u64> = conn
-                .zrembyscore(self.key("delivered"), "-inf", cutoff)
-                .await;
-            self.track(r)
         })
     }
 }

@@ -9,9 +9,11 @@ use bytes::Bytes;
 use redis::AsyncCommands;
 
 use super::RedisStore;
-use crate::store::{
-    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
+use crate::store::api::Store;
+use crate::store::model::{
+    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, WatchNext, WatchState,
 };
+use crate::store::queue::Attempted;
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -103,12 +105,20 @@ fn delivery(session: &str) -> Delivery {
 /// Claims `d` and delivers it, watched from `watch_from` when given.
 async fn delivered(s: &RedisStore, d: &Delivery, watch_from: Option<u64>) {
     s.claim(d.clone()).await.expect("claim");
-    s.take_due(FAR, 1000).await.expect("take");
+    s.deliveries().take(FAR, 1000).await.expect("take");
     let outcome = AttemptOutcome::Delivered {
         at: unix_ms(),
         watch_from,
     };
-    s.finish(d.id, 1, outcome, attempt(1))
+    s.deliveries()
+        .finish(
+            d.id,
+            1,
+            Attempted {
+                outcome,
+                log: attempt(1),
+            },
+        )
         .await
         .expect("finish");
 }
@@ -131,24 +141,35 @@ async fn a_watched_record_does_not_expire_before_its_next_check() {
         pttl(&server, &d).await > 60_000,
         "a delivered record lives `dedupe_ttl` past its next check"
     );
-    s.take_due_watches(next, 10).await.expect("take");
+    s.watches().take(next, 10).await.expect("take");
     let (now, at) = (unix_ms(), unix_ms() + 120_000);
-    s.finish_watch(d.id, 1, WatchNext::Redeliver { now, at })
+    s.watches()
+        .finish(d.id, 1, WatchNext::Redeliver { now, at })
         .await
         .expect("redeliver");
     assert!(
         pttl(&server, &d).await > 120_000,
         "so does the redelivery, pending"
     );
-    s.take_due(FAR, 10).await.expect("take");
+    s.deliveries().take(FAR, 10).await.expect("take");
     let died = AttemptOutcome::Dead {
         error: "422".into(),
     };
-    s.finish(d.id, 2, died, attempt(1)).await.expect("dead");
+    s.deliveries()
+        .finish(
+            d.id,
+            2,
+            Attempted {
+                outcome: died,
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("dead");
     assert!(pttl(&server, &d).await > 120_000, "and once it died");
     let dead = s.stats().await.expect("stats").dead;
     assert_eq!(dead, 1, "dead, with its watch going on");
-    let due = s.take_due_watches(at, 10).await.expect("take");
+    let due = s.watches().take(at, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].state, DeliveryState::Dead);
 }
@@ -161,9 +182,10 @@ async fn the_unconfirmed_gauge_and_listing_forget_an_expired_record() {
     let d = delivery("sess-gone");
     let now = unix_ms();
     delivered(&s, &d, Some(now)).await;
-    assert_eq!(s.take_due_watches(now, 10).await.expect("take").len(), 1);
+    assert_eq!(s.watches().take(now, 10).await.expect("take").len(), 1);
     let error = Some("no order".to_string());
-    s.finish_watch(d.id, 1, WatchNext::Unconfirmed { error })
+    s.watches()
+        .finish(d.id, 1, WatchNext::Unconfirmed { error })
         .await
         .expect("unconfirmed");
     let unconfirmed = Filter {
@@ -202,10 +224,10 @@ async fn an_expired_watch_lease_is_taken_again() {
     let d = delivery("sess-lease");
     let now = unix_ms();
     delivered(&s, &d, Some(now)).await;
-    assert_eq!(s.take_due_watches(FAR, 10).await.expect("take").len(), 1);
-    assert!(s.take_due_watches(FAR, 10).await.expect("take").is_empty());
+    assert_eq!(s.watches().take(FAR, 10).await.expect("take").len(), 1);
+    assert!(s.watches().take(FAR, 10).await.expect("take").is_empty());
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
-    let again = s.take_due_watches(FAR, 10).await.expect("take");
+    let again = s.watches().take(FAR, 10).await.expect("take");
     assert_eq!(again.len(), 1, "its holder died: another replica checks it");
 }
 
@@ -216,31 +238,42 @@ async fn a_redelivery_asked_twice_is_queued_once() {
     let d = delivery("sess-twice");
     let now = unix_ms();
     delivered(&s, &d, Some(now)).await;
-    s.take_due_watches(now, 10).await.expect("take");
+    s.watches().take(now, 10).await.expect("take");
     // Two replicas decided on one check (the first one's lease had expired).
     for checks in [1, 1] {
         let next = WatchNext::Redeliver { now, at: now + 5 };
-        s.finish_watch(d.id, checks, next).await.expect("redeliver");
+        s.watches()
+            .finish(d.id, checks, next)
+            .await
+            .expect("redeliver");
     }
-    let again = s.take_due(FAR, 10).await.expect("take");
+    let again = s.deliveries().take(FAR, 10).await.expect("take");
     assert_eq!(again.len(), 1);
     let outcome = AttemptOutcome::Delivered {
         at: now,
         watch_from: None,
     };
-    s.finish(d.id, 2, outcome, attempt(1))
+    s.deliveries()
+        .finish(
+            d.id,
+            2,
+            Attempted {
+                outcome,
+                log: attempt(1),
+            },
+        )
         .await
         .expect("delivered");
-    s.take_due_watches(now + 5, 10).await.expect("take");
+    s.watches().take(now + 5, 10).await.expect("take");
     let next = WatchNext::Redeliver { now, at: now + 9 };
-    s.finish_watch(d.id, 2, next).await.expect("redeliver");
+    s.watches().finish(d.id, 2, next).await.expect("redeliver");
     assert!(
-        s.take_due(FAR, 10).await.expect("take").is_empty(),
+        s.deliveries().take(FAR, 10).await.expect("take").is_empty(),
         "redelivered once only"
     );
     let st = s.stats().await.expect("stats");
     assert_eq!(st.pending, 0);
-    assert_eq!(s.next_watch_at().await.expect("next"), Some(now + 9));
+    assert_eq!(s.watches().next_at().await.expect("next"), Some(now + 9));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::{row_to_delivery, watch_code};
-use crate::store::{push_attempt, Attempt, Cursor, Delivery, Detail, Filter};
+use crate::store::model::{push_attempt, Attempt, Cursor, Delivery, Detail, Filter};
 use crate::types::DeliveryId;
 
 const ONE_SQL: &str = concat!(

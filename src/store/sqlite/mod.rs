@@ -45,10 +45,12 @@ use tokio::sync::oneshot;
 use super::outbox::{listed, page, Outbox};
 use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::watches::WatchIndex;
-use super::{
-    ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState,
-    Detail, Filter, Page, Replay, Source, Stats, Store, StoreError, Watch, WatchNext, WatchState,
+use crate::store::api::Store;
+use crate::store::model::{
+    ready, ArrivalUri, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
+    Replay, Source, Stats, StoreError, Watch, WatchNext, WatchState,
 };
+use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
@@ -461,6 +463,18 @@ fn checkpointer(conn: Connection, stop: Receiver<()>) {
 }
 
 impl Store for SqliteStore {
+    fn deliveries(&self) -> &dyn Queue<Deliveries> {
+        self
+    }
+
+    fn checks(&self) -> &dyn Queue<Checks> {
+        self
+    }
+
+    fn watches(&self) -> &dyn Queue<Watches> {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -482,30 +496,6 @@ impl Store for SqliteStore {
             self.shared.seen.insert_new(id);
             Ok(claim)
         })
-    }
-
-    fn take_due(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        ready(self.shared.index().take_due(now, limit))
-    }
-
-    fn next_due_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        ready(self.shared.index().next_due())
-    }
-
-    fn finish(
-        &self,
-        id: DeliveryId,
-        attempts: u32,
-        outcome: AttemptOutcome,
-        attempt: Attempt,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.call(move |reply| Cmd::Finish {
-            id,
-            attempts,
-            outcome,
-            attempt,
-            reply,
-        }))
     }
 
     fn list(
@@ -588,60 +578,8 @@ impl Store for SqliteStore {
         Box::pin(self.call(move |reply| Cmd::Register { r, reply }))
     }
 
-    fn take_due_checks(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
-        ready(self.shared.regs().take_due(now, limit))
-    }
-
-    fn next_check_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        ready(self.shared.regs().next_due())
-    }
-
-    fn finish_check(
-        &self,
-        session: SessionId,
-        checks: u32,
-        next: CheckNext,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.call(move |reply| Cmd::FinishCheck {
-            session,
-            checks,
-            next,
-            reply,
-        }))
-    }
-
     fn active_registrations(&self) -> u64 {
         self.shared.regs().len() as u64
-    }
-
-    fn take_due_watches(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
-        ready(self.shared.watches().take_due(now, limit))
-    }
-
-    fn next_watch_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        ready(self.shared.watches().next_due())
-    }
-
-    fn finish_watch(
-        &self,
-        id: DeliveryId,
-        checks: u32,
-        next: WatchNext,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.call(move |reply| Cmd::FinishWatch {
-            id,
-            checks,
-            next,
-            reply,
-        }))
     }
 
     fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -655,5 +593,82 @@ impl Store for SqliteStore {
                 }
             }
         })
+    }
+}
+
+impl Queue<Deliveries> for SqliteStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        ready(self.shared.index().take_due(now, limit))
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.shared.index().next_due())
+    }
+
+    fn finish(
+        &self,
+        id: DeliveryId,
+        attempts: u32,
+        next: Attempted,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let Attempted {
+            outcome,
+            log: attempt,
+        } = next;
+        Box::pin(self.call(move |reply| Cmd::Finish {
+            id,
+            attempts,
+            outcome,
+            attempt,
+            reply,
+        }))
+    }
+}
+
+impl Queue<Checks> for SqliteStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>> {
+        ready(self.shared.regs().take_due(now, limit))
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.shared.regs().next_due())
+    }
+
+    fn finish(
+        &self,
+        session: SessionId,
+        checks: u32,
+        next: CheckNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::FinishCheck {
+            session,
+            checks,
+            next,
+            reply,
+        }))
+    }
+}
+
+impl Queue<Watches> for SqliteStore {
+    fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        ready(self.shared.watches().take_due(now, limit))
+    }
+
+    fn next_at(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        ready(self.shared.watches().next_due())
+    }
+
+    fn finish(
+        &self,
+        id: DeliveryId,
+        checks: u32,
+        next: WatchNext,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::FinishWatch {
+            id,
+            checks,
+            next,
+            reply,
+        }))
     }
 }

@@ -9,9 +9,11 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 
 use super::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
-use crate::store::{
-    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, Store, WatchNext, WatchState,
+use crate::store::api::Store;
+use crate::store::model::{
+    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, WatchNext, WatchState,
 };
+use crate::store::queue::Attempted;
 use crate::types::{AuthorizationToken, SessionId};
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -72,12 +74,20 @@ fn delivery(session: &str, now: u64) -> Delivery {
 /// Claims `d`, and delivers it with its first watch check due at `now`.
 async fn watched(s: &SqliteStore, d: &Delivery, now: u64) {
     s.claim(d.clone()).await.expect("claim");
-    s.take_due(FAR, 10).await.expect("take");
+    s.deliveries().take(FAR, 10).await.expect("take");
     let outcome = AttemptOutcome::Delivered {
         at: now,
         watch_from: Some(now),
     };
-    s.finish(d.id, 1, outcome, attempt(1))
+    s.deliveries()
+        .finish(
+            d.id,
+            1,
+            Attempted {
+                outcome,
+                log: attempt(1),
+            },
+        )
         .await
         .expect("finish");
 }
@@ -122,7 +132,7 @@ async fn a_version_2_database_migrates_and_keeps_its_deliveries() {
     assert!(listed.iter().all(|d| d.watch.is_none()), "{listed:?}");
     // The migrated rows take watches like new ones.
     watched(&s, &pending, 5_000).await;
-    let due = s.take_due_watches(5_000, 10).await.expect("take");
+    let due = s.watches().take(5_000, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, pending.id);
     // And an attempt log, which rows from before version 4 start empty.
@@ -152,19 +162,24 @@ async fn prune_keeps_running_watches_and_drops_old_unconfirmed_ones() {
     for d in [&watching, &confirmed, &unconfirmed] {
         watched(&s, d, 2_000).await;
     }
-    assert_eq!(s.take_due_watches(2_000, 10).await.expect("take").len(), 3);
-    s.finish_watch(confirmed.id, 1, WatchNext::Confirmed)
+    assert_eq!(s.watches().take(2_000, 10).await.expect("take").len(), 3);
+    s.watches()
+        .finish(confirmed.id, 1, WatchNext::Confirmed)
         .await
         .expect("confirmed");
     let error = Some("no order".to_string());
-    s.finish_watch(unconfirmed.id, 1, WatchNext::Unconfirmed { error })
+    s.watches()
+        .finish(unconfirmed.id, 1, WatchNext::Unconfirmed { error })
         .await
         .expect("unconfirmed");
     let again = WatchNext::Again {
         at: 3_000,
         error: None,
     };
-    s.finish_watch(watching.id, 1, again).await.expect("again");
+    s.watches()
+        .finish(watching.id, 1, again)
+        .await
+        .expect("again");
     assert_eq!(s.stats().await.expect("stats").unconfirmed, 1);
     assert_eq!(s.prune(FAR).await.expect("prune"), 2);
     assert_eq!(s.stats().await.expect("stats").unconfirmed, 0);
@@ -177,7 +192,7 @@ async fn prune_keeps_running_watches_and_drops_old_unconfirmed_ones() {
         .deliveries;
     let ids: Vec<_> = listed.iter().map(|d| d.id).collect();
     assert_eq!(ids, vec![watching.id], "only the running watch stays");
-    assert_eq!(s.take_due_watches(3_000, 10).await.expect("take").len(), 1);
+    assert_eq!(s.watches().take(3_000, 10).await.expect("take").len(), 1);
 }
 
 #[tokio::test]
@@ -186,27 +201,40 @@ async fn a_retried_redelivery_does_not_release_its_leased_watch() {
     let s = SqliteStore::open(&dir.db(), TTL).expect("open");
     let d = delivery("sess-l", 1_000);
     watched(&s, &d, 2_000).await;
-    s.take_due_watches(2_000, 10).await.expect("take");
+    s.watches().take(2_000, 10).await.expect("take");
     let redeliver = WatchNext::Redeliver {
         now: 2_000,
         at: 3_000,
     };
-    s.finish_watch(d.id, 1, redeliver).await.expect("redeliver");
-    assert_eq!(s.take_due(2_000, 10).await.expect("take").len(), 1);
+    s.watches()
+        .finish(d.id, 1, redeliver)
+        .await
+        .expect("redeliver");
+    assert_eq!(s.deliveries().take(2_000, 10).await.expect("take").len(), 1);
     // The next check is leased while the redelivery fails.
-    assert_eq!(s.take_due_watches(3_000, 10).await.expect("take").len(), 1);
+    assert_eq!(s.watches().take(3_000, 10).await.expect("take").len(), 1);
     let retry = AttemptOutcome::Retry {
         next_at: 4_000,
         error: "503".into(),
     };
-    s.finish(d.id, 2, retry, attempt(1)).await.expect("retry");
-    assert!(s.take_due_watches(FAR, 10).await.expect("take").is_empty());
+    s.deliveries()
+        .finish(
+            d.id,
+            2,
+            Attempted {
+                outcome: retry,
+                log: attempt(1),
+            },
+        )
+        .await
+        .expect("retry");
+    assert!(s.watches().take(FAR, 10).await.expect("take").is_empty());
     let again = WatchNext::Again {
         at: 5_000,
         error: None,
     };
-    s.finish_watch(d.id, 2, again).await.expect("again");
-    let due = s.take_due_watches(5_000, 10).await.expect("take");
+    s.watches().finish(d.id, 2, again).await.expect("again");
+    let due = s.watches().take(5_000, 10).await.expect("take");
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].state, due[0].attempts), (DeliveryState::Pending, 2));
 }
@@ -217,14 +245,18 @@ async fn a_watch_confirmed_mid_redelivery_is_listed_confirmed_once() {
     let s = SqliteStore::open(&dir.db(), TTL).expect("open");
     let d = delivery("sess-m", 1_000);
     watched(&s, &d, 2_000).await;
-    s.take_due_watches(2_000, 10).await.expect("take");
+    s.watches().take(2_000, 10).await.expect("take");
     let redeliver = WatchNext::Redeliver {
         now: 2_000,
         at: 3_000,
     };
-    s.finish_watch(d.id, 1, redeliver).await.expect("redeliver");
-    s.take_due_watches(3_000, 10).await.expect("take");
-    s.finish_watch(d.id, 2, WatchNext::Confirmed)
+    s.watches()
+        .finish(d.id, 1, redeliver)
+        .await
+        .expect("redeliver");
+    s.watches().take(3_000, 10).await.expect("take");
+    s.watches()
+        .finish(d.id, 2, WatchNext::Confirmed)
         .await
         .expect("confirmed");
     let confirmed = Filter {

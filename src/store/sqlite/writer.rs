@@ -16,11 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::{heartbeat, list, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK};
-use crate::store::registrations::{CheckNext, Registration};
-use crate::store::watches::WatchIndex;
-use crate::store::{
+use crate::store::model::{
     Attempt, AttemptOutcome, Claim, Cursor, Delivery, Detail, Filter, Replay, StoreError, WatchNext,
 };
+use crate::store::registrations::{CheckNext, Registration};
+use crate::store::watches::WatchIndex;
 use crate::types::{DeliveryId, SessionId};
 
 /// Most commands committed in one transaction.

@@ -1,0 +1,80 @@
+//! The store trait: what the callback handler, the workers and the admin
+//! API may ask of any store kind. None of them sees which kind it talks to.
+//!
+//! A store must never report `Claim::Recorded` for a delivery it has not
+//! recorded (durably, for the durable kinds), and never hand out a delivered
+//! delivery again.
+
+use crate::store::model::{
+    ready, BoxFuture, Claim, Cursor, Delivery, Detail, Filter, Page, Replay, Stats, StoreError,
+};
+use crate::store::queue::{Checks, Deliveries, Queue, Watches};
+use crate::store::registrations::Registration;
+use crate::types::DeliveryId;
+
+pub trait Store: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    /// Deliveries due for an attempt.
+    fn deliveries(&self) -> &dyn Queue<Deliveries>;
+
+    /// Registrations due for a Read Session check.
+    fn checks(&self) -> &dyn Queue<Checks>;
+
+    /// Watched deliveries due for an order-watch check.
+    fn watches(&self) -> &dyn Queue<Watches>;
+
+    /// Whether what it recorded survives the process (`kill -9` included).
+    fn durable(&self) -> bool;
+
+    /// How often workers look for due work even when not woken: for a store
+    /// shared with other processes, whose additions nobody here announces.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Atomically: if `d.id` was seen within the dedupe TTL, `Duplicate`;
+    /// otherwise record the key and queue `d`, then `Recorded`. Recording
+    /// also ends an active registration of the same session (no more Read
+    /// Session checks are needed).
+    fn claim(&self, d: Delivery) -> BoxFuture<'_, Result<Claim, StoreError>>;
+
+    /// Up to `limit` deliveries `filter` accepts, newest first (by
+    /// `received_at` descending, then `id` ascending), after `after`.
+    /// The listed deliveries' attempt logs are not read: see `get`.
+    fn list(
+        &self,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Page, StoreError>>;
+
+    /// One delivery with its attempt log, if the store still has it.
+    fn get(&self, id: DeliveryId) -> BoxFuture<'_, Result<Option<Detail>, StoreError>>;
+
+    /// Queues a dead delivery again, due at `now`, with a new deadline.
+    fn replay(
+        &self,
+        id: DeliveryId,
+        now: u64,
+        deadline_at: u64,
+    ) -> BoxFuture<'_, Result<Replay, StoreError>>;
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>>;
+
+    /// Whether the store can record callbacks now; the reason if not.
+    fn health(&self) -> Result<(), String>;
+
+    /// Registers a session for the Read Session fallback. Idempotent:
+    /// `Ok(false)` when it was already registered (active or ended).
+    fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Registrations still being checked.
+    fn active_registrations(&self) -> u64;
+
+    /// Forgets delivered records (and so their dedupe keys) received before
+    /// `cutoff` (unix ms). Returns how many went. Never touches live ones.
+    fn prune(&self, _cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        ready(0)
+    }
+}
