@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ConfigError;
+use crate::config::model::ConfigError;
 use crate::text::parse_duration;
 use crate::types::Secret;
 

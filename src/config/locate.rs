@@ -2,7 +2,7 @@
 //! of the wrong type, so that `check` names every such problem at once.
 
 use super::file::FileConfig;
-use super::ConfigError;
+use crate::config::model::ConfigError;
 
 /// Reads the file's structure. An unknown key or a value of the wrong type
 /// is reported with its key and line, then its entry is set aside and the

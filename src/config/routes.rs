@@ -6,9 +6,11 @@ use std::collections::HashSet;
 
 use super::checker::Checker;
 use super::file::FileRoute;
-use super::*;
+use crate::config::model::*;
 use crate::net::IpNet;
+use crate::route::dialect::Dialect;
 use crate::route::{valid_reference, AnswerRule, Means, Spelling};
+use crate::route::{ForwardFormat, PathPattern, Route};
 use crate::types::Secret;
 
 /// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).

@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::checker::Checker;
+use super::checker::{resolve_secret, Checker};
 use super::file::*;
-use super::*;
+use crate::config::model::*;
 use crate::net::IpNet;
+use crate::route::dialect::{Dialect, PathForm};
+use crate::store::{StoreConfig, StoreKind};
 use crate::text::{parse_duration, parse_rate, Rate};
 
 /// Every section checked, every problem collected: the config, or all the errors.
