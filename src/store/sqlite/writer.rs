@@ -220,123 +220,27 @@ fn execute(
     registering: &[&SessionId],
 ) -> rusqlite::Result<Done> {
     match cmd {
-        Cmd::Claim { d, cutoff, .. } => {
-            let n = db.prepare_cached(CLAIM_SQL)?.execute(params![
-                &d.id.bytes()[..],
-                d.route,
-                d.reference,
-                d.session_id.as_str(),
-                d.authorization_token.expose(),
-                d.source.as_str(),
-                d.received_at as i64,
-                &d.payload[..],
-                d.arrival_uri.as_ref().map(|u| u.0.as_str()),
-                state_code(d.state),
-                i64::from(d.attempts),
-                d.next_attempt_at as i64,
-                d.deadline_at as i64,
-                d.last_error,
-                d.delivered_at.map(|t| t as i64),
-                *cutoff as i64,
-            ])?;
-            if n != 1 {
-                return Ok(Done::Claim(Claim::Duplicate));
-            }
-            // Recorded: the session needs no more Read Session checks. The
-            // index holds every active registration the disk does, so most
-            // claims (sessions never registered) skip the statement.
-            let registered =
-                shared.regs().contains(&d.session_id) || registering.contains(&&d.session_id);
-            if registered {
-                db.prepare_cached("UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0")?
-                .execute(params![d.session_id.as_str(), d.source.as_str()])?;
-            }
-            Ok(Done::Claim(Claim::Recorded))
-        }
-        Cmd::Register { r, .. } => {
-            let n = db
-                .prepare_cached(
-                    "INSERT INTO registrations (session_id, route, reference, registered_at, checks, next_check_at, state)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, 0) ON CONFLICT (session_id) DO NOTHING",
-                )?
-                .execute(params![
-                    r.session_id.as_str(),
-                    r.route,
-                    r.reference,
-                    r.registered_at as i64,
-                    r.next_check_at as i64
-                ])?;
-            Ok(Done::Registered(n == 1))
-        }
+        Cmd::Claim { d, cutoff, .. } => claim(db, d, cutoff, shared, registering),
+        Cmd::Register { r, .. } => register(db, r),
         Cmd::FinishCheck {
             session,
             checks,
             next,
             ..
-        } => {
-            match next {
-                CheckNext::Again { at, error } => db
-                    .prepare_cached("UPDATE registrations SET checks = ?2, next_check_at = ?3, last_error = ?4 WHERE session_id = ?1 AND state = 0")?
-                    .execute(params![session.as_str(), i64::from(*checks), *at as i64, error])?,
-                CheckNext::Ended { outcome } => db
-                    .prepare_cached("UPDATE registrations SET checks = ?2, state = 1, outcome = ?3 WHERE session_id = ?1 AND state = 0")?
-                    .execute(params![session.as_str(), i64::from(*checks), outcome])?,
-            };
-            Ok(Done::Unit)
-        }
+        } => finish_check(db, session, checks, next),
         Cmd::Finish {
             id: delivery,
             attempts,
             outcome,
             attempt,
             ..
-        } => {
-            let id = &delivery.bytes()[..];
-            let attempts = i64::from(*attempts);
-            match outcome {
-                AttemptOutcome::Delivered { at, watch_from } => {
-                    let n = db
-                        .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
-                        .execute(params![id, attempts, *at as i64])?;
-                    if let Some(first) = watch_from {
-                        db.prepare_cached(WATCH_START_SQL)?
-                            .execute(params![id, *at as i64, *first as i64])?;
-                    }
-                    n
-                }
-                AttemptOutcome::Retry { next_at, error } => db
-                    .prepare_cached("UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1")?
-                    .execute(params![id, attempts, *next_at as i64, error])?,
-                AttemptOutcome::Dead { error } => db
-                    .prepare_cached("UPDATE deliveries SET state = 2, attempts = ?2, last_error = ?3 WHERE id = ?1")?
-                    .execute(params![id, attempts, error])?,
-            };
-            // In the outcome's transaction: the log never shows an attempt
-            // whose outcome was not recorded, nor misses one that was.
-            list::append(db, delivery, attempt)?;
-            Ok(Done::Unit)
-        }
+        } => finish(db, delivery, attempts, outcome, attempt),
         Cmd::Replay {
             id,
             now,
             deadline_at,
             ..
-        } => {
-            let key = &id.bytes()[..];
-            let n = db
-                .prepare_cached("UPDATE deliveries SET state = 0, next_attempt_at = ?2, deadline_at = ?3 WHERE id = ?1 AND state = 2")?
-                .execute(params![key, *now as i64, *deadline_at as i64])?;
-            if n == 1 {
-                return Ok(Done::Replay(Replay::Queued));
-            }
-            let state: Option<i64> = db
-                .prepare_cached("SELECT state FROM deliveries WHERE id = ?1")?
-                .query_row(params![key], |r| r.get(0))
-                .optional()?;
-            Ok(Done::Replay(state.map_or(Replay::NotFound, |s| {
-                Replay::NotDead(state_from(s))
-            })))
-        }
+        } => replay(db, id, now, deadline_at),
         Cmd::Get { id, .. } => Ok(Done::Got(list::one(db, id)?.map(Box::new))),
         Cmd::List {
             delivered,
@@ -344,75 +248,231 @@ fn execute(
             after,
             reread,
             ..
-        } => {
-            let mut out = Vec::new();
-            if let Some(limit) = delivered {
-                out.extend(list::delivered(db, filter, *after, *limit)?);
-            }
-            for id in reread {
-                let d = db
-                    .prepare_cached(ONE_SQL)?
-                    .query_row(params![&id.bytes()[..]], row_to_delivery)
-                    .optional()?;
-                // Read by the delivered query too if it has since been delivered.
-                out.extend(d.filter(|d| !out.iter().any(|o| o.id == d.id)));
-            }
-            Ok(Done::List(out))
-        }
+        } => list_some(db, delivered, filter, after, reread),
         Cmd::FinishWatch {
             id, checks, next, ..
-        } => {
-            let id = &id.bytes()[..];
-            let checks = i64::from(*checks);
-            // Only a running watch changes: the index applies the same
-            // decision only to the watches it holds, which are those.
-            match next {
-                WatchNext::Again { at, error } => db
-                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4 WHERE id = ?1 AND watch_state = 0")?
-                    .execute(params![id, checks, *at as i64, error])?,
-                WatchNext::Confirmed => db
-                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 1, watch_error = NULL WHERE id = ?1 AND watch_state = 0")?
-                    .execute(params![id, checks])?,
-                // With no new error, the last one says why it ended.
-                WatchNext::Unconfirmed { error } => db
-                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = COALESCE(?3, watch_error) WHERE id = ?1 AND watch_state = 0")?
-                    .execute(params![id, checks, error])?,
-                // Queued again in the same transaction, so a crash cannot
-                // leave it marked redelivered but never sent.
-                WatchNext::Redeliver { now, at } => db
-                    .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4 WHERE id = ?1 AND watch_state = 0")?
-                    .execute(params![id, checks, *at as i64, *now as i64])?,
-            };
-            Ok(Done::Unit)
-        }
-        Cmd::Prune { cutoff, .. } => {
-            // A running watch keeps its delivery; an unconfirmed one is
-            // kept as long as a delivered record.
-            let n = db
-                .prepare_cached(
-                    "DELETE FROM deliveries WHERE seq IN
-                     (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1
-                      AND (watch_state IS NULL OR watch_state = 1) LIMIT ?2)",
-                )?
-                .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
-            // Unconfirmed ones are few (each an incident), so all go at
-            // once, chosen exactly as `WatchIndex::prune` chooses them.
-            let unconfirmed = db
-                .prepare_cached(
-                    "DELETE FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1",
-                )?
-                .execute(params![*cutoff as i64])?;
-            // Ended registrations go with the same retention.
-            db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
-                .execute(params![*cutoff as i64])?;
-            Ok(Done::Pruned((n + unconfirmed) as u64))
-        }
+        } => finish_watch(db, id, checks, next),
+        Cmd::Prune { cutoff, .. } => prune(db, cutoff),
     }
+}
+
+/// Records a new delivery unless its id is known; one recorded ends its
+/// session's registration.
+fn claim(
+    db: &Connection,
+    d: &Delivery,
+    cutoff: &u64,
+    shared: &Shared,
+    registering: &[&SessionId],
+) -> rusqlite::Result<Done> {
+    let n = db.prepare_cached(CLAIM_SQL)?.execute(params![
+        &d.id.bytes()[..],
+        d.route,
+        d.reference,
+        d.session_id.as_str(),
+        d.authorization_token.expose(),
+        d.source.as_str(),
+        d.received_at as i64,
+        &d.payload[..],
+        d.arrival_uri.as_ref().map(|u| u.0.as_str()),
+        state_code(d.state),
+        i64::from(d.attempts),
+        d.next_attempt_at as i64,
+        d.deadline_at as i64,
+        d.last_error,
+        d.delivered_at.map(|t| t as i64),
+        *cutoff as i64,
+    ])?;
+    if n != 1 {
+        return Ok(Done::Claim(Claim::Duplicate));
+    }
+    // Recorded: the session needs no more Read Session checks. The
+    // index holds every active registration the disk does, so most
+    // claims (sessions never registered) skip the statement.
+    let registered = shared.regs().contains(&d.session_id) || registering.contains(&&d.session_id);
+    if registered {
+        db.prepare_cached(
+            "UPDATE registrations SET state = 1, outcome = ?2 WHERE session_id = ?1 AND state = 0",
+        )?
+        .execute(params![d.session_id.as_str(), d.source.as_str()])?;
+    }
+    Ok(Done::Claim(Claim::Recorded))
+}
+
+/// Registers a session for Read Session checks, once.
+fn register(db: &Connection, r: &Registration) -> rusqlite::Result<Done> {
+    let n = db
+        .prepare_cached(
+            "INSERT INTO registrations (session_id, route, reference, registered_at, checks, next_check_at, state)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, 0) ON CONFLICT (session_id) DO NOTHING",
+        )?
+        .execute(params![
+            r.session_id.as_str(),
+            r.route,
+            r.reference,
+            r.registered_at as i64,
+            r.next_check_at as i64
+        ])?;
+    Ok(Done::Registered(n == 1))
+}
+
+/// Records what a Read Session check decided.
+fn finish_check(
+    db: &Connection,
+    session: &SessionId,
+    checks: &u32,
+    next: &CheckNext,
+) -> rusqlite::Result<Done> {
+    match next {
+        CheckNext::Again { at, error } => db
+            .prepare_cached("UPDATE registrations SET checks = ?2, next_check_at = ?3, last_error = ?4 WHERE session_id = ?1 AND state = 0")?
+            .execute(params![session.as_str(), i64::from(*checks), *at as i64, error])?,
+        CheckNext::Ended { outcome } => db
+            .prepare_cached("UPDATE registrations SET checks = ?2, state = 1, outcome = ?3 WHERE session_id = ?1 AND state = 0")?
+            .execute(params![session.as_str(), i64::from(*checks), outcome])?,
+    };
+    Ok(Done::Unit)
+}
+
+/// Records an attempt's outcome and, in the same transaction, its entry
+/// in the attempt log.
+fn finish(
+    db: &Connection,
+    delivery: &DeliveryId,
+    attempts: &u32,
+    outcome: &AttemptOutcome,
+    attempt: &Attempt,
+) -> rusqlite::Result<Done> {
+    let id = &delivery.bytes()[..];
+    let attempts = i64::from(*attempts);
+    match outcome {
+        AttemptOutcome::Delivered { at, watch_from } => {
+            let n = db
+                .prepare_cached("UPDATE deliveries SET state = 1, attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1")?
+                .execute(params![id, attempts, *at as i64])?;
+            if let Some(first) = watch_from {
+                db.prepare_cached(WATCH_START_SQL)?
+                    .execute(params![id, *at as i64, *first as i64])?;
+            }
+            n
+        }
+        AttemptOutcome::Retry { next_at, error } => db
+            .prepare_cached("UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1")?
+            .execute(params![id, attempts, *next_at as i64, error])?,
+        AttemptOutcome::Dead { error } => db
+            .prepare_cached("UPDATE deliveries SET state = 2, attempts = ?2, last_error = ?3 WHERE id = ?1")?
+            .execute(params![id, attempts, error])?,
+    };
+    // In the outcome's transaction: the log never shows an attempt
+    // whose outcome was not recorded, nor misses one that was.
+    list::append(db, delivery, attempt)?;
+    Ok(Done::Unit)
+}
+
+/// Queues a dead delivery again.
+fn replay(
+    db: &Connection,
+    id: &DeliveryId,
+    now: &u64,
+    deadline_at: &u64,
+) -> rusqlite::Result<Done> {
+    let key = &id.bytes()[..];
+    let n = db
+        .prepare_cached("UPDATE deliveries SET state = 0, next_attempt_at = ?2, deadline_at = ?3 WHERE id = ?1 AND state = 2")?
+        .execute(params![key, *now as i64, *deadline_at as i64])?;
+    if n == 1 {
+        return Ok(Done::Replay(Replay::Queued));
+    }
+    let state: Option<i64> = db
+        .prepare_cached("SELECT state FROM deliveries WHERE id = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()?;
+    Ok(Done::Replay(state.map_or(Replay::NotFound, |s| {
+        Replay::NotDead(state_from(s))
+    })))
+}
+
+/// Delivered records from disk (when `delivered` gives a page size), and
+/// the live ones `reread` names as they are on disk now.
+fn list_some(
+    db: &Connection,
+    delivered: &Option<usize>,
+    filter: &Filter,
+    after: &Option<Cursor>,
+    reread: &[DeliveryId],
+) -> rusqlite::Result<Done> {
+    let mut out = Vec::new();
+    if let Some(limit) = delivered {
+        out.extend(list::delivered(db, filter, *after, *limit)?);
+    }
+    for id in reread {
+        let d = db
+            .prepare_cached(ONE_SQL)?
+            .query_row(params![&id.bytes()[..]], row_to_delivery)
+            .optional()?;
+        // Read by the delivered query too if it has since been delivered.
+        out.extend(d.filter(|d| !out.iter().any(|o| o.id == d.id)));
+    }
+    Ok(Done::List(out))
+}
+
+/// Records what an order-watch check decided.
+fn finish_watch(
+    db: &Connection,
+    id: &DeliveryId,
+    checks: &u32,
+    next: &WatchNext,
+) -> rusqlite::Result<Done> {
+    let id = &id.bytes()[..];
+    let checks = i64::from(*checks);
+    // Only a running watch changes: the index applies the same
+    // decision only to the watches it holds, which are those.
+    match next {
+        WatchNext::Again { at, error } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4 WHERE id = ?1 AND watch_state = 0")?
+            .execute(params![id, checks, *at as i64, error])?,
+        WatchNext::Confirmed => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 1, watch_error = NULL WHERE id = ?1 AND watch_state = 0")?
+            .execute(params![id, checks])?,
+        // With no new error, the last one says why it ended.
+        WatchNext::Unconfirmed { error } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = COALESCE(?3, watch_error) WHERE id = ?1 AND watch_state = 0")?
+            .execute(params![id, checks, error])?,
+        // Queued again in the same transaction, so a crash cannot
+        // leave it marked redelivered but never sent.
+        WatchNext::Redeliver { now, at } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4 WHERE id = ?1 AND watch_state = 0")?
+            .execute(params![id, checks, *at as i64, *now as i64])?,
+    };
+    Ok(Done::Unit)
+}
+
+/// Removes delivered records received by `cutoff`, a chunk at a time.
+fn prune(db: &Connection, cutoff: &u64) -> rusqlite::Result<Done> {
+    // A running watch keeps its delivery; an unconfirmed one is
+    // kept as long as a delivered record.
+    let n = db
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE seq IN
+             (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1
+              AND (watch_state IS NULL OR watch_state = 1) LIMIT ?2)",
+        )?
+        .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
+    // Unconfirmed ones are few (each an incident), so all go at
+    // once, chosen exactly as `WatchIndex::prune` chooses them.
+    let unconfirmed = db
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1",
+        )?
+        .execute(params![*cutoff as i64])?;
+    // Ended registrations go with the same retention.
+    db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
+        .execute(params![*cutoff as i64])?;
+    Ok(Done::Pruned((n + unconfirmed) as u64))
 }
 
 /// Applies a committed change to the index, then answers the caller.
 fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
-    let fail = StoreError::Unavailable;
     match (cmd, r) {
         (Cmd::Claim { d, reply, .. }, Ok(Done::Claim(c))) => {
             if c == Claim::Recorded {
@@ -507,23 +567,24 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             shared.regs().finish(&session, checks, &next);
             let _ = reply.send(Ok(()));
         }
-        (cmd, r) => {
-            let e = match r {
-                Err(e) => e,
-                Ok(_) => "internal: mismatched result".to_string(),
-            };
-            match cmd {
-                Cmd::Claim { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::Finish { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::Replay { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::List { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::Get { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::FinishWatch { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::Prune { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::Register { reply, .. } => drop(reply.send(Err(fail(e)))),
-                Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail(e)))),
-            }
-        }
+        (cmd, Err(e)) => refuse(cmd, e),
+        (cmd, Ok(_)) => refuse(cmd, "internal: mismatched result".to_string()),
+    }
+}
+
+/// Answers the caller that its change was not recorded, and why.
+fn refuse(cmd: Cmd, why: String) {
+    let fail = StoreError::Unavailable(why);
+    match cmd {
+        Cmd::Claim { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Finish { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Replay { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::List { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Get { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::FinishWatch { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Prune { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Register { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail))),
     }
 }
 
