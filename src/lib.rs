@@ -29,11 +29,14 @@
 //! ```
 //!
 //! `body`, `text` and `types` are the shared vocabulary: one body type, text
-//! codecs, and the typed ids and secrets.
+//! codecs, and the typed ids and secrets. `client` is the one outbound
+//! client for everything but the upstream (Klarna's API, the doctor, the
+//! `deliveries` CLI) and its rustls configuration.
 
 pub mod admin;
 pub mod body;
 pub mod callback;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod doctor;
