@@ -30,11 +30,14 @@
 //!
 //! `body`, `net`, `text` and `types` are the shared vocabulary: one body
 //! type, addresses (CIDRs, host:port, the client behind trusted proxies),
-//! text codecs, and the typed ids and secrets.
+//! text codecs, and the typed ids and secrets. `client` is the one outbound
+//! client for everything but the upstream (Klarna's API, the doctor, the
+//! `deliveries` CLI) and its rustls configuration.
 
 pub mod admin;
 pub mod body;
 pub mod callback;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod doctor;

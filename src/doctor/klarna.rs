@@ -95,7 +95,7 @@ async fn clock(k: &KlarnaConfig) -> Check {
     );
     let req = client::request(&target, http::Method::GET, &path, Bytes::new());
     // An unreachable Klarna is the credentials check's failure to report.
-    let answer = match client::send(&target, Some(&tls), req).await {
+    let answer = match client::send(&target, Some(&tls), STEP, req).await {
         Ok(a) => a,
         Err(e) => return Check::skip(NAME, format!("no answer from {}: {e}", k.api_url)),
     };

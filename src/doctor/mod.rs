@@ -183,12 +183,8 @@ async fn upstream(config: &Config) -> Check {
         target.host(),
         target.port()
     );
-    let tcp = match client::connect(&target, limit).await {
-        Ok(t) => t,
-        Err(e) => return Check::fail(NAME, format!("{shown}: {e}"), fix),
-    };
     let path = format!("{}/", url.path().trim_end_matches('/'));
-    match client::exchange(tcp, client::get(&target, &path)).await {
+    match client::send(&target, None, limit, client::get(&target, &path)).await {
         Ok(answer) => Check::ok(
             NAME,
             format!(
@@ -196,6 +192,9 @@ async fn upstream(config: &Config) -> Check {
                 answer.status
             ),
         ),
+        Err(e @ (client::Failure::Connect(_) | client::Failure::Timeout("connection", _))) => {
+            Check::fail(NAME, format!("{shown}: {e}"), fix)
+        }
         Err(e) => Check::fail(
             NAME,
             format!("{shown} accepts connections, but GET {path} got no HTTP answer: {e}"),

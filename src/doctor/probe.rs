@@ -160,7 +160,7 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let answer = match client::send(target, tls.as_ref(), req).await {
+    let answer = match client::send(target, tls.as_ref(), STEP, req).await {
         Ok(a) => a,
         Err(e) => {
             let fix = match e {

@@ -1,20 +1,16 @@
 //! Klarna's Read Session API (`GET {api_url}/payments/v1/sessions/{id}`),
 //! the fallback when an authorization callback never arrives. HTTP Basic
 //! credentials go in one header marked sensitive and are never logged.
-//! Checks are minutes apart, so each uses a fresh TLS connection.
+//! Checks are minutes apart, so each uses a fresh TLS connection of the
+//! shared outbound client (`crate::client`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use http_body_util::{BodyExt, Full, Limited};
 
+use crate::client::{Client, Failure, Limits};
 use crate::config::KlarnaConfig;
 use crate::net::HostPort;
 use crate::text::{base64, parse_retry_after, path_segment};
@@ -66,10 +62,12 @@ impl ReadError {
 }
 
 pub struct ReadSessionClient {
-    address: HostPort,
+    client: Client,
+    /// `https://host:port`, every request's URI starts with it.
+    origin: String,
+    host: String,
     base_path: String,
     authorization: HeaderValue,
-    tls: TlsConnector,
     timeout: Duration,
 }
 
@@ -90,33 +88,15 @@ impl ReadSessionClient {
             .map_err(|_| "klarna credentials cannot be sent in a header".to_string())?;
         authorization.set_sensitive(true);
 
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = &cfg.ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("klarna.ca_file {}: {e}", path.display()))?;
-            }
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = crate::client::tls(cfg.ca_file.as_deref())
+            .map_err(|e| format!("klarna.ca_file {e}"))?;
         Ok(Self {
-            address,
+            // `read_session` bounds the whole check with `klarna.timeout`.
+            client: Client::new(Some(tls.config), Limits::default()),
+            origin: crate::client::origin(true, &address),
+            host: address.header(),
             base_path: uri.path().trim_end_matches('/').to_string(),
             authorization,
-            tls: TlsConnector::from(Arc::new(tls)),
             timeout: cfg.timeout,
         })
     }
@@ -135,29 +115,20 @@ impl ReadSessionClient {
     }
 
     async fn get(&self, path: &str) -> Result<SessionState, ReadError> {
-        let connect = |e: &dyn std::fmt::Display| ReadError::Connect(e.to_string());
-        let tcp = TcpStream::connect((self.address.host(), self.address.port()))
-            .await
-            .map_err(|e| connect(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let name =
-            ServerName::try_from(self.address.host().to_string()).map_err(|e| connect(&e))?;
-        let tls = self.tls.connect(name, tcp).await.map_err(|e| connect(&e))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| connect(&e))?;
-        tokio::spawn(conn);
-        let req = Request::get(path)
-            .header(header::HOST, self.address.header())
+        let req = Request::get(format!("{}{path}", self.origin))
+            .header(header::HOST, &self.host)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("authback/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| connect(&e))?;
-        let resp = send.send_request(req).await.map_err(|e| connect(&e))?;
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ReadError::Connect(e.to_string()))?;
+        let resp = self.client.send(req).await.map_err(|e| match e {
+            Failure::Timeout(..) => ReadError::Timeout(self.timeout),
+            e => ReadError::Connect(e.cause()),
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()

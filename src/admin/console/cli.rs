@@ -1,8 +1,9 @@
 //! `authback deliveries`: list, show and replay deliveries of a running
 //! authback through its admin API, as the console page does. It is a plain
-//! HTTP client of `/v1`; it never opens the store itself, so it cannot race
-//! the delivery worker. Values from the API are cleaned of control
-//! characters before they reach the terminal.
+//! HTTP client of `/v1` (the shared outbound one, `crate::client`); it
+//! never opens the store itself, so it cannot race the delivery worker.
+//! Values from the API are cleaned of control characters before they
+//! reach the terminal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use crate::client::{Client, Limits};
 use crate::text::{parse_duration, rfc3339};
 use crate::types::unix_ms;
 
@@ -265,16 +266,9 @@ impl Target {
             why,
         };
         let exchange = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            tokio::spawn(conn);
             let mut req = Request::builder()
                 .method(method)
-                .uri(path)
+                .uri(format!("{url}{path}"))
                 .header(header::HOST, url.trim_start_matches("http://"))
                 .header(header::ACCEPT, "application/json")
                 .header(header::USER_AGENT, "authback-cli");
@@ -291,10 +285,11 @@ impl Target {
             let req = req
                 .body(Full::new(payload))
                 .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
-            let resp = send
-                .send_request(req)
+            // Plain HTTP, no limit but the whole exchange's below.
+            let resp = Client::new(None, Limits::default())
+                .send(req)
                 .await
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(|e| unreachable(e.cause()))?;
             let status = resp.status();
             let next = resp
                 .headers()
