@@ -22,6 +22,7 @@ def strip(src):
     src = re.sub(r"//[^\n]*", "", src)
     src = re.sub(r'"(\\.|[^"\\])*"', '""', src)
     # unit tests may name anything: they are not part of the import graph
+    src = re.sub(r"pub\s*\((crate|super|self|in [^)]*)\)", "pub", src)  # visibility
     i = src.find("#[cfg(test)]")
     return src if i < 0 else src[:i]
 
@@ -36,7 +37,7 @@ for mod, p in files.items():
         continue
     src = strip(open(os.path.join(root, p)).read())
     # `use a::{b, c::d}` groups: expand one level
-    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)+)(::\{([^}]*)\})?", src):
+    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)*)(::\{([^}]*)\})?", src):
         head, rest = m.group(1), [x for x in m.group(2).split("::") if x]
         base = {"crate": [], "super": list(mod[:-1]), "self": list(mod)}[head]
         # `super` in a file module x.rs/x/mod.rs: parent of this module

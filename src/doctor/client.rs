@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::STEP;
+use super::report::STEP;
 pub use crate::client::Failure;
 use crate::client::{origin, Client, Limits};
 use crate::net::HostPort;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header;
 
 use super::client;
-use super::{nonce, Check, STEP};
+use super::report::{nonce, Check, STEP};
 use crate::config::{Config, KlarnaConfig};
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
 use crate::net::HostPort;

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 
 use super::client::{self, Answer, Failure};
-use super::{nonce, Check, STEP};
+use super::report::{nonce, Check, STEP};
 use crate::config::Config;
 use crate::net::HostPort;
 
