@@ -27,123 +27,12 @@ pub(super) fn routes(
             .push("no [[routes]]: authback only proxies".into());
     }
     for (i, r) in file_routes.into_iter().enumerate() {
-        let key = |k: &str| format!("routes[{i}].{k}");
-        let name = r.name.clone().unwrap_or_default();
-        if name.is_empty() {
-            c.err(key("name"), "is required");
-        } else if !valid_reference(&name) || name.len() > 64 {
-            c.err(key("name"), "use 1 to 64 characters of A-Z a-z 0-9 . _ ~ -");
-        } else if !names.insert(name.clone()) {
-            c.err(key("name"), format!("`{name}` is used by another route"));
-        }
-        match r.kind.as_deref() {
-            Some("klarna_authorization") => {}
-            None => c.err(key("kind"), "is required (\"klarna_authorization\")"),
-            Some(other) => c.err(
-                key("kind"),
-                format!("`{other}` is not a route kind (\"klarna_authorization\")"),
-            ),
-        }
-        let path = match r.path.as_deref() {
-            None => {
-                c.err(
-                    key("path"),
-                    "is required, e.g. \"/klarna/authorization/{reference}\"",
-                );
-                PathPattern {
-                    prefix: "/".into(),
-                    suffix: None,
-                }
-            }
-            Some(p) => PathPattern::parse(p).unwrap_or_else(|e| {
-                c.err(key("path"), format!("`{p}`: {e}"));
-                PathPattern {
-                    prefix: "/".into(),
-                    suffix: None,
-                }
-            }),
-        };
-        let forward_format = match r.forward_format.as_deref().unwrap_or("json") {
-            "json" => ForwardFormat::Json,
-            "form" => ForwardFormat::Form,
-            "original" => ForwardFormat::Original,
-            other => {
-                c.err(
-                    key("forward_format"),
-                    format!("`{other}` is not one of \"json\", \"form\", \"original\""),
-                );
-                ForwardFormat::Json
-            }
-        };
-        if let Some(fp) = &r.forward_path {
-            if !fp.starts_with('/') {
-                c.err(key("forward_path"), "must start with `/`");
-            } else if fp.parse::<http::uri::PathAndQuery>().is_err() {
-                c.err(key("forward_path"), "is not a valid path");
-            }
-        } else if forward_format != ForwardFormat::Original {
-            c.err(
-                key("forward_path"),
-                "is required unless forward_format = \"original\"",
-            );
-        }
-        let secrets: Vec<Secret> = r
-            .secrets
-            .iter()
-            .enumerate()
-            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].secrets[{j}]"), s))
-            .collect();
-        for (j, s) in secrets.iter().enumerate() {
-            if s.expose().len() < 16 {
-                c.warnings.push(format!(
-                    "routes[{i}].secrets[{j}]: shorter than 16 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
-                ));
-            }
-        }
-        let static_tokens: Vec<Secret> = r
-            .static_tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(j, s)| c.secret(&format!("routes[{i}].static_tokens[{j}]"), s))
-            .collect();
-        if r.unverified {
-            if forward_format != ForwardFormat::Original {
-                c.err(key("unverified"), "is allowed only with forward_format = \"original\", where the backend checks its own token");
-            }
-            if !r.secrets.is_empty() || !r.static_tokens.is_empty() {
-                c.err(
-                    key("unverified"),
-                    "cannot be combined with secrets or static_tokens",
-                );
-            }
-        } else if r.secrets.is_empty() && r.static_tokens.is_empty() {
-            c.err(key("secrets"), "a route needs secrets or static_tokens (or unverified = true with forward_format = \"original\")");
-        }
-        if r.unverified && r.allow_ips.is_empty() {
-            c.warnings.push(format!(
-                "routes[{i}]: unverified with no allow_ips, so anyone can send it callbacks; set allow_ips = [\"klarna-production\"]"
-            ));
-        }
-        if forward_format != ForwardFormat::Original && !signed {
-            c.warnings.push(format!(
-                "routes[{i}]: forward_format = \"{}\" with no upstream.signing_secret, so the backend cannot tell authback's deliveries from forged ones; set upstream.signing_secret",
-                r.forward_format.as_deref().unwrap_or("json")
-            ));
-        }
-        let mut allow_ips = Vec::new();
-        for (j, a) in r.allow_ips.iter().enumerate() {
-            if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
-                allow_ips.extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
-            } else {
-                match a.parse::<IpNet>() {
-                    Ok(n) => allow_ips.push(n),
-                    Err(e) => c.err(
-                        format!("routes[{i}].allow_ips[{j}]"),
-                        format!("{e}; or one of \"klarna-production\", \"klarna-playground\""),
-                    ),
-                }
-            }
-        }
+        let name = name(c, &mut names, i, &r);
+        kind(c, i, &r);
+        let path = path(c, i, &r);
+        let forward_format = forwarding(c, i, &r);
+        let (secrets, static_tokens) = tokens(c, i, &r, forward_format, signed);
+        let allow_ips = allow_ips(c, i, &r);
         let matching = route_matching(c, &r, i, &path, forward_format);
         routes.push(Route {
             name,
@@ -171,6 +60,162 @@ pub(super) fn routes(
             allow_ips,
         });
     }
+    no_shared_paths(c, &routes);
+    routes
+}
+
+fn name(c: &mut Checker, names: &mut HashSet<String>, i: usize, r: &FileRoute) -> String {
+    let name = r.name.clone().unwrap_or_default();
+    let key = format!("routes[{i}].name");
+    if name.is_empty() {
+        c.err(key, "is required");
+    } else if !valid_reference(&name) || name.len() > 64 {
+        c.err(key, "use 1 to 64 characters of A-Z a-z 0-9 . _ ~ -");
+    } else if !names.insert(name.clone()) {
+        c.err(key, format!("`{name}` is used by another route"));
+    }
+    name
+}
+
+fn kind(c: &mut Checker, i: usize, r: &FileRoute) {
+    let key = format!("routes[{i}].kind");
+    match r.kind.as_deref() {
+        Some("klarna_authorization") => {}
+        None => c.err(key, "is required (\"klarna_authorization\")"),
+        Some(other) => c.err(
+            key,
+            format!("`{other}` is not a route kind (\"klarna_authorization\")"),
+        ),
+    }
+}
+
+fn path(c: &mut Checker, i: usize, r: &FileRoute) -> PathPattern {
+    let key = format!("routes[{i}].path");
+    let root = || PathPattern {
+        prefix: "/".into(),
+        suffix: None,
+    };
+    match r.path.as_deref() {
+        None => {
+            c.err(
+                key,
+                "is required, e.g. \"/klarna/authorization/{reference}\"",
+            );
+            root()
+        }
+        Some(p) => PathPattern::parse(p).unwrap_or_else(|e| {
+            c.err(key, format!("`{p}`: {e}"));
+            root()
+        }),
+    }
+}
+
+/// `forward_format`, and a `forward_path` where it needs one.
+fn forwarding(c: &mut Checker, i: usize, r: &FileRoute) -> ForwardFormat {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let forward_format = match r.forward_format.as_deref().unwrap_or("json") {
+        "json" => ForwardFormat::Json,
+        "form" => ForwardFormat::Form,
+        "original" => ForwardFormat::Original,
+        other => {
+            c.err(
+                key("forward_format"),
+                format!("`{other}` is not one of \"json\", \"form\", \"original\""),
+            );
+            ForwardFormat::Json
+        }
+    };
+    if let Some(fp) = &r.forward_path {
+        if !fp.starts_with('/') {
+            c.err(key("forward_path"), "must start with `/`");
+        } else if fp.parse::<http::uri::PathAndQuery>().is_err() {
+            c.err(key("forward_path"), "is not a valid path");
+        }
+    } else if forward_format != ForwardFormat::Original {
+        c.err(
+            key("forward_path"),
+            "is required unless forward_format = \"original\"",
+        );
+    }
+    forward_format
+}
+
+/// The route's `secrets` and `static_tokens`, or why it has none.
+fn tokens(
+    c: &mut Checker,
+    i: usize,
+    r: &FileRoute,
+    forward_format: ForwardFormat,
+    signed: bool,
+) -> (Vec<Secret>, Vec<Secret>) {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let secrets: Vec<Secret> = r
+        .secrets
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| c.secret(&format!("routes[{i}].secrets[{j}]"), s))
+        .collect();
+    for (j, s) in secrets.iter().enumerate() {
+        if s.expose().len() < 16 {
+            c.warnings.push(format!(
+                "routes[{i}].secrets[{j}]: shorter than 16 bytes; use a long random secret (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+    }
+    let static_tokens: Vec<Secret> = r
+        .static_tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| c.secret(&format!("routes[{i}].static_tokens[{j}]"), s))
+        .collect();
+    if r.unverified {
+        if forward_format != ForwardFormat::Original {
+            c.err(key("unverified"), "is allowed only with forward_format = \"original\", where the backend checks its own token");
+        }
+        if !r.secrets.is_empty() || !r.static_tokens.is_empty() {
+            c.err(
+                key("unverified"),
+                "cannot be combined with secrets or static_tokens",
+            );
+        }
+    } else if r.secrets.is_empty() && r.static_tokens.is_empty() {
+        c.err(key("secrets"), "a route needs secrets or static_tokens (or unverified = true with forward_format = \"original\")");
+    }
+    if r.unverified && r.allow_ips.is_empty() {
+        c.warnings.push(format!(
+            "routes[{i}]: unverified with no allow_ips, so anyone can send it callbacks; set allow_ips = [\"klarna-production\"]"
+        ));
+    }
+    if forward_format != ForwardFormat::Original && !signed {
+        c.warnings.push(format!(
+            "routes[{i}]: forward_format = \"{}\" with no upstream.signing_secret, so the backend cannot tell authback's deliveries from forged ones; set upstream.signing_secret",
+            r.forward_format.as_deref().unwrap_or("json")
+        ));
+    }
+    (secrets, static_tokens)
+}
+
+/// `allow_ips`: CIDRs, or the names of Klarna's lists.
+fn allow_ips(c: &mut Checker, i: usize, r: &FileRoute) -> Vec<IpNet> {
+    let mut allow_ips = Vec::new();
+    for (j, a) in r.allow_ips.iter().enumerate() {
+        if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
+            allow_ips.extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
+        } else {
+            match a.parse::<IpNet>() {
+                Ok(n) => allow_ips.push(n),
+                Err(e) => c.err(
+                    format!("routes[{i}].allow_ips[{j}]"),
+                    format!("{e}; or one of \"klarna-production\", \"klarna-playground\""),
+                ),
+            }
+        }
+    }
+    allow_ips
+}
+
+/// No two routes share a path or an alias.
+fn no_shared_paths(c: &mut Checker, routes: &[Route]) {
     for (i, a) in routes.iter().enumerate() {
         for b in &routes[..i] {
             let theirs: Vec<&PathPattern> = std::iter::once(&b.path).chain(&b.aliases).collect();
@@ -185,7 +230,6 @@ pub(super) fn routes(
             }
         }
     }
-    routes
 }
 
 /// A route's other spellings and its reading of the backend's answers.
@@ -211,18 +255,12 @@ fn route_matching(
             Err(e) => c.err(format!("routes[{i}].aliases[{j}]"), format!("`{a}`: {e}")),
         }
     }
-    let mut query_match = Vec::new();
-    for (j, q) in r.query_match.iter().enumerate() {
-        match q.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                query_match.push((k.to_string(), v.to_string()))
-            }
-            _ => c.err(
-                format!("routes[{i}].query_match[{j}]"),
-                format!("`{q}` is not name=value, e.g. \"wc-api=KP_WC_AUTHORIZATION\""),
-            ),
-        }
-    }
+    let query_match = name_values(
+        c,
+        &r.query_match,
+        &key("query_match"),
+        "wc-api=KP_WC_AUTHORIZATION",
+    );
     if (r.endpoint || r.clean_values) && query_match.is_empty() {
         c.err(
             key(if r.endpoint {
@@ -251,18 +289,23 @@ fn route_matching(
             "is allowed only with forward_format = \"original\", where the path is the backend's own",
         );
     }
-    let mut passthrough_query = Vec::new();
-    for (j, q) in r.passthrough_query.iter().enumerate() {
-        match q.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                passthrough_query.push((k.to_string(), v.to_string()))
-            }
-            _ => c.err(
-                format!("routes[{i}].passthrough_query[{j}]"),
-                format!("`{q}` is not name=value, e.g. \"dryRun=1\""),
-            ),
-        }
+    let passthrough_query = name_values(
+        c,
+        &r.passthrough_query,
+        &key("passthrough_query"),
+        "dryRun=1",
+    );
+    let answers = answers(c, r, i);
+    Matching {
+        aliases,
+        query_match,
+        passthrough_query,
+        answers,
     }
+}
+
+/// `answers`: how the backend's answers are read.
+fn answers(c: &mut Checker, r: &FileRoute, i: usize) -> Vec<AnswerRule> {
     let mut answers = Vec::new();
     for (j, a) in r.answers.iter().enumerate() {
         let k = |f: &str| format!("routes[{i}].answers[{j}].{f}");
@@ -304,10 +347,27 @@ fn route_matching(
             means,
         });
     }
-    Matching {
-        aliases,
-        query_match,
-        passthrough_query,
-        answers,
+    answers
+}
+
+/// A list of `name=value` pairs, each checked.
+fn name_values(
+    c: &mut Checker,
+    list: &[String],
+    key: &str,
+    example: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (j, q) in list.iter().enumerate() {
+        match q.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                out.push((k.to_string(), v.to_string()))
+            }
+            _ => c.err(
+                format!("{key}[{j}]"),
+                format!("`{q}` is not name=value, e.g. \"{example}\""),
+            ),
+        }
     }
+    out
 }

@@ -88,18 +88,30 @@ async fn resolve(target: &HostPort) -> Result<String, String> {
         .join(", "))
 }
 
-async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option<&Path>) -> Check {
-    const NAME: &str = "probe";
+/// The route a probe goes to, and its minted URL's parts.
+struct Aim {
+    index: usize,
+    route: String,
+    path: String,
+    path_and_query: String,
+    /// Kept only to black them out of anything echoed back.
+    token: String,
+    mac: String,
+}
+
+/// The first route with secrets, and a probe URL minted for it; or the
+/// check's answer when there is none.
+fn aim(config: &Config) -> Result<Aim, Check> {
     let Some((index, route)) = config
         .routes
         .iter()
         .enumerate()
         .find(|(_, r)| !r.secrets.is_empty())
     else {
-        return Check::skip(
+        return Err(Check::skip(
             NAME,
             "no route has secrets: a probe needs a token authback verifies (static_tokens and unverified routes are the merchant's own)",
-        );
+        ));
     };
     let reference = if route.path.suffix.is_some() {
         PROBE_REFERENCE
@@ -111,32 +123,48 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
     let url = match crate::callback::mint::for_route(config, &route.name, reference, ttl, now) {
         Ok((url, _)) => url,
         Err(e) => {
-            return Check::fail(
+            return Err(Check::fail(
                 NAME,
                 format!("cannot mint a probe URL for route `{}`: {e}", route.name),
                 "fix the route in the config",
-            )
+            ))
         }
     };
     let Ok(url) = url.parse::<http::Uri>() else {
-        return Check::fail(
+        return Err(Check::fail(
             NAME,
             format!("the probe URL for route `{}` is not a URL", route.name),
             "check server.public_url",
-        );
+        ));
     };
     let path = url.path().to_string();
     let path_and_query = url
         .path_and_query()
         .map_or_else(|| path.clone(), |p| p.as_str().to_string());
-    // Kept only to black it out of anything echoed back.
     let token = url
         .query()
         .and_then(|q| crate::text::query_param(q, "token"))
         .unwrap_or_default();
     let mac = token.rsplit('.').next().unwrap_or_default().to_string();
+    Ok(Aim {
+        index,
+        route: route.name.clone(),
+        path,
+        path_and_query,
+        token,
+        mac,
+    })
+}
+
+const NAME: &str = "probe";
+
+async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option<&Path>) -> Check {
+    let aim = match aim(config) {
+        Ok(aim) => aim,
+        Err(check) => return check,
+    };
     let scheme = if secure { "https" } else { "http" };
-    let shown = format!("POST {scheme}://{}{path}", target.header());
+    let shown = format!("POST {scheme}://{}{}", target.header(), aim.path);
 
     let tls = if secure {
         match client::tls(ca_file) {
@@ -155,7 +183,7 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
     let body = format!(r#"{{"authback_doctor_probe":"{}"}}"#, nonce(8));
     // What authback says to this body, from the very function it uses.
     let expected = crate::callback::parse_body(&Bytes::from(body.clone())).err();
-    let mut req = client::request(target, Method::POST, &path_and_query, Bytes::from(body));
+    let mut req = client::request(target, Method::POST, &aim.path_and_query, Bytes::from(body));
     req.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -163,34 +191,51 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
     let answer = match client::send(target, tls.as_ref(), STEP, req).await {
         Ok(a) => a,
         Err(e) => {
-            let fix = match e {
-                Failure::Tls(_) => format!(
-                    "serve a certificate for {} from a public CA (Klarna trusts no other); for a private or test CA here, pass --ca-file",
-                    target.host()
-                ),
-                Failure::Connect(_) | Failure::Timeout("connection", _) => format!(
-                    "open {}:{} to the internet and route it to authback (firewall, load balancer, Service)",
-                    target.host(),
-                    target.port()
-                ),
-                Failure::Timeout("TLS handshake", _) => format!(
-                    "serve HTTPS on {}:{}: something there accepts connections but does not speak TLS",
-                    target.host(),
-                    target.port()
-                ),
-                Failure::Http(_) | Failure::Timeout(..) => format!(
-                    "make {scheme}://{} forward requests to authback: it accepted the request but gave no answer",
-                    target.header()
-                ),
-            };
+            let fix = unreachable_fix(&e, target, scheme);
             return Check::fail(NAME, format!("{shown}: {e}"), fix);
         }
     };
+    verdict(&answer, &aim, &shown, expected, ca_file)
+}
+
+/// What to do when the probe got no HTTP answer.
+fn unreachable_fix(e: &Failure, target: &HostPort, scheme: &str) -> String {
+    match e {
+        Failure::Tls(_) => format!(
+            "serve a certificate for {} from a public CA (Klarna trusts no other); for a private or test CA here, pass --ca-file",
+            target.host()
+        ),
+        Failure::Connect(_) | Failure::Timeout("connection", _) => format!(
+            "open {}:{} to the internet and route it to authback (firewall, load balancer, Service)",
+            target.host(),
+            target.port()
+        ),
+        Failure::Timeout("TLS handshake", _) => format!(
+            "serve HTTPS on {}:{}: something there accepts connections but does not speak TLS",
+            target.host(),
+            target.port()
+        ),
+        Failure::Http(_) | Failure::Timeout(..) => format!(
+            "make {scheme}://{} forward requests to authback: it accepted the request but gave no answer",
+            target.header()
+        ),
+    }
+}
+
+/// What the answer says about the way from the internet to authback.
+fn verdict(
+    answer: &Answer,
+    aim: &Aim,
+    shown: &str,
+    expected: Option<&'static str>,
+    ca_file: Option<&Path>,
+) -> Check {
+    let path = &aim.path;
     let through = format!(
         "allow POST to {path} through your WAF/CDN/ingress, unchanged; see docs/operations.md"
     );
-    let hide = [token.as_str(), mac.as_str()];
-    let Some((code, message)) = authback_error(&answer) else {
+    let hide = [aim.token.as_str(), aim.mac.as_str()];
+    let Some((code, message)) = authback_error(answer) else {
         let location = answer
             .header(header::LOCATION)
             .map(|l| format!(" to {}", client::excerpt(l.as_bytes(), &hide)))
@@ -205,6 +250,7 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
             through,
         );
     };
+    let index = aim.index;
     let secrets = format!("routes[{index}].secrets");
     // Shown, so blacked out like any other text that came back.
     let (code, message) = (
@@ -222,7 +268,7 @@ async fn probe(config: &Config, target: &HostPort, secure: bool, ca_file: Option
                 NAME,
                 format!(
                     "{shown} reached an authback with this route's secret (route `{}`: 400 bad_request as meant, nothing recorded or forwarded{extra})",
-                    route.name
+                    aim.route
                 ),
             )
         }
