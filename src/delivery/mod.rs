@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::DeliveryConfig;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{DeliveryOutcome, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::{AnswerRule, Means, Route};
 use crate::store::{Attempt, AttemptOutcome, Delivery, Store};
@@ -273,7 +273,7 @@ async fn attempt(app: &Worker, d: Delivery) {
     };
     let outcome = match result {
         Ok(()) => {
-            app.metrics.delivery(&d.route, "delivered");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Delivered);
             app.metrics
                 .delivery_latency(Duration::from_millis(now.saturating_sub(d.received_at)));
             tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
@@ -283,13 +283,13 @@ async fn attempt(app: &Worker, d: Delivery) {
             }
         }
         Err(Failure::Permanent(error)) => {
-            app.metrics.delivery(&d.route, "dead");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Dead);
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery refused by the upstream; dead until replayed");
             record.error = Some(error.clone());
             AttemptOutcome::Dead { error }
         }
         Err(Failure::Transient { error, .. }) if now >= d.deadline_at => {
-            app.metrics.delivery(&d.route, "dead");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Dead);
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery deadline passed; dead until replayed");
             record.error = Some(error.clone());
             AttemptOutcome::Dead {
@@ -297,7 +297,7 @@ async fn attempt(app: &Worker, d: Delivery) {
             }
         }
         Err(Failure::Transient { error, retry_after }) => {
-            app.metrics.delivery(&d.route, "retry");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Retry);
             let delay = backoff(app.config.initial_backoff, app.config.max_backoff, n);
             let delay = retry_after.map_or(delay, |r| r.max(delay));
             let next_at = retry_at(now, delay, d.deadline_at);
