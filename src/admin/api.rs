@@ -19,7 +19,8 @@ use crate::delivery;
 use crate::ops::metrics::{Gauges, Metrics};
 use crate::ops::readiness::{Readiness, State};
 use crate::store::{
-    Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, WatchState,
+    Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, StoreKind,
+    WatchState,
 };
 use crate::text::{parse_duration, rfc3339};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -89,7 +90,7 @@ fn readyz(app: &Context) -> Response<Body> {
             );
         }
     }
-    let note = if app.store.kind() == "memory" {
+    let note = if app.store.kind() == StoreKind::Memory {
         " (store: memory; queued deliveries are lost if the process crashes)"
     } else {
         ""
@@ -100,7 +101,10 @@ fn readyz(app: &Context) -> Response<Body> {
 /// The store's health alone: 200 while it can record callbacks.
 fn readyz_store(app: &Context) -> Response<Body> {
     match app.store.health() {
-        Ok(()) => text(StatusCode::OK, format!("store ok: {}\n", app.store.kind())),
+        Ok(()) => text(
+            StatusCode::OK,
+            format!("store ok: {}\n", app.store.kind().as_str()),
+        ),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store not ready: {why}\n"),

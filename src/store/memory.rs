@@ -12,7 +12,7 @@ use super::registrations::{CheckNext, RegIndex, Registration};
 use super::watches::WatchIndex;
 use super::{
     push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Stats, Store, StoreError, WatchNext,
+    DeliveryState, Detail, Filter, Page, Replay, Stats, Store, StoreError, StoreKind, WatchNext,
 };
 use crate::types::{DeliveryId, SessionId};
 
@@ -97,8 +97,8 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
     }
 
     fn durable(&self) -> bool {

@@ -60,6 +60,17 @@ pub enum StoreKind {
     Redis,
 }
 
+impl StoreKind {
+    /// The kind as `store.kind` in the config names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::File => "file",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
 /// The `[store]` section, validated.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -507,7 +518,7 @@ pub struct Stats {
 }
 
 pub trait Store: Send + Sync + 'static {
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> StoreKind;
 
     /// Whether what it recorded survives the process (`kill -9` included).
     fn durable(&self) -> bool;

@@ -43,7 +43,7 @@ use redis::{AsyncCommands, Script, Value};
 use super::registrations::{CheckNext, Registration};
 use super::{
     Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter,
-    Page, Replay, Stats, Store, StoreError, WatchNext, ATTEMPTS_KEPT,
+    Page, Replay, Stats, Store, StoreError, StoreKind, WatchNext, ATTEMPTS_KEPT,
 };
 use crate::types::{unix_ms, DeliveryId, SessionId};
 use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
@@ -301,8 +301,8 @@ async fn probe(
 }
 
 impl Store for RedisStore {
-    fn kind(&self) -> &'static str {
-        "redis"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
     }
 
     fn durable(&self) -> bool {

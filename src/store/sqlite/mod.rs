@@ -47,7 +47,8 @@ use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::watches::WatchIndex;
 use super::{
     ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState,
-    Detail, Filter, Page, Replay, Source, Stats, Store, StoreError, Watch, WatchNext, WatchState,
+    Detail, Filter, Page, Replay, Source, Stats, Store, StoreError, StoreKind, Watch, WatchNext,
+    WatchState,
 };
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
@@ -461,8 +462,8 @@ fn checkpointer(conn: Connection, stop: Receiver<()>) {
 }
 
 impl Store for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "file"
+    fn kind(&self) -> StoreKind {
+        StoreKind::File
     }
 
     fn durable(&self) -> bool {
