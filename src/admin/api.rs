@@ -13,6 +13,7 @@ use serde_json::json;
 
 use tokio::sync::Notify;
 
+use crate::admin::view::{AttemptView, DeliveryDetail, DeliveryView, ListedDelivery, WatchView};
 use crate::body::{json, json_error, text, Body};
 use crate::config::Config;
 use crate::delivery;
@@ -317,42 +318,52 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-fn delivery_json(d: &Delivery) -> serde_json::Value {
-    json!({
-        "id": d.id.to_string(),
-        "route": d.route,
-        "reference": d.reference,
-        "session_id": d.session_id.as_str(),
-        "authorization_token": d.authorization_token.last4(),
-        "source": d.source.as_str(),
-        "state": d.state.as_str(),
-        "attempts": d.attempts,
-        "received_at": rfc3339(d.received_at / 1000),
-        "next_attempt_at": (d.state == DeliveryState::Pending).then(|| rfc3339(d.next_attempt_at / 1000)),
-        "deadline_at": rfc3339(d.deadline_at / 1000),
-        "delivered_at": d.delivered_at.map(|t| rfc3339(t / 1000)),
-        "last_error": d.last_error,
-        "order_watch": d.watch.as_ref().map(|w| json!({
-            "state": w.state.as_str(),
-            "started_at": rfc3339(w.started_at / 1000),
-            "next_check_at": (w.state == WatchState::Watching).then(|| rfc3339(w.next_check_at / 1000)),
-            "checks": w.checks,
-            "redelivered": w.redelivered,
-            "last_error": w.last_error,
-        })),
-    })
+/// What the listing and the detail show of a delivery.
+fn delivery_view(d: &Delivery) -> DeliveryView {
+    DeliveryView {
+        authorization_token: d.authorization_token.last4(),
+        deadline_at: rfc3339(d.deadline_at / 1000),
+        delivered_at: d.delivered_at.map(|t| rfc3339(t / 1000)),
+        id: d.id.to_string(),
+        last_error: d.last_error.clone(),
+        next_attempt_at: (d.state == DeliveryState::Pending)
+            .then(|| rfc3339(d.next_attempt_at / 1000)),
+        order_watch: d.watch.as_ref().map(|w| WatchView {
+            checks: w.checks,
+            last_error: w.last_error.clone(),
+            next_check_at: (w.state == WatchState::Watching)
+                .then(|| rfc3339(w.next_check_at / 1000)),
+            redelivered: w.redelivered,
+            started_at: rfc3339(w.started_at / 1000),
+            state: w.state.as_str().to_string(),
+        }),
+        received_at: rfc3339(d.received_at / 1000),
+        reference: d.reference.clone(),
+        route: d.route.clone(),
+        session_id: d.session_id.as_str().to_string(),
+        source: d.source.as_str().to_string(),
+        state: d.state.as_str().to_string(),
+    }
+}
+
+/// A delivery as `GET /v1/deliveries` lists it.
+fn listed(d: &Delivery) -> ListedDelivery {
+    ListedDelivery {
+        attempts: d.attempts,
+        delivery: delivery_view(d),
+    }
 }
 
 /// The attempt log's entries, as `GET /v1/deliveries/{id}` shows them.
-fn attempt_json(a: &Attempt) -> serde_json::Value {
-    json!({
-        "at": rfc3339_ms(a.at),
-        "duration_ms": a.duration_ms,
-        "status": a.status,
-        "error": a.error,
-        "retry_in_ms": a.retry_in_ms,
-        "redelivery": a.redelivery,
-    })
+fn attempt_view(a: &Attempt) -> AttemptView {
+    AttemptView {
+        at: rfc3339_ms(a.at),
+        duration_ms: a.duration_ms,
+        error: a.error.clone(),
+        redelivery: a.redelivery,
+        retry_in_ms: a.retry_in_ms,
+        status: a.status,
+    }
 }
 
 /// RFC 3339 with milliseconds (`2026-11-30T06:00:00.250Z`).
@@ -401,8 +412,8 @@ async fn list_deliveries(app: &Context, query: &str) -> Response<Body> {
         Ok(p) => p,
         Err(e) => return unavailable(&e),
     };
-    let list: Vec<_> = page.deliveries.iter().map(delivery_json).collect();
-    let mut r = json(StatusCode::OK, &json!(list));
+    let list: Vec<ListedDelivery> = page.deliveries.iter().map(listed).collect();
+    let mut r = json(StatusCode::OK, &list);
     if let Some(next) = page.next {
         // Digits, a dash and hex: always a valid header value.
         if let Ok(v) = header::HeaderValue::from_str(&next.to_string()) {
@@ -576,12 +587,14 @@ async fn delivery_detail(app: &Context, id: &str) -> Response<Body> {
         return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
     };
     match app.store.get(id).await {
-        Ok(Some(detail)) => {
-            let mut v = delivery_json(&detail.delivery);
-            v["attempt_count"] = json!(detail.delivery.attempts);
-            v["attempts"] = json!(detail.attempts.iter().map(attempt_json).collect::<Vec<_>>());
-            json(StatusCode::OK, &v)
-        }
+        Ok(Some(detail)) => json(
+            StatusCode::OK,
+            &DeliveryDetail {
+                attempt_count: detail.delivery.attempts,
+                attempts: detail.attempts.iter().map(attempt_view).collect(),
+                delivery: delivery_view(&detail.delivery),
+            },
+        ),
         Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
         Err(e) => unavailable(&e),
     }
@@ -714,4 +727,101 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
         StatusCode::OK,
         &json!({ "matched": matched, "replayed": replayed, "dry_run": r.dry_run, "capped": capped }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Source, Watch};
+    use crate::types::AuthorizationToken;
+
+    /// A pending delivery that failed once, and a delivered one under an
+    /// order watch.
+    fn samples() -> (Delivery, Delivery) {
+        let mut pending = Delivery::new_pending(
+            "klarna".into(),
+            "cart-\"1\"\n".into(),
+            SessionId::new("sess-1"),
+            AuthorizationToken::new("tok-abcdef0001"),
+            Source::Callback,
+            Bytes::from_static(b"{}"),
+            None,
+            1_795_932_000_250,
+            Duration::from_secs(3600),
+        );
+        pending.attempts = 2;
+        pending.next_attempt_at = 1_795_932_001_999;
+        pending.last_error = Some("upstream answered 503 Service Unavailable".into());
+        let mut delivered = Delivery::new_pending(
+            "shop".into(),
+            String::new(),
+            SessionId::new("sess-2"),
+            AuthorizationToken::new("tok-2222"),
+            Source::ReadSession,
+            Bytes::from_static(b"{}"),
+            None,
+            1_795_932_000_000,
+            Duration::from_secs(3600),
+        );
+        delivered.state = DeliveryState::Delivered;
+        delivered.attempts = 35;
+        delivered.delivered_at = Some(1_795_932_003_000);
+        delivered.watch = Some(Watch {
+            state: WatchState::Watching,
+            started_at: 1_795_932_003_000,
+            next_check_at: 1_795_932_063_000,
+            checks: 3,
+            redelivered: true,
+            last_error: Some("Read Session: timeout".into()),
+        });
+        (pending, delivered)
+    }
+
+    fn attempts() -> Vec<Attempt> {
+        vec![
+            Attempt {
+                at: 1_795_932_000_120,
+                duration_ms: 31,
+                status: Some(503),
+                error: Some("upstream answered 503".into()),
+                retry_in_ms: Some(180),
+                redelivery: false,
+            },
+            Attempt {
+                at: 1_795_932_001_000,
+                duration_ms: 30000,
+                status: None,
+                error: None,
+                retry_in_ms: None,
+                redelivery: true,
+            },
+        ]
+    }
+
+    /// The JSON is exactly what the API answered when it was built by
+    /// hand: keys sorted, absent values `null`.
+    #[test]
+    fn a_delivery_is_shown_as_it_always_was() {
+        let (pending, delivered) = samples();
+        let list = serde_json::to_string(&[listed(&pending)]).expect("json");
+        assert_eq!(
+            list,
+            r#"[{"attempts":2,"authorization_token":"0001","deadline_at":"2026-11-29T07:00:00Z","delivered_at":null,"id":"a19b859e7b76456e7986ff521f311b53","last_error":"upstream answered 503 Service Unavailable","next_attempt_at":"2026-11-29T06:00:01Z","order_watch":null,"received_at":"2026-11-29T06:00:00Z","reference":"cart-\"1\"\n","route":"klarna","session_id":"sess-1","source":"callback","state":"pending"}]"#
+        );
+        let detail = DeliveryDetail {
+            attempt_count: delivered.attempts,
+            attempts: attempts().iter().map(attempt_view).collect(),
+            delivery: delivery_view(&delivered),
+        };
+        let shown = serde_json::to_string(&detail).expect("json");
+        assert_eq!(
+            shown,
+            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
+        );
+        // What the CLI reads back is what was sent.
+        let read: DeliveryDetail = serde_json::from_str(&shown).expect("read back");
+        assert_eq!(read, detail);
+        let read: Vec<ListedDelivery> = serde_json::from_str(&list).expect("read back");
+        assert_eq!(read, [listed(&pending)]);
+    }
 }
