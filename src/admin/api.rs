@@ -514,69 +514,18 @@ fn parse_time(v: &str) -> Option<u64> {
 }
 
 /// Unix ms of an RFC 3339 date-time (`2026-11-30T06:00:00Z`, with an
-/// optional fraction and a `Z` or `±hh:mm` offset). The `time` crate is
-/// built here without its parser, so the fields are cut out by position and
-/// checked by its constructors.
+/// optional fraction, cut to milliseconds, and a `Z` or `±hh:mm` offset).
+/// `time` takes any one character between the date and the time; RFC 3339's
+/// grammar has only `T` (either case), and so does this.
 fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> Option<u32> {
-        let part = s.get(from..to)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let at = |i: usize, ok: &[u8]| b.get(i).is_some_and(|c| ok.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
     }
-    let month = time::Month::try_from(u8::try_from(num(5, 7)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(
-        i32::try_from(num(0, 4)?).ok()?,
-        month,
-        u8::try_from(num(8, 10)?).ok()?,
-    )
-    .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(num(11, 13)?).ok()?,
-        u8::try_from(num(14, 16)?).ok()?,
-        u8::try_from(num(17, 19)?).ok()?,
-    )
-    .ok()?;
-    let mut rest = s.get(19..)?;
-    let mut ms = 0u64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        // Milliseconds are all a listing's times carry: the rest is cut.
-        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
-        ms = first3.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = rest.get(1..)?.split_once(':')?;
-            if h.len() != 2
-                || m.len() != 2
-                || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit())
-            {
-                return None;
-            }
-            sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60)
-        }
-    };
-    let utc = time::UtcOffset::from_whole_seconds(offset).ok()?;
-    let secs = time::PrimitiveDateTime::new(date, clock)
-        .assume_offset(utc)
-        .unix_timestamp();
-    u64::try_from(secs).ok()?.checked_mul(1000)?.checked_add(ms)
+    let at = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp())
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(u64::from(at.millisecond()))
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with its attempt log. There,
@@ -796,6 +745,83 @@ mod tests {
                 redelivery: true,
             },
         ]
+    }
+
+    const NOV_30: u64 = 1_796_018_400_000; // 2026-11-30T06:00:00Z
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc_3339() {
+        for (given, want) in [
+            ("1796018400", NOV_30),
+            ("0", 0),
+            ("2026-11-30T06:00:00Z", NOV_30),
+            ("2026-11-30t06:00:00z", NOV_30),
+            ("2026-11-30T06:00:00.25Z", NOV_30 + 250),
+            ("2026-11-30T06:00:00.123456789Z", NOV_30 + 123),
+            ("2026-11-30T06:00:00.0009Z", NOV_30),
+            ("2026-11-30T08:00:00+02:00", NOV_30),
+            ("2026-11-30T01:30:00-04:30", NOV_30),
+            ("2026-11-30T06:00:00-00:00", NOV_30),
+            ("2026-11-30T06:00:00.5+00:00", NOV_30 + 500),
+            ("1970-01-01T00:00:00Z", 0),
+            ("1970-01-01T01:00:00+01:00", 0),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ] {
+            assert_eq!(parse_time(given), Some(want), "{given}");
+        }
+    }
+
+    #[test]
+    fn a_time_that_is_not_one_is_refused() {
+        for given in [
+            "",
+            "yesterday",
+            "-1",
+            "1e9",
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-31T00:00:00Z",
+            "2026-11-30T24:00:00Z",
+            "2026-11-30T06:60:00Z",
+            "2026-11-30T06:00:61Z",
+            "2026-11-30 06:00:00Z",
+            "2026-11-30X06:00:00Z",
+            "2026-11-30T06:00:00",
+            "2026-11-30T06:00:00.Z",
+            "2026-11-30T06:00:00+0200",
+            "2026-11-30T06:00:00+2:00",
+            "2026-11-30T06:00:00+02:00:00",
+            "2026-11-30T06:00:00Z ",
+            " 2026-11-30T06:00:00Z",
+            "2026-1-30T06:00:00Z",
+            "+2026-11-30T06:00:00Z",
+            "26-11-30T06:00:00Z",
+            "2026-11-30",
+            "2026-11-30T06:00Z",
+            "２０２６-11-30T06:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:59:59+01:00",
+            // Not RFC 3339, though the hand-written parser took them: an
+            // offset's hour is 00-23, its minute 00-59.
+            "2026-11-30T06:00:00+24:00",
+            "2026-11-30T06:00:00+05:75",
+            // A leap second only ends a month (UTC).
+            "2026-11-30T06:59:60Z",
+        ] {
+            assert_eq!(parse_time(given), None, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_last_millisecond_before_it() {
+        // 2017-01-01T00:00:00Z is 1483228800: RFC 3339 allows second 60
+        // at a month's end, which the hand-written parser refused.
+        assert_eq!(
+            parse_time("2016-12-31T23:59:60Z"),
+            Some(1_483_228_800_000 - 1)
+        );
     }
 
     /// The JSON is exactly what the API answered when it was built by
