@@ -493,28 +493,13 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     Duration::from_millis(random_below(cap + 1))
 }
 
-/// A small, fast, non-cryptographic generator: jitter needs no more.
+/// A number in [0, n), or 0 when n is 0, from `fastrand`'s per-thread
+/// generator: jitter needs nothing cryptographic.
 fn random_below(n: u64) -> u64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut s = STATE.load(Ordering::Relaxed);
-    if s == 0 {
-        s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15)
-            | 1;
-    }
-    // splitmix64
-    s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    STATE.store(s, Ordering::Relaxed);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
     if n == 0 {
         0
     } else {
-        z % n
+        fastrand::u64(..n)
     }
 }
 
@@ -603,6 +588,15 @@ mod tests {
                 assert!(backoff(i, m, attempt) <= Duration::from_millis(cap));
             }
         }
+    }
+
+    #[test]
+    fn random_below_stays_below_and_varies() {
+        assert_eq!(random_below(0), 0);
+        assert_eq!(random_below(1), 0);
+        let draws: Vec<u64> = (0..1000).map(|_| random_below(10)).collect();
+        assert!(draws.iter().all(|&d| d < 10));
+        assert!(draws.iter().any(|&d| d != draws[0]), "{draws:?}");
     }
 
     #[test]
