@@ -246,8 +246,19 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
     resp
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Body::from(value.to_string()));
+/// `value` as a JSON answer.
+pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = match serde_json::to_string(value) {
+        Ok(body) => body,
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &format!("cannot write the answer: {e}"),
+            )
+        }
+    };
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -13,13 +13,15 @@ use serde_json::json;
 
 use tokio::sync::Notify;
 
+use crate::admin::view::{AttemptView, DeliveryDetail, DeliveryView, ListedDelivery, WatchView};
 use crate::body::{json, json_error, text, Body};
 use crate::config::Config;
 use crate::delivery;
 use crate::ops::metrics::{Gauges, Metrics};
 use crate::ops::readiness::{Readiness, State};
 use crate::store::{
-    Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, WatchState,
+    Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, StoreKind,
+    WatchState,
 };
 use crate::text::{parse_duration, rfc3339};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -89,7 +91,7 @@ fn readyz(app: &Context) -> Response<Body> {
             );
         }
     }
-    let note = if app.store.kind() == "memory" {
+    let note = if app.store.kind() == StoreKind::Memory {
         " (store: memory; queued deliveries are lost if the process crashes)"
     } else {
         ""
@@ -100,7 +102,10 @@ fn readyz(app: &Context) -> Response<Body> {
 /// The store's health alone: 200 while it can record callbacks.
 fn readyz_store(app: &Context) -> Response<Body> {
     match app.store.health() {
-        Ok(()) => text(StatusCode::OK, format!("store ok: {}\n", app.store.kind())),
+        Ok(()) => text(
+            StatusCode::OK,
+            format!("store ok: {}\n", app.store.kind().as_str()),
+        ),
         Err(why) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store not ready: {why}\n"),
@@ -313,42 +318,52 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-fn delivery_json(d: &Delivery) -> serde_json::Value {
-    json!({
-        "id": d.id.to_string(),
-        "route": d.route,
-        "reference": d.reference,
-        "session_id": d.session_id.as_str(),
-        "authorization_token": d.authorization_token.last4(),
-        "source": d.source.as_str(),
-        "state": d.state.as_str(),
-        "attempts": d.attempts,
-        "received_at": rfc3339(d.received_at / 1000),
-        "next_attempt_at": (d.state == DeliveryState::Pending).then(|| rfc3339(d.next_attempt_at / 1000)),
-        "deadline_at": rfc3339(d.deadline_at / 1000),
-        "delivered_at": d.delivered_at.map(|t| rfc3339(t / 1000)),
-        "last_error": d.last_error,
-        "order_watch": d.watch.as_ref().map(|w| json!({
-            "state": w.state.as_str(),
-            "started_at": rfc3339(w.started_at / 1000),
-            "next_check_at": (w.state == WatchState::Watching).then(|| rfc3339(w.next_check_at / 1000)),
-            "checks": w.checks,
-            "redelivered": w.redelivered,
-            "last_error": w.last_error,
-        })),
-    })
+/// What the listing and the detail show of a delivery.
+fn delivery_view(d: &Delivery) -> DeliveryView {
+    DeliveryView {
+        authorization_token: d.authorization_token.last4(),
+        deadline_at: rfc3339(d.deadline_at / 1000),
+        delivered_at: d.delivered_at.map(|t| rfc3339(t / 1000)),
+        id: d.id.to_string(),
+        last_error: d.last_error.clone(),
+        next_attempt_at: (d.state == DeliveryState::Pending)
+            .then(|| rfc3339(d.next_attempt_at / 1000)),
+        order_watch: d.watch.as_ref().map(|w| WatchView {
+            checks: w.checks,
+            last_error: w.last_error.clone(),
+            next_check_at: (w.state == WatchState::Watching)
+                .then(|| rfc3339(w.next_check_at / 1000)),
+            redelivered: w.redelivered,
+            started_at: rfc3339(w.started_at / 1000),
+            state: w.state.as_str().to_string(),
+        }),
+        received_at: rfc3339(d.received_at / 1000),
+        reference: d.reference.clone(),
+        route: d.route.clone(),
+        session_id: d.session_id.as_str().to_string(),
+        source: d.source.as_str().to_string(),
+        state: d.state.as_str().to_string(),
+    }
+}
+
+/// A delivery as `GET /v1/deliveries` lists it.
+fn listed(d: &Delivery) -> ListedDelivery {
+    ListedDelivery {
+        attempts: d.attempts,
+        delivery: delivery_view(d),
+    }
 }
 
 /// The attempt log's entries, as `GET /v1/deliveries/{id}` shows them.
-fn attempt_json(a: &Attempt) -> serde_json::Value {
-    json!({
-        "at": rfc3339_ms(a.at),
-        "duration_ms": a.duration_ms,
-        "status": a.status,
-        "error": a.error,
-        "retry_in_ms": a.retry_in_ms,
-        "redelivery": a.redelivery,
-    })
+fn attempt_view(a: &Attempt) -> AttemptView {
+    AttemptView {
+        at: rfc3339_ms(a.at),
+        duration_ms: a.duration_ms,
+        error: a.error.clone(),
+        redelivery: a.redelivery,
+        retry_in_ms: a.retry_in_ms,
+        status: a.status,
+    }
 }
 
 /// RFC 3339 with milliseconds (`2026-11-30T06:00:00.250Z`).
@@ -397,8 +412,8 @@ async fn list_deliveries(app: &Context, query: &str) -> Response<Body> {
         Ok(p) => p,
         Err(e) => return unavailable(&e),
     };
-    let list: Vec<_> = page.deliveries.iter().map(delivery_json).collect();
-    let mut r = json(StatusCode::OK, &json!(list));
+    let list: Vec<ListedDelivery> = page.deliveries.iter().map(listed).collect();
+    let mut r = json(StatusCode::OK, &list);
     if let Some(next) = page.next {
         // Digits, a dash and hex: always a valid header value.
         if let Ok(v) = header::HeaderValue::from_str(&next.to_string()) {
@@ -499,69 +514,18 @@ fn parse_time(v: &str) -> Option<u64> {
 }
 
 /// Unix ms of an RFC 3339 date-time (`2026-11-30T06:00:00Z`, with an
-/// optional fraction and a `Z` or `±hh:mm` offset). The `time` crate is
-/// built here without its parser, so the fields are cut out by position and
-/// checked by its constructors.
+/// optional fraction, cut to milliseconds, and a `Z` or `±hh:mm` offset).
+/// `time` takes any one character between the date and the time; RFC 3339's
+/// grammar has only `T` (either case), and so does this.
 fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> Option<u32> {
-        let part = s.get(from..to)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let at = |i: usize, ok: &[u8]| b.get(i).is_some_and(|c| ok.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
     }
-    let month = time::Month::try_from(u8::try_from(num(5, 7)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(
-        i32::try_from(num(0, 4)?).ok()?,
-        month,
-        u8::try_from(num(8, 10)?).ok()?,
-    )
-    .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(num(11, 13)?).ok()?,
-        u8::try_from(num(14, 16)?).ok()?,
-        u8::try_from(num(17, 19)?).ok()?,
-    )
-    .ok()?;
-    let mut rest = s.get(19..)?;
-    let mut ms = 0u64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        // Milliseconds are all a listing's times carry: the rest is cut.
-        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
-        ms = first3.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = rest.get(1..)?.split_once(':')?;
-            if h.len() != 2
-                || m.len() != 2
-                || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit())
-            {
-                return None;
-            }
-            sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60)
-        }
-    };
-    let utc = time::UtcOffset::from_whole_seconds(offset).ok()?;
-    let secs = time::PrimitiveDateTime::new(date, clock)
-        .assume_offset(utc)
-        .unix_timestamp();
-    u64::try_from(secs).ok()?.checked_mul(1000)?.checked_add(ms)
+    let at = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp())
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(u64::from(at.millisecond()))
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with its attempt log. There,
@@ -572,12 +536,14 @@ async fn delivery_detail(app: &Context, id: &str) -> Response<Body> {
         return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
     };
     match app.store.get(id).await {
-        Ok(Some(detail)) => {
-            let mut v = delivery_json(&detail.delivery);
-            v["attempt_count"] = json!(detail.delivery.attempts);
-            v["attempts"] = json!(detail.attempts.iter().map(attempt_json).collect::<Vec<_>>());
-            json(StatusCode::OK, &v)
-        }
+        Ok(Some(detail)) => json(
+            StatusCode::OK,
+            &DeliveryDetail {
+                attempt_count: detail.delivery.attempts,
+                attempts: detail.attempts.iter().map(attempt_view).collect(),
+                delivery: delivery_view(&detail.delivery),
+            },
+        ),
         Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
         Err(e) => unavailable(&e),
     }
@@ -710,4 +676,178 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
         StatusCode::OK,
         &json!({ "matched": matched, "replayed": replayed, "dry_run": r.dry_run, "capped": capped }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Source, Watch};
+    use crate::types::AuthorizationToken;
+
+    /// A pending delivery that failed once, and a delivered one under an
+    /// order watch.
+    fn samples() -> (Delivery, Delivery) {
+        let mut pending = Delivery::new_pending(
+            "klarna".into(),
+            "cart-\"1\"\n".into(),
+            SessionId::new("sess-1"),
+            AuthorizationToken::new("tok-abcdef0001"),
+            Source::Callback,
+            Bytes::from_static(b"{}"),
+            None,
+            1_795_932_000_250,
+            Duration::from_secs(3600),
+        );
+        pending.attempts = 2;
+        pending.next_attempt_at = 1_795_932_001_999;
+        pending.last_error = Some("upstream answered 503 Service Unavailable".into());
+        let mut delivered = Delivery::new_pending(
+            "shop".into(),
+            String::new(),
+            SessionId::new("sess-2"),
+            AuthorizationToken::new("tok-2222"),
+            Source::ReadSession,
+            Bytes::from_static(b"{}"),
+            None,
+            1_795_932_000_000,
+            Duration::from_secs(3600),
+        );
+        delivered.state = DeliveryState::Delivered;
+        delivered.attempts = 35;
+        delivered.delivered_at = Some(1_795_932_003_000);
+        delivered.watch = Some(Watch {
+            state: WatchState::Watching,
+            started_at: 1_795_932_003_000,
+            next_check_at: 1_795_932_063_000,
+            checks: 3,
+            redelivered: true,
+            last_error: Some("Read Session: timeout".into()),
+        });
+        (pending, delivered)
+    }
+
+    fn attempts() -> Vec<Attempt> {
+        vec![
+            Attempt {
+                at: 1_795_932_000_120,
+                duration_ms: 31,
+                status: Some(503),
+                error: Some("upstream answered 503".into()),
+                retry_in_ms: Some(180),
+                redelivery: false,
+            },
+            Attempt {
+                at: 1_795_932_001_000,
+                duration_ms: 30000,
+                status: None,
+                error: None,
+                retry_in_ms: None,
+                redelivery: true,
+            },
+        ]
+    }
+
+    const NOV_30: u64 = 1_796_018_400_000; // 2026-11-30T06:00:00Z
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc_3339() {
+        for (given, want) in [
+            ("1796018400", NOV_30),
+            ("0", 0),
+            ("2026-11-30T06:00:00Z", NOV_30),
+            ("2026-11-30t06:00:00z", NOV_30),
+            ("2026-11-30T06:00:00.25Z", NOV_30 + 250),
+            ("2026-11-30T06:00:00.123456789Z", NOV_30 + 123),
+            ("2026-11-30T06:00:00.0009Z", NOV_30),
+            ("2026-11-30T08:00:00+02:00", NOV_30),
+            ("2026-11-30T01:30:00-04:30", NOV_30),
+            ("2026-11-30T06:00:00-00:00", NOV_30),
+            ("2026-11-30T06:00:00.5+00:00", NOV_30 + 500),
+            ("1970-01-01T00:00:00Z", 0),
+            ("1970-01-01T01:00:00+01:00", 0),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ] {
+            assert_eq!(parse_time(given), Some(want), "{given}");
+        }
+    }
+
+    #[test]
+    fn a_time_that_is_not_one_is_refused() {
+        for given in [
+            "",
+            "yesterday",
+            "-1",
+            "1e9",
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-31T00:00:00Z",
+            "2026-11-30T24:00:00Z",
+            "2026-11-30T06:60:00Z",
+            "2026-11-30T06:00:61Z",
+            "2026-11-30 06:00:00Z",
+            "2026-11-30X06:00:00Z",
+            "2026-11-30T06:00:00",
+            "2026-11-30T06:00:00.Z",
+            "2026-11-30T06:00:00+0200",
+            "2026-11-30T06:00:00+2:00",
+            "2026-11-30T06:00:00+02:00:00",
+            "2026-11-30T06:00:00Z ",
+            " 2026-11-30T06:00:00Z",
+            "2026-1-30T06:00:00Z",
+            "+2026-11-30T06:00:00Z",
+            "26-11-30T06:00:00Z",
+            "2026-11-30",
+            "2026-11-30T06:00Z",
+            "２０２６-11-30T06:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:59:59+01:00",
+            // Not RFC 3339, though the hand-written parser took them: an
+            // offset's hour is 00-23, its minute 00-59.
+            "2026-11-30T06:00:00+24:00",
+            "2026-11-30T06:00:00+05:75",
+            // A leap second only ends a month (UTC).
+            "2026-11-30T06:59:60Z",
+        ] {
+            assert_eq!(parse_time(given), None, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_last_millisecond_before_it() {
+        // 2017-01-01T00:00:00Z is 1483228800: RFC 3339 allows second 60
+        // at a month's end, which the hand-written parser refused.
+        assert_eq!(
+            parse_time("2016-12-31T23:59:60Z"),
+            Some(1_483_228_800_000 - 1)
+        );
+    }
+
+    /// The JSON is exactly what the API answered when it was built by
+    /// hand: keys sorted, absent values `null`.
+    #[test]
+    fn a_delivery_is_shown_as_it_always_was() {
+        let (pending, delivered) = samples();
+        let list = serde_json::to_string(&[listed(&pending)]).expect("json");
+        assert_eq!(
+            list,
+            r#"[{"attempts":2,"authorization_token":"0001","deadline_at":"2026-11-29T07:00:00Z","delivered_at":null,"id":"a19b859e7b76456e7986ff521f311b53","last_error":"upstream answered 503 Service Unavailable","next_attempt_at":"2026-11-29T06:00:01Z","order_watch":null,"received_at":"2026-11-29T06:00:00Z","reference":"cart-\"1\"\n","route":"klarna","session_id":"sess-1","source":"callback","state":"pending"}]"#
+        );
+        let detail = DeliveryDetail {
+            attempt_count: delivered.attempts,
+            attempts: attempts().iter().map(attempt_view).collect(),
+            delivery: delivery_view(&delivered),
+        };
+        let shown = serde_json::to_string(&detail).expect("json");
+        assert_eq!(
+            shown,
+            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
+        );
+        // What the CLI reads back is what was sent.
+        let read: DeliveryDetail = serde_json::from_str(&shown).expect("read back");
+        assert_eq!(read, detail);
+        let read: Vec<ListedDelivery> = serde_json::from_str(&list).expect("read back");
+        assert_eq!(read, [listed(&pending)]);
+    }
 }

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::body::{json_error, status, Body};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{CallbackOutcome, Metrics};
 use crate::route::{ForwardFormat, Route};
 use crate::store::{ArrivalUri, Claim, Delivery, Source, Store};
 use crate::text::query_decode;
@@ -86,20 +86,25 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of `authback_callbacks_total`.
-    pub fn label(&self) -> &'static str {
+    /// The `outcome` of `authback_callbacks_total` this answer counts as.
+    pub fn kind(&self) -> CallbackOutcome {
         match self {
-            Outcome::Accepted(_) => "accepted",
-            Outcome::Duplicate(_) => "duplicate",
-            Outcome::MethodNotAllowed => "method_not_allowed",
-            Outcome::Forbidden => "forbidden",
-            Outcome::InvalidToken(_) => "invalid_token",
-            Outcome::RateLimited(_) => "rate_limited",
-            Outcome::TooLarge => "too_large",
-            Outcome::BadRequest(_) => "bad_request",
-            Outcome::Timeout => "timeout",
-            Outcome::Unavailable => "unavailable",
+            Outcome::Accepted(_) => CallbackOutcome::Accepted,
+            Outcome::Duplicate(_) => CallbackOutcome::Duplicate,
+            Outcome::MethodNotAllowed => CallbackOutcome::MethodNotAllowed,
+            Outcome::Forbidden => CallbackOutcome::Forbidden,
+            Outcome::InvalidToken(_) => CallbackOutcome::InvalidToken,
+            Outcome::RateLimited(_) => CallbackOutcome::RateLimited,
+            Outcome::TooLarge => CallbackOutcome::TooLarge,
+            Outcome::BadRequest(_) => CallbackOutcome::BadRequest,
+            Outcome::Timeout => CallbackOutcome::Timeout,
+            Outcome::Unavailable => CallbackOutcome::Unavailable,
         }
+    }
+
+    /// The `outcome` label, as the logs show it.
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// What went wrong, in words, as the answer's `message` says it.
@@ -167,7 +172,7 @@ pub async fn handle(
     let started = Instant::now();
     let outcome = decide(ctx, route, reference, path, req, client_ip).await;
     let elapsed = started.elapsed();
-    ctx.metrics.callback(&route.name, outcome.label());
+    ctx.metrics.callback(&route.name, outcome.kind());
     ctx.metrics.ack_duration(elapsed);
     let reference = reference.unwrap_or("");
     match &outcome {

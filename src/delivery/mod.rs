@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::DeliveryConfig;
 use crate::ops::due::{self, Drain, DueLoop, Job};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{DeliveryOutcome, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::{AnswerRule, Means, Route};
 use crate::store::{Attempt, AttemptOutcome, Attempted, Delivery, Store};
@@ -179,7 +179,7 @@ async fn attempt(app: &Worker, d: Delivery) {
     };
     let outcome = match result {
         Ok(()) => {
-            app.metrics.delivery(&d.route, "delivered");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Delivered);
             app.metrics
                 .delivery_latency(Duration::from_millis(now.saturating_sub(d.received_at)));
             tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
@@ -189,13 +189,13 @@ async fn attempt(app: &Worker, d: Delivery) {
             }
         }
         Err(Failure::Permanent(error)) => {
-            app.metrics.delivery(&d.route, "dead");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Dead);
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery refused by the upstream; dead until replayed");
             record.error = Some(error.clone());
             AttemptOutcome::Dead { error }
         }
         Err(Failure::Transient { error, .. }) if now >= d.deadline_at => {
-            app.metrics.delivery(&d.route, "dead");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Dead);
             tracing::error!(id = %d.id, route = %d.route, session_id = %d.session_id, attempt = n, %error, "delivery deadline passed; dead until replayed");
             record.error = Some(error.clone());
             AttemptOutcome::Dead {
@@ -203,7 +203,7 @@ async fn attempt(app: &Worker, d: Delivery) {
             }
         }
         Err(Failure::Transient { error, retry_after }) => {
-            app.metrics.delivery(&d.route, "retry");
+            app.metrics.delivery(&d.route, DeliveryOutcome::Retry);
             let delay = backoff(app.config.initial_backoff, app.config.max_backoff, n);
             let delay = retry_after.map_or(delay, |r| r.max(delay));
             let next_at = retry_at(now, delay, d.deadline_at);
@@ -429,28 +429,13 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     Duration::from_millis(random_below(cap + 1))
 }
 
-/// A small, fast, non-cryptographic generator: jitter needs no more.
+/// A number in [0, n), or 0 when n is 0, from `fastrand`'s per-thread
+/// generator: jitter needs nothing cryptographic.
 fn random_below(n: u64) -> u64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut s = STATE.load(Ordering::Relaxed);
-    if s == 0 {
-        s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15)
-            | 1;
-    }
-    // splitmix64
-    s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    STATE.store(s, Ordering::Relaxed);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
     if n == 0 {
         0
     } else {
-        z % n
+        fastrand::u64(..n)
     }
 }
 
@@ -539,6 +524,15 @@ mod tests {
                 assert!(backoff(i, m, attempt) <= Duration::from_millis(cap));
             }
         }
+    }
+
+    #[test]
+    fn random_below_stays_below_and_varies() {
+        assert_eq!(random_below(0), 0);
+        assert_eq!(random_below(1), 0);
+        let draws: Vec<u64> = (0..1000).map(|_| random_below(10)).collect();
+        assert!(draws.iter().all(|&d| d < 10));
+        assert!(draws.iter().any(|&d| d != draws[0]), "{draws:?}");
     }
 
     #[test]

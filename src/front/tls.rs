@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, ReloadOutcome};
 use crate::ops::shutdown::Stop;
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,7 @@ impl Reloader {
             (Err(e), _) | (_, Err(e)) => {
                 if force {
                     tracing::error!(error = %e, "certificate reload failed; keeping the current certificate");
-                    metrics.tls_reload("error");
+                    metrics.tls_reload(ReloadOutcome::Error);
                 }
                 return;
             }
@@ -182,13 +182,13 @@ impl Reloader {
             Ok(pair) => {
                 self.resolver.set(pair);
                 self.fingerprint = fp;
-                metrics.tls_reload("ok");
+                metrics.tls_reload(ReloadOutcome::Ok);
                 tracing::info!(cert = %self.cert.display(), "certificate reloaded");
             }
             Err(e) => {
                 // Remember the bad pair so it is not retried (and logged) on every poll.
                 self.fingerprint = fp;
-                metrics.tls_reload("error");
+                metrics.tls_reload(ReloadOutcome::Error);
                 tracing::error!(error = %e, "certificate reload failed; keeping the current certificate");
             }
         }

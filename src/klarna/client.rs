@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use crate::client::{Client, Failure, Limits};
 use crate::config::KlarnaConfig;
 use crate::net::HostPort;
+use crate::ops::metrics::CheckOutcome;
 use crate::text::{base64, parse_retry_after, path_segment};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
@@ -48,15 +49,16 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    /// The `outcome` label of `authback_reconcile_checks_total`.
-    pub fn label(&self) -> &'static str {
+    /// The `outcome` of `authback_reconcile_checks_total` this failure
+    /// counts as.
+    pub fn check_outcome(&self) -> CheckOutcome {
         match self {
-            ReadError::Auth(_) => "auth_error",
-            ReadError::RateLimited(_) => "rate_limited",
-            ReadError::Status(s) if s.is_server_error() => "server_error",
-            ReadError::Status(_) | ReadError::Body => "error",
-            ReadError::Timeout(_) => "timeout",
-            ReadError::Connect(_) => "unreachable",
+            ReadError::Auth(_) => CheckOutcome::AuthError,
+            ReadError::RateLimited(_) => CheckOutcome::RateLimited,
+            ReadError::Status(s) if s.is_server_error() => CheckOutcome::ServerError,
+            ReadError::Status(_) | ReadError::Body => CheckOutcome::Error,
+            ReadError::Timeout(_) => CheckOutcome::Timeout,
+            ReadError::Connect(_) => CheckOutcome::Unreachable,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::config::OrderWatchConfig;
 use crate::klarna::client::{ReadError, SessionState};
+use crate::ops::metrics::WatchOutcome;
 use crate::store::{Delivery, Watch, WatchNext};
 use crate::text::saturating_add_ms;
 use crate::types::unix_ms;
@@ -106,11 +107,11 @@ pub fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) -> WatchN
 }
 
 /// The outcome label of `authback_order_watch_total` a decision counts as.
-pub fn outcome(next: &WatchNext) -> Option<&'static str> {
+pub fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
     match next {
-        WatchNext::Confirmed => Some("confirmed"),
-        WatchNext::Redeliver { .. } => Some("redelivered"),
-        WatchNext::Unconfirmed { .. } => Some("unconfirmed"),
+        WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
+        WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
+        WatchNext::Unconfirmed { .. } => Some(WatchOutcome::Unconfirmed),
         WatchNext::Again { .. } => None,
     }
 }

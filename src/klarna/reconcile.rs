@@ -18,7 +18,7 @@ use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
 use crate::ops::due::{self, DueLoop, Job};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{CheckOutcome, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::ForwardFormat;
 use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store, WatchNext};
@@ -152,7 +152,7 @@ async fn check(app: &Context, r: Registration) {
     let now = unix_ms();
     let give_up_at = saturating_add_ms(r.registered_at, cfg.give_up_after);
     let next = if now >= give_up_at {
-        app.metrics.reconcile_check("gave_up");
+        app.metrics.reconcile_check(CheckOutcome::GaveUp);
         tracing::warn!(session_id = %r.session_id, checks = r.checks, "no authorization found for the session before give_up_after; checks stop");
         CheckNext::Ended {
             outcome: "gave_up".into(),
@@ -162,28 +162,28 @@ async fn check(app: &Context, r: Registration) {
         match app.client.read_session(&r.session_id).await {
             Ok(SessionState::Authorized(token)) => recover(app, &r, token, again_at).await,
             Ok(SessionState::Incomplete) => {
-                app.metrics.reconcile_check("incomplete");
+                app.metrics.reconcile_check(CheckOutcome::Incomplete);
                 CheckNext::Again {
                     at: again_at,
                     error: None,
                 }
             }
             Ok(SessionState::Complete) => {
-                app.metrics.reconcile_check("complete");
+                app.metrics.reconcile_check(CheckOutcome::Complete);
                 tracing::info!(session_id = %r.session_id, "session complete (order placed); checks stop");
                 CheckNext::Ended {
                     outcome: "complete".into(),
                 }
             }
             Ok(SessionState::NotFound) => {
-                app.metrics.reconcile_check("expired");
+                app.metrics.reconcile_check(CheckOutcome::Expired);
                 tracing::info!(session_id = %r.session_id, "session unknown or expired at Klarna (404); checks stop");
                 CheckNext::Ended {
                     outcome: "expired".into(),
                 }
             }
             Err(e) => {
-                app.metrics.reconcile_check(e.label());
+                app.metrics.reconcile_check(e.check_outcome());
                 let at = match &e {
                     ReadError::RateLimited(Some(wait)) => {
                         after_rate_limit(now, again_at, *wait, give_up_at)
@@ -260,7 +260,7 @@ async fn recover(
     match app.store.claim(d).await {
         Ok(Claim::Recorded) => {
             app.deliveries.wake();
-            app.metrics.reconcile_check("recovered");
+            app.metrics.reconcile_check(CheckOutcome::Recovered);
             app.metrics.recovered();
             tracing::info!(session_id = %r.session_id, %id, route = %r.route, reference = %r.reference, "authorization recovered through Read Session");
             CheckNext::Ended {
@@ -268,13 +268,13 @@ async fn recover(
             }
         }
         Ok(Claim::Duplicate) => {
-            app.metrics.reconcile_check("already_recorded");
+            app.metrics.reconcile_check(CheckOutcome::AlreadyRecorded);
             CheckNext::Ended {
                 outcome: "callback".into(),
             }
         }
         Err(e) => {
-            app.metrics.reconcile_check("store_error");
+            app.metrics.reconcile_check(CheckOutcome::StoreError);
             tracing::error!(session_id = %r.session_id, error = %e, "cannot record a recovered authorization; will check again");
             CheckNext::Again {
                 at: again_at,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{CallbackOutcome, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::store::{Stats, Store};
 use crate::text::rfc3339;
@@ -21,7 +21,7 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEP: usize = 360;
 
 /// The callback outcomes that answered Klarna 2xx: an ack.
-const ACKED: [&str; 2] = ["accepted", "duplicate"];
+const ACKED: [CallbackOutcome; 2] = [CallbackOutcome::Accepted, CallbackOutcome::Duplicate];
 
 /// One sample. Store-derived fields are `None` when the store could not
 /// answer; the chart shows a gap rather than a false zero.
@@ -109,7 +109,7 @@ pub fn spawn_sampler(
             }
             let acks = routes
                 .iter()
-                .flat_map(|r| ACKED.iter().map(|o| metrics.callbacks(r, o)))
+                .flat_map(|r| ACKED.iter().map(|o| metrics.callbacks(r, *o)))
                 .sum();
             let stats = match store.stats().await {
                 Ok(s) => Some(s),

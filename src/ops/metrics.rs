@@ -20,39 +20,93 @@ const DELIVERY_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-/// Every `outcome` of `authback_callbacks_total`, exported at zero per route.
-pub const CALLBACK_OUTCOMES: [&str; 10] = [
-    "accepted",
-    "duplicate",
-    "method_not_allowed",
-    "forbidden",
-    "invalid_token",
-    "rate_limited",
-    "too_large",
-    "bad_request",
-    "timeout",
-    "unavailable",
-];
+/// A fieldless enum of label values: each variant's value, and every
+/// variant in the order the series are declared.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $value:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
 
-/// Every `outcome` of `authback_deliveries_total`.
-pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retry", "dead"];
+        impl $name {
+            /// Every value, each exported at zero from the start.
+            pub const ALL: [$name; [$($value),+].len()] = [$($name::$variant,)+];
 
-/// Every `outcome` of `authback_reconcile_checks_total`.
-pub const RECONCILE_OUTCOMES: [&str; 13] = [
-    "recovered",
-    "already_recorded",
-    "incomplete",
-    "complete",
-    "expired",
-    "gave_up",
-    "auth_error",
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "unreachable",
-    "error",
-    "store_error",
-];
+            /// The label value, as the exposition shows it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)+
+                }
+            }
+        }
+    };
+}
+
+label_values! {
+    /// The `outcome` of `authback_callbacks_total`: how a callback was
+    /// answered.
+    CallbackOutcome {
+        Accepted => "accepted",
+        Duplicate => "duplicate",
+        MethodNotAllowed => "method_not_allowed",
+        Forbidden => "forbidden",
+        InvalidToken => "invalid_token",
+        RateLimited => "rate_limited",
+        TooLarge => "too_large",
+        BadRequest => "bad_request",
+        Timeout => "timeout",
+        Unavailable => "unavailable",
+    }
+}
+
+label_values! {
+    /// The `outcome` of `authback_deliveries_total`: what one attempt ended in.
+    DeliveryOutcome {
+        Delivered => "delivered",
+        Retry => "retry",
+        Dead => "dead",
+    }
+}
+
+label_values! {
+    /// The `outcome` of `authback_reconcile_checks_total`: what one Read
+    /// Session check found, or why it failed.
+    CheckOutcome {
+        Recovered => "recovered",
+        AlreadyRecorded => "already_recorded",
+        Incomplete => "incomplete",
+        Complete => "complete",
+        Expired => "expired",
+        GaveUp => "gave_up",
+        AuthError => "auth_error",
+        RateLimited => "rate_limited",
+        ServerError => "server_error",
+        Timeout => "timeout",
+        Unreachable => "unreachable",
+        Error => "error",
+        StoreError => "store_error",
+    }
+}
+
+label_values! {
+    /// The `outcome` of `authback_order_watch_total`: how an order watch
+    /// ended (or redelivered).
+    WatchOutcome {
+        Confirmed => "confirmed",
+        Redelivered => "redelivered",
+        Unconfirmed => "unconfirmed",
+    }
+}
+
+label_values! {
+    /// The `outcome` of `authback_tls_reloads_total`.
+    ReloadOutcome {
+        Ok => "ok",
+        Error => "error",
+    }
+}
 
 pub struct Metrics {
     /// When the process started (unix seconds).
@@ -63,8 +117,8 @@ pub struct Metrics {
     tls_reloads: Counters,
     reconcile_checks: Counters,
     recovered: AtomicU64,
-    /// Order-watch outcomes: confirmed, redelivered, unconfirmed.
-    order_watch: [AtomicU64; 3],
+    /// Order-watch outcomes, indexed by `WatchOutcome`.
+    order_watch: [AtomicU64; WatchOutcome::ALL.len()],
     ack: Histogram<12>,
     delivery_latency: Histogram<12>,
 }
@@ -87,18 +141,15 @@ impl Default for Metrics {
         };
         // Every series exists from the start, at zero: a rate() over a
         // counter that appears on its first event misses that event.
-        for outcome in RECONCILE_OUTCOMES {
-            m.reconcile_checks.declare("", outcome);
+        for outcome in CheckOutcome::ALL {
+            m.reconcile_checks.declare("", outcome.as_str());
         }
-        for outcome in ["ok", "error"] {
-            m.tls_reloads.declare("public", outcome);
+        for outcome in ReloadOutcome::ALL {
+            m.tls_reloads.declare("public", outcome.as_str());
         }
         m
     }
 }
-
-/// The `outcome` label values of `authback_order_watch_total`.
-pub const ORDER_WATCH_OUTCOMES: [&str; 3] = ["confirmed", "redelivered", "unconfirmed"];
 
 /// Counters keyed by a pair of label values. The outer key is looked up by
 /// `&str`, so counting allocates nothing once a series exists.
@@ -206,47 +257,45 @@ impl<const N: usize> Histogram<N> {
 impl Metrics {
     /// Declares a route so its series exist (at zero) before any traffic.
     pub fn declare_route(&self, route: &str) {
-        for outcome in CALLBACK_OUTCOMES {
-            self.callbacks.declare(route, outcome);
+        for outcome in CallbackOutcome::ALL {
+            self.callbacks.declare(route, outcome.as_str());
         }
-        for outcome in DELIVERY_OUTCOMES {
-            self.deliveries.declare(route, outcome);
+        for outcome in DeliveryOutcome::ALL {
+            self.deliveries.declare(route, outcome.as_str());
         }
     }
 
-    pub fn callback(&self, route: &str, outcome: &'static str) {
-        self.callbacks.inc(route, outcome);
+    pub fn callback(&self, route: &str, outcome: CallbackOutcome) {
+        self.callbacks.inc(route, outcome.as_str());
     }
 
-    pub fn callbacks(&self, route: &str, outcome: &'static str) -> u64 {
-        self.callbacks.get(route, outcome)
+    pub fn callbacks(&self, route: &str, outcome: CallbackOutcome) -> u64 {
+        self.callbacks.get(route, outcome.as_str())
     }
 
-    pub fn delivery(&self, route: &str, outcome: &'static str) {
-        self.deliveries.inc(route, outcome);
+    pub fn delivery(&self, route: &str, outcome: DeliveryOutcome) {
+        self.deliveries.inc(route, outcome.as_str());
     }
 
-    pub fn deliveries(&self, route: &str, outcome: &'static str) -> u64 {
-        self.deliveries.get(route, outcome)
+    pub fn deliveries(&self, route: &str, outcome: DeliveryOutcome) -> u64 {
+        self.deliveries.get(route, outcome.as_str())
     }
 
-    pub fn reconcile_check(&self, outcome: &'static str) {
-        self.reconcile_checks.inc("", outcome);
+    pub fn reconcile_check(&self, outcome: CheckOutcome) {
+        self.reconcile_checks.inc("", outcome.as_str());
     }
 
     pub fn recovered(&self) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An order watch reached `outcome`, one of `ORDER_WATCH_OUTCOMES`.
-    pub fn order_watch(&self, outcome: &str) {
-        if let Some(i) = ORDER_WATCH_OUTCOMES.iter().position(|o| *o == outcome) {
-            self.order_watch[i].fetch_add(1, Ordering::Relaxed);
-        }
+    /// An order watch reached `outcome`.
+    pub fn order_watch(&self, outcome: WatchOutcome) {
+        self.order_watch[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn tls_reload(&self, outcome: &'static str) {
-        self.tls_reloads.inc("public", outcome);
+    pub fn tls_reload(&self, outcome: ReloadOutcome) {
+        self.tls_reloads.inc("public", outcome.as_str());
     }
 
     pub fn proxy_response(&self, status: u16) {
@@ -354,11 +403,12 @@ impl Metrics {
             out,
             "# HELP authback_order_watch_total Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, or no order came in time.\n# TYPE authback_order_watch_total counter"
         );
-        for (i, outcome) in ORDER_WATCH_OUTCOMES.iter().enumerate() {
+        for outcome in WatchOutcome::ALL {
             let _ = writeln!(
                 out,
-                "authback_order_watch_total{{outcome=\"{outcome}\"}} {}",
-                self.order_watch[i].load(Ordering::Relaxed)
+                "authback_order_watch_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                self.order_watch[outcome as usize].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(
@@ -475,7 +525,7 @@ mod tests {
     fn renders_required_names() {
         let m = Metrics::default();
         m.declare_route("klarna");
-        m.callback("klarna", "invalid_token");
+        m.callback("klarna", CallbackOutcome::InvalidToken);
         m.ack_duration(Duration::from_micros(700));
         m.proxy_response(502);
         let text = m.render(&Gauges::default());
@@ -509,5 +559,69 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn label_values_are_distinct_and_index_in_order() {
+        fn distinct(values: &[&str]) {
+            let mut seen = values.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), values.len(), "{values:?}");
+        }
+        distinct(&CallbackOutcome::ALL.map(CallbackOutcome::as_str));
+        distinct(&DeliveryOutcome::ALL.map(DeliveryOutcome::as_str));
+        distinct(&CheckOutcome::ALL.map(CheckOutcome::as_str));
+        distinct(&WatchOutcome::ALL.map(WatchOutcome::as_str));
+        distinct(&ReloadOutcome::ALL.map(ReloadOutcome::as_str));
+        // `order_watch` is an array indexed by the variant.
+        for (i, o) in WatchOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+        }
+    }
+
+    #[test]
+    fn every_outcome_is_exported_at_zero_and_counted() {
+        let m = Metrics::default();
+        m.declare_route("r");
+        let text = m.render(&Gauges::default());
+        for o in CallbackOutcome::ALL {
+            let s = o.as_str();
+            assert!(text.contains(&format!(
+                "authback_callbacks_total{{route=\"r\",outcome=\"{s}\"}} 0\n"
+            )));
+        }
+        for o in DeliveryOutcome::ALL {
+            let s = o.as_str();
+            assert!(text.contains(&format!(
+                "authback_deliveries_total{{route=\"r\",outcome=\"{s}\"}} 0\n"
+            )));
+        }
+        for o in CheckOutcome::ALL {
+            let s = o.as_str();
+            assert!(text.contains(&format!(
+                "authback_reconcile_checks_total{{outcome=\"{s}\"}} 0\n"
+            )));
+        }
+        for o in WatchOutcome::ALL {
+            let s = o.as_str();
+            assert!(text.contains(&format!(
+                "authback_order_watch_total{{outcome=\"{s}\"}} 0\n"
+            )));
+        }
+        for o in ReloadOutcome::ALL {
+            let s = o.as_str();
+            assert!(text.contains(&format!(
+                "authback_tls_reloads_total{{listener=\"public\",outcome=\"{s}\"}} 0\n"
+            )));
+        }
+        m.order_watch(WatchOutcome::Redelivered);
+        m.delivery("r", DeliveryOutcome::Retry);
+        m.callback("r", CallbackOutcome::Duplicate);
+        let text = m.render(&Gauges::default());
+        assert!(text.contains("authback_order_watch_total{outcome=\"redelivered\"} 1\n"));
+        assert!(text.contains("authback_order_watch_total{outcome=\"confirmed\"} 0\n"));
+        assert_eq!(m.deliveries("r", DeliveryOutcome::Retry), 1);
+        assert_eq!(m.callbacks("r", CallbackOutcome::Duplicate), 1);
     }
 }

@@ -7,13 +7,14 @@
 
 use crate::store::model::{
     ready, BoxFuture, Claim, Cursor, Delivery, Detail, Filter, Page, Replay, Stats, StoreError,
+    StoreKind,
 };
 use crate::store::queue::{Checks, Deliveries, Queue, Watches};
 use crate::store::registrations::Registration;
 use crate::types::DeliveryId;
 
 pub trait Store: Send + Sync + 'static {
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> StoreKind;
 
     /// Deliveries due for an attempt.
     fn deliveries(&self) -> &dyn Queue<Deliveries>;

@@ -13,7 +13,7 @@ use super::watches::WatchIndex;
 use crate::store::api::Store;
 use crate::store::model::{
     push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Stats, StoreError, WatchNext,
+    DeliveryState, Detail, Filter, Page, Replay, Stats, StoreError, StoreKind, WatchNext,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{DeliveryId, SessionId};
@@ -111,8 +111,8 @@ impl Store for MemoryStore {
         self
     }
 
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
     }
 
     fn durable(&self) -> bool {

@@ -23,18 +23,11 @@ pub mod watches;
 pub use api::Store;
 pub use model::{
     push_attempt, ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, Watch, WatchNext,
-    WatchState, ATTEMPTS_KEPT,
+    DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, StoreKind, Watch,
+    WatchNext, WatchState, ATTEMPTS_KEPT,
 };
 pub use queue::{Attempted, Checks, Deliveries, Queue, Watches};
 pub use registrations::{CheckNext, RegState, Registration};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Memory,
-    File,
-    Redis,
-}
 
 /// The `[store]` section, validated.
 #[derive(Debug, Clone)]

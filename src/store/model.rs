@@ -38,6 +38,25 @@ impl StoreError {
     }
 }
 
+/// Which store a deployment runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    File,
+    Redis,
+}
+
+impl StoreKind {
+    /// The kind as `store.kind` in the config names it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::File => "file",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
 /// How an authorization reached authback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

@@ -13,6 +13,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
+use crate::admin::view::{DeliveryDetail, ListedDelivery};
 use crate::client::{Client, Limits};
 use crate::text::{parse_duration, rfc3339};
 use crate::types::unix_ms;
@@ -28,6 +29,9 @@ pub enum CliError {
     Unreachable { url: String, why: String },
     #[error("{status}: {message}")]
     Http { status: u16, message: String },
+    /// A success whose body is not what the endpoint answers.
+    #[error("unexpected answer from the admin API: {0}")]
+    Answer(String),
 }
 
 /// Where the admin API is, and the bearer token for it.
@@ -188,20 +192,17 @@ pub async fn run(
             if as_json {
                 return Ok((pretty(&body), note));
             }
-            let list = body.as_array().cloned().unwrap_or_default();
+            let list: Vec<ListedDelivery> = read(body)?;
             Ok((table(&list), note))
         }
         Action::Show { id } => {
             let path = format!("/v1/deliveries/{}", segment(&id));
             let (body, _) = target.call(Method::GET, &path, None).await?;
-            Ok((
-                if as_json {
-                    pretty(&body)
-                } else {
-                    detail(&body)
-                },
-                None,
-            ))
+            if as_json {
+                return Ok((pretty(&body), None));
+            }
+            let d: DeliveryDetail = read(body)?;
+            Ok((detail(&d), None))
         }
         Action::Replay { id } => {
             let path = format!("/v1/deliveries/{}/replay", segment(&id));
@@ -327,6 +328,11 @@ impl Target {
     }
 }
 
+/// An answer's body as the view its endpoint answers.
+fn read<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, CliError> {
+    serde_json::from_value(body).map_err(|e| CliError::Answer(clean(&e.to_string())))
+}
+
 fn segment(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
@@ -344,12 +350,20 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-fn field(v: &Value) -> String {
+/// A text value for the terminal: `-` when there is none, or it is empty.
+fn field(v: Option<&str>) -> String {
     match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) if s.is_empty() => "-".to_string(),
-        Value::String(s) => clean(s),
-        other => clean(&other.to_string()),
+        None | Some("") => "-".to_string(),
+        Some(s) => clean(s),
+    }
+}
+
+/// A token's last 4 characters, marked as the end of a longer one.
+fn last4(t: &str, note: &str) -> String {
+    if t.is_empty() {
+        "-".to_string()
+    } else {
+        format!("…{}{note}", clean(t))
     }
 }
 
@@ -389,7 +403,7 @@ fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn table(list: &[Value]) -> String {
+fn table(list: &[ListedDelivery]) -> String {
     if list.is_empty() {
         return "no deliveries match\n".to_string();
     }
@@ -407,106 +421,93 @@ fn table(list: &[Value]) -> String {
     ]
     .map(String::from)
     .to_vec()];
-    for d in list {
+    for listed in list {
+        let d = &listed.delivery;
         rows.push(vec![
-            field(&d["id"]),
-            field(&d["state"]),
-            field(&d["route"]),
-            cut(field(&d["reference"]), 24),
-            cut(field(&d["session_id"]), 40),
-            d["authorization_token"]
-                .as_str()
-                .map_or("-".into(), |t| format!("…{}", clean(t))),
-            field(&d["attempts"]),
-            field(&d["received_at"]),
-            field(&d["order_watch"]["state"]),
-            cut(field(&d["last_error"]), 60),
+            field(Some(&d.id)),
+            field(Some(&d.state)),
+            field(Some(&d.route)),
+            cut(field(Some(&d.reference)), 24),
+            cut(field(Some(&d.session_id)), 40),
+            last4(&d.authorization_token, ""),
+            listed.attempts.to_string(),
+            field(Some(&d.received_at)),
+            field(d.order_watch.as_ref().map(|w| w.state.as_str())),
+            cut(field(d.last_error.as_deref()), 60),
         ]);
     }
     columns(&rows)
 }
 
-fn detail(d: &Value) -> String {
+fn detail(detail: &DeliveryDetail) -> String {
+    let d = &detail.delivery;
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let count = d["attempts"]
-        .as_array()
-        .map_or_else(|| field(&d["attempts"]), |a| a.len().to_string());
     for (label, v) in [
-        ("id", field(&d["id"])),
-        ("state", field(&d["state"])),
-        ("route", field(&d["route"])),
-        ("reference", field(&d["reference"])),
-        ("session_id", field(&d["session_id"])),
+        ("id", field(Some(&d.id))),
+        ("state", field(Some(&d.state))),
+        ("route", field(Some(&d.route))),
+        ("reference", field(Some(&d.reference))),
+        ("session_id", field(Some(&d.session_id))),
         (
             "authorization_token",
-            d["authorization_token"]
-                .as_str()
-                .map_or("-".into(), |t| format!("…{} (last 4)", clean(t))),
+            last4(&d.authorization_token, " (last 4)"),
         ),
-        ("source", field(&d["source"])),
-        ("attempts", count),
-        ("received_at", field(&d["received_at"])),
-        ("next_attempt_at", field(&d["next_attempt_at"])),
-        ("deadline_at", field(&d["deadline_at"])),
-        ("delivered_at", field(&d["delivered_at"])),
-        ("last_error", field(&d["last_error"])),
+        ("source", field(Some(&d.source))),
+        // The entries shown below, as this command has always counted.
+        ("attempts", detail.attempts.len().to_string()),
+        ("received_at", field(Some(&d.received_at))),
+        ("next_attempt_at", field(d.next_attempt_at.as_deref())),
+        ("deadline_at", field(Some(&d.deadline_at))),
+        ("delivered_at", field(d.delivered_at.as_deref())),
+        ("last_error", field(d.last_error.as_deref())),
     ] {
         rows.push(vec![label.to_string(), v]);
     }
     let mut out = columns(&rows);
-    if let Some(attempts) = d["attempts"].as_array() {
-        out.push_str("\nattempts\n");
-        if attempts.is_empty() {
-            out.push_str("  none yet\n");
-        } else {
-            let mut t = vec![
-                ["#", "AT", "STATUS", "MS", "RETRY IN", "REDELIVERY", "ERROR"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
-            for (i, a) in attempts.iter().enumerate() {
-                t.push(vec![
-                    (i + 1).to_string(),
-                    field(&a["at"]),
-                    a["status"]
-                        .as_u64()
-                        .map_or("no answer".into(), |s| s.to_string()),
-                    field(&a["duration_ms"]),
-                    a["retry_in_ms"]
-                        .as_u64()
-                        .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                    if a["redelivery"].as_bool() == Some(true) {
-                        "yes".into()
-                    } else {
-                        "-".into()
-                    },
-                    field(&a["error"]),
-                ]);
-            }
-            for line in columns(&t).lines() {
-                out.push_str("  ");
-                out.push_str(line);
-                out.push('\n');
-            }
+    out.push_str("\nattempts\n");
+    if detail.attempts.is_empty() {
+        out.push_str("  none yet\n");
+    } else {
+        let mut t = vec![
+            ["#", "AT", "STATUS", "MS", "RETRY IN", "REDELIVERY", "ERROR"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for (i, a) in detail.attempts.iter().enumerate() {
+            t.push(vec![
+                (i + 1).to_string(),
+                field(Some(&a.at)),
+                a.status.map_or("no answer".into(), |s| s.to_string()),
+                a.duration_ms.to_string(),
+                a.retry_in_ms
+                    .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                if a.redelivery { "yes" } else { "-" }.to_string(),
+                field(a.error.as_deref()),
+            ]);
+        }
+        for line in columns(&t).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
         }
     }
-    let w = &d["order_watch"];
-    if w.is_null() {
-        out.push_str("\norder watch: none\n");
-    } else {
-        out.push_str("\norder watch\n");
-        let rows: Vec<Vec<String>> = [
-            "state",
-            "started_at",
-            "next_check_at",
-            "checks",
-            "redelivered",
-            "last_error",
-        ]
-        .iter()
-        .map(|k| vec![format!("  {k}"), field(&w[*k])])
-        .collect();
-        out.push_str(&columns(&rows));
+    match &d.order_watch {
+        None => out.push_str("\norder watch: none\n"),
+        Some(w) => {
+            out.push_str("\norder watch\n");
+            let rows: Vec<Vec<String>> = [
+                ("state", field(Some(&w.state))),
+                ("started_at", field(Some(&w.started_at))),
+                ("next_check_at", field(w.next_check_at.as_deref())),
+                ("checks", w.checks.to_string()),
+                ("redelivered", w.redelivered.to_string()),
+                ("last_error", field(w.last_error.as_deref())),
+            ]
+            .into_iter()
+            .map(|(k, v)| vec![format!("  {k}"), v])
+            .collect();
+            out.push_str(&columns(&rows));
+        }
     }
     out
 }
@@ -548,16 +549,17 @@ mod tests {
 
     #[test]
     fn the_table_is_aligned_and_clean() {
-        let list = vec![
-            json!({"id":"a1","state":"dead","route":"klarna","reference":"cart-1",
+        let list: Vec<ListedDelivery> = serde_json::from_value(json!([
+            {"id":"a1","state":"dead","route":"klarna","reference":"cart-1",
                    "session_id":"s\u{1b}[31m1","authorization_token":"0001","attempts":1,
                    "received_at":"2026-01-01T00:00:00Z","order_watch":null,
-                   "last_error":"upstream answered 400\nbody"}),
-            json!({"id":"b2","state":"delivered","route":"k","reference":"",
+                   "last_error":"upstream answered 400\nbody"},
+            {"id":"b2","state":"delivered","route":"k","reference":"",
                    "session_id":"s2","authorization_token":"0002","attempts":12,
                    "received_at":"2026-01-01T00:00:01Z","order_watch":{"state":"confirmed"},
-                   "last_error":null}),
-        ];
+                   "last_error":null},
+        ]))
+        .expect("a listing");
         let t = table(&list);
         assert!(!t.contains('\u{1b}') && t.lines().count() == 3, "{t}");
         let header = t.lines().next().expect("header");
@@ -573,11 +575,19 @@ mod tests {
             {"at":"2026-01-01T00:00:00Z","duration_ms":12,"status":400,"error":"upstream answered 400","retry_in_ms":null,"redelivery":false},
             {"at":"2026-01-01T00:00:02Z","duration_ms":500,"status":null,"error":"timeout","retry_in_ms":1500,"redelivery":true}],
             "order_watch":{"state":"watching","checks":2}});
+        let d: DeliveryDetail = serde_json::from_value(d).expect("a delivery");
         let s = detail(&d);
         assert!(
             s.contains("attempts             2") || s.contains("attempts  "),
             "{s}"
         );
         assert!(s.contains("no answer") && s.contains("1.5s") && s.contains("watching"));
+    }
+
+    #[test]
+    fn an_answer_of_another_shape_is_an_error_not_an_empty_list() {
+        let err = read::<Vec<ListedDelivery>>(json!({"error": "x"})).expect_err("not a list");
+        assert!(matches!(err, CliError::Answer(_)), "{err}");
+        assert!(read::<DeliveryDetail>(json!({"attempts": 3})).is_err());
     }
 }

@@ -44,7 +44,7 @@ use super::registrations::{CheckNext, Registration};
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
-    Replay, Stats, StoreError, WatchNext, ATTEMPTS_KEPT,
+    Replay, Stats, StoreError, StoreKind, WatchNext, ATTEMPTS_KEPT,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -374,8 +374,8 @@ impl Store for RedisStore {
         self
     }
 
-    fn kind(&self) -> &'static str {
-        "redis"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
     }
 
     fn durable(&self) -> bool {

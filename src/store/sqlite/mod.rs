@@ -48,7 +48,7 @@ use super::watches::WatchIndex;
 use crate::store::api::Store;
 use crate::store::model::{
     ready, ArrivalUri, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
-    Replay, Source, Stats, StoreError, Watch, WatchNext, WatchState,
+    Replay, Source, Stats, StoreError, StoreKind, Watch, WatchNext, WatchState,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
@@ -475,8 +475,8 @@ impl Store for SqliteStore {
         self
     }
 
-    fn kind(&self) -> &'static str {
-        "file"
+    fn kind(&self) -> StoreKind {
+        StoreKind::File
     }
 
     fn durable(&self) -> bool {
