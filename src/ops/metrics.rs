@@ -315,55 +315,78 @@ impl Metrics {
     /// Renders everything; gauges that live elsewhere are passed in.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_traffic(&mut out, gauges);
+        self.render_timings(&mut out);
+        self.render_recovery(&mut out, gauges);
+        self.render_state(&mut out, gauges);
+        out
+    }
+
+    /// Callbacks, deliveries and the outbox.
+    fn render_traffic(&self, out: &mut String, gauges: &Gauges) {
         self.callbacks.render(
-            &mut out,
+            out,
             "authback_callbacks_total",
             "Callbacks received, by route and outcome.",
             "route",
             "outcome",
         );
         self.deliveries.render(
-            &mut out,
+            out,
             "authback_deliveries_total",
             "Delivery attempts to the upstream, by route and outcome (delivered, retry, dead).",
             "route",
             "outcome",
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_delivery_queue_depth Deliveries pending (queued or in flight).\n# TYPE authback_delivery_queue_depth gauge\nauthback_delivery_queue_depth {}",
-            gauges.queue_depth
+            "authback_delivery_queue_depth",
+            Kind::Gauge,
+            "Deliveries pending (queued or in flight).",
+            gauges.queue_depth,
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_dead_deliveries Deliveries that gave up and wait for a replay.\n# TYPE authback_dead_deliveries gauge\nauthback_dead_deliveries {}",
-            gauges.dead
+            "authback_dead_deliveries",
+            Kind::Gauge,
+            "Deliveries that gave up and wait for a replay.",
+            gauges.dead,
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_oldest_pending_seconds Age of the oldest pending delivery (0 when none).\n# TYPE authback_oldest_pending_seconds gauge\nauthback_oldest_pending_seconds {:.3}",
-            gauges.oldest_pending_seconds
+            "authback_oldest_pending_seconds",
+            Kind::Gauge,
+            "Age of the oldest pending delivery (0 when none).",
+            format!("{:.3}", gauges.oldest_pending_seconds),
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_deliveries_in_flight Delivery attempts in flight.\n# TYPE authback_deliveries_in_flight gauge\nauthback_deliveries_in_flight {}",
-            gauges.in_flight
+            "authback_deliveries_in_flight",
+            Kind::Gauge,
+            "Delivery attempts in flight.",
+            gauges.in_flight,
         );
+    }
+
+    /// Latencies and the pass-through.
+    fn render_timings(&self, out: &mut String) {
         self.ack.render(
-            &mut out,
+            out,
             "authback_ack_duration_seconds",
             "Time from a callback's arrival to its answer.",
             &ACK_BUCKETS,
         );
         self.delivery_latency.render(
-            &mut out,
+            out,
             "authback_delivery_latency_seconds",
             "Time from an authorization's receipt to the backend's 2xx, retries included.",
             &DELIVERY_BUCKETS,
         );
-        let _ = writeln!(
+        header(
             out,
-            "# HELP authback_proxy_requests_total Pass-through requests, by response status class.\n# TYPE authback_proxy_requests_total counter"
+            "authback_proxy_requests_total",
+            Kind::Counter,
+            "Pass-through requests, by response status class.",
         );
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             let _ = writeln!(
@@ -372,16 +395,22 @@ impl Metrics {
                 self.proxy_by_class[i + 1].load(Ordering::Relaxed)
             );
         }
+    }
+
+    /// Certificate reloads, Read Session and order watch.
+    fn render_recovery(&self, out: &mut String, gauges: &Gauges) {
         self.tls_reloads.render(
-            &mut out,
+            out,
             "authback_tls_reloads_total",
             "Certificate reloads, by outcome (ok, error).",
             "listener",
             "outcome",
         );
-        let _ = writeln!(
+        header(
             out,
-            "# HELP authback_reconcile_checks_total Read Session checks, by outcome.\n# TYPE authback_reconcile_checks_total counter"
+            "authback_reconcile_checks_total",
+            Kind::Counter,
+            "Read Session checks, by outcome.",
         );
         for (outcome, v) in self.reconcile_checks.row("") {
             let _ = writeln!(
@@ -389,20 +418,21 @@ impl Metrics {
                 "authback_reconcile_checks_total{{outcome=\"{outcome}\"}} {v}"
             );
         }
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_recovered_total Authorizations recovered through Read Session.\n# TYPE authback_recovered_total counter\nauthback_recovered_total {}",
-            self.recovered.load(Ordering::Relaxed)
+            "authback_recovered_total",
+            Kind::Counter,
+            "Authorizations recovered through Read Session.",
+            self.recovered.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_registrations_pending Sessions still checked through Read Session.\n# TYPE authback_registrations_pending gauge\nauthback_registrations_pending {}",
-            gauges.registrations_pending
+            "authback_registrations_pending",
+            Kind::Gauge,
+            "Sessions still checked through Read Session.",
+            gauges.registrations_pending,
         );
-        let _ = writeln!(
-            out,
-            "# HELP authback_order_watch_total Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, or no order came in time.\n# TYPE authback_order_watch_total counter"
-        );
+        header(out, "authback_order_watch_total", Kind::Counter, "Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, or no order came in time.");
         for outcome in WatchOutcome::ALL {
             let _ = writeln!(
                 out,
@@ -411,28 +441,31 @@ impl Metrics {
                 self.order_watch[outcome as usize].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP authback_orders_unconfirmed Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order).\n# TYPE authback_orders_unconfirmed gauge\nauthback_orders_unconfirmed {}",
-            gauges.unconfirmed
-        );
+        scalar(out, "authback_orders_unconfirmed", Kind::Gauge, "Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order).", gauges.unconfirmed);
+    }
+
+    /// The build, the process, readiness.
+    fn render_state(&self, out: &mut String, gauges: &Gauges) {
         let _ = writeln!(
             out,
             "# HELP authback_build_info The running build.\n# TYPE authback_build_info gauge\nauthback_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        self.render_process(&mut out);
-        let _ = writeln!(
+        self.render_process(out);
+        scalar(
             out,
-            "# HELP authback_ready Whether authback is ready (1) or not (0).\n# TYPE authback_ready gauge\nauthback_ready {}",
-            u8::from(gauges.ready)
+            "authback_ready",
+            Kind::Gauge,
+            "Whether authback is ready (1) or not (0).",
+            u8::from(gauges.ready),
         );
-        let _ = writeln!(
+        scalar(
             out,
-            "# HELP authback_store_up Whether the store can record callbacks (1) or not (0).\n# TYPE authback_store_up gauge\nauthback_store_up {}",
-            u8::from(gauges.store_up)
+            "authback_store_up",
+            Kind::Gauge,
+            "Whether the store can record callbacks (1) or not (0).",
+            u8::from(gauges.store_up),
         );
-        out
     }
 }
 
@@ -515,6 +548,28 @@ pub struct Gauges {
     pub unconfirmed: u64,
     pub ready: bool,
     pub store_up: bool,
+}
+
+/// What a Prometheus series is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A family's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family of one series with no labels.
+fn scalar(out: &mut String, name: &str, kind: Kind, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]
