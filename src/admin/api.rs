@@ -580,8 +580,44 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
             ))
         }
     };
+    let filter = match replay_filter(&r) {
+        Ok(f) => f,
+        Err(why) => return bad_request(&why),
+    };
+    let (ids, capped) = match matching_ids(app, filter).await {
+        Ok(found) => found,
+        Err(e) => return unavailable(&e),
+    };
+    let matched = ids.len();
+    let mut replayed = 0;
+    if !r.dry_run {
+        replayed = match replay_ids(app, &ids).await {
+            Ok(n) => n,
+            Err((why, replayed)) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &format!("{why} (replayed {replayed} of {matched} before stopping)"),
+                )
+            }
+        };
+        tracing::info!(
+            matched,
+            replayed,
+            capped,
+            "dead deliveries queued again by bulk replay"
+        );
+    }
+    json(
+        StatusCode::OK,
+        &json!({ "matched": matched, "replayed": replayed, "dry_run": r.dry_run, "capped": capped }),
+    )
+}
+
+/// The dead deliveries a bulk replay asks for, or why the ask is wrong.
+fn replay_filter(r: &ReplayRequest) -> Result<Filter, String> {
     if r.state.as_deref().is_some_and(|s| s != "dead") {
-        return bad_request("state: only dead deliveries can be replayed");
+        return Err("state: only dead deliveries can be replayed".into());
     }
     // A time may come as unix seconds (a number or digits) or RFC 3339.
     let time = |v: &Option<serde_json::Value>| match v {
@@ -591,7 +627,7 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
         Some(_) => Err(()),
     };
     let (Ok(since), Ok(until)) = (time(&r.since), time(&r.until)) else {
-        return bad_request("since, until: an RFC 3339 time or unix seconds");
+        return Err("since, until: an RFC 3339 time or unix seconds".into());
     };
     let filter = filter_from(
         r.route.as_deref(),
@@ -606,21 +642,25 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
             .filter(|s| !s.is_empty())
             .map(|s| ("until", s)),
     );
-    let filter = match filter {
-        Ok(f) => Filter {
+    match filter {
+        Ok(f) => Ok(Filter {
             state: Some(DeliveryState::Dead),
             ..f
-        },
-        Err(why) => return bad_request(&why),
-    };
-    // Every match is read before any is replayed, so the pages do not
-    // shift under the reading.
+        }),
+        Err(why) => Err(why),
+    }
+}
+
+/// The ids `filter` matches, at most `REPLAY_CAP` (and whether it capped
+/// them). Every match is read before any is replayed, so the pages do not
+/// shift under the reading.
+async fn matching_ids(
+    app: &Context,
+    filter: Filter,
+) -> Result<(Vec<DeliveryId>, bool), StoreError> {
     let (mut ids, mut cursor, mut capped) = (Vec::new(), None, false);
     loop {
-        let page = match app.store.list(filter.clone(), cursor, MAX_LIMIT).await {
-            Ok(p) => p,
-            Err(e) => return unavailable(&e),
-        };
+        let page = app.store.list(filter.clone(), cursor, MAX_LIMIT).await?;
         ids.extend(page.deliveries.iter().map(|d| d.id));
         if ids.len() > REPLAY_CAP {
             ids.truncate(REPLAY_CAP);
@@ -632,50 +672,41 @@ async fn replay_matching(app: &Context, body: &[u8]) -> Response<Body> {
             None => break,
         }
     }
+    Ok((ids, capped))
+}
+
+/// Queues `ids` again, a batch at a time: how many were replayed, or the
+/// error that stopped it and how many were replayed before.
+async fn replay_ids(app: &Context, ids: &[DeliveryId]) -> Result<usize, (String, usize)> {
     let matched = ids.len();
     let mut replayed = 0;
-    if !r.dry_run {
-        let now = unix_ms();
-        let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
-        for batch in ids.chunks(REPLAY_BATCH) {
-            let mut running = tokio::task::JoinSet::new();
-            for &id in batch {
-                let store = app.store.clone();
-                running.spawn(async move { store.replay(id, now, deadline).await });
-            }
-            let mut failed = None;
-            while let Some(done) = running.join_next().await {
-                match done {
-                    Ok(Ok(Replay::Queued)) => {
-                        replayed += 1;
-                        app.deliveries.wake();
-                    }
-                    // Replayed, delivered or gone since it was listed.
-                    Ok(Ok(Replay::NotDead(_) | Replay::NotFound)) => {}
-                    Ok(Err(e)) => failed = Some(e.to_string()),
-                    Err(e) => failed = Some(format!("replay task failed: {e}")),
+    let now = unix_ms();
+    let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
+    for batch in ids.chunks(REPLAY_BATCH) {
+        let mut running = tokio::task::JoinSet::new();
+        for &id in batch {
+            let store = app.store.clone();
+            running.spawn(async move { store.replay(id, now, deadline).await });
+        }
+        let mut failed = None;
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok(Ok(Replay::Queued)) => {
+                    replayed += 1;
+                    app.deliveries.wake();
                 }
-            }
-            if let Some(why) = failed {
-                tracing::warn!(matched, replayed, error = %why, "bulk replay stopped");
-                return json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &format!("{why} (replayed {replayed} of {matched} before stopping)"),
-                );
+                // Replayed, delivered or gone since it was listed.
+                Ok(Ok(Replay::NotDead(_) | Replay::NotFound)) => {}
+                Ok(Err(e)) => failed = Some(e.to_string()),
+                Err(e) => failed = Some(format!("replay task failed: {e}")),
             }
         }
-        tracing::info!(
-            matched,
-            replayed,
-            capped,
-            "dead deliveries queued again by bulk replay"
-        );
+        if let Some(why) = failed {
+            tracing::warn!(matched, replayed, error = %why, "bulk replay stopped");
+            return Err((why, replayed));
+        }
     }
-    json(
-        StatusCode::OK,
-        &json!({ "matched": matched, "replayed": replayed, "dry_run": r.dry_run, "capped": capped }),
-    )
+    Ok(replayed)
 }
 
 #[cfg(test)]

@@ -232,42 +232,9 @@ async fn decide(
             None => path.to_string(),
         })
     });
-    let too_long = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY as u64);
-    if too_long {
-        return refused(req, limit, Outcome::TooLarge);
-    }
-    let mut incoming = req.into_body();
-    let read = async {
-        let mut buf = BytesMut::new();
-        loop {
-            match incoming.frame().await {
-                None => return Ok(Some(buf.freeze())),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if buf.len() + data.len() > MAX_BODY {
-                            return Ok(None);
-                        }
-                        buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-    };
-    let read = tokio::time::timeout(limit, read).await;
-    let body = match read {
-        Err(_) => return Outcome::Timeout,
-        Ok(Err(_)) => return Outcome::BadRequest("body could not be read"),
-        Ok(Ok(None)) => {
-            linger(incoming, limit, LINGER_BYTES);
-            return Outcome::TooLarge;
-        }
-        Ok(Ok(Some(body))) => body,
+    let body = match read_body(req, limit).await {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
     };
     let (session_id, authorization_token) = match parse_body(&body) {
         Ok(fields) => fields,
@@ -295,6 +262,46 @@ async fn decide(
             tracing::error!(error = %e, "store cannot record a callback");
             Outcome::Unavailable
         }
+    }
+}
+
+/// Reads a callback's body, within `limit` and `MAX_BODY`.
+async fn read_body(req: Request<Incoming>, limit: Duration) -> Result<Bytes, Outcome> {
+    let too_long = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY as u64);
+    if too_long {
+        return Err(refused(req, limit, Outcome::TooLarge));
+    }
+    let mut incoming = req.into_body();
+    let read = async {
+        let mut buf = BytesMut::new();
+        loop {
+            match incoming.frame().await {
+                None => return Ok(Some(buf.freeze())),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > MAX_BODY {
+                            return Ok(None);
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(limit, read).await {
+        Err(_) => Err(Outcome::Timeout),
+        Ok(Err(_)) => Err(Outcome::BadRequest("body could not be read")),
+        Ok(Ok(None)) => {
+            linger(incoming, limit, LINGER_BYTES);
+            Err(Outcome::TooLarge)
+        }
+        Ok(Ok(Some(body))) => Ok(body),
     }
 }
 

@@ -213,40 +213,43 @@ async fn attempt(app: &Worker, d: Delivery) {
             AttemptOutcome::Retry { next_at, error }
         }
     };
-    // Recording the outcome is retried until it holds, however long the
-    // store is down: giving up after a 2xx would send the authorization
-    // again, and giving up after a failure would leave the delivery leased
-    // and never retried. Only the process stopping ends it (then, after a
-    // restart, the delivery is sent again with the same Idempotency-Key).
+    record_outcome(
+        app,
+        d.id,
+        n,
+        Attempted {
+            outcome,
+            log: record,
+        },
+    )
+    .await;
+}
+
+/// Records an attempt's outcome. Recording is retried until it holds,
+/// however long the store is down: giving up after a 2xx would send the
+/// authorization again, and giving up after a failure would leave the
+/// delivery leased and never retried. Only the process stopping ends it
+/// (then, after a restart, the delivery is sent again with the same
+/// Idempotency-Key).
+async fn record_outcome(app: &Worker, id: DeliveryId, n: u32, done: Attempted) {
+    let watch_starts = matches!(
+        done.outcome,
+        AttemptOutcome::Delivered {
+            watch_from: Some(_),
+            ..
+        }
+    );
     let mut pause = Duration::from_millis(100);
     loop {
-        match app
-            .store
-            .deliveries()
-            .finish(
-                d.id,
-                n,
-                Attempted {
-                    outcome: outcome.clone(),
-                    log: record.clone(),
-                },
-            )
-            .await
-        {
+        match app.store.deliveries().finish(id, n, done.clone()).await {
             Ok(()) => {
-                if matches!(
-                    outcome,
-                    AttemptOutcome::Delivered {
-                        watch_from: Some(_),
-                        ..
-                    }
-                ) {
+                if watch_starts {
                     app.watch_doorbell.notify_one();
                 }
                 return;
             }
             Err(e) => {
-                tracing::error!(id = %d.id, error = %e, "cannot record the delivery outcome; retrying");
+                tracing::error!(%id, error = %e, "cannot record the delivery outcome; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
