@@ -11,7 +11,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-pub enum Body {
+pub(crate) enum Body {
     Bytes(Option<Bytes>),
     Incoming(Incoming),
     /// A pass-through response on a worker's own upstream connection.
@@ -22,7 +22,7 @@ pub enum Body {
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error(transparent)]
     Http(#[from] hyper::Error),
     /// Its `Inspect` refused it: a form body carried a name a callback
@@ -34,7 +34,7 @@ pub enum BodyError {
 /// Reads a request body piece by piece as it streams to the upstream, and
 /// may refuse it: then the body ends in `BodyError::Refused` and the
 /// request is cut off. The proxy's form scanner is the one there is.
-pub trait Inspect: Send + Sync + Unpin {
+pub(crate) trait Inspect: Send + Sync + Unpin {
     /// One piece; `false` refuses the body.
     fn feed(&mut self, data: &[u8]) -> bool;
     /// The body has ended; `false` refuses it.
@@ -42,13 +42,13 @@ pub trait Inspect: Send + Sync + Unpin {
 }
 
 /// A body read by an `Inspect` as it streams.
-pub struct Inspected<I: ?Sized> {
+pub(crate) struct Inspected<I: ?Sized> {
     body: Incoming,
     inspect: I,
 }
 
 impl<I: Inspect + 'static> Inspected<I> {
-    pub fn body(body: Incoming, inspect: I) -> Body {
+    pub(crate) fn body(body: Incoming, inspect: I) -> Body {
         Body::Inspected(Box::new(Inspected { body, inspect }))
     }
 }
@@ -98,7 +98,7 @@ impl http_body::Body for Inspected<dyn Inspect> {
 }
 
 impl Body {
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Body::Bytes(None)
     }
 }
@@ -141,7 +141,7 @@ impl From<Returning> for Body {
 /// body has been read to its end (or had nothing to read), `home` takes
 /// the connection back for the next request. A body dropped before its end
 /// leaves the connection mid-message, and hyper closes it.
-pub struct Returning {
+pub(crate) struct Returning {
     body: Incoming,
     sender: Option<SendRequest<Body>>,
     ended: bool,
@@ -149,7 +149,11 @@ pub struct Returning {
 }
 
 impl Returning {
-    pub fn new(body: Incoming, sender: SendRequest<Body>, home: fn(SendRequest<Body>)) -> Self {
+    pub(crate) fn new(
+        body: Incoming,
+        sender: SendRequest<Body>,
+        home: fn(SendRequest<Body>),
+    ) -> Self {
         Returning {
             body,
             sender: Some(sender),
@@ -235,7 +239,7 @@ impl http_body::Body for Body {
 }
 
 /// `{"error": CODE, "message": TEXT}` with `status`.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
@@ -247,7 +251,7 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
 }
 
 /// `value` as a JSON answer.
-pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+pub(crate) fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let body = match serde_json::to_string(value) {
         Ok(body) => body,
         Err(e) => {
@@ -267,7 +271,7 @@ pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
     resp
 }
 
-pub fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -277,7 +281,7 @@ pub fn text(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     resp
 }
 
-pub fn status(status: StatusCode) -> Response<Body> {
+pub(crate) fn status(status: StatusCode) -> Response<Body> {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
     resp

@@ -38,7 +38,7 @@ use tokio_rustls::TlsConnector;
 use crate::net::HostPort;
 
 /// The client side of TLS.
-pub struct Tls {
+pub(crate) struct Tls {
     pub config: Arc<rustls::ClientConfig>,
     /// How many certificates the `extra` file added.
     pub extra_roots: usize,
@@ -47,7 +47,7 @@ pub struct Tls {
 /// aws-lc-rs, TLS 1.3 and 1.2, HTTP/1.1 by ALPN, trusting the built-in
 /// Mozilla roots plus every certificate in the PEM file `extra` (a private
 /// or test CA). Errors name the file: `{path}: {why}`.
-pub fn tls(extra: Option<&Path>) -> Result<Tls, String> {
+pub(crate) fn tls(extra: Option<&Path>) -> Result<Tls, String> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -79,7 +79,7 @@ pub fn tls(extra: Option<&Path>) -> Result<Tls, String> {
 
 /// Why no answer came.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// DNS, or the TCP connection.
     Connect(String),
     /// The handshake, the certificate included.
@@ -109,7 +109,7 @@ impl std::error::Error for Failure {}
 impl Failure {
     /// The cause alone, for a caller that says in its own words which
     /// exchange failed (`cannot reach Klarna: {cause}`).
-    pub fn cause(&self) -> String {
+    pub(crate) fn cause(&self) -> String {
         match self {
             Failure::Connect(e) | Failure::Tls(e) | Failure::Http(e) => e.clone(),
             Failure::Timeout(..) => self.to_string(),
@@ -140,7 +140,7 @@ pub struct Limits {
 
 /// `scheme://host:port`, the port always written out: the start of an
 /// absolute URI for [`Client::send`].
-pub fn origin(secure: bool, target: &HostPort) -> String {
+pub(crate) fn origin(secure: bool, target: &HostPort) -> String {
     let scheme = if secure { "https" } else { "http" };
     if target.host().contains(':') {
         format!("{scheme}://[{}]:{}", target.host(), target.port())
@@ -150,14 +150,14 @@ pub fn origin(secure: bool, target: &HostPort) -> String {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: legacy::Client<Connector, Full<Bytes>>,
     answer: Option<Duration>,
 }
 
 impl Client {
     /// `tls` for `https` URIs; without it only `http` ones are reached.
-    pub fn new(tls: Option<Arc<rustls::ClientConfig>>, limits: Limits) -> Self {
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>, limits: Limits) -> Self {
         let connector = Connector {
             tls: tls.map(TlsConnector::from),
             limits,
@@ -177,7 +177,10 @@ impl Client {
     /// Sends `req`, whose URI is absolute (`http://` or `https://`), and
     /// returns the head of the answer with its body still to read. A `Host`
     /// header already set is kept.
-    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
+    pub(crate) async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, Failure> {
         let Some(limit) = self.answer else {
             return self.inner.request(req).await.map_err(|e| Failure::of(&e));
         };

@@ -35,23 +35,23 @@
 //! `deliveries` CLI) and its rustls configuration.
 
 pub mod admin;
-pub mod body;
+mod body;
 pub mod callback;
-pub mod client;
+mod client;
 pub mod config;
 pub mod delivery;
 pub mod doctor;
 pub mod front;
-pub mod klarna;
-pub mod net;
+mod klarna;
+mod net;
 pub mod ops;
-pub mod proxy;
+mod proxy;
 pub mod route;
 mod startup;
 pub mod store;
 pub mod text;
 pub mod types;
-pub mod upstream;
+mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ pub struct IpNet {
 }
 
 impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -34,7 +34,7 @@ impl IpNet {
 }
 
 /// `::ffff:1.2.3.4` is 1.2.3.4: a dual-stack socket reports IPv4 peers that way.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
@@ -77,7 +77,7 @@ impl fmt::Debug for IpNet {
 /// own header line rather than extend the last one, so every line counts, in
 /// order: reading only the first would take a client's forged entry for the
 /// one a trusted proxy added.
-pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
     static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
     let values = headers.get_all(&X_FORWARDED_FOR);
     // A line that is not text spoils the chain: skipping it would drop the
@@ -104,7 +104,7 @@ pub fn forwarded_chain(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_,
 /// in `trusted`; then the client is the right-most address of the chain it
 /// sent that is not itself a trusted proxy (every trusted hop must append
 /// the address it received the connection from). Otherwise it is the peer.
-pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(peer) {
@@ -128,7 +128,7 @@ pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> IpAddr {
 
 /// The `X-Forwarded-For` header value to send upstream: the chain a trusted
 /// peer sent with the peer appended, or else the peer alone.
-pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> String {
+pub(crate) fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> String {
     let peer = canonical(peer);
     match xff {
         Some(chain) if trusted.iter().any(|n| n.contains(peer)) && !chain.trim().is_empty() => {
@@ -140,7 +140,7 @@ pub fn forwarded_for(peer: IpAddr, xff: Option<&str>, trusted: &[IpNet]) -> Stri
 
 /// An address as text. Every proxied request names its client, so IPv4 is
 /// written digit by digit rather than through the formatting machinery.
-pub fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
@@ -163,7 +163,7 @@ pub fn ip_text(ip: IpAddr) -> String {
 /// Where a URI points: its host (an IPv6 literal without its brackets, as
 /// the resolver and TLS want it) and its port.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostPort {
+pub(crate) struct HostPort {
     host: String,
     port: u16,
     default_port: u16,
@@ -171,7 +171,7 @@ pub struct HostPort {
 
 impl HostPort {
     /// The host and port of `uri`; `default_port` when it names none.
-    pub fn of(uri: &http::Uri, default_port: u16) -> Option<Self> {
+    pub(crate) fn of(uri: &http::Uri, default_port: u16) -> Option<Self> {
         let host = uri.host()?;
         let host = host
             .strip_prefix('[')
@@ -187,17 +187,17 @@ impl HostPort {
         })
     }
 
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The `Host` header value: brackets back around an IPv6 literal, and
     /// the port only when it is not the default.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {

@@ -23,7 +23,7 @@ use crate::upstream::Upstream;
 use crate::{admin, callback, delivery, proxy, RunError};
 
 /// What every phase shares.
-pub struct Core {
+pub(crate) struct Core {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
@@ -38,7 +38,7 @@ pub struct Core {
 }
 
 /// Phase 1: metrics, TLS, the store and the upstream.
-pub async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, RunError> {
+pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, RunError> {
     let metrics = Arc::new(Metrics::default());
     for r in &config.routes {
         metrics.declare_route(&r.name);
@@ -99,7 +99,7 @@ pub struct Deliveries {
 /// Phase 2: the delivery worker. With the memory store it stops only after
 /// the listeners and the Read Session checks have (`drain`): a callback
 /// answered 2xx while they drain must still find a worker to deliver it.
-pub fn start_delivery(core: &Core, drain: &Drain) -> Deliveries {
+pub(crate) fn start_delivery(core: &Core, drain: &Drain) -> Deliveries {
     let config = &core.config;
     let new_registration = Arc::new(Notify::new());
     let handle = delivery::Handle::default();
@@ -129,7 +129,7 @@ pub fn start_delivery(core: &Core, drain: &Drain) -> Deliveries {
 }
 
 /// Phase 3: Read Session recovery and order watch, when either is on.
-pub fn start_klarna(
+pub(crate) fn start_klarna(
     core: &Core,
     deliveries: &Deliveries,
     drain: &Drain,
@@ -161,7 +161,7 @@ pub fn start_klarna(
 
 /// Phase 4: the public listeners (TLS, and plain HTTP behind an ingress),
 /// routing each request to a callback route or the pass-through.
-pub fn serve_public(
+pub(crate) fn serve_public(
     core: &mut Core,
     deliveries: &Deliveries,
     public: TcpListener,
@@ -234,7 +234,7 @@ pub fn serve_public(
 
 /// Phase 5: the admin listener. It outlives the public ones, so probes see
 /// the drain.
-pub fn serve_admin(
+pub(crate) fn serve_admin(
     core: &Core,
     deliveries: &Deliveries,
     listener: TcpListener,
@@ -269,7 +269,7 @@ pub fn serve_admin(
 }
 
 /// What `run` started and `drain` stops.
-pub struct Started {
+pub(crate) struct Started {
     pub core: Core,
     pub deliveries: Deliveries,
     pub klarna: Option<JoinHandle<()>>,
@@ -281,7 +281,7 @@ pub struct Started {
 /// new connections; in-flight requests get the grace), with Klarna's work;
 /// then the delivery worker; then the admin listener, so probes saw the
 /// drain to its end.
-pub async fn drain(started: Started, drain: Drain) {
+pub(crate) async fn drain(started: Started, drain: Drain) {
     let Started {
         core,
         deliveries,
@@ -318,7 +318,7 @@ pub async fn drain(started: Started, drain: Drain) {
 }
 
 /// A listener's address, for a log line.
-pub fn local_addr(l: &TcpListener) -> String {
+pub(crate) fn local_addr(l: &TcpListener) -> String {
     l.local_addr()
         .map_or_else(|_| "-".to_string(), |a| a.to_string())
 }

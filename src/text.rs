@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// The longest duration the config accepts: 100 years. Anything longer is a
 /// typo, and bounding it keeps every deadline computed from it in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Parses a duration written as one or more `<integer><unit>` groups:
 /// `250ms`, `2s`, `1m`, `48h`, `1d`, `1h30m`; at most `MAX_DURATION`.
@@ -144,12 +144,12 @@ pub fn parse_retry_after(value: &str, now_secs: u64) -> Option<Duration> {
 /// `at_ms` (unix milliseconds) plus `wait`, saturating at `u64::MAX` rather
 /// than wrapping: a wrapped sum lies in the past, and work scheduled in the
 /// past is done again at once, in a loop.
-pub fn saturating_add_ms(at_ms: u64, wait: Duration) -> u64 {
+pub(crate) fn saturating_add_ms(at_ms: u64, wait: Duration) -> u64 {
     at_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// base64url without padding (RFC 4648 §5), as the token format uses.
-pub fn base64url(bytes: &[u8]) -> String {
+pub(crate) fn base64url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -162,7 +162,7 @@ pub fn base64(bytes: &[u8]) -> String {
 
 /// Lower-case hex. Ours, not a crate's: no hex crate is in the dependency
 /// tree, and this is eight lines.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -173,7 +173,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// application/x-www-form-urlencoded encoding of one value.
-pub fn form_encode(out: &mut String, value: &str) {
+pub(crate) fn form_encode(out: &mut String, value: &str) {
     out.extend(form_urlencoded::byte_serialize(value.as_bytes()));
 }
 
@@ -185,7 +185,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Percent-encodes one path segment.
-pub fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
@@ -208,7 +208,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Redacts a secret-bearing string to its last four characters.
-pub fn redact(s: &str) -> String {
+pub(crate) fn redact(s: &str) -> String {
     let n = s.chars().count();
     if n <= 4 {
         return "…".into();

@@ -10,7 +10,7 @@ use crate::text::{hex, redact};
 
 /// Largest `authorization_token` or `session_id` accepted, from a callback
 /// or from Klarna.
-pub const MAX_FIELD: usize = 1024;
+pub(crate) const MAX_FIELD: usize = 1024;
 
 /// Klarna's payment session id. Not a secret.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,12 +50,12 @@ impl AuthorizationToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         redact(&self.0)
     }
     /// Its last four characters and nothing else, as the admin API lists it;
     /// nothing at all for a token that short.
-    pub fn last4(&self) -> String {
+    pub(crate) fn last4(&self) -> String {
         redact(&self.0).trim_start_matches('…').to_string()
     }
 }
@@ -102,11 +102,11 @@ impl DeliveryId {
         Some(Self(id))
     }
 
-    pub fn bytes(&self) -> &[u8; 16] {
+    pub(crate) fn bytes(&self) -> &[u8; 16] {
         &self.0
     }
 
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Self> {
         Some(Self(b.try_into().ok()?))
     }
 }
@@ -150,7 +150,7 @@ impl fmt::Display for Secret {
 
 /// Equality that takes the same time wherever the inputs differ. Inputs are
 /// hashed first so that not even their lengths leak.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     let da = digest::digest(&digest::SHA256, a);
     let db = digest::digest(&digest::SHA256, b);
     let diff = da

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use authback::callback::parse_body;
-use authback::forward;
+use authback::delivery::render;
 use authback::store::{Delivery, Source};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -44,9 +44,9 @@ fuzz_target!(|data: &[u8]| {
         1_700_000_000_000,
         Duration::from_secs(60),
     );
-    let json = forward::render(&d, &cfg.routes[0]);
+    let json = render::render(&d, &cfg.routes[0]);
     let v: serde_json::Value = serde_json::from_slice(&json.body).expect("rendered JSON parses");
     assert_eq!(v["session_id"].as_str(), Some(session.as_str()));
     assert_eq!(v["authorization_token"].as_str(), Some(token.expose()));
-    let _ = forward::render(&d, &cfg.routes[1]);
+    let _ = render::render(&d, &cfg.routes[1]);
 });

@@ -27,7 +27,7 @@ use crate::text::{parse_duration, rfc3339};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 
 /// What the admin listener reads and does.
-pub struct Context {
+pub(crate) struct Context {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
@@ -39,7 +39,7 @@ pub struct Context {
     pub history: crate::ops::history::History,
 }
 
-pub async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(app: &Context, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (method, path.as_str()) {
@@ -305,7 +305,7 @@ async fn register(app: &Context, body: &[u8]) -> Response<Body> {
 }
 
 /// Minted URLs live 48 hours unless asked otherwise, as long as a session.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(48 * 3600);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(48 * 3600);
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), 64 * 1024).collect().await {

@@ -15,7 +15,7 @@ use crate::types::{ct_eq, Secret};
 /// name an attacker rebinds to 127.0.0.1 would otherwise reach the API
 /// from the operator's own browser. Last, a POST's body must be JSON
 /// (`json_body`).
-pub fn check<B: hyper::body::Body>(
+pub(crate) fn check<B: hyper::body::Body>(
     token: Option<&Secret>,
     req: &Request<B>,
 ) -> Result<(), Box<Response<Body>>> {

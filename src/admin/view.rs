@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// A delivery in the listing: `attempts` is the number of attempts made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ListedDelivery {
+pub(crate) struct ListedDelivery {
     pub attempts: u32,
     #[serde(flatten)]
     pub delivery: DeliveryView,
@@ -26,7 +26,7 @@ pub struct ListedDelivery {
 /// `attempts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DeliveryDetail {
+pub(crate) struct DeliveryDetail {
     pub attempt_count: u32,
     pub attempts: Vec<AttemptView>,
     #[serde(flatten)]
@@ -36,7 +36,7 @@ pub struct DeliveryDetail {
 /// What the listing and the detail share: every field but `attempts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DeliveryView {
+pub(crate) struct DeliveryView {
     /// The token's last 4 characters.
     pub authorization_token: String,
     pub deadline_at: String,
@@ -59,7 +59,7 @@ pub struct DeliveryView {
 /// A delivery's order watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct WatchView {
+pub(crate) struct WatchView {
     pub checks: u32,
     pub last_error: Option<String>,
     /// While watching only.
@@ -73,7 +73,7 @@ pub struct WatchView {
 /// One entry of the attempt log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct AttemptView {
+pub(crate) struct AttemptView {
     /// RFC 3339 with milliseconds.
     pub at: String,
     pub duration_ms: u64,

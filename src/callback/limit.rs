@@ -10,13 +10,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::text::Rate;
 
-pub struct IpLimiter {
+pub(crate) struct IpLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
 impl IpLimiter {
-    pub fn new(rate: Rate) -> Option<Self> {
+    pub(crate) fn new(rate: Rate) -> Option<Self> {
         let count = NonZeroU32::new(rate.count)?;
         let quota = Quota::with_period(rate.per / rate.count)?.allow_burst(count);
         Some(Self {
@@ -26,14 +26,14 @@ impl IpLimiter {
     }
 
     /// Takes one unit of `ip`'s quota: `Err(wait)` when it is used up.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter
             .check_key(&ip)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forgets addresses whose quota is full again.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }

@@ -25,7 +25,7 @@ pub enum MintError {
 
 /// Mints the callback URL for `merchant_urls.authorization`; returns it with
 /// its expiry (unix seconds).
-pub fn mint_url(
+pub(crate) fn mint_url(
     route: &Route,
     public_url: &str,
     reference: &str,

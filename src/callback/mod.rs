@@ -4,7 +4,7 @@
 //!
 //! Every answer and its status code live in `Outcome::response`.
 
-pub mod limit;
+pub(crate) mod limit;
 pub mod mint;
 pub mod token;
 
@@ -29,12 +29,12 @@ use limit::IpLimiter;
 use token::TokenError;
 
 /// Largest callback body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// What handling a callback needs, and nothing else: the callback handler
 /// never sees the upstream or the delivery worker, only the store and a
 /// doorbell that says there is new work.
-pub struct Context {
+pub(crate) struct Context {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     /// Rung when a callback is recorded: the delivery worker wakes.
@@ -49,7 +49,7 @@ pub struct Context {
 
 impl Context {
     /// Sweeps the limiters' idle addresses every minute until `stop`.
-    pub fn spawn_sweeper(
+    pub(crate) fn spawn_sweeper(
         self: &Arc<Self>,
         stop: crate::ops::shutdown::Stop,
     ) -> tokio::task::JoinHandle<()> {
@@ -72,7 +72,7 @@ impl Context {
 
 /// What became of one callback.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Accepted(DeliveryId),
     Duplicate(DeliveryId),
     MethodNotAllowed,
@@ -87,7 +87,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The `outcome` of `authback_callbacks_total` this answer counts as.
-    pub fn kind(&self) -> CallbackOutcome {
+    pub(crate) fn kind(&self) -> CallbackOutcome {
         match self {
             Outcome::Accepted(_) => CallbackOutcome::Accepted,
             Outcome::Duplicate(_) => CallbackOutcome::Duplicate,
@@ -103,12 +103,12 @@ impl Outcome {
     }
 
     /// The `outcome` label, as the logs show it.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         self.kind().as_str()
     }
 
     /// What went wrong, in words, as the answer's `message` says it.
-    pub fn message(&self) -> std::borrow::Cow<'static, str> {
+    pub(crate) fn message(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Outcome::Accepted(_) => "recorded".into(),
             Outcome::Duplicate(_) => "already recorded".into(),
@@ -123,7 +123,7 @@ impl Outcome {
         }
     }
 
-    pub fn response(&self) -> Response<Body> {
+    pub(crate) fn response(&self) -> Response<Body> {
         let message = self.message();
         match self {
             Outcome::Accepted(_) | Outcome::Duplicate(_) => status(StatusCode::NO_CONTENT),
@@ -161,7 +161,7 @@ impl Outcome {
 /// Handles one request on a callback route. `path` is the request's
 /// canonical path; `reference` is `None` when its reference segment is
 /// invalid.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &Context,
     route: &Route,
     reference: Option<&str>,

@@ -23,7 +23,7 @@ pub enum TokenError {
 
 /// Whether `token` has this module's format's prefix (it may still be
 /// malformed); anything else can only be a static token.
-pub fn is_v1(token: &str) -> bool {
+pub(crate) fn is_v1(token: &str) -> bool {
     token.starts_with("v1.")
 }
 

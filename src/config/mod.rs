@@ -55,7 +55,7 @@ impl Config {
         }
     }
 
-    pub fn route(&self, name: &str) -> Option<&Route> {
+    pub(crate) fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }
 }

@@ -181,7 +181,7 @@ pub struct ReconcileConfig {
 
 /// Klarna's published callback source addresses, taken from its
 /// documentation on 2026-11-23. Named lists usable in `allow_ips`.
-pub const KLARNA_IP_LISTS: &[(&str, &[&str])] = &[
+pub(crate) const KLARNA_IP_LISTS: &[(&str, &[&str])] = &[
     (
         "klarna-production",
         &[

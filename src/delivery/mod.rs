@@ -34,7 +34,7 @@ use crate::upstream::Upstream;
 /// What the rest of authback may do with the delivery worker: wake it for
 /// new work, and read how many attempts it has in flight.
 #[derive(Clone, Default)]
-pub struct Handle(Arc<Shared>);
+pub(crate) struct Handle(Arc<Shared>);
 
 #[derive(Default)]
 struct Shared {
@@ -53,22 +53,22 @@ struct Shared {
 
 impl Handle {
     /// Tells the worker there is work: a callback recorded or replayed.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.0.wake.notify_one();
     }
 
     /// The worker's doorbell, for those that must not import this module.
-    pub fn doorbell(&self) -> Arc<Notify> {
+    pub(crate) fn doorbell(&self) -> Arc<Notify> {
         self.0.wake.clone()
     }
 
     /// Attempts running now.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.0.in_flight.load(Ordering::Relaxed)
     }
 
     /// Shutdown began now: the drain is measured from here.
-    pub fn shutdown_began(&self) {
+    pub(crate) fn shutdown_began(&self) {
         let _ = self.0.stop_began.set(Instant::now());
     }
 
@@ -78,7 +78,7 @@ impl Handle {
 }
 
 /// Everything the worker needs, and nothing else.
-pub struct Worker {
+pub(crate) struct Worker {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
@@ -103,7 +103,7 @@ impl Worker {
 /// Starts the worker: the due-work loop over the outbox. It runs until
 /// `stop`; with a store that does not survive the process, it then keeps
 /// delivering what is queued for up to `shutdown_grace`.
-pub fn spawn(worker: Worker, stop: Stop) -> JoinHandle<()> {
+pub(crate) fn spawn(worker: Worker, stop: Stop) -> JoinHandle<()> {
     let app = Arc::new(worker);
     let store = app.store.clone();
     let drain = (!store.durable()).then(|| {
@@ -402,7 +402,7 @@ fn classify(
 }
 
 /// `Authback-Signature: t={unix},v1={hex HMAC-SHA256(secret, t + "." + body)}`.
-pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> HeaderValue {
+pub(crate) fn signature(secret: &[u8], t: u64, body: &[u8]) -> HeaderValue {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(t.to_string().as_bytes());
@@ -423,7 +423,7 @@ fn retry_at(now: u64, delay: Duration, deadline_at: u64) -> u64 {
 }
 
 /// Full jitter: a random delay in [0, min(max, initial * 2^(attempt-1))].
-pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = initial.saturating_mul(
         1u32.checked_shl(attempt.saturating_sub(1).min(30))
             .unwrap_or(u32::MAX),

@@ -10,7 +10,7 @@ use crate::store::Delivery;
 use crate::text::{form_encode, rfc3339};
 
 /// Klarna's authorization_token is valid for 60 minutes.
-pub const TOKEN_LIFETIME_SECS: u64 = 3600;
+pub(crate) const TOKEN_LIFETIME_SECS: u64 = 3600;
 
 pub struct Rendered {
     pub path_and_query: String,

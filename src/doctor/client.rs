@@ -13,14 +13,14 @@ use http::{header, HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::report::STEP;
-pub use crate::client::Failure;
+pub(crate) use crate::client::Failure;
 use crate::client::{origin, Client, Limits};
 use crate::net::HostPort;
 
 /// Enough of a body to show its first 200 characters.
 const KEEP: usize = 4096;
 
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     /// At most `KEEP` bytes of the body.
@@ -28,14 +28,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+    pub(crate) fn header(&self, name: header::HeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// Trusts the built-in Mozilla roots, as Klarna's own client does, plus
 /// the certificates in `extra` (PEM), of which there must be one at least.
-pub fn tls(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn tls(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let tls = crate::client::tls(extra)?;
     match extra {
         Some(path) if tls.extra_roots == 0 => Err(format!(
@@ -51,7 +51,7 @@ pub fn tls(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
 /// handshake and the head of the answer each within `STEP`, then up to
 /// `KEEP` bytes of its body within another `STEP`. `req` is in origin
 /// form, as `request` makes it.
-pub async fn send(
+pub(crate) async fn send(
     target: &HostPort,
     tls: Option<&Arc<rustls::ClientConfig>>,
     connect: Duration,
@@ -97,7 +97,12 @@ pub async fn send(
 }
 
 /// A request for `path` with the headers every doctor request carries.
-pub fn request(target: &HostPort, method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+pub(crate) fn request(
+    target: &HostPort,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method;
     // A path from the config is already a valid URI path; a bad one falls
@@ -114,14 +119,14 @@ pub fn request(target: &HostPort, method: Method, path: &str, body: Bytes) -> Re
     req
 }
 
-pub fn get(target: &HostPort, path: &str) -> Request<Full<Bytes>> {
+pub(crate) fn get(target: &HostPort, path: &str) -> Request<Full<Bytes>> {
     request(target, Method::GET, path, Bytes::new())
 }
 
 /// The first 200 characters of `body` on one line, with every string of
 /// `hide` replaced by its last four characters: a WAF's page may echo the
 /// URL it refused, token included.
-pub fn excerpt(body: &[u8], hide: &[&str]) -> String {
+pub(crate) fn excerpt(body: &[u8], hide: &[&str]) -> String {
     let mut text = String::from_utf8_lossy(body).into_owned();
     for h in hide.iter().filter(|h| !h.is_empty()) {
         text = text.replace(h, &crate::text::redact(h));

@@ -15,7 +15,7 @@ use crate::types::SessionId;
 /// More apart than this and token expiries and logs disagree with Klarna.
 const MAX_SKEW_SECS: u64 = 30;
 
-pub async fn checks(config: &Config) -> Vec<Check> {
+pub(crate) async fn checks(config: &Config) -> Vec<Check> {
     let Some(k) = &config.klarna else {
         return vec![
             Check::skip("klarna", "no [klarna] section"),

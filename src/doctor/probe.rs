@@ -30,7 +30,7 @@ const PROBE_TTL: Duration = Duration::from_secs(300);
 /// line for the refused callback.
 const PROBE_REFERENCE: &str = "doctor-probe";
 
-pub async fn checks(config: &Config, ca_file: Option<&Path>) -> Vec<Check> {
+pub(crate) async fn checks(config: &Config, ca_file: Option<&Path>) -> Vec<Check> {
     let public = &config.server.public_url;
     let parsed = public.parse::<http::Uri>().ok().and_then(|u| {
         let secure = u.scheme_str() == Some("https");

@@ -26,15 +26,19 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn ok(name: &'static str, detail: impl Into<String>) -> Self {
         Self::new(name, Status::Ok, detail, None)
     }
 
-    pub fn skip(name: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn skip(name: &'static str, detail: impl Into<String>) -> Self {
         Self::new(name, Status::Skip, detail, None)
     }
 
-    pub fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn fail(
+        name: &'static str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self::new(name, Status::Fail, detail, Some(fix.into()))
     }
 
@@ -95,7 +99,7 @@ impl fmt::Display for Report {
 
 /// The limit of every network step (resolve, connect, TLS, answer, body):
 /// the doctor must answer even when the network does not.
-pub const STEP: Duration = Duration::from_secs(5);
+pub(crate) const STEP: Duration = Duration::from_secs(5);
 
 /// A random lowercase hex string of `bytes` bytes; time and process id if
 /// the system's randomness fails (it only has to be unlike any real id).

@@ -7,7 +7,7 @@
 use http::{header, Method, Request, Version};
 
 /// Why a head is refused, as the 400's `message` says it.
-pub fn check<B>(req: &Request<B>) -> Result<(), &'static str> {
+pub(crate) fn check<B>(req: &Request<B>) -> Result<(), &'static str> {
     let method = req.method().as_str().as_bytes();
     // Methods are case-sensitive tokens: `get` is not `GET`, and a backend
     // that upper-cases it would read another method than authback routed.

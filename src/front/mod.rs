@@ -3,9 +3,9 @@
 //! decides, on one reading of each request, whether it is a callback or
 //! pass-through. Nothing here talks to the store or the upstream itself.
 
-pub mod head;
+pub(crate) mod head;
 pub mod path;
-pub mod router;
-pub mod server;
+pub(crate) mod router;
+pub(crate) mod server;
 pub mod tls;
-pub mod workers;
+pub(crate) mod workers;

@@ -28,7 +28,7 @@ pub fn canonical(raw: &str) -> Cow<'_, str> {
 /// `%2F`, `%5C` (either case), `\`, `;`, or a `%` that starts no escape or
 /// is itself escaped (a backend that decodes twice reads `%2%46` and `%252F`
 /// as `/`).
-pub fn is_ambiguous(raw: &str) -> bool {
+pub(crate) fn is_ambiguous(raw: &str) -> bool {
     let b = raw.as_bytes();
     // Most paths hold none of the three bytes that can start one.
     if !b.iter().any(|&c| matches!(c, b'%' | b'\\' | b';')) {
@@ -102,7 +102,7 @@ pub fn lenient(raw: &str) -> String {
 /// `x.php/anything`, PATH_INFO); in the `spring` dialect, each with white
 /// space trimmed around its segments (AntPathMatcher's `trimTokens`, on
 /// before Spring 4.3). A plain path costs no allocation.
-pub fn any_reading(
+pub(crate) fn any_reading(
     raw: &str,
     canonical: &str,
     dialect: crate::route::dialect::Dialect,

@@ -17,7 +17,7 @@ use crate::proxy;
 use crate::route::dialect::Dialect;
 use crate::route::{Route, RouteMatch};
 
-pub struct App {
+pub(crate) struct App {
     routes: Vec<Route>,
     /// Each route's forward path, canonical and without its query.
     forward_paths: Vec<String>,
@@ -29,7 +29,7 @@ pub struct App {
 }
 
 /// How the backend reads requests, as far as routing needs it.
-pub struct Reading {
+pub(crate) struct Reading {
     pub dialect: Dialect,
     pub max_input_vars: usize,
 }
@@ -44,7 +44,7 @@ fn owned(path: Cow<'_, str>) -> Option<String> {
 }
 
 impl App {
-    pub fn new(
+    pub(crate) fn new(
         routes: Vec<Route>,
         trusted_proxies: Vec<IpNet>,
         reading: Reading,
@@ -75,7 +75,7 @@ impl App {
     /// backend might read it, so that no spelling of a callback route or a
     /// forward path gets around them. What is proxied carries the path
     /// authback routed on (`upstream.path_form`).
-    pub async fn handle_public(
+    pub(crate) async fn handle_public(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,

@@ -94,7 +94,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// How one listener serves its connections.
-pub struct Options {
+pub(crate) struct Options {
     /// TLS on this listener, or plain HTTP.
     pub tls: Option<TlsAcceptor>,
     pub limits: Limits,
@@ -110,7 +110,7 @@ pub struct Options {
 
 /// Accepts connections until `stop`, then lets open ones finish within
 /// `options.grace`.
-pub async fn serve<H, F>(listener: TcpListener, options: Options, handler: H, stop: Stop)
+pub(crate) async fn serve<H, F>(listener: TcpListener, options: Options, handler: H, stop: Stop)
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -437,7 +437,7 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request counted as in flight.
-pub struct Tracked {
+pub(crate) struct Tracked {
     body: Body,
     _in_flight: InFlight,
 }

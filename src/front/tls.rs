@@ -43,7 +43,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Parses a PEM chain and key into a ready signing pair.
-pub fn parse_pair(
+pub(crate) fn parse_pair(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert_path: &Path,
@@ -76,7 +76,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// A throwaway certificate for development (`self_signed = true`).
-pub fn self_signed(names: Vec<String>) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn self_signed(names: Vec<String>) -> Result<CertifiedKey, TlsError> {
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     let key = PrivateKeyDer::try_from(generated.key_pair.serialize_der())
@@ -97,7 +97,7 @@ impl fmt::Debug for CertResolver {
 }
 
 impl CertResolver {
-    pub fn new(key: CertifiedKey) -> Arc<Self> {
+    pub(crate) fn new(key: CertifiedKey) -> Arc<Self> {
         Arc::new(Self {
             current: RwLock::new(Arc::new(key)),
         })
@@ -122,7 +122,7 @@ impl ResolvesServerCert for CertResolver {
 /// TLS 1.2 and 1.3 with the provider's default (strong, AEAD-only, forward
 /// secret) suites, chosen in the server's order; ALPN offers HTTP/2 first,
 /// then HTTP/1.1.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Key(e.to_string()))?
@@ -163,7 +163,7 @@ impl Reloader {
     /// Reloads if the files changed (or `force`). Kubernetes replaces a
     /// `..data` symlink rather than the files, so content is compared, not
     /// modification times.
-    pub fn check(&mut self, force: bool, metrics: &Metrics) {
+    pub(crate) fn check(&mut self, force: bool, metrics: &Metrics) {
         let (c, k) = match (read(&self.cert), read(&self.key)) {
             (Ok(c), Ok(k)) => (c, k),
             (Err(e), _) | (_, Err(e)) => {
@@ -195,7 +195,7 @@ impl Reloader {
     }
 
     /// Polls every `interval` and reloads at once on `sighup`, until `stop`.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         interval: Duration,
         sighup: Arc<Notify>,
@@ -219,7 +219,7 @@ impl Reloader {
 /// keep it current: the reload loop for certificate files, and the SIGHUP
 /// handler. SIGHUP is always caught, so that it never ends the process (its
 /// default action), even when there is no certificate file to reload.
-pub fn start(
+pub(crate) fn start(
     config: &TlsConfig,
     public_url: &str,
     metrics: Arc<Metrics>,

@@ -19,11 +19,11 @@ thread_local! {
 }
 
 /// The index of the worker running the caller, if any.
-pub fn current() -> Option<usize> {
+pub(crate) fn current() -> Option<usize> {
     WORKER.with(|w| w.get())
 }
 
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
     stops: Vec<oneshot::Sender<()>>,
@@ -32,7 +32,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` workers (0: one per CPU).
-    pub fn start(n: usize) -> std::io::Result<Self> {
+    pub(crate) fn start(n: usize) -> std::io::Result<Self> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -66,16 +66,12 @@ impl Workers {
         Ok(w)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.handles.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on worker `i` (modulo their number).
-    pub fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<()>
+    pub(crate) fn spawn_on<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -83,7 +79,7 @@ impl Workers {
     }
 
     /// Runs `task` on the next worker, round robin.
-    pub fn spawn<F>(&self, task: F)
+    pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -93,7 +89,7 @@ impl Workers {
 
     /// Stops every worker, cancelling what still runs on them, and waits for
     /// their threads.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for s in self.stops {
             let _ = s.send(());
         }

@@ -19,7 +19,7 @@ use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
 /// What Read Session said about a session.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SessionState {
+pub(crate) enum SessionState {
     /// Authorized: the token to place the order with.
     Authorized(AuthorizationToken),
     /// Not authorized (yet).
@@ -31,7 +31,7 @@ pub enum SessionState {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("Klarna refused the credentials ({0})")]
     Auth(StatusCode),
     /// With the wait `Retry-After` asks for, as sent: it can be as long as
@@ -51,7 +51,7 @@ pub enum ReadError {
 impl ReadError {
     /// The `outcome` of `authback_reconcile_checks_total` this failure
     /// counts as.
-    pub fn check_outcome(&self) -> CheckOutcome {
+    pub(crate) fn check_outcome(&self) -> CheckOutcome {
         match self {
             ReadError::Auth(_) => CheckOutcome::AuthError,
             ReadError::RateLimited(_) => CheckOutcome::RateLimited,
@@ -63,7 +63,7 @@ impl ReadError {
     }
 }
 
-pub struct ReadSessionClient {
+pub(crate) struct ReadSessionClient {
     client: Client,
     /// `https://host:port`, every request's URI starts with it.
     origin: String,
@@ -74,7 +74,7 @@ pub struct ReadSessionClient {
 }
 
 impl ReadSessionClient {
-    pub fn new(cfg: &KlarnaConfig) -> Result<Self, String> {
+    pub(crate) fn new(cfg: &KlarnaConfig) -> Result<Self, String> {
         let uri: http::Uri = cfg
             .api_url
             .parse()
@@ -104,7 +104,10 @@ impl ReadSessionClient {
     }
 
     /// Reads one session.
-    pub async fn read_session(&self, session: &SessionId) -> Result<SessionState, ReadError> {
+    pub(crate) async fn read_session(
+        &self,
+        session: &SessionId,
+    ) -> Result<SessionState, ReadError> {
         let path = format!(
             "{}/payments/v1/sessions/{}",
             self.base_path,
@@ -153,7 +156,7 @@ impl ReadSessionClient {
 }
 
 /// The parts of a Read Session answer that matter here.
-pub fn parse(body: &[u8]) -> Result<SessionState, ReadError> {
+pub(crate) fn parse(body: &[u8]) -> Result<SessionState, ReadError> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ReadError::Body)?;
     let obj = v.as_object().ok_or(ReadError::Body)?;
     if obj.get("status").and_then(|s| s.as_str()) == Some("complete") {

@@ -2,6 +2,6 @@
 //! recovery of callbacks that never came (reconcile) and the watch that
 //! checks an order was placed (order_watch).
 
-pub mod client;
-pub mod order_watch;
-pub mod reconcile;
+pub(crate) mod client;
+pub(crate) mod order_watch;
+pub(crate) mod reconcile;

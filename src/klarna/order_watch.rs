@@ -26,7 +26,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What one Read Session call said about the order.
 #[derive(Debug)]
-pub enum Read {
+pub(crate) enum Read {
     /// `status: complete`: an order was placed with the authorization.
     Placed,
     /// The session is there and incomplete.
@@ -41,7 +41,7 @@ pub enum Read {
 }
 
 impl Read {
-    pub fn of(r: Result<SessionState, ReadError>) -> Self {
+    pub(crate) fn of(r: Result<SessionState, ReadError>) -> Self {
         match r {
             Ok(SessionState::Complete) => Read::Placed,
             Ok(SessionState::Incomplete | SessionState::Authorized(_)) => Read::NotPlaced,
@@ -58,7 +58,7 @@ impl Read {
 }
 
 /// What to do after a check at `now` that read `read`.
-pub fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) -> WatchNext {
+pub(crate) fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) -> WatchNext {
     let gone = matches!(read, Read::Gone);
     if matches!(read, Read::Placed) || (gone && cfg.not_found_is_placed) {
         return WatchNext::Confirmed;
@@ -107,7 +107,7 @@ pub fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) -> WatchN
 }
 
 /// The outcome label of `authback_order_watch_total` a decision counts as.
-pub fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
+pub(crate) fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
     match next {
         WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
         WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
@@ -117,7 +117,7 @@ pub fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
 }
 
 /// Logs what a check decided for `d`.
-pub fn log(d: &Delivery, next: &WatchNext) {
+pub(crate) fn log(d: &Delivery, next: &WatchNext) {
     let now = unix_ms();
     match next {
         WatchNext::Confirmed => {

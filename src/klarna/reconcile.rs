@@ -26,7 +26,7 @@ use crate::text::saturating_add_ms;
 use crate::types::{unix_ms, AuthorizationToken, SessionId, MAX_FIELD};
 
 /// What the Read Session loop needs, and nothing else.
-pub struct Context {
+pub(crate) struct Context {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub client: Arc<ReadSessionClient>,
@@ -43,7 +43,7 @@ pub struct Context {
 /// Starts the loop: the due-work loop over registrations and order
 /// watches, which share the cap on Read Session calls in flight and the
 /// client. It runs until `stop`, then lets checks in flight end.
-pub fn spawn(ctx: Context, stop: Stop) -> JoinHandle<()> {
+pub(crate) fn spawn(ctx: Context, stop: Stop) -> JoinHandle<()> {
     let app = Arc::new(ctx);
     let mut lanes = Vec::new();
     if app.config.enabled {
@@ -88,7 +88,7 @@ pub fn spawn(ctx: Context, stop: Stop) -> JoinHandle<()> {
 
 /// The registration `POST /v1/sessions` asks for, checked: the route must
 /// exist and accept the reference, and must forward somewhere fixed.
-pub fn registration(
+pub(crate) fn registration(
     config: &Config,
     session_id: &str,
     route: &str,
@@ -132,7 +132,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The delay before the check after `checks_done` checks: the schedule's
 /// step, the last one repeating.
-pub fn step(schedule: &[Duration], checks_done: u32) -> Duration {
+pub(crate) fn step(schedule: &[Duration], checks_done: u32) -> Duration {
     let i = (checks_done as usize).min(schedule.len().saturating_sub(1));
     schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
 }

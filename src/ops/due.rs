@@ -17,7 +17,7 @@ use crate::store::{BoxFuture, Queue, Store, StoreError};
 use crate::types::unix_ms;
 
 /// The work on one item, ready to run.
-pub type Job = BoxFuture<'static, ()>;
+pub(crate) type Job = BoxFuture<'static, ()>;
 
 /// The longest the loop sleeps without looking at the store.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ const WHILE_DRAINING: Duration = Duration::from_millis(20);
 const LAST_WAIT: Duration = Duration::from_millis(100);
 
 /// One kind of work as the loop sees it.
-pub trait Lane: Send + Sync {
+pub(crate) trait Lane: Send + Sync {
     /// Leases up to `limit` due items and starts the work on each; an item
     /// the work declines (it is running here already) is left out.
     fn take(&self, now: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Job>, StoreError>>;
@@ -43,7 +43,7 @@ pub trait Lane: Send + Sync {
 
 /// A lane over the store's queue of `W`: `start` turns each item taken into
 /// its job, or declines it.
-pub fn lane<W: Work>(
+pub(crate) fn lane<W: Work>(
     store: Arc<dyn Store>,
     queue: fn(&dyn Store) -> &dyn Queue<W>,
     unreadable: &'static str,
@@ -85,7 +85,7 @@ where
 }
 
 /// After stop, keep taking work while some is queued, until the grace ends.
-pub struct Drain {
+pub(crate) struct Drain {
     /// How much work is still queued.
     pub queued: Box<dyn Fn() -> BoxFuture<'static, u64> + Send + Sync>,
     /// Logged, with the count, when the grace ends with work still queued.
@@ -93,7 +93,7 @@ pub struct Drain {
 }
 
 /// One loop, and what it drives.
-pub struct DueLoop {
+pub(crate) struct DueLoop {
     pub lanes: Vec<Box<dyn Lane>>,
     /// Items running at once, across all lanes.
     pub cap: usize,
@@ -125,7 +125,7 @@ impl Drop for Slot {
 
 /// Runs until `stop`, then as `drain` says, then lets running items end
 /// within the grace.
-pub async fn run(spec: DueLoop, stop: Stop) {
+pub(crate) async fn run(spec: DueLoop, stop: Stop) {
     let permits = Arc::new(Semaphore::new(spec.cap));
     // An item that ends wakes the loop here, not through `wake`: while every
     // slot is busy new work needs no wake-up (it would find no slot), so a

@@ -16,9 +16,9 @@ use crate::text::rfc3339;
 use crate::types::unix_ms;
 
 /// How often a sample is taken.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 /// How many samples are kept: 60 minutes of them.
-pub const KEEP: usize = 360;
+pub(crate) const KEEP: usize = 360;
 
 /// The callback outcomes that answered Klarna 2xx: an ack.
 const ACKED: [CallbackOutcome; 2] = [CallbackOutcome::Accepted, CallbackOutcome::Duplicate];
@@ -26,7 +26,7 @@ const ACKED: [CallbackOutcome; 2] = [CallbackOutcome::Accepted, CallbackOutcome:
 /// One sample. Store-derived fields are `None` when the store could not
 /// answer; the chart shows a gap rather than a false zero.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Point {
+pub(crate) struct Point {
     pub at: String,
     pub acks_per_min: f64,
     pub pending: Option<u64>,
@@ -37,7 +37,7 @@ pub struct Point {
 
 /// A cheap handle to the shared ring.
 #[derive(Clone, Default)]
-pub struct History(Arc<Mutex<Ring>>);
+pub(crate) struct History(Arc<Mutex<Ring>>);
 
 #[derive(Default)]
 struct Ring {
@@ -49,7 +49,7 @@ struct Ring {
 impl History {
     /// Records one sample taken at `at_ms`, with `acks` the callbacks
     /// counter's acked total so far.
-    pub fn record(&self, at_ms: u64, acks: u64, stats: Option<&Stats>) {
+    pub(crate) fn record(&self, at_ms: u64, acks: u64, stats: Option<&Stats>) {
         let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let acks_per_min = match ring.last {
             Some((before, then)) if at_ms > then => {
@@ -76,13 +76,13 @@ impl History {
     }
 
     /// The samples, oldest first.
-    pub fn points(&self) -> Vec<Point> {
+    pub(crate) fn points(&self) -> Vec<Point> {
         let ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
         ring.points.iter().cloned().collect()
     }
 
     /// The body of `GET /v1/stats/history`.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "interval_s": INTERVAL.as_secs(),
             "points": self.points(),
@@ -92,7 +92,7 @@ impl History {
 
 /// Samples every `INTERVAL` until `stop`: the first at once, so the console
 /// has a point to show as soon as authback serves.
-pub fn spawn_sampler(
+pub(crate) fn spawn_sampler(
     history: History,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,

@@ -27,7 +27,7 @@ pub fn init(json: bool) {
 
 /// The pretty format's fields: `message`, then `name=value` pairs, with
 /// control characters escaped.
-pub fn pretty_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+pub(crate) fn pretty_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
     debug_fn(
         |w: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn fmt::Debug| {
             let mut w = Escaped(w);

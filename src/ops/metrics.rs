@@ -26,16 +26,16 @@ macro_rules! label_values {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $value:literal,)+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($variant,)+
         }
 
         impl $name {
             /// Every value, each exported at zero from the start.
-            pub const ALL: [$name; [$($value),+].len()] = [$($name::$variant,)+];
+            pub(crate) const ALL: [$name; [$($value),+].len()] = [$($name::$variant,)+];
 
             /// The label value, as the exposition shows it.
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $value,)+
                 }
@@ -108,7 +108,7 @@ label_values! {
     }
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// When the process started (unix seconds).
     started_at: f64,
     callbacks: Counters,
@@ -256,7 +256,7 @@ impl<const N: usize> Histogram<N> {
 
 impl Metrics {
     /// Declares a route so its series exist (at zero) before any traffic.
-    pub fn declare_route(&self, route: &str) {
+    pub(crate) fn declare_route(&self, route: &str) {
         for outcome in CallbackOutcome::ALL {
             self.callbacks.declare(route, outcome.as_str());
         }
@@ -265,55 +265,51 @@ impl Metrics {
         }
     }
 
-    pub fn callback(&self, route: &str, outcome: CallbackOutcome) {
+    pub(crate) fn callback(&self, route: &str, outcome: CallbackOutcome) {
         self.callbacks.inc(route, outcome.as_str());
     }
 
-    pub fn callbacks(&self, route: &str, outcome: CallbackOutcome) -> u64 {
+    pub(crate) fn callbacks(&self, route: &str, outcome: CallbackOutcome) -> u64 {
         self.callbacks.get(route, outcome.as_str())
     }
 
-    pub fn delivery(&self, route: &str, outcome: DeliveryOutcome) {
+    pub(crate) fn delivery(&self, route: &str, outcome: DeliveryOutcome) {
         self.deliveries.inc(route, outcome.as_str());
     }
 
-    pub fn deliveries(&self, route: &str, outcome: DeliveryOutcome) -> u64 {
-        self.deliveries.get(route, outcome.as_str())
-    }
-
-    pub fn reconcile_check(&self, outcome: CheckOutcome) {
+    pub(crate) fn reconcile_check(&self, outcome: CheckOutcome) {
         self.reconcile_checks.inc("", outcome.as_str());
     }
 
-    pub fn recovered(&self) {
+    pub(crate) fn recovered(&self) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An order watch reached `outcome`.
-    pub fn order_watch(&self, outcome: WatchOutcome) {
+    pub(crate) fn order_watch(&self, outcome: WatchOutcome) {
         self.order_watch[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn tls_reload(&self, outcome: ReloadOutcome) {
+    pub(crate) fn tls_reload(&self, outcome: ReloadOutcome) {
         self.tls_reloads.inc("public", outcome.as_str());
     }
 
-    pub fn proxy_response(&self, status: u16) {
+    pub(crate) fn proxy_response(&self, status: u16) {
         let class = usize::from(status / 100).min(5);
         self.proxy_by_class[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn ack_duration(&self, d: Duration) {
+    pub(crate) fn ack_duration(&self, d: Duration) {
         self.ack.observe(&ACK_BUCKETS, d);
     }
 
     /// A delivery the backend accepted `d` after authback received it.
-    pub fn delivery_latency(&self, d: Duration) {
+    pub(crate) fn delivery_latency(&self, d: Duration) {
         self.delivery_latency.observe(&DELIVERY_BUCKETS, d);
     }
 
     /// Renders everything; gauges that live elsewhere are passed in.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         self.render_traffic(&mut out, gauges);
         self.render_timings(&mut out);
@@ -539,7 +535,7 @@ fn process_metric(out: &mut String, name: &str, kind: &str, help: &str, value: S
 
 /// Values read at scrape time from their owners.
 #[derive(Debug, Default)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub queue_depth: u64,
     pub dead: u64,
     pub oldest_pending_seconds: f64,
@@ -676,7 +672,7 @@ mod tests {
         let text = m.render(&Gauges::default());
         assert!(text.contains("authback_order_watch_total{outcome=\"redelivered\"} 1\n"));
         assert!(text.contains("authback_order_watch_total{outcome=\"confirmed\"} 0\n"));
-        assert_eq!(m.deliveries("r", DeliveryOutcome::Retry), 1);
+        assert!(text.contains("authback_deliveries_total{route=\"r\",outcome=\"retry\"} 1\n"));
         assert_eq!(m.callbacks("r", CallbackOutcome::Duplicate), 1);
     }
 }

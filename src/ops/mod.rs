@@ -1,10 +1,10 @@
 //! Running it: metrics, logs, the history the console charts, readiness,
 //! pruning delivered records, and the shutdown latch.
 
-pub mod due;
-pub mod history;
+pub(crate) mod due;
+pub(crate) mod history;
 pub mod logging;
-pub mod metrics;
-pub mod prune;
-pub mod readiness;
-pub mod shutdown;
+pub(crate) mod metrics;
+pub(crate) mod prune;
+pub(crate) mod readiness;
+pub(crate) mod shutdown;

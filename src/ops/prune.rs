@@ -12,7 +12,7 @@ use crate::types::unix_ms;
 
 /// Removes delivered records and their dedupe keys once `dedupe_ttl` has
 /// passed, every minute until `stop`.
-pub fn spawn(store: Arc<dyn Store>, dedupe_ttl: Duration, stop: Stop) -> JoinHandle<()> {
+pub(crate) fn spawn(store: Arc<dyn Store>, dedupe_ttl: Duration, stop: Stop) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         let ttl_ms = u64::try_from(dedupe_ttl.as_millis()).unwrap_or(u64::MAX);

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Starting,
     Serving,
     Draining,
 }
 
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicU8>);
+pub(crate) struct Readiness(Arc<AtomicU8>);
 
 const STARTING: u8 = 0;
 const SERVING: u8 = 1;
@@ -21,18 +21,18 @@ const DRAINING: u8 = 2;
 
 impl Readiness {
     /// Listeners are bound and serving. A latch that is draining stays so.
-    pub fn serving(&self) {
+    pub(crate) fn serving(&self) {
         let _ = self
             .0
             .compare_exchange(STARTING, SERVING, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Shutdown has begun: traffic should move away.
-    pub fn draining(&self) {
+    pub(crate) fn draining(&self) {
         self.0.store(DRAINING, Ordering::Release);
     }
 
-    pub fn get(&self) -> State {
+    pub(crate) fn get(&self) -> State {
         match self.0.load(Ordering::Acquire) {
             STARTING => State::Starting,
             SERVING => State::Serving,

@@ -7,24 +7,24 @@ use tokio_util::sync::CancellationToken;
 
 /// What a task waits on.
 #[derive(Clone, Default)]
-pub struct Stop(CancellationToken);
+pub(crate) struct Stop(CancellationToken);
 
 impl Stop {
     /// A stop that fires with this one, and can also fire on its own.
-    pub fn child(&self) -> Stop {
+    pub(crate) fn child(&self) -> Stop {
         Stop(self.0.child_token())
     }
 
     /// Fires this stop and every child of it.
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         self.0.cancel();
     }
 
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.0.cancelled().await;
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.0.is_cancelled()
     }
 }
@@ -33,7 +33,7 @@ impl Stop {
 /// the public side (listeners, Klarna work, background loops) stops first,
 /// then the delivery worker, then the admin listener. Firing `admin`, the
 /// root, is the hard stop: it fires the other two with it.
-pub struct Drain {
+pub(crate) struct Drain {
     pub admin: Stop,
     pub delivery: Stop,
     pub public: Stop,

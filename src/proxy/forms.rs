@@ -27,7 +27,7 @@ enum Kind {
 
 /// A scanner for `req`'s body, when it is a form POST and some route
 /// matches a name in the query.
-pub fn scanner(req: &Request<Incoming>, names: &Arc<[String]>) -> Option<Scanner> {
+pub(crate) fn scanner(req: &Request<Incoming>, names: &Arc<[String]>) -> Option<Scanner> {
     if names.is_empty() || req.method() != Method::POST {
         return None;
     }
@@ -49,7 +49,7 @@ pub fn scanner(req: &Request<Incoming>, names: &Arc<[String]>) -> Option<Scanner
 }
 
 /// The state of one body's scan.
-pub struct Scanner {
+pub(crate) struct Scanner {
     kind: Kind,
     names: Arc<[String]>,
     longest: usize,
@@ -80,7 +80,7 @@ impl Scanner {
     }
 
     /// Reads one piece of the body; `false` once it has carried a routed name.
-    pub fn feed(&mut self, data: &[u8]) -> bool {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> bool {
         if !self.refused {
             match self.kind {
                 Kind::UrlEncoded => self.feed_urlencoded(data),
@@ -166,7 +166,7 @@ impl Scanner {
     }
 
     /// The body has ended: a last name with no `=` or `&` after it counts.
-    pub fn finish(&mut self) -> bool {
+    pub(crate) fn finish(&mut self) -> bool {
         if self.kind == Kind::UrlEncoded && !self.in_value {
             self.flush_escape();
             self.end_name();

@@ -4,7 +4,7 @@
 //! is kept, and upgrades (WebSocket only) are tunnelled. These are the
 //! header rules; how the request reaches the upstream is `upstream`'s.
 
-pub mod forms;
+pub(crate) mod forms;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::route::dialect::PathForm;
 use crate::upstream::Upstream;
 
 /// What the pass-through needs, and nothing else.
-pub struct Context {
+pub(crate) struct Context {
     pub upstream: Arc<Upstream>,
     pub trusted_proxies: Vec<IpNet>,
     /// Which path the backend is sent.
@@ -35,7 +35,7 @@ pub struct Context {
 }
 
 /// `public_url`'s port, or its scheme's.
-pub fn public_port(public_url: &str) -> u16 {
+pub(crate) fn public_port(public_url: &str) -> u16 {
     public_url
         .parse::<http::Uri>()
         .ok()
@@ -49,7 +49,7 @@ pub fn public_port(public_url: &str) -> u16 {
 }
 
 /// Every name any route matches in a query.
-pub fn routed_names(routes: &[crate::route::Route]) -> Arc<[String]> {
+pub(crate) fn routed_names(routes: &[crate::route::Route]) -> Arc<[String]> {
     let mut names: Vec<String> = routes
         .iter()
         .flat_map(|r| r.query_match.iter().map(|(k, _)| k.clone()))
@@ -132,7 +132,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too unless `keep_upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one pass over the names instead of a
     // hashed removal for each.
     if !headers.keys().any(is_hop_by_hop) {
@@ -184,7 +184,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 /// on, the head it may see, the exchange, and the answer (or a tunnel).
 /// `canonical` is the path authback routed on when it differs from the raw
 /// one; `tls` says which listener the request came in on.
-pub async fn forward(
+pub(crate) async fn forward(
     ctx: &Context,
     mut req: Request<Incoming>,
     canonical: Option<String>,

@@ -21,7 +21,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "php" => Some(Dialect::Php),
             "spring" => Some(Dialect::Spring),
@@ -30,17 +30,9 @@ impl Dialect {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Php => "php",
-            Dialect::Spring => "spring",
-            Dialect::Plain => "plain",
-        }
-    }
-
     /// The backend's own reading of a decoded name, when it differs from
     /// the name as decoded; `Some("")` when the backend drops the parameter.
-    pub fn read_name(self, decoded: &str) -> Option<String> {
+    pub(crate) fn read_name(self, decoded: &str) -> Option<String> {
         match self {
             Dialect::Php => {
                 // Most names hold none of the bytes PHP reads differently.
@@ -72,7 +64,7 @@ pub enum PathForm {
 /// later (an array: the name is what came before it), space and `.` read
 /// as `_`; an unclosed `[` is `_` too, and so are the spaces, dots and `[`
 /// after it. An empty result means PHP drops the parameter.
-pub fn php_name(decoded: &str) -> String {
+pub(crate) fn php_name(decoded: &str) -> String {
     let cut = decoded.split('\0').next().unwrap_or("");
     let name = cut.trim_start_matches(' ');
     let mut out = String::with_capacity(name.len());
@@ -95,7 +87,7 @@ pub fn php_name(decoded: &str) -> String {
 /// One parameter of a query or form body: its name as decoded, the
 /// backend's reading of it when that differs, and its value as decoded.
 #[derive(Debug)]
-pub struct Param<'a> {
+pub(crate) struct Param<'a> {
     pub name: Cow<'a, str>,
     pub read: Option<String>,
     pub value: Cow<'a, str>,
@@ -103,7 +95,7 @@ pub struct Param<'a> {
 
 impl Param<'_> {
     /// Whether any reading of the name is `name`.
-    pub fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         self.name == name || self.read.as_deref() == Some(name)
     }
 }
@@ -111,7 +103,7 @@ impl Param<'_> {
 /// Decodes `%XX` and `+` as a query is decoded; bytes that are not UTF-8
 /// are kept as U+FFFD, so a name that does not decode never equals one that
 /// does.
-pub fn form_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn form_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
@@ -122,7 +114,7 @@ pub fn form_decode(s: &str) -> Cow<'_, str> {
 
 /// The parameters of a query (or a form body), every non-empty `&` piece,
 /// read as `dialect` reads them.
-pub fn params(query: &str, dialect: Dialect) -> impl Iterator<Item = Param<'_>> {
+pub(crate) fn params(query: &str, dialect: Dialect) -> impl Iterator<Item = Param<'_>> {
     query.split('&').filter(|p| !p.is_empty()).map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let name = form_decode(k);
@@ -137,7 +129,7 @@ pub fn params(query: &str, dialect: Dialect) -> impl Iterator<Item = Param<'_>> 
 
 /// How many parameters PHP counts against `max_input_vars`: every
 /// non-empty `&` piece.
-pub fn count_params(query: &str) -> usize {
+pub(crate) fn count_params(query: &str) -> usize {
     query.split('&').filter(|p| !p.is_empty()).count()
 }
 

@@ -2,7 +2,7 @@
 //! knows what a reference is (which spellings a path accepts, how a URL is
 //! rendered for one), and the minting of callback URLs.
 
-pub mod dialect;
+pub(crate) mod dialect;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -37,7 +37,7 @@ pub enum PathMatch<'a> {
 }
 
 impl PathPattern {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         if !s.starts_with('/') {
             return Err("must start with `/`".into());
         }
@@ -76,7 +76,7 @@ impl PathPattern {
     /// Whether `path` is this pattern, read as `spelling` allows: ignoring
     /// case, with a trailing `/`, as a parent of `path`, or as Spring reads
     /// its last segment (`.ext` cut).
-    pub fn matches_as<'a>(&self, path: &'a str, spelling: Spelling) -> PathMatch<'a> {
+    pub(crate) fn matches_as<'a>(&self, path: &'a str, spelling: Spelling) -> PathMatch<'a> {
         let exact = self.matches_one(path, spelling.ignore_case);
         if exact != PathMatch::No {
             return exact;
@@ -164,7 +164,7 @@ impl PathPattern {
 impl PathPattern {
     /// The path for `reference`: `None` when the reference is not valid, or
     /// when one is given to a pattern without `{reference}`.
-    pub fn render(&self, reference: &str) -> Option<String> {
+    pub(crate) fn render(&self, reference: &str) -> Option<String> {
         match &self.suffix {
             Some(suffix) if valid_reference(reference) => {
                 Some(format!("{}{reference}{suffix}", self.prefix))
@@ -177,7 +177,7 @@ impl PathPattern {
 
     /// Whether `reference` could arrive on this path: a valid reference when
     /// the path has `{reference}`, the empty one when it has not.
-    pub fn accepts(&self, reference: &str) -> bool {
+    pub(crate) fn accepts(&self, reference: &str) -> bool {
         match &self.suffix {
             Some(_) => valid_reference(reference),
             None => reference.is_empty(),
@@ -196,7 +196,7 @@ impl fmt::Display for PathPattern {
 
 /// What a request path and query mean for a route.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RouteMatch {
+pub(crate) enum RouteMatch {
     No,
     /// The request is this route's; the reference is `""` when it has none.
     Yes(String),
@@ -206,7 +206,7 @@ pub enum RouteMatch {
 
 /// `path` without a leading front controller, `/index.php` (any case):
 /// shops without rewrite rules route `/index.php/a/b` as `/a/b`.
-pub fn without_front_controller(path: &str) -> Option<&str> {
+pub(crate) fn without_front_controller(path: &str) -> Option<&str> {
     let head = path.get(..10)?;
     if !head.eq_ignore_ascii_case("/index.php") {
         return None;
@@ -218,7 +218,7 @@ pub fn without_front_controller(path: &str) -> Option<&str> {
 /// A value as WordPress cleans it before comparing (`sanitize_key` on the
 /// query, `sanitize_text_field` on the endpoint), read generously: HTML
 /// tags and `%XX` octets removed, then every character but `A-Z a-z 0-9 _ -`.
-pub fn clean_value(v: &str) -> String {
+pub(crate) fn clean_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     let mut in_tag = false;
     let b = v.as_bytes();
@@ -270,7 +270,7 @@ pub struct Spelling {
 impl Spelling {
     /// Every spelling a backend might route to the same handler: what the
     /// lenient reading takes as "near a route".
-    pub const ANY: Spelling = Spelling {
+    pub(crate) const ANY: Spelling = Spelling {
         ignore_case: true,
         trailing_slash: true,
         subpaths: true,
@@ -297,7 +297,7 @@ pub struct AnswerRule {
 }
 
 impl AnswerRule {
-    pub fn applies(&self, status: u16, body: &[u8]) -> bool {
+    pub(crate) fn applies(&self, status: u16, body: &[u8]) -> bool {
         self.status == status
             && self.body_contains.as_ref().is_none_or(|needle| {
                 body.windows(needle.len().max(1))
@@ -349,7 +349,7 @@ impl Route {
     /// Whether a request for canonical `path` and `query` is this route's,
     /// with the reference it carries. A front controller's `/index.php`
     /// before the path is read as the shop's router reads it.
-    pub fn matches(&self, path: &str, query: Option<&str>) -> RouteMatch {
+    pub(crate) fn matches(&self, path: &str, query: Option<&str>) -> RouteMatch {
         for candidate in std::iter::once(path).chain(without_front_controller(path)) {
             for p in self.paths() {
                 match p.matches_as(candidate, self.spelling) {
@@ -411,7 +411,7 @@ impl Route {
     /// Whether a generous reading of a path (`path::readings`) is this
     /// route's, or below it, in any case or spelling a backend might take:
     /// such a path must never be proxied.
-    pub fn near(&self, path: &str) -> bool {
+    pub(crate) fn near(&self, path: &str) -> bool {
         std::iter::once(path)
             .chain(without_front_controller(path))
             .any(|c| {
@@ -423,7 +423,7 @@ impl Route {
 
     /// Whether a parameter named like this (in any reading) is one this
     /// route decides on: `token`, a `query_match` or `passthrough_query` name.
-    pub fn decides_on(&self, p: &crate::route::dialect::Param<'_>) -> bool {
+    pub(crate) fn decides_on(&self, p: &crate::route::dialect::Param<'_>) -> bool {
         p.is("token")
             || self.query_match.iter().any(|(k, _)| p.is(k))
             || self.passthrough_query.iter().any(|(k, _)| p.is(k))
@@ -434,7 +434,7 @@ impl Route {
     /// parameter (in any reading: PHP reads `dryRun%00` and ` dryRun` as
     /// `dryRun`), or a path below the route's (whose segments the platform
     /// may read as parameters too) is a callback like any other.
-    pub fn passes_through(&self, path: &str, query: Option<&str>) -> bool {
+    pub(crate) fn passes_through(&self, path: &str, query: Option<&str>) -> bool {
         let Some(q) = query else { return false };
         if self.passthrough_query.is_empty() {
             return false;
@@ -458,7 +458,7 @@ impl Route {
             })
     }
 
-    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+    pub(crate) fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.allow_ips.is_empty() || self.allow_ips.iter().any(|n| n.contains(ip))
     }
 }

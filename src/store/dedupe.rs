@@ -39,7 +39,7 @@ impl Key for SessionId {
     }
 }
 
-pub struct DedupeKeys<K: Key = DeliveryId> {
+pub(crate) struct DedupeKeys<K: Key = DeliveryId> {
     ttl_ms: u64,
     epoch: Instant,
     shards: [Mutex<Shard<K>>; SHARDS],
@@ -92,7 +92,7 @@ impl<K: Key> Shard<K> {
 }
 
 impl<K: Key> DedupeKeys<K> {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         DedupeKeys {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
@@ -112,7 +112,7 @@ impl<K: Key> DedupeKeys<K> {
 
     /// Adds `key`; false if it was already there (a duplicate), whose TTL
     /// still runs from when it was first added.
-    pub fn insert_new(&self, key: K) -> bool {
+    pub(crate) fn insert_new(&self, key: K) -> bool {
         let now = self.now();
         let mut s = self.shard(&key);
         s.expire(now);
@@ -124,7 +124,7 @@ impl<K: Key> DedupeKeys<K> {
     }
 
     /// Adds `key`, or renews it: either way it is kept a full TTL from now.
-    pub fn insert(&self, key: K) {
+    pub(crate) fn insert(&self, key: K) {
         let now = self.now();
         let mut s = self.shard(&key);
         s.expire(now);
@@ -134,22 +134,19 @@ impl<K: Key> DedupeKeys<K> {
         s.order.push_back((now.saturating_add(self.ttl_ms), key));
     }
 
-    pub fn contains(&self, key: &K) -> bool {
+    pub(crate) fn contains(&self, key: &K) -> bool {
         let now = self.now();
         let mut s = self.shard(key);
         s.expire(now);
         s.set.contains(key)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).set.len())
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 /// An in-process schedule of unleased items by due time. Taking an item
 /// leases it: it leaves the schedule until its owner puts it back.
 #[derive(Debug)]
-pub struct Due<K> {
+pub(crate) struct Due<K> {
     by_time: BTreeSet<(u64, K)>,
 }
 
@@ -19,18 +19,18 @@ impl<K> Default for Due<K> {
 }
 
 impl<K: Ord + Clone> Due<K> {
-    pub fn insert(&mut self, at: u64, key: K) {
+    pub(crate) fn insert(&mut self, at: u64, key: K) {
         self.by_time.insert((at, key));
     }
 
     /// Whether it was scheduled (so not leased).
-    pub fn remove(&mut self, at: u64, key: &K) -> bool {
+    pub(crate) fn remove(&mut self, at: u64, key: &K) -> bool {
         self.by_time.remove(&(at, key.clone()))
     }
 
     /// Takes up to `limit` keys due at `now`, earliest first, for which
     /// `get` finds an item; a key whose item is gone is dropped.
-    pub fn take<T>(
+    pub(crate) fn take<T>(
         &mut self,
         now: u64,
         limit: usize,
@@ -49,7 +49,7 @@ impl<K: Ord + Clone> Due<K> {
         out
     }
 
-    pub fn next(&self) -> Option<u64> {
+    pub(crate) fn next(&self) -> Option<u64> {
         self.by_time.first().map(|(at, _)| *at)
     }
 }

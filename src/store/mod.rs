@@ -8,17 +8,17 @@
 //! - `outbox`, `registrations`, `watches`, `due` and `dedupe`: the
 //!   in-process indexes the memory and file stores keep.
 
-pub mod api;
-pub mod dedupe;
-pub mod due;
+pub(crate) mod api;
+pub(crate) mod dedupe;
+pub(crate) mod due;
 pub mod memory;
-pub mod model;
-pub mod outbox;
-pub mod queue;
+pub(crate) mod model;
+pub(crate) mod outbox;
+pub(crate) mod queue;
 pub mod redis;
-pub mod registrations;
+pub(crate) mod registrations;
 pub mod sqlite;
-pub mod watches;
+pub(crate) mod watches;
 
 pub use api::Store;
 pub use model::{
@@ -44,7 +44,7 @@ pub struct StoreConfig {
 /// connection to Redis (which must answer now). With Redis, `lease` is how
 /// long a replica may hold a delivery it took, and `registration_ttl` how
 /// long a Read Session registration is kept.
-pub async fn open(
+pub(crate) async fn open(
     s: &StoreConfig,
     lease: std::time::Duration,
     registration_ttl: std::time::Duration,

@@ -31,7 +31,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// The reason alone, without the kind: what readiness reports.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             StoreError::Open(r) | StoreError::Unavailable(r) => r,
         }
@@ -48,7 +48,7 @@ pub enum StoreKind {
 
 impl StoreKind {
     /// The kind as `store.kind` in the config names it.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::File => "file",
@@ -65,7 +65,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "callback" => Some(Self::Callback),
             "read_session" => Some(Self::ReadSession),
@@ -73,7 +73,7 @@ impl Source {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Callback => "callback",
             Source::ReadSession => "read_session",
@@ -89,14 +89,14 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
         }
     }
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(Self::Pending),
             "delivered" => Some(Self::Delivered),
@@ -117,14 +117,14 @@ pub enum WatchState {
 }
 
 impl WatchState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WatchState::Watching => "watching",
             WatchState::Confirmed => "confirmed",
             WatchState::Unconfirmed => "unconfirmed",
         }
     }
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "watching" => Some(Self::Watching),
             "confirmed" => Some(Self::Confirmed),
@@ -196,7 +196,7 @@ impl Filter {
 
     /// The part of `accepts` that reads only what never changes after a
     /// claim: a store may check it before reading the whole record.
-    pub fn fields_accept(
+    pub(crate) fn fields_accept(
         &self,
         route: &str,
         session_id: &SessionId,
@@ -222,7 +222,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn of(d: &Delivery) -> Self {
+    pub(crate) fn of(d: &Delivery) -> Self {
         Cursor {
             received_at: d.received_at,
             id: d.id,
@@ -240,12 +240,12 @@ impl Cursor {
     }
 
     /// Whether a delivery at (`received_at`, `id`) comes after this place.
-    pub fn admits(&self, received_at: u64, id: &DeliveryId) -> bool {
+    pub(crate) fn admits(&self, received_at: u64, id: &DeliveryId) -> bool {
         received_at < self.received_at || (received_at == self.received_at && *id > self.id)
     }
 
     /// The text form the admin API hands out: `{received_at}-{id}`.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let (at, id) = s.split_once('-')?;
         Some(Cursor {
             received_at: at.parse().ok()?,

@@ -12,7 +12,7 @@ use crate::store::model::{
 use crate::types::DeliveryId;
 
 #[derive(Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     /// Pending (queued or leased) and dead deliveries. Boxed: when the map
     /// grows it moves pointers, not whole deliveries, so an ack waiting on
     /// the lock does not wait for tens of megabytes to be copied.
@@ -22,16 +22,16 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn contains(&self, id: &DeliveryId) -> bool {
+    pub(crate) fn contains(&self, id: &DeliveryId) -> bool {
         self.live.contains_key(id)
     }
 
-    pub fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
+    pub(crate) fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
         self.live.get(id).map(|d| &**d)
     }
 
     /// Adds a pending delivery (queued) or a dead one (kept for listing).
-    pub fn insert(&mut self, d: Delivery) {
+    pub(crate) fn insert(&mut self, d: Delivery) {
         if d.state == DeliveryState::Pending {
             self.queue.insert(d.next_attempt_at, d.id);
         }
@@ -41,18 +41,18 @@ impl Outbox {
     }
 
     /// Leases up to `limit` due deliveries: they leave the queue until `finish`.
-    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
+    pub(crate) fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
         let live = &self.live;
         self.queue
             .take(now, limit, |id| live.get(id).map(|d| Delivery::clone(d)))
     }
 
-    pub fn next_due(&self) -> Option<u64> {
+    pub(crate) fn next_due(&self) -> Option<u64> {
         self.queue.next()
     }
 
     /// Applies an attempt's outcome; returns the delivery as it now stands.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         id: DeliveryId,
         attempts: u32,
@@ -71,7 +71,7 @@ impl Outbox {
         Some(now)
     }
 
-    pub fn replay(&mut self, id: DeliveryId, now: u64, deadline_at: u64) -> Replay {
+    pub(crate) fn replay(&mut self, id: DeliveryId, now: u64, deadline_at: u64) -> Replay {
         match self.live.get_mut(&id) {
             Some(d) if d.state == DeliveryState::Dead => {
                 d.state = DeliveryState::Pending;
@@ -87,7 +87,7 @@ impl Outbox {
 
     /// The deliveries `filter` accepts after `after`, in no order. Filtered
     /// before they are copied: most of a large outbox is not wanted.
-    pub fn list(&self, filter: &Filter, after: Option<Cursor>) -> Vec<Delivery> {
+    pub(crate) fn list(&self, filter: &Filter, after: Option<Cursor>) -> Vec<Delivery> {
         self.live
             .values()
             .filter(|d| listed(filter, after, d))
@@ -95,7 +95,7 @@ impl Outbox {
             .collect()
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let mut s = Stats::default();
         for d in self.live.values() {
             match d.state {
@@ -116,7 +116,7 @@ impl Outbox {
 
 /// What an attempt's outcome does to a delivery: the one definition both the
 /// index and the durable stores follow.
-pub fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
+pub(crate) fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
     d.attempts = attempts;
     match outcome {
         AttemptOutcome::Delivered { at, .. } => {
@@ -136,12 +136,12 @@ pub fn apply(d: &mut Delivery, attempts: u32, outcome: &AttemptOutcome) {
 }
 
 /// Whether a listing with `filter`, continued after `after`, shows `d`.
-pub fn listed(filter: &Filter, after: Option<Cursor>, d: &Delivery) -> bool {
+pub(crate) fn listed(filter: &Filter, after: Option<Cursor>, d: &Delivery) -> bool {
     after.is_none_or(|c| c.admits(d.received_at, &d.id)) && filter.accepts(d)
 }
 
 /// Newest first, then by id, at most `limit`.
-pub fn newest_first(mut list: Vec<Delivery>, limit: usize) -> Vec<Delivery> {
+pub(crate) fn newest_first(mut list: Vec<Delivery>, limit: usize) -> Vec<Delivery> {
     list.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
     list.truncate(limit);
     list
@@ -149,7 +149,7 @@ pub fn newest_first(mut list: Vec<Delivery>, limit: usize) -> Vec<Delivery> {
 
 /// The first page of `list` (every candidate there is, in any order):
 /// `limit` of them newest first, and a `next` when more are left.
-pub fn page(list: Vec<Delivery>, limit: usize) -> Page {
+pub(crate) fn page(list: Vec<Delivery>, limit: usize) -> Page {
     let more = list.len() > limit;
     let deliveries = newest_first(list, limit);
     let next = if more {

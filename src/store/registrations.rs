@@ -39,34 +39,34 @@ pub enum CheckNext {
 }
 
 #[derive(Default)]
-pub struct RegIndex {
+pub(crate) struct RegIndex {
     active: HashMap<SessionId, Registration>,
     due: Due<SessionId>,
 }
 
 impl RegIndex {
-    pub fn insert(&mut self, r: Registration) {
+    pub(crate) fn insert(&mut self, r: Registration) {
         if r.state == RegState::Active {
             self.due.insert(r.next_check_at, r.session_id.clone());
             self.active.insert(r.session_id.clone(), r);
         }
     }
 
-    pub fn contains(&self, s: &SessionId) -> bool {
+    pub(crate) fn contains(&self, s: &SessionId) -> bool {
         self.active.contains_key(s)
     }
 
     /// Leases due registrations until `finish`.
-    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Registration> {
+    pub(crate) fn take_due(&mut self, now: u64, limit: usize) -> Vec<Registration> {
         let active = &self.active;
         self.due.take(now, limit, |s| active.get(s).cloned())
     }
 
-    pub fn next_due(&self) -> Option<u64> {
+    pub(crate) fn next_due(&self) -> Option<u64> {
         self.due.next()
     }
 
-    pub fn finish(&mut self, s: &SessionId, checks: u32, next: &CheckNext) {
+    pub(crate) fn finish(&mut self, s: &SessionId, checks: u32, next: &CheckNext) {
         let Some(r) = self.active.get_mut(s) else {
             return;
         };
@@ -83,17 +83,13 @@ impl RegIndex {
     }
 
     /// A callback or recovery for `s` was recorded: no more checks.
-    pub fn end(&mut self, s: &SessionId) {
+    pub(crate) fn end(&mut self, s: &SessionId) {
         if let Some(r) = self.active.remove(s) {
             self.due.remove(r.next_check_at, &r.session_id);
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
     }
 }

@@ -11,7 +11,7 @@ use crate::store::model::{Delivery, DeliveryState, Watch, WatchNext, WatchState}
 use crate::types::DeliveryId;
 
 #[derive(Default)]
-pub struct WatchIndex {
+pub(crate) struct WatchIndex {
     /// Watching and unconfirmed deliveries, with their watch.
     entries: HashMap<DeliveryId, Box<Delivery>>,
     /// Watching deliveries that are not leased, by next check.
@@ -22,7 +22,7 @@ impl WatchIndex {
     /// Adds (or replaces) a watched delivery; one still watching is due at
     /// its next check, unless it is being checked now (leased): then its
     /// `finish` queues it, so it is never handed out twice.
-    pub fn insert(&mut self, d: Delivery) {
+    pub(crate) fn insert(&mut self, d: Delivery) {
         let Some(w) = &d.watch else { return };
         let leased = match self.entries.get(&d.id).and_then(|o| o.watch.as_ref()) {
             Some(old) => {
@@ -40,7 +40,7 @@ impl WatchIndex {
         self.entries.insert(d.id, Box::new(d));
     }
 
-    pub fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
+    pub(crate) fn get(&self, id: &DeliveryId) -> Option<&Delivery> {
         self.entries.get(id).map(|d| &**d)
     }
 
@@ -48,7 +48,12 @@ impl WatchIndex {
     /// yet watched starts its watch (first check due at `watch_from`); one
     /// already watched (a redelivery) keeps it. Returns the delivery as it
     /// now stands.
-    pub fn delivered(&mut self, mut d: Delivery, at: u64, watch_from: Option<u64>) -> Delivery {
+    pub(crate) fn delivered(
+        &mut self,
+        mut d: Delivery,
+        at: u64,
+        watch_from: Option<u64>,
+    ) -> Delivery {
         if let Some(entry) = self.entries.get_mut(&d.id) {
             d.watch = entry.watch.clone();
             **entry = d.clone();
@@ -69,19 +74,24 @@ impl WatchIndex {
     }
 
     /// Leases up to `limit` due watches until `finish`.
-    pub fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
+    pub(crate) fn take_due(&mut self, now: u64, limit: usize) -> Vec<Delivery> {
         let entries = &self.entries;
         self.due
             .take(now, limit, |id| entries.get(id).map(|d| Delivery::clone(d)))
     }
 
-    pub fn next_due(&self) -> Option<u64> {
+    pub(crate) fn next_due(&self) -> Option<u64> {
         self.due.next()
     }
 
     /// Applies what a check decided; returns the delivery as it now stands
     /// (for a redelivery: pending again, due at once, for the outbox).
-    pub fn finish(&mut self, id: DeliveryId, checks: u32, next: &WatchNext) -> Option<Delivery> {
+    pub(crate) fn finish(
+        &mut self,
+        id: DeliveryId,
+        checks: u32,
+        next: &WatchNext,
+    ) -> Option<Delivery> {
         let entry = self.entries.get_mut(&id)?;
         let w = entry.watch.as_mut()?;
         if w.state == WatchState::Watching {
@@ -121,7 +131,7 @@ impl WatchIndex {
     }
 
     /// Unconfirmed deliveries: the incident list.
-    pub fn unconfirmed(&self) -> impl Iterator<Item = &Delivery> {
+    pub(crate) fn unconfirmed(&self) -> impl Iterator<Item = &Delivery> {
         self.entries
             .values()
             .filter(|d| {
@@ -133,13 +143,13 @@ impl WatchIndex {
     }
 
     /// Every entry, for listing.
-    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Delivery> {
         self.entries.values().map(|d| &**d)
     }
 
     /// Forgets unconfirmed deliveries received before `cutoff`; returns
     /// their ids. One being redelivered is live, and stays.
-    pub fn prune(&mut self, cutoff: u64) -> Vec<DeliveryId> {
+    pub(crate) fn prune(&mut self, cutoff: u64) -> Vec<DeliveryId> {
         let old: Vec<DeliveryId> = self
             .unconfirmed()
             .filter(|d| d.state == DeliveryState::Delivered && d.received_at < cutoff)

@@ -9,9 +9,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 
-pub type Pooled = Client<HttpConnector, Body>;
+pub(crate) type Pooled = Client<HttpConnector, Body>;
 
-pub fn pooled(connect_timeout: Duration) -> Pooled {
+pub(crate) fn pooled(connect_timeout: Duration) -> Pooled {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));

@@ -18,7 +18,7 @@ use crate::net::HostPort;
 
 /// Why a request did not reach the upstream, or got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
     #[error("cannot connect to the upstream: {0}")]
@@ -33,7 +33,7 @@ pub enum Error {
 
 impl Error {
     /// Whether the exchange failed for lack of time (a 504, not a 502).
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         match self {
             Error::ConnectTimeout => true,
             Error::Client(e) => caused_by_timeout(e),
@@ -45,7 +45,7 @@ impl Error {
 
     /// Whether the request was cut off because its form body carried a
     /// name a callback route matches (`forms`): the client's fault, a 400.
-    pub fn refused_body(&self) -> bool {
+    pub(crate) fn refused_body(&self) -> bool {
         let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
             Error::Http(e) => Some(e),
             Error::Client(e) => Some(e),
@@ -79,7 +79,7 @@ fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(c) = source {
@@ -91,7 +91,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The one upstream: where it is, and the clients that reach it.
-pub struct Upstream {
+pub(crate) struct Upstream {
     scheme: Scheme,
     authority: Option<Authority>,
     /// The upstream URL's base path, without a trailing slash (empty when
@@ -104,7 +104,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
+    pub(crate) fn new(cfg: &UpstreamConfig) -> Self {
         let uri = &cfg.url;
         Upstream {
             scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
@@ -118,17 +118,17 @@ impl Upstream {
     }
 
     /// How long a proxied request may wait for the response head.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// The upstream's authority (`host:port`), for a request that names none.
-    pub fn authority(&self) -> Option<&Authority> {
+    pub(crate) fn authority(&self) -> Option<&Authority> {
         self.authority.as_ref()
     }
 
     /// `scheme://authority/prefix`: what a log line calls the upstream.
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         let authority = self.authority.as_ref().map_or("", |a| a.as_str());
         format!("{}://{authority}{}", self.scheme, self.prefix)
     }
@@ -157,7 +157,7 @@ impl Upstream {
     /// Sends a proxied request (its URI still the client's target). On a
     /// connection worker it goes on the worker's own connections unless it
     /// is an `upgrade`; otherwise through the pooled client.
-    pub async fn proxy(
+    pub(crate) async fn proxy(
         &self,
         mut req: Request<Body>,
         upgrade: bool,
@@ -187,7 +187,7 @@ impl Upstream {
     }
 
     /// Sends one delivery: `path_and_query` is a route's forward path.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         mut req: Request<Body>,
         path_and_query: &str,

@@ -88,7 +88,7 @@ async fn connect(addr: &HostPort, timeout: Duration) -> Result<Sender, Error> {
 /// connections, or a new one. A request that a kept-alive connection closed
 /// under before it was written goes again on a new connection, as the
 /// pooled client does.
-pub async fn send(
+pub(crate) async fn send(
     addr: &HostPort,
     connect_timeout: Duration,
     mut req: Request<Body>,

@@ -18,16 +18,16 @@ const STYLE: &str = include_str!("console.css");
 /// inline code, no framing, no forms posting anywhere.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub const HISTORY_PATH: &str = "/v1/stats/history";
+pub(crate) const HISTORY_PATH: &str = "/v1/stats/history";
 
 /// Whether the admin listener should hand this request to the console.
-pub fn serves(method: &Method, path: &str) -> bool {
+pub(crate) fn serves(method: &Method, path: &str) -> bool {
     method == Method::GET && (asset(path).is_some() || path == HISTORY_PATH)
 }
 
 /// The page and its assets. The history (`HISTORY_PATH`) is the admin
 /// listener's to answer, behind its guard.
-pub fn handle<B>(req: &Request<B>) -> Response<Body> {
+pub(crate) fn handle<B>(req: &Request<B>) -> Response<Body> {
     match asset(req.uri().path()) {
         Some((content_type, body)) => page(content_type, body),
         None => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),

@@ -55,7 +55,7 @@ use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
