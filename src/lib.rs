@@ -2,7 +2,13 @@
 //! makes Klarna's authorization callbacks reach it exactly once.
 //!
 //! `run` serves on listeners the caller has bound; `main.rs` only parses the
-//! command line, sets up logging and signals, and calls it.
+//! command line, sets up logging and signals, and calls it. `startup` builds
+//! each phase from the config: open the store, start delivery, start
+//! Klarna's work, serve public, serve admin; `ops::shutdown` drains them in
+//! that order, reversed.
+//!
+//! Modules the binary, the integration tests and the fuzz targets do not
+//! name are private; items are `pub(crate)` unless one of them does.
 //!
 //! # The map, in the order a request meets it
 //!
@@ -17,13 +23,17 @@
 //! proxy/      pass-through: the headers the backend may see, the canonical
 //!             path it is sent, form bodies read as they stream (forms)
 //! upstream/   the backend: one target, pooled connections, its errors
-//! delivery/   the outbox worker: leased attempts, backoff, deadline, dead
-//!             letters, the normalized request (render)
-//! store/      the store trait and its memory, SQLite and Redis kinds
+//! delivery/   the outbox worker: one attempt at a time per delivery, backoff,
+//!             deadline, dead letters, the normalized request (render)
+//! store/      the Store trait (api), what is recorded (model), the three
+//!             queues of leased work (queue), and the memory, SQLite and
+//!             Redis kinds
 //! klarna/     Klarna's API (client), Read Session recovery (reconcile) and
 //!             order watch (order_watch)
-//! admin/      the admin listener's /v1 API (api) and the console and its CLI
-//! ops/        metrics, logs, history, readiness, shutdown
+//! admin/      the admin listener's /v1 API (api, view) and the console and
+//!             its CLI
+//! ops/        the one loop for due work (due), metrics, logs, history,
+//!             readiness, pruning, shutdown
 //! doctor/     pre-flight checks against a running deployment
 //! config/     the file as written -> checked -> Config
 //! ```
