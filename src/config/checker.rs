@@ -19,6 +19,10 @@ pub(super) struct Checker {
     /// A development config (a self-signed certificate): placeholder
     /// secrets are let through there, and only there.
     development: bool,
+    /// Secret references that could not be read (`env:NAME`, `file:path`),
+    /// with the index of their error: a reference used by several keys is
+    /// one root cause, so one error names them all.
+    unreadable: Vec<(String, usize)>,
 }
 
 /// Whether a secret is an obvious placeholder copied from an example.
@@ -113,7 +117,17 @@ impl Checker {
                 Some(secret)
             }
             Err(e) => {
-                self.err(key, e);
+                match self.unreadable.iter().find(|(v, _)| v == value) {
+                    Some(&(_, i)) => {
+                        if let Some(first) = self.errors.get_mut(i) {
+                            first.message.push_str(&format!(" (also needed by {key})"));
+                        }
+                    }
+                    None => {
+                        self.unreadable.push((value.to_string(), self.errors.len()));
+                        self.err(key, e);
+                    }
+                }
                 None
             }
         }

@@ -111,6 +111,25 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_variable_used_twice_is_one_error() {
+        let var = "AUTHBACK_TEST_NEVER_SET_7f3a";
+        let text = MINIMAL
+            .replace(
+                "url = \"http://127.0.0.1:8080\"",
+                &format!("url = \"http://127.0.0.1:8080\"\nsigning_secret = \"env:{var}\""),
+            )
+            .replace("\"a-long-enough-test-secret\"", &format!("\"env:{var}\""));
+        let errs = Config::parse(&text, Path::new(".")).expect_err("unset");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "upstream.signing_secret");
+        assert!(
+            errs[0].message.contains(var) && errs[0].message.contains("routes[0].secrets[0]"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
     fn placeholder_secrets_are_refused_outside_development() {
         let dir = std::env::temp_dir().join(format!("authback-placeholder-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
