@@ -249,10 +249,11 @@ fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCo
 /// error (or the config or arguments are bad), 2 when it could not be reached.
 fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
     use authback::admin::console::cli::{self, Action, CliError, Target};
+    // Only [admin] is read: listing deliveries needs no route secret.
     let config = if args.admin.is_some() && !config_path.exists() {
         None
     } else {
-        match Config::load(config_path) {
+        match Config::load_admin(config_path) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprint!("{e}");
@@ -264,12 +265,12 @@ fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
         .ok()
         .filter(|t| !t.is_empty())
         .or_else(|| {
-            let t = config.as_ref()?.admin.token.as_ref()?;
+            let t = config.as_ref()?.token.as_ref()?;
             Some(String::from_utf8_lossy(t.expose()).into_owned())
         });
     let target = match (&args.admin, &config) {
         (Some(url), _) => Target::new(url, token),
-        (None, Some(c)) => Ok(Target::from_listen(c.admin.listen, token)),
+        (None, Some(c)) => Ok(Target::from_listen(c.listen, token)),
         (None, None) => Err(CliError::Usage("no config and no --admin".into())),
     };
     let target = match target {

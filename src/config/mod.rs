@@ -55,6 +55,31 @@ impl Config {
         }
     }
 
+    /// Reads only `[admin]` from `path`: where the admin API listens and
+    /// its token. For `authback deliveries`, which must not need the route
+    /// secrets or anything else a running authback needs.
+    pub fn load_admin(path: &Path) -> Result<AdminConfig, ConfigErrors> {
+        #[derive(serde::Deserialize)]
+        struct AdminOnly {
+            #[serde(default)]
+            admin: file::FileAdmin,
+        }
+        let fail = |errors| ConfigErrors {
+            file: path.to_path_buf(),
+            errors,
+        };
+        let one = |message: String| {
+            fail(vec![ConfigError {
+                key: String::new(),
+                message,
+            }])
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| one(format!("cannot read: {e}")))?;
+        let only: AdminOnly = toml::from_str(&text).map_err(|e| one(e.message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate::admin_only(&only.admin, base).map_err(fail)
+    }
+
     pub(crate) fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }

@@ -146,6 +146,24 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
     }
 }
 
+/// Only the `[admin]` table, for the clients of the admin API: everything
+/// else in the file (route secrets included) is neither read nor needed.
+pub(super) fn admin_only(f: &FileAdmin, base: &Path) -> Result<AdminConfig, Vec<ConfigError>> {
+    let mut c = Checker::new(base, true);
+    let listen = c.addr("admin.listen", f.listen.as_deref(), "127.0.0.1:9901");
+    let token = f.token.as_deref().and_then(|t| c.secret("admin.token", t));
+    let max_url_ttl = c.positive_duration("admin.max_url_ttl", f.max_url_ttl.as_deref(), "7d");
+    if c.errors.is_empty() {
+        Ok(AdminConfig {
+            listen,
+            token,
+            max_url_ttl,
+        })
+    } else {
+        Err(c.errors)
+    }
+}
+
 fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
     let admin_listen = c.addr("admin.listen", f.listen.as_deref(), "127.0.0.1:9901");
     if admin_listen == server.listen || Some(admin_listen) == server.listen_plain {

@@ -169,6 +169,45 @@ async fn cli_at(admin: &str, token: Option<&str>, args: &[&str]) -> (i32, String
     )
 }
 
+/// `authback deliveries` with a config whose route and upstream secrets
+/// come from variables this shell does not have: it reads only `[admin]`,
+/// so listing works with the admin token alone.
+#[tokio::test]
+async fn the_deliveries_command_needs_only_the_admin_table() {
+    let up = Upstream::start().await;
+    let api = KlarnaApi::start().await;
+    let ab = start(&up, &api).await;
+    let dir = TempDir::new();
+    let config = dir.path().join("authback.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npublic_url = \"https://shop.example.com\"\n[server.tls]\nself_signed = true\n\
+             [admin]\nlisten = \"{}\"\ntoken = \"env:AUTHBACK_TEST_CLI_TOKEN\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:8080\"\nsigning_secret = \"env:AUTHBACK_TEST_UNSET_SIGNING\"\n\
+             [[routes]]\nname = \"klarna\"\nkind = \"klarna_authorization\"\npath = \"/k/{{reference}}\"\n\
+             forward_path = \"/f\"\nsecrets = [\"env:AUTHBACK_TEST_UNSET_SECRET\"]\n",
+            ab.admin
+        ),
+    )
+    .expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authback"));
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["deliveries", "list"])
+        .env_remove("AUTHBACK_ADMIN_TOKEN")
+        .env_remove("AUTHBACK_TEST_UNSET_SIGNING")
+        .env_remove("AUTHBACK_TEST_UNSET_SECRET")
+        .env("AUTHBACK_TEST_CLI_TOKEN", TOKEN);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run authback deliveries");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("AUTHBACK_TEST_UNSET"), "{err}");
+}
+
 #[tokio::test]
 async fn the_deliveries_command_lists_shows_and_replays() {
     let up = Upstream::start().await;
