@@ -14,6 +14,8 @@ use crate::types::Secret;
 pub(super) struct Checker {
     pub(super) errors: Vec<ConfigError>,
     pub(super) warnings: Vec<String>,
+    /// The keys of secrets written inline in the file.
+    pub(super) inline_secrets: Vec<String>,
     /// The config file's folder: relative paths are read from there.
     base: PathBuf,
     /// A development config (a self-signed certificate): placeholder
@@ -102,6 +104,7 @@ impl Checker {
         match resolve_secret(value, &self.base) {
             Ok((secret, inline)) => {
                 if inline {
+                    self.inline_secrets.push(key.to_string());
                     self.warnings.push(format!(
                         "{key}: secret is written inline in the config file; use \"env:NAME\" or \"file:/path\" in production"
                     ));

@@ -8,6 +8,7 @@ mod checker;
 mod file;
 mod locate;
 mod model;
+pub mod production;
 mod routes;
 mod validate;
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub order_watch: OrderWatchConfig,
     /// Things worth a warning at start (inline secrets, short secrets...).
     pub warnings: Vec<String>,
+    /// The keys of secrets written inline in the file.
+    pub inline_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -55,6 +55,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
         reconcile,
         order_watch,
         warnings: c.warnings,
+        inline_secrets: c.inline_secrets,
     })
 }
 

@@ -540,3 +540,117 @@ async fn register_session(admin: u16, session: &str, bearer: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// `check --production` fails on each unmet item of README's checklist, and
+/// passes a config that meets them all.
+#[test]
+fn check_production_names_every_unmet_checklist_item() {
+    let dir = TempDir::new();
+    let (c, k) = write_cert(dir.path(), &make_cert());
+    let production = format!(
+        r#"
+[server]
+public_url = "https://shop.example.com"
+[server.tls]
+cert = "{}"
+key = "{}"
+[admin]
+token = "env:AUTHBACK_TEST_PROD_ADMIN"
+[upstream]
+url = "http://127.0.0.1:8080"
+signing_secret = "env:AUTHBACK_TEST_PROD_SIGNING"
+[store]
+kind = "file"
+path = "authback.db"
+[klarna]
+api_url = "https://api.klarna.com"
+username = "env:AUTHBACK_TEST_PROD_KLARNA_USER"
+password = "env:AUTHBACK_TEST_PROD_KLARNA_PASSWORD"
+[order_watch]
+enabled = true
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/klarna/authorization/{{reference}}"
+forward_path = "/klarna/authorized"
+secrets = ["env:AUTHBACK_TEST_PROD_SECRET"]
+[[routes]]
+name = "plugin"
+kind = "klarna_authorization"
+path = "/plugin/klarna"
+forward_format = "original"
+unverified = true
+allow_ips = ["klarna-production"]
+"#,
+        c.display(),
+        k.display()
+    );
+    let env = [
+        (
+            "AUTHBACK_TEST_PROD_ADMIN",
+            "an-admin-token-0123456789abcdef",
+        ),
+        (
+            "AUTHBACK_TEST_PROD_SIGNING",
+            "a-signing-secret-0123456789abcdef",
+        ),
+        ("AUTHBACK_TEST_PROD_KLARNA_USER", "PK0001_0123"),
+        (
+            "AUTHBACK_TEST_PROD_KLARNA_PASSWORD",
+            "a-klarna-password-0123456789",
+        ),
+        (
+            "AUTHBACK_TEST_PROD_SECRET",
+            "a-route-secret-0123456789abcdef",
+        ),
+    ];
+    let check = |text: &str| {
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).expect("write");
+        let out = bin()
+            .args(["check", "--production", "--config"])
+            .arg(&path)
+            .envs(env)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(&production);
+    assert_eq!(code, Some(0), "{err}");
+
+    let unmet = production
+        .replacen(
+            &format!("cert = \"{}\"\nkey = \"{}\"", c.display(), k.display()),
+            "self_signed = true",
+            1,
+        )
+        .replace(
+            "kind = \"file\"\npath = \"authback.db\"",
+            "kind = \"memory\"",
+        )
+        .replace("token = \"env:AUTHBACK_TEST_PROD_ADMIN\"\n", "")
+        .replace("signing_secret = \"env:AUTHBACK_TEST_PROD_SIGNING\"\n", "")
+        .replace("enabled = true", "enabled = false")
+        .replace("allow_ips = [\"klarna-production\"]\n", "")
+        .replace(
+            "\"env:AUTHBACK_TEST_PROD_SECRET\"",
+            "\"an-inline-route-secret-0123456789\"",
+        );
+    let (code, err) = check(&unmet);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("7 items of the checklist unmet"), "{err}");
+    for key in [
+        "server.tls:",
+        "store.kind:",
+        "routes[0].secrets[0]:",
+        "admin.token:",
+        "routes[1].allow_ips:",
+        "upstream.signing_secret:",
+        "order_watch.enabled:",
+    ] {
+        assert_eq!(err.matches(key).count(), 1, "{key} once in:\n{err}");
+    }
+}
