@@ -57,7 +57,7 @@ pub(crate) async fn open(
                 .as_deref()
                 .ok_or_else(|| StoreError::Open("store.path is not set".into()))?;
             let store = sqlite::SqliteStore::open(path, s.dedupe_ttl)?;
-            tracing::info!(path = %path.display(), "file store open");
+            tracing::info!(path = %path.display(), "file store open: every callback answered 2xx is on disk first, and survives a crash");
             std::sync::Arc::new(store)
         }
         StoreKind::Redis => {

@@ -149,6 +149,60 @@ async fn kill_9_loses_nothing_acked_and_nothing_is_forwarded_twice() {
     assert_eq!(second.wait().expect("exit").code(), Some(0));
 }
 
+/// The shipped `config.toml`, run from a folder of its own as a newcomer
+/// runs it (only its ports and certificate swapped for the test's), keeps a
+/// callback it answered 204 across `kill -9`: its store is `authback.db`
+/// beside it, and the next run delivers it.
+#[tokio::test]
+async fn the_shipped_config_keeps_an_acknowledged_callback_across_kill_9() {
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin, upstream_port) = (free_port(), free_port(), free_port());
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("shipped config");
+    assert!(shipped.contains("kind = \"file\"") && shipped.contains("path = \"authback.db\""));
+    let text = shipped
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{public}"))
+        .replace("localhost:8443", &format!("localhost:{public}"))
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{upstream_port}"))
+        .replace(
+            "self_signed = true",
+            &format!("cert = \"{}\"\nkey = \"{}\"", c.display(), k.display()),
+        )
+        // Not a development config any more: its placeholder secret would
+        // be refused.
+        .replace("dev-only-secret-change-me-0123456789", SECRET);
+    assert!(text.contains(SECRET), "the shipped secret was swapped");
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let url = mint_path(&cfg, "klarna", "cart-1");
+
+    let mut first = spawn_binary(&path, &dir.path().join("run1.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let acked = klarna_callback(
+        addr,
+        &cert.der,
+        &url,
+        &callback_body("sess-1", "tok-ship-000001"),
+    )
+    .await;
+    assert!(acked.delivered, "answered 2xx");
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    assert!(
+        dir.path().join("authback.db").exists(),
+        "the store is beside the config"
+    );
+
+    let up = Upstream::start_on(format!("127.0.0.1:{upstream_port}").parse().expect("addr")).await;
+    let mut second = spawn_binary(&path, &dir.path().join("run2.log"), &[]);
+    up.wait_for(FORWARD, 1, Duration::from_secs(60)).await;
+    assert_eq!(forwards_by_session(&up).get("sess-1"), Some(&1));
+    second.kill().expect("SIGKILL");
+    second.wait().expect("reaped");
+}
+
 /// A small tmpfs the test mounts and unmounts (root, as in CI).
 struct Tmpfs(PathBuf);
 
