@@ -36,6 +36,56 @@ async fn probes_and_metrics_are_served() {
     assert_eq!(up.recorded()[0].uri, "/metrics");
 }
 
+/// docs/api.md's metric table lists every family `/metrics` serves, with
+/// its type, and nothing it does not serve.
+#[tokio::test]
+async fn the_metrics_table_in_the_api_docs_is_what_metrics_serves() {
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let served: std::collections::BTreeMap<String, String> = ab
+        .metrics()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+        .expect("docs/api.md");
+    let table = docs
+        .split("## Metrics")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let mut documented = std::collections::BTreeMap::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let names: Vec<&str> = cells[1].split(", ").map(|n| n.trim_matches('`')).collect();
+        let kinds: Vec<&str> = cells[2].split(", ").collect();
+        for (i, name) in names.iter().enumerate() {
+            // One type for the row, or one per name.
+            let kind = kinds.get(i).or(kinds.first()).copied().unwrap_or_default();
+            documented.insert(name.to_string(), kind.to_string());
+        }
+    }
+    for (name, kind) in &served {
+        match documented.get(name) {
+            None => panic!("{name} is served but not in docs/api.md"),
+            // Deprecated names share their row's type with the new ones.
+            Some(k) if k.is_empty() => {}
+            Some(k) => assert_eq!(k, kind, "the type of {name} in docs/api.md"),
+        }
+    }
+    for name in documented.keys() {
+        assert!(
+            served.contains_key(name),
+            "{name} is in docs/api.md but not served"
+        );
+    }
+}
+
 #[tokio::test]
 async fn callback_urls_are_minted_and_verify() {
     let up = Upstream::start().await;
