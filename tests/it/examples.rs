@@ -796,3 +796,76 @@ fn every_base_image_is_pinned_through_an_arg() {
         "pin-images.sh handles the *_IMAGE ARGs"
     );
 }
+
+/// Every file a document names exists: relative links, and repository
+/// paths in backticks (`tests/it/x.rs`, `examples/...`), with or without a
+/// `#anchor` or `:line`.
+#[test]
+fn every_file_the_documents_name_exists() {
+    let mut docs = vec![
+        root().join("README.md"),
+        root().join("BENCHMARKS.md"),
+        root().join("RELIABILITY.md"),
+    ];
+    for dir in ["docs", "examples", "examples/php-checkout"] {
+        for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
+            let p = entry.expect("entry").path();
+            if p.extension().is_some_and(|e| e == "md") {
+                docs.push(p);
+            }
+        }
+    }
+    // What a run writes, and git ignores, is named but not shipped.
+    let ignored: Vec<String> = std::fs::read_to_string(root().join(".gitignore"))
+        .expect(".gitignore")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim_start_matches('/').trim_end_matches('*').to_string())
+        .collect();
+    let mut missing = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("read doc");
+        let base = doc.parent().expect("folder");
+        // Relative links: ](path) and ](path#anchor).
+        for part in text.split("](").skip(1) {
+            let target = part.split([')', '#', ' ']).next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            if !base.join(target).exists() {
+                missing.push(format!("{}: link {target}", doc.display()));
+            }
+        }
+        // Repository paths in backticks.
+        for part in text.split('`').skip(1).step_by(2) {
+            let path = part.split(['#', ':', ' ']).next().unwrap_or_default();
+            let repo_path = [
+                "src/",
+                "tests/",
+                "examples/",
+                "docs/",
+                "benches/",
+                "scripts/",
+                "fuzz/",
+            ]
+            .iter()
+            .any(|p| path.starts_with(p));
+            let file_like = path.rsplit('/').next().is_some_and(|f| f.contains('.'));
+            let written = ignored.iter().any(|i| path.starts_with(i.as_str()));
+            if repo_path
+                && file_like
+                && !written
+                && !path.contains('*')
+                && !path.contains('<')
+                && !root().join(path).exists()
+            {
+                missing.push(format!("{}: `{path}`", doc.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "named but not in the repository:\n{}",
+        missing.join("\n")
+    );
+}
