@@ -98,7 +98,7 @@ async fn the_console_is_served_with_a_strict_policy_and_history_needs_the_token(
     let ab = start(&up, &api).await;
     let admin = ab.admin;
     let pages = tokio::task::spawn_blocking(move || {
-        ["/", "/console.js", "/console.css"].map(|p| (p, raw_get(admin, p)))
+        ["/", "/console.js", "/console.css", "/favicon.ico"].map(|p| (p, raw_get(admin, p)))
     })
     .await
     .expect("gets");
@@ -117,6 +117,9 @@ async fn the_console_is_served_with_a_strict_policy_and_history_needs_the_token(
         }
         assert!(!head.contains("set-cookie"), "{path}");
         assert!(!body.is_empty());
+        if path == "/favicon.ico" {
+            assert!(head.contains("content-type: image/svg+xml"), "{head}");
+        }
     }
     // The page needs no token (it holds no data); its data does.
     let (status, _) = ab.admin_request("GET", "/v1/stats/history", "", None).await;

@@ -598,7 +598,7 @@
         try {
           await api('POST', '/v1/deliveries/' + encodeURIComponent(d.id) + '/replay');
           notice('Delivery ' + d.id + ' queued again.', 'ok');
-          refreshLive();
+          refreshAfterAction();
         } catch (err) {
           if (err instanceof AuthError) return showError(err, seq);
           notice('Replay failed: ' + err.message, 'bad');
@@ -673,7 +673,7 @@
           result.replaceChildren(h('p', { class: 'ok', id: 'bulk-done' },
             'Replayed ' + text(done.replayed) + ' of ' + text(done.matched) + ' matching dead deliveries.' +
             (done.capped ? ' More remain: run it again.' : '')));
-          refreshLive();
+          refreshAfterAction();
         } catch (err) {
           if (err instanceof AuthError) return showError(err, state.seq);
           result.replaceChildren(h('p', { class: 'bad', role: 'alert' }, 'Replay failed: ' + err.message));
@@ -765,6 +765,14 @@
         ? svg('circle', { cx: l[0][0], cy: l[0][1], r: 2, class: 'dot' })
         : svg('polyline', { points: l.map((p) => p.join(',')).join(' '), class: 'line' }))));
     return h('figure', { class: 'chart' }, h('figcaption', {}, title), g);
+  }
+
+  // After an action: now, and twice more soon, so that its effect (a
+  // replayed delivery delivered a moment later) shows without waiting for
+  // the next regular refresh.
+  function refreshAfterAction() {
+    refreshLive();
+    for (const ms of [1000, 3000]) setTimeout(refreshLive, ms);
   }
 
   async function refreshLive() {

@@ -13,6 +13,9 @@ use crate::body::{json_error, Body};
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("console.js");
 const STYLE: &str = include_str!("console.css");
+/// The tab's icon: a small SVG, so it needs no binary asset. Served for
+/// `/favicon.ico` too, which browsers ask for on their own.
+const ICON: &str = include_str!("favicon.svg");
 
 /// Scripts, styles and requests only from the admin listener itself; no
 /// inline code, no framing, no forms posting anywhere.
@@ -39,6 +42,7 @@ fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         "/" | "/index.html" => Some(("text/html; charset=utf-8", INDEX)),
         "/console.js" => Some(("text/javascript; charset=utf-8", SCRIPT)),
         "/console.css" => Some(("text/css; charset=utf-8", STYLE)),
+        "/favicon.svg" | "/favicon.ico" => Some(("image/svg+xml", ICON)),
         _ => None,
     }
 }
@@ -76,6 +80,8 @@ mod tests {
             "/index.html",
             "/console.js",
             "/console.css",
+            "/favicon.ico",
+            "/favicon.svg",
             HISTORY_PATH,
         ] {
             assert!(serves(&Method::GET, p), "{p}");
