@@ -208,6 +208,14 @@ fn main() -> ExitCode {
             for w in config.warnings.iter().filter(|w| !restated(w)) {
                 eprintln!("warning: {w}");
             }
+            if !config.builtin_ip_lists.is_empty() {
+                eprintln!(
+                    "note: allow_ips uses Klarna's built-in address lists ({}), taken from its documentation on {}; to follow a change before a new release, set [ip_sets] {} = \"file:PATH\" (docs/operations.md)",
+                    config.builtin_ip_lists.join(", "),
+                    authback::config::KLARNA_IP_LISTS_DATE,
+                    config.builtin_ip_lists[0]
+                );
+            }
             if !gaps.is_empty() {
                 let n = gaps.len();
                 let path = cli.config.display();

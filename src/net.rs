@@ -211,6 +211,73 @@ impl HostPort {
     }
 }
 
+/// A named list of networks that may change while authback serves: an
+/// `[ip_sets]` entry read from a file, reloaded when the file changes. Every
+/// route fenced by it sees the new list at once.
+#[derive(Clone)]
+pub struct IpSet {
+    name: std::sync::Arc<str>,
+    nets: std::sync::Arc<std::sync::RwLock<std::sync::Arc<[IpNet]>>>,
+}
+
+impl IpSet {
+    pub(crate) fn new(name: &str, nets: Vec<IpNet>) -> Self {
+        IpSet {
+            name: name.into(),
+            nets: std::sync::Arc::new(std::sync::RwLock::new(nets.into())),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn current(&self) -> std::sync::Arc<[IpNet]> {
+        // A panic while swapping cannot leave half a list: keep serving.
+        self.nets.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        self.current().iter().any(|n| n.contains(ip))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Swaps in a new list (never an empty one: the caller refuses it).
+    pub(crate) fn replace(&self, nets: Vec<IpNet>) {
+        *self.nets.write().unwrap_or_else(|p| p.into_inner()) = nets.into();
+    }
+}
+
+impl fmt::Debug for IpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IpSet({}, {} networks)", self.name, self.len())
+    }
+}
+
+/// Reads a list of networks, one per line; `#` starts a comment and blank
+/// lines are skipped. An empty list is an error: a fence that lets no one
+/// in is a mistake, and authback never reads it as "everyone".
+pub(crate) fn parse_ip_list(text: &str) -> Result<Vec<IpNet>, String> {
+    let mut nets = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<IpNet>() {
+            Ok(net) => nets.push(net),
+            Err(e) => return Err(format!("line {}: {e}", n + 1)),
+        }
+    }
+    if nets.is_empty() {
+        return Err("no address in it".into());
+    }
+    Ok(nets)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -328,5 +395,19 @@ mod tests {
             client_ip(ip("10.0.0.2"), Some("garbage"), &trusted),
             ip("10.0.0.2")
         );
+    }
+
+    #[test]
+    fn an_ip_list_reads_one_network_a_line_and_is_never_empty() {
+        let nets =
+            parse_ip_list("# Klarna\n52.17.117.56\n\n10.0.0.0/8  # office\n").expect("valid");
+        assert_eq!(nets.len(), 2);
+        assert!(parse_ip_list("# nothing\n\n").is_err());
+        let e = parse_ip_list("1.2.3.4\nnot-an-ip\n").expect_err("bad line");
+        assert!(e.starts_with("line 2:"), "{e}");
+        let set = IpSet::new("office", nets);
+        assert!(set.contains(ip("10.1.2.3")) && !set.contains(ip("11.0.0.1")));
+        set.replace(vec!["11.0.0.0/8".parse().expect("net")]);
+        assert!(set.contains(ip("11.0.0.1")) && !set.contains(ip("10.1.2.3")));
     }
 }

@@ -59,6 +59,18 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
     if !store.durable() {
         tracing::warn!("store.kind = \"memory\": deliveries not yet accepted by the upstream are lost if the process crashes");
     }
+    background.extend(crate::ops::ip_sets::spawn(
+        &config.ip_sets,
+        &config.server.tls,
+        drain.public.clone(),
+    ));
+    if !config.builtin_ip_lists.is_empty() {
+        tracing::info!(
+            lists = %config.builtin_ip_lists.join(", "),
+            taken_on = crate::config::KLARNA_IP_LISTS_DATE,
+            "allow_ips uses Klarna's built-in address lists; an [ip_sets] file of the same name replaces one without a new release"
+        );
+    }
     background.push(crate::ops::prune::spawn(
         store.clone(),
         config.store.dedupe_ttl,

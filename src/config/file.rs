@@ -25,6 +25,17 @@ pub(super) struct FileConfig {
     pub(super) reconcile: FileReconcile,
     #[serde(default)]
     pub(super) order_watch: FileOrderWatch,
+    #[serde(default)]
+    pub(super) ip_sets: std::collections::BTreeMap<String, FileIpSet>,
+}
+
+/// An `[ip_sets]` entry: `"file:/path"` (one network a line, reloaded on
+/// change) or a list of networks.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum FileIpSet {
+    File(String),
+    List(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]

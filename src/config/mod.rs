@@ -156,6 +156,59 @@ mod tests {
     }
 
     #[test]
+    fn an_unset_klarna_credential_is_one_error_not_also_a_missing_one() {
+        let text = MINIMAL.to_string()
+            + "[klarna]\napi_url = \"https://api.klarna.com\"\nusername = \"env:AUTHBACK_TEST_NEVER_SET_K1\"\npassword = \"env:AUTHBACK_TEST_NEVER_SET_K2\"\n[order_watch]\nenabled = true\n";
+        let errs = Config::parse(&text, Path::new(".")).expect_err("unset");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["klarna.username", "klarna.password"], "{errs:?}");
+        assert!(
+            errs.iter().all(|e| e.message.contains("is not set")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn ip_sets_are_lists_or_files_and_replace_a_built_in_list() {
+        let dir = std::env::temp_dir().join(format!("authback-ipsets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("klarna.txt"), "203.0.113.0/24\n").expect("write");
+        std::fs::write(dir.join("empty.txt"), "# none yet\n").expect("write");
+        let with = |sets: &str, allow: &str| {
+            MINIMAL.replace("secrets = [", &format!("allow_ips = {allow}\nsecrets = ["))
+                + "[ip_sets]\n"
+                + sets
+        };
+        let c = Config::parse(
+            &with(
+                "klarna-production = \"file:klarna.txt\"\noffice = [\"10.0.0.0/8\"]\n",
+                "[\"klarna-production\", \"office\"]",
+            ),
+            &dir,
+        )
+        .expect("valid");
+        let r = &c.routes[0];
+        assert!(r.ip_allowed("203.0.113.9".parse().expect("ip")));
+        assert!(r.ip_allowed("10.1.1.1".parse().expect("ip")));
+        assert!(
+            !r.ip_allowed("52.17.117.56".parse().expect("ip")),
+            "the file replaced the built-in list"
+        );
+        assert!(c.builtin_ip_lists.is_empty());
+        for (sets, key) in [
+            ("office = \"file:empty.txt\"\n", "ip_sets.office"),
+            ("office = \"file:missing.txt\"\n", "ip_sets.office"),
+            ("office = \"10.0.0.0/8\"\n", "ip_sets.office"),
+            ("\"bad name\" = [\"10.0.0.0/8\"]\n", "ip_sets.bad name"),
+            ("other = [\"10.0.0.0/8\"]\n", "routes[0].allow_ips[0]"),
+        ] {
+            let errs = Config::parse(&with(sets, "[\"office\"]"), &dir).expect_err(sets);
+            assert!(errs.iter().any(|e| e.key == key), "{sets}: {errs:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn placeholder_secrets_are_refused_outside_development() {
         let dir = std::env::temp_dir().join(format!("authback-placeholder-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::net::IpNet;
+use crate::net::{IpNet, IpSet};
 use crate::route::dialect::{Dialect, PathForm};
 use crate::route::Route;
 use crate::store::StoreConfig;
@@ -72,6 +72,18 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The keys of secrets written inline in the file.
     pub inline_secrets: Vec<String>,
+    /// `[ip_sets]`: named address lists for `allow_ips`.
+    pub ip_sets: Vec<IpSetSource>,
+    /// The built-in lists (`KLARNA_IP_LISTS`) some route's `allow_ips` uses.
+    pub builtin_ip_lists: Vec<&'static str>,
+}
+
+/// One `[ip_sets]` entry: the set routes read, and the file it is reloaded
+/// from, if any.
+#[derive(Debug, Clone)]
+pub struct IpSetSource {
+    pub set: IpSet,
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,8 +193,13 @@ pub struct ReconcileConfig {
     pub give_up_after: Duration,
 }
 
+/// When `KLARNA_IP_LISTS` was taken from Klarna's documentation: `check`
+/// and the startup log print it, so that a stale list is noticed.
+pub const KLARNA_IP_LISTS_DATE: &str = "2026-11-23";
+
 /// Klarna's published callback source addresses, taken from its
-/// documentation on 2026-11-23. Named lists usable in `allow_ips`.
+/// documentation on `KLARNA_IP_LISTS_DATE`. Named lists usable in
+/// `allow_ips`; an `[ip_sets]` entry of the same name replaces one.
 pub(crate) const KLARNA_IP_LISTS: &[(&str, &[&str])] = &[
     (
         "klarna-production",

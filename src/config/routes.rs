@@ -10,7 +10,7 @@ use crate::config::model::*;
 use crate::net::IpNet;
 use crate::route::dialect::Dialect;
 use crate::route::{valid_reference, AnswerRule, Means, Spelling};
-use crate::route::{ForwardFormat, PathPattern, Route};
+use crate::route::{AllowIps, ForwardFormat, PathPattern, Route};
 use crate::types::Secret;
 
 /// `signed`: deliveries carry a signature (`upstream.signing_secret` is set).
@@ -19,8 +19,10 @@ pub(super) fn routes(
     file_routes: Vec<FileRoute>,
     signed: bool,
     dialect: Dialect,
-) -> Vec<Route> {
+    ip_sets: &[IpSetSource],
+) -> (Vec<Route>, Vec<&'static str>) {
     let mut routes = Vec::new();
+    let mut builtin = Vec::new();
     let mut names = HashSet::new();
     if file_routes.is_empty() {
         c.warnings
@@ -32,7 +34,7 @@ pub(super) fn routes(
         let path = path(c, i, &r);
         let forward_format = forwarding(c, i, &r);
         let (secrets, static_tokens) = tokens(c, i, &r, forward_format, signed);
-        let allow_ips = allow_ips(c, i, &r);
+        let allow_ips = allow_ips(c, i, &r, ip_sets, &mut builtin);
         let matching = route_matching(c, &r, i, &path, forward_format);
         routes.push(Route {
             name,
@@ -61,7 +63,7 @@ pub(super) fn routes(
         });
     }
     no_shared_paths(c, &routes);
-    routes
+    (routes, builtin)
 }
 
 fn name(c: &mut Checker, names: &mut HashSet<String>, i: usize, r: &FileRoute) -> String {
@@ -195,23 +197,37 @@ fn tokens(
     (secrets, static_tokens)
 }
 
-/// `allow_ips`: CIDRs, or the names of Klarna's lists.
-fn allow_ips(c: &mut Checker, i: usize, r: &FileRoute) -> Vec<IpNet> {
-    let mut allow_ips = Vec::new();
+/// `allow_ips`: CIDRs, `[ip_sets]` names, or the names of Klarna's
+/// built-in lists (which an `[ip_sets]` entry of the same name replaces).
+fn allow_ips(
+    c: &mut Checker,
+    i: usize,
+    r: &FileRoute,
+    ip_sets: &[IpSetSource],
+    builtin: &mut Vec<&'static str>,
+) -> AllowIps {
+    let mut allow = AllowIps::default();
     for (j, a) in r.allow_ips.iter().enumerate() {
-        if let Some((_, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
-            allow_ips.extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
+        if let Some(s) = ip_sets.iter().find(|s| s.set.name() == a) {
+            allow.sets.push(s.set.clone());
+        } else if let Some((name, list)) = KLARNA_IP_LISTS.iter().find(|(n, _)| n == a) {
+            allow
+                .nets
+                .extend(list.iter().filter_map(|ip| ip.parse::<IpNet>().ok()));
+            if !builtin.contains(name) {
+                builtin.push(name);
+            }
         } else {
             match a.parse::<IpNet>() {
-                Ok(n) => allow_ips.push(n),
+                Ok(n) => allow.nets.push(n),
                 Err(e) => c.err(
                     format!("routes[{i}].allow_ips[{j}]"),
-                    format!("{e}; or one of \"klarna-production\", \"klarna-playground\""),
+                    format!("{e}; or an [ip_sets] name, or one of \"klarna-production\", \"klarna-playground\""),
                 ),
             }
         }
     }
-    allow_ips
+    allow
 }
 
 /// No two routes share a path or an alias.

@@ -20,11 +20,13 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
     let upstream = upstream(&mut c, &f.upstream);
     let store = store(&mut c, f.store, base);
     let delivery = delivery(&mut c, &f.delivery);
-    let routes = super::routes::routes(
+    let ip_sets = ip_sets(&mut c, f.ip_sets, base);
+    let (routes, builtin_ip_lists) = super::routes::routes(
         &mut c,
         f.routes,
         f.upstream.signing_secret.is_some(),
         upstream.dialect,
+        &ip_sets,
     );
     let limits = limits(&mut c, &f.limits);
     let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
@@ -56,7 +58,56 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
         order_watch,
         warnings: c.warnings,
         inline_secrets: c.inline_secrets,
+        ip_sets,
+        builtin_ip_lists,
     })
+}
+
+/// `[ip_sets]`: each name, and its networks read now (a file's relative to
+/// the config's folder).
+fn ip_sets(
+    c: &mut Checker,
+    f: std::collections::BTreeMap<String, FileIpSet>,
+    base: &Path,
+) -> Vec<IpSetSource> {
+    let mut out = Vec::new();
+    for (name, source) in f {
+        let key = format!("ip_sets.{name}");
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            c.err(key, "use 1 to 64 characters of A-Z a-z 0-9 . _ -");
+            continue;
+        }
+        let (nets, file) = match source {
+            FileIpSet::File(v) => {
+                let Some(path) = v.strip_prefix("file:") else {
+                    c.err(key, "is \"file:/path\" or a list of addresses");
+                    continue;
+                };
+                let path = base.join(path);
+                let read = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|t| {
+                        crate::net::parse_ip_list(&t)
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    });
+                (read, Some(path))
+            }
+            FileIpSet::List(list) => (crate::net::parse_ip_list(&list.join("\n")), None),
+        };
+        match nets {
+            Ok(nets) => out.push(IpSetSource {
+                set: crate::net::IpSet::new(&name, nets),
+                file,
+            }),
+            Err(e) => c.err(key, e),
+        }
+    }
+    out
 }
 
 fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
@@ -453,10 +504,13 @@ fn needs_klarna(c: &mut Checker, klarna: Option<&KlarnaConfig>, why: &str) {
             format!("[klarna] with api_url, username and password is required when {why}"),
         ),
         Some(k) => {
-            if k.username.is_none() {
+            // A key already in error (an unset env: variable) is not
+            // reported again as missing: one root cause, one error.
+            let reported = |c: &Checker, key: &str| c.errors.iter().any(|e| e.key == key);
+            if k.username.is_none() && !reported(c, "klarna.username") {
                 c.err("klarna.username", format!("is required when {why}"));
             }
-            if k.password.is_none() {
+            if k.password.is_none() && !reported(c, "klarna.password") {
                 c.err("klarna.password", format!("is required when {why}"));
             }
         }

@@ -1,8 +1,10 @@
 //! Running it: metrics, logs, the history the console charts, readiness,
-//! pruning delivered records, and the shutdown latch.
+//! pruning delivered records, reloading address lists, and the shutdown
+//! latch.
 
 pub(crate) mod due;
 pub(crate) mod history;
+pub(crate) mod ip_sets;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod prune;

@@ -7,7 +7,7 @@ pub(crate) mod dialect;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::net::IpNet;
+use crate::net::{IpNet, IpSet};
 use crate::route::dialect::Dialect;
 use crate::types::Secret;
 
@@ -337,7 +337,27 @@ pub struct Route {
     pub static_tokens: Vec<Secret>,
     pub unverified: bool,
     /// Empty means every address is allowed.
-    pub allow_ips: Vec<IpNet>,
+    pub allow_ips: AllowIps,
+}
+
+/// Where a route takes callbacks from: fixed networks, and named sets that
+/// may be reloaded while serving (`[ip_sets]`). With neither, every address.
+#[derive(Debug, Clone, Default)]
+pub struct AllowIps {
+    pub(crate) nets: Vec<IpNet>,
+    pub(crate) sets: Vec<IpSet>,
+}
+
+impl AllowIps {
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty() && self.sets.is_empty()
+    }
+
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
+        self.is_empty()
+            || self.nets.iter().any(|n| n.contains(ip))
+            || self.sets.iter().any(|s| s.contains(ip))
+    }
 }
 
 impl Route {
@@ -459,7 +479,7 @@ impl Route {
     }
 
     pub(crate) fn ip_allowed(&self, ip: IpAddr) -> bool {
-        self.allow_ips.is_empty() || self.allow_ips.iter().any(|n| n.contains(ip))
+        self.allow_ips.allows(ip)
     }
 }
 
@@ -516,7 +536,7 @@ mod tests {
             secrets: Vec::new(),
             static_tokens: Vec::new(),
             unverified: true,
-            allow_ips: Vec::new(),
+            allow_ips: AllowIps::default(),
         }
     }
 

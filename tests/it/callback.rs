@@ -714,3 +714,40 @@ async fn an_http2_refusal_does_not_reset_the_stream_the_body_is_still_on() {
         .await
         .expect("the body goes out");
 }
+
+/// An `[ip_sets]` list read from a file fences a route, and follows the
+/// file: a change that parses takes effect while serving; a bad or empty
+/// file keeps the last good list rather than opening (or closing) the
+/// route.
+#[tokio::test]
+async fn an_ip_set_file_fences_a_route_and_is_reloaded_on_change() {
+    let up = Upstream::start().await;
+    let dir = TempDir::new();
+    let list = dir.path().join("office.txt");
+    std::fs::write(&list, "# not this machine\n10.0.0.0/8\n").expect("write");
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let text = base_config(
+        &up.url(),
+        &c,
+        &k,
+        "allow_ips = [\"office\"]\n[ip_sets]\noffice = \"file:office.txt\"\n",
+    );
+    let ab = Authback::start_text(dir, cert.der, &text, false).await;
+    let url = ab.mint("ip-1");
+    let body = callback_body("sess-ip-1", "tok-ip-000001");
+    assert_eq!(ab.callback(&url, &body).await.0, 403);
+
+    std::fs::write(&list, "127.0.0.1\n").expect("write");
+    eventually!(
+        ab.callback(&url, &body).await.0 == 204,
+        "the reloaded list to let this machine in"
+    );
+
+    // A file that does not parse, then an empty one: the last good list stays.
+    for bad in ["127.0.0.1\nnot-an-address\n", "# nothing\n"] {
+        std::fs::write(&list, bad).expect("write");
+        tokio::time::sleep(ABSENCE).await;
+        assert_eq!(ab.callback(&url, &body).await.0, 204, "after {bad:?}");
+    }
+}
