@@ -9,21 +9,12 @@ use crate::store::model::{
     ready, BoxFuture, Claim, Cursor, Delivery, Detail, Filter, Page, Replay, Stats, StoreError,
     StoreKind,
 };
-use crate::store::queue::{Checks, Deliveries, Queue, Watches};
+use crate::store::queue::Queues;
 use crate::store::registrations::Registration;
 use crate::types::DeliveryId;
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Queues + Send + Sync + 'static {
     fn kind(&self) -> StoreKind;
-
-    /// Deliveries due for an attempt.
-    fn deliveries(&self) -> &dyn Queue<Deliveries>;
-
-    /// Registrations due for a Read Session check.
-    fn checks(&self) -> &dyn Queue<Checks>;
-
-    /// Watched deliveries due for an order-watch check.
-    fn watches(&self) -> &dyn Queue<Watches>;
 
     /// Whether what it recorded survives the process (`kill -9` included).
     fn durable(&self) -> bool;

@@ -99,18 +99,6 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn deliveries(&self) -> &dyn Queue<Deliveries> {
-        self
-    }
-
-    fn checks(&self) -> &dyn Queue<Checks> {
-        self
-    }
-
-    fn watches(&self) -> &dyn Queue<Watches> {
-        self
-    }
-
     fn kind(&self) -> StoreKind {
         StoreKind::Memory
     }

@@ -26,7 +26,7 @@ pub use model::{
     DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, StoreKind, Watch,
     WatchNext, WatchState, ATTEMPTS_KEPT,
 };
-pub use queue::{Attempted, Checks, Deliveries, Queue, Watches};
+pub use queue::{Attempted, Checks, Deliveries, Queue, Queues, Watches};
 pub use registrations::{CheckNext, RegState, Registration};
 
 /// The `[store]` section, validated.

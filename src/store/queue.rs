@@ -69,3 +69,29 @@ pub trait Queue<W: Work>: Send + Sync {
     /// no trace.
     fn finish(&self, key: W::Key, n: u32, next: W::Next) -> BoxFuture<'_, Result<(), StoreError>>;
 }
+
+/// The three queues of one store. Every type that is a queue of each kind
+/// hands them out as itself: a store implements `Queue` three times and
+/// gets these for nothing.
+pub trait Queues {
+    /// Deliveries due for an attempt.
+    fn deliveries(&self) -> &dyn Queue<Deliveries>;
+    /// Registrations due for a Read Session check.
+    fn checks(&self) -> &dyn Queue<Checks>;
+    /// Watched deliveries due for an order-watch check.
+    fn watches(&self) -> &dyn Queue<Watches>;
+}
+
+impl<T: Queue<Deliveries> + Queue<Checks> + Queue<Watches>> Queues for T {
+    fn deliveries(&self) -> &dyn Queue<Deliveries> {
+        self
+    }
+
+    fn checks(&self) -> &dyn Queue<Checks> {
+        self
+    }
+
+    fn watches(&self) -> &dyn Queue<Watches> {
+        self
+    }
+}

@@ -362,18 +362,6 @@ async fn probe(
 }
 
 impl Store for RedisStore {
-    fn deliveries(&self) -> &dyn Queue<Deliveries> {
-        self
-    }
-
-    fn checks(&self) -> &dyn Queue<Checks> {
-        self
-    }
-
-    fn watches(&self) -> &dyn Queue<Watches> {
-        self
-    }
-
     fn kind(&self) -> StoreKind {
         StoreKind::Redis
     }

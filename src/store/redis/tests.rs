@@ -13,7 +13,7 @@ use crate::store::api::Store;
 use crate::store::model::{
     Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, WatchNext, WatchState,
 };
-use crate::store::queue::Attempted;
+use crate::store::queue::{Attempted, Queues};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
 const HOUR: Duration = Duration::from_secs(3600);

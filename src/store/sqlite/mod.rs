@@ -463,18 +463,6 @@ fn checkpointer(conn: Connection, stop: Receiver<()>) {
 }
 
 impl Store for SqliteStore {
-    fn deliveries(&self) -> &dyn Queue<Deliveries> {
-        self
-    }
-
-    fn checks(&self) -> &dyn Queue<Checks> {
-        self
-    }
-
-    fn watches(&self) -> &dyn Queue<Watches> {
-        self
-    }
-
     fn kind(&self) -> StoreKind {
         StoreKind::File
     }
