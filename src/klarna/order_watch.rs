@@ -112,7 +112,7 @@ pub(crate) fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
         WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
         WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
         WatchNext::Unconfirmed { .. } => Some(WatchOutcome::Unconfirmed),
-        WatchNext::Again { .. } => None,
+        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } => None,
     }
 }
 
@@ -134,6 +134,9 @@ pub(crate) fn log(d: &Delivery, next: &WatchNext) {
             error: Some(error),
         } => {
             tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch check failed; will check again")
+        }
+        WatchNext::KlarnaFailing { at, error, .. } => {
+            tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch waits for Klarna; will check again")
         }
         WatchNext::Again { .. } => {}
     }
@@ -165,6 +168,7 @@ mod tests {
             checks: 0,
             redelivered,
             last_error: None,
+            klarna_failing_since: None,
         }
     }
 
