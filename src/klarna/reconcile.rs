@@ -237,8 +237,9 @@ async fn watch(app: &Context, d: Delivery) {
     let read = crate::klarna::order_watch::Read::of(
         read_session(app, KlarnaPurpose::OrderWatch, &d.session_id).await,
     );
+    let failed = matches!(read, crate::klarna::order_watch::Read::Failed { .. });
     let next = crate::klarna::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
-    crate::klarna::order_watch::log(&d, &next);
+    crate::klarna::order_watch::log(&d, &next, failed);
     if let Err(e) = app
         .store
         .watches()
