@@ -42,8 +42,12 @@ pub(crate) enum ReadError {
     Status(StatusCode),
     #[error("no answer from Klarna within {}", crate::text::format_duration(*.0))]
     Timeout(Duration),
+    /// DNS, the TCP connection, or no HTTP answer on it.
     #[error("cannot reach Klarna: {0}")]
     Connect(String),
+    /// The TLS handshake, the certificate included.
+    #[error("TLS with Klarna failed: {0}")]
+    Tls(String),
     #[error("Klarna's answer is not the expected JSON")]
     Body,
 }
@@ -58,7 +62,7 @@ impl ReadError {
             ReadError::Status(s) if s.is_server_error() => CheckOutcome::ServerError,
             ReadError::Status(_) | ReadError::Body => CheckOutcome::Error,
             ReadError::Timeout(_) => CheckOutcome::Timeout,
-            ReadError::Connect(_) => CheckOutcome::Unreachable,
+            ReadError::Connect(_) | ReadError::Tls(_) => CheckOutcome::Unreachable,
         }
     }
 
@@ -75,7 +79,9 @@ impl ReadError {
             ReadError::RateLimited(_) => KlarnaOutcome::RateLimited,
             ReadError::Status(s) if s.is_server_error() => KlarnaOutcome::ServerError,
             ReadError::Status(_) | ReadError::Body => KlarnaOutcome::Error,
-            ReadError::Timeout(_) | ReadError::Connect(_) => KlarnaOutcome::Unreachable,
+            ReadError::Timeout(_) | ReadError::Connect(_) | ReadError::Tls(_) => {
+                KlarnaOutcome::Unreachable
+            }
         }
     }
 }
@@ -159,6 +165,7 @@ impl ReadSessionClient {
             .map_err(|e| ReadError::Connect(e.to_string()))?;
         let resp = self.client.send(req).await.map_err(|e| match e {
             Failure::Timeout(..) => ReadError::Timeout(self.timeout),
+            Failure::Tls(e) => ReadError::Tls(e),
             e => ReadError::Connect(e.cause()),
         })?;
         let status = resp.status();
@@ -254,6 +261,10 @@ mod tests {
             ),
             (
                 Err(ReadError::Connect("connection refused".into())),
+                KlarnaOutcome::Unreachable,
+            ),
+            (
+                Err(ReadError::Tls("invalid peer certificate".into())),
                 KlarnaOutcome::Unreachable,
             ),
         ] {
