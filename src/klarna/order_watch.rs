@@ -34,7 +34,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// How long a Klarna session lives at most: 48 h from its creation, which
 /// came before the authorization, so before the watch started. Past this a
 /// watch waiting for Klarna ends, since there is nothing left to read.
-pub(crate) const SESSION_LIFE: Duration = Duration::from_secs(48 * 3600);
+const SESSION_LIFE: Duration = Duration::from_secs(48 * 3600);
 
 /// What one Read Session call said about the order.
 #[derive(Debug)]

@@ -140,8 +140,6 @@ pub struct KlarnaApi {
     /// Authorization tokens whose order creation waits for a release.
     held: Arc<tokio::sync::watch::Sender<std::collections::HashSet<String>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
-    /// Connections closed unanswered while down.
-    pub refused: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl KlarnaApi {
@@ -158,7 +156,6 @@ impl KlarnaApi {
             sessions: Arc::default(),
             held: Arc::new(tokio::sync::watch::Sender::new(Default::default())),
             down: Arc::default(),
-            refused: Arc::default(),
         };
         let a = api.clone();
         tokio::spawn(async move {
@@ -167,7 +164,6 @@ impl KlarnaApi {
                     return;
                 };
                 if a.down.load(std::sync::atomic::Ordering::SeqCst) {
-                    a.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     drop(tcp);
                     continue;
                 }
