@@ -28,8 +28,9 @@
 //! store/      the Store trait (api), what is recorded (model), the three
 //!             queues of leased work (queue), and the memory, SQLite and
 //!             Redis kinds
-//! klarna/     Klarna's API (client), Read Session recovery (reconcile) and
-//!             order watch (order_watch)
+//! klarna/     Klarna's API (client), Read Session recovery (reconcile),
+//!             order watch (order_watch), and whether Klarna answers at all,
+//!             logged once per outage (health)
 //! admin/      the admin listener's /v1 API (api, view) and the console and
 //!             its CLI
 //! ops/        the one loop for due work (due), metrics, logs, history,

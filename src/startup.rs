@@ -161,6 +161,7 @@ pub(crate) fn start_klarna(
         store: core.store.clone(),
         metrics: core.metrics.clone(),
         client: Arc::new(client),
+        health: Arc::default(),
         config: config.reconcile.clone(),
         order_watch: config.order_watch.clone(),
         deadline: config.delivery.deadline,

@@ -753,6 +753,7 @@ mod tests {
             checks: 3,
             redelivered: true,
             last_error: Some("Read Session: timeout".into()),
+            klarna_failing_since: None,
         });
         (pending, delivered)
     }

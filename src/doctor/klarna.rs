@@ -27,20 +27,28 @@ pub(crate) async fn checks(config: &Config) -> Vec<Check> {
 }
 
 async fn credentials(k: &KlarnaConfig) -> Check {
-    const NAME: &str = "klarna";
     let client = match ReadSessionClient::new(k) {
         Ok(c) => c,
-        Err(e) => return Check::fail(NAME, e, "complete the [klarna] section"),
+        Err(e) => return Check::fail(CREDENTIALS, e, "complete the [klarna] section"),
     };
     // Unlike any real session id, so Klarna can only answer 404 or refuse.
     let session = SessionId::new(format!("authback-doctor-{}", nonce(8)));
-    let api = &k.api_url;
     // The client has its own `klarna.timeout`; this bounds it however set.
     let read = match tokio::time::timeout(STEP, client.read_session(&session)).await {
         Ok(r) => r,
         Err(_) => Err(ReadError::Timeout(STEP)),
     };
-    let region = "check klarna.username and klarna.password, and that klarna.api_url is the region and environment (playground or production) they belong to";
+    verdict(&k.api_url, read)
+}
+
+const CREDENTIALS: &str = "klarna";
+
+/// What Read Session of a made-up session at `api` says about the
+/// deployment. Wrong credentials and a host that cannot be reached are
+/// different problems, with different fixes: the first is in `[klarna]`,
+/// the second in the network between this host and Klarna.
+fn verdict(api: &str, read: Result<SessionState, ReadError>) -> Check {
+    const NAME: &str = CREDENTIALS;
     match read {
         Ok(SessionState::NotFound) => Check::ok(
             NAME,
@@ -51,15 +59,23 @@ async fn credentials(k: &KlarnaConfig) -> Check {
             format!("{api} answered a made-up session with a session ({other:?})"),
             "check that klarna.api_url is Klarna's API",
         ),
+        // 401: Klarna does not know them; 403: they may not read sessions
+        // there (another region's or environment's account, or one
+        // without Klarna Payments).
         Err(ReadError::Auth(status)) => Check::fail(
             NAME,
-            format!("{api} refused the credentials ({status})"),
-            region,
+            format!("{api} reached, but it refused the credentials ({status})"),
+            "wrong credentials: set klarna.username and klarna.password to an API key pair (Merchant Portal, Settings, Klarna API keys) of the region and environment (playground or production) klarna.api_url names",
         ),
         Err(e @ (ReadError::Connect(_) | ReadError::Timeout(_))) => Check::fail(
             NAME,
+            format!("{api} unreachable: {e}"),
+            "the network, not the credentials: check that klarna.api_url's host name resolves from this host (DNS) and that it may open HTTPS connections to it (egress firewall, proxy, network policy)",
+        ),
+        Err(e @ ReadError::Tls(_)) => Check::fail(
+            NAME,
             format!("{api}: {e}"),
-            "check klarna.api_url and that this host may reach it (egress firewall, proxy, klarna.ca_file)",
+            "check that klarna.api_url is Klarna's API and that nothing intercepts TLS on the way; a private test CA goes in klarna.ca_file",
         ),
         Err(e) => Check::fail(
             NAME,
@@ -116,5 +132,61 @@ async fn clock(k: &KlarnaConfig) -> Check {
         )
     } else {
         Check::ok(NAME, format!("within {skew} s of Klarna's Date header"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::doctor::report::Status;
+
+    const API: &str = "https://api.playground.klarna.com";
+
+    fn fix(read: Result<SessionState, ReadError>) -> (Status, String, String) {
+        let c = verdict(API, read);
+        (c.status, c.detail, c.fix.unwrap_or_default())
+    }
+
+    #[test]
+    fn refused_credentials_point_at_the_credentials() {
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let (s, detail, fix) = fix(Err(ReadError::Auth(status)));
+            assert_eq!(s, Status::Fail);
+            assert!(detail.contains("refused the credentials"), "{detail}");
+            assert!(fix.starts_with("wrong credentials"), "{fix}");
+            assert!(
+                fix.contains("klarna.username") && fix.contains("klarna.password"),
+                "{fix}"
+            );
+            assert!(!fix.contains("firewall"), "{fix}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_host_points_at_the_network() {
+        for e in [
+            ReadError::Connect("failed to lookup address information".into()),
+            ReadError::Connect("Connection refused (os error 111)".into()),
+            ReadError::Timeout(Duration::from_secs(5)),
+        ] {
+            let (s, detail, fix) = fix(Err(e));
+            assert_eq!(s, Status::Fail);
+            assert!(detail.contains("unreachable"), "{detail}");
+            assert!(fix.starts_with("the network, not the credentials"), "{fix}");
+            assert!(fix.contains("DNS") && fix.contains("firewall"), "{fix}");
+            assert!(!fix.contains("klarna.password"), "{fix}");
+        }
+        let (_, _, fix) = fix(Err(ReadError::Tls("invalid peer certificate".into())));
+        assert!(fix.contains("klarna.ca_file"), "{fix}");
+    }
+
+    #[test]
+    fn a_404_for_a_made_up_session_passes() {
+        assert_eq!(fix(Ok(SessionState::NotFound)).0, Status::Ok);
+        assert_eq!(fix(Ok(SessionState::Incomplete)).0, Status::Fail);
     }
 }

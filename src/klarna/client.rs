@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use crate::client::{Client, Failure, Limits};
 use crate::config::KlarnaConfig;
 use crate::net::HostPort;
-use crate::ops::metrics::CheckOutcome;
+use crate::ops::metrics::{CheckOutcome, KlarnaOutcome};
 use crate::text::{base64, parse_retry_after, path_segment};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
 
@@ -42,8 +42,12 @@ pub(crate) enum ReadError {
     Status(StatusCode),
     #[error("no answer from Klarna within {}", crate::text::format_duration(*.0))]
     Timeout(Duration),
+    /// DNS, the TCP connection, or no HTTP answer on it.
     #[error("cannot reach Klarna: {0}")]
     Connect(String),
+    /// The TLS handshake, the certificate included.
+    #[error("TLS with Klarna failed: {0}")]
+    Tls(String),
     #[error("Klarna's answer is not the expected JSON")]
     Body,
 }
@@ -58,8 +62,37 @@ impl ReadError {
             ReadError::Status(s) if s.is_server_error() => CheckOutcome::ServerError,
             ReadError::Status(_) | ReadError::Body => CheckOutcome::Error,
             ReadError::Timeout(_) => CheckOutcome::Timeout,
-            ReadError::Connect(_) => CheckOutcome::Unreachable,
+            ReadError::Connect(_) | ReadError::Tls(_) => CheckOutcome::Unreachable,
         }
+    }
+
+    /// The `outcome` of `authback_klarna_requests_total` this failure
+    /// counts as. A 403 counts as `unauthorized` like a 401: Klarna answers
+    /// 401 to credentials it does not know and 403 to credentials that may
+    /// not read the session (another merchant's, or an account without
+    /// Klarna Payments), and the fix of both is in `[klarna]`, not at
+    /// Klarna. A timeout, DNS, TCP and TLS failures are all `unreachable`;
+    /// another 4xx or an answer that is not the expected JSON is `error`.
+    pub(crate) fn outcome(&self) -> KlarnaOutcome {
+        match self {
+            ReadError::Auth(_) => KlarnaOutcome::Unauthorized,
+            ReadError::RateLimited(_) => KlarnaOutcome::RateLimited,
+            ReadError::Status(s) if s.is_server_error() => KlarnaOutcome::ServerError,
+            ReadError::Status(_) | ReadError::Body => KlarnaOutcome::Error,
+            ReadError::Timeout(_) | ReadError::Connect(_) | ReadError::Tls(_) => {
+                KlarnaOutcome::Unreachable
+            }
+        }
+    }
+}
+
+/// The `outcome` of `authback_klarna_requests_total` a Read Session call
+/// counts as.
+pub(crate) fn outcome(r: &Result<SessionState, ReadError>) -> KlarnaOutcome {
+    match r {
+        Ok(SessionState::NotFound) => KlarnaOutcome::NotFound,
+        Ok(_) => KlarnaOutcome::Ok,
+        Err(e) => e.outcome(),
     }
 }
 
@@ -132,6 +165,7 @@ impl ReadSessionClient {
             .map_err(|e| ReadError::Connect(e.to_string()))?;
         let resp = self.client.send(req).await.map_err(|e| match e {
             Failure::Timeout(..) => ReadError::Timeout(self.timeout),
+            Failure::Tls(e) => ReadError::Tls(e),
             e => ReadError::Connect(e.cause()),
         })?;
         let status = resp.status();
@@ -194,5 +228,47 @@ mod tests {
             "an order was placed: nothing to recover"
         );
         assert!(parse(b"<html>").is_err());
+    }
+
+    #[test]
+    fn each_answer_counts_as_one_outcome() {
+        let status = |code| StatusCode::from_u16(code).expect("status");
+        for (r, want) in [
+            (Ok(SessionState::Complete), KlarnaOutcome::Ok),
+            (Ok(SessionState::Incomplete), KlarnaOutcome::Ok),
+            (Ok(SessionState::NotFound), KlarnaOutcome::NotFound),
+            (
+                Err(ReadError::Auth(status(401))),
+                KlarnaOutcome::Unauthorized,
+            ),
+            (
+                Err(ReadError::Auth(status(403))),
+                KlarnaOutcome::Unauthorized,
+            ),
+            (
+                Err(ReadError::RateLimited(None)),
+                KlarnaOutcome::RateLimited,
+            ),
+            (
+                Err(ReadError::Status(status(503))),
+                KlarnaOutcome::ServerError,
+            ),
+            (Err(ReadError::Status(status(400))), KlarnaOutcome::Error),
+            (Err(ReadError::Body), KlarnaOutcome::Error),
+            (
+                Err(ReadError::Timeout(Duration::from_secs(10))),
+                KlarnaOutcome::Unreachable,
+            ),
+            (
+                Err(ReadError::Connect("connection refused".into())),
+                KlarnaOutcome::Unreachable,
+            ),
+            (
+                Err(ReadError::Tls("invalid peer certificate".into())),
+                KlarnaOutcome::Unreachable,
+            ),
+        ] {
+            assert_eq!(outcome(&r), want, "{r:?}");
+        }
     }
 }

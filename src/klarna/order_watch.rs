@@ -7,6 +7,13 @@
 //! `unconfirmed_after`: the delivery is `unconfirmed`, the "charged but no
 //! order" list an operator acts on.
 //!
+//! Both decisions need an answer from Klarna: while Read Session fails
+//! (down, 5xx, 429, wrong credentials), not knowing is not "no order". The
+//! watch then neither redelivers nor ends; it asks again every `every`
+//! until a read succeeds (then the rules above apply, on their usual
+//! clock), or until the session is certainly over (`SESSION_LIFE`), when
+//! it ends `unconfirmed` with "Klarna unreachable since …" as its error.
+//!
 //! The checks run in the Read Session loop (`reconcile`), under its cap on
 //! calls in flight and with its one Klarna client. Nothing here touches an
 //! ack or a delivery attempt.
@@ -17,12 +24,17 @@ use crate::config::OrderWatchConfig;
 use crate::klarna::client::{ReadError, SessionState};
 use crate::ops::metrics::WatchOutcome;
 use crate::store::{Delivery, Watch, WatchNext};
-use crate::text::saturating_add_ms;
+use crate::text::{rfc3339, saturating_add_ms};
 use crate::types::unix_ms;
 
 /// The longest a 429's `Retry-After` can defer a check (Klarna's value
 /// comes from the network and can be `u64::MAX` seconds).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long a Klarna session lives at most: 48 h from its creation, which
+/// came before the authorization, so before the watch started. Past this a
+/// watch waiting for Klarna ends, since there is nothing left to read.
+const SESSION_LIFE: Duration = Duration::from_secs(48 * 3600);
 
 /// What one Read Session call said about the order.
 #[derive(Debug)]
@@ -33,7 +45,8 @@ pub(crate) enum Read {
     NotPlaced,
     /// 404: the session is gone; see `OrderWatchConfig::not_found_is_placed`.
     Gone,
-    /// No answer worth reading (a 5xx, a timeout, a 401...): ask again.
+    /// No answer worth reading (a 5xx, a timeout, a 401...): Klarna is
+    /// failing, and the watch waits for it.
     Failed {
         error: String,
         retry_after: Option<Duration>,
@@ -64,12 +77,20 @@ pub(crate) fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) ->
         return WatchNext::Confirmed;
     }
     let error = match read {
+        Read::Failed { error, retry_after } => {
+            return klarna_failing(cfg, w, now, error, retry_after)
+        }
         Read::Gone => Some("Read Session: session not found (404)".to_string()),
-        Read::Failed { ref error, .. } => Some(error.clone()),
         _ => None,
     };
     let unconfirmed_at = saturating_add_ms(w.started_at, cfg.unconfirmed_after);
     if now >= unconfirmed_at {
+        // After waiting for Klarna, the incident tells what the read
+        // found, not the failure that is over.
+        let error = error.or_else(|| {
+            w.klarna_failing_since
+                .map(|_| "Read Session: no order placed (Klarna answered again)".to_string())
+        });
         return WatchNext::Unconfirmed { error };
     }
     let redeliver_at = cfg
@@ -83,13 +104,6 @@ pub(crate) fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) ->
     } else {
         saturating_add_ms(now, cfg.every)
     };
-    if let Read::Failed {
-        retry_after: Some(wait),
-        ..
-    } = read
-    {
-        at = at.max(saturating_add_ms(now, wait.min(MAX_RETRY_AFTER)));
-    }
     match redeliver_at {
         Some(r) if now >= r => {
             return WatchNext::Redeliver {
@@ -106,18 +120,51 @@ pub(crate) fn decide(cfg: &OrderWatchConfig, w: &Watch, now: u64, read: Read) ->
     }
 }
 
+/// A check at `now` that Klarna failed with `error`: ask again after
+/// `every` (or the `Retry-After`, capped), neither redelivering nor ending
+/// the watch, until the session is certainly over (or `unconfirmed_after`,
+/// if that is later). The error says since when Klarna has failed.
+fn klarna_failing(
+    cfg: &OrderWatchConfig,
+    w: &Watch,
+    now: u64,
+    error: String,
+    retry_after: Option<Duration>,
+) -> WatchNext {
+    let since = w.klarna_failing_since.unwrap_or(now);
+    let error = format!(
+        "Klarna unreachable since {}: {error}",
+        rfc3339(since / 1000)
+    );
+    let end = saturating_add_ms(w.started_at, SESSION_LIFE.max(cfg.unconfirmed_after));
+    if now >= end {
+        return WatchNext::Unconfirmed { error: Some(error) };
+    }
+    let mut at = saturating_add_ms(now, cfg.every);
+    if let Some(wait) = retry_after {
+        at = at.max(saturating_add_ms(now, wait.min(MAX_RETRY_AFTER)));
+    }
+    WatchNext::KlarnaFailing {
+        at: at.min(end),
+        since,
+        error,
+    }
+}
+
 /// The outcome label of `authback_order_watch_total` a decision counts as.
 pub(crate) fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
     match next {
         WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
         WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
         WatchNext::Unconfirmed { .. } => Some(WatchOutcome::Unconfirmed),
-        WatchNext::Again { .. } => None,
+        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } => None,
     }
 }
 
-/// Logs what a check decided for `d`.
-pub(crate) fn log(d: &Delivery, next: &WatchNext) {
+/// Logs what a check decided for `d`; `klarna_failed` when the check got
+/// no answer from Klarna. Klarna failing itself is logged once, by
+/// `klarna::health`, not here for each watch.
+pub(crate) fn log(d: &Delivery, next: &WatchNext, klarna_failed: bool) {
     let now = unix_ms();
     match next {
         WatchNext::Confirmed => {
@@ -125,6 +172,9 @@ pub(crate) fn log(d: &Delivery, next: &WatchNext) {
         }
         WatchNext::Redeliver { .. } => {
             tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "no order placed yet: delivering to the backend once more")
+        }
+        WatchNext::Unconfirmed { error: Some(error) } if klarna_failed => {
+            tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, %error, "Klarna failed until the session's end: unconfirmed (order unknown)")
         }
         WatchNext::Unconfirmed { error } => {
             tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, error = error.as_deref().unwrap_or(""), "no order placed for a delivered authorization: unconfirmed (charged, no order)")
@@ -134,6 +184,9 @@ pub(crate) fn log(d: &Delivery, next: &WatchNext) {
             error: Some(error),
         } => {
             tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch check failed; will check again")
+        }
+        WatchNext::KlarnaFailing { at, error, .. } => {
+            tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch waits for Klarna; will check again")
         }
         WatchNext::Again { .. } => {}
     }
@@ -165,8 +218,27 @@ mod tests {
             checks: 0,
             redelivered,
             last_error: None,
+            klarna_failing_since: None,
         }
     }
+
+    /// A watch whose checks have failed since `since`.
+    fn waiting(redelivered: bool, since: u64) -> Watch {
+        Watch {
+            klarna_failing_since: Some(since),
+            last_error: Some("Klarna unreachable since …".into()),
+            ..watch(redelivered)
+        }
+    }
+
+    fn down() -> Read {
+        Read::Failed {
+            error: "cannot reach Klarna: connection refused".into(),
+            retry_after: None,
+        }
+    }
+
+    const HOUR: u64 = 60 * MIN;
 
     #[test]
     fn complete_confirms_and_incomplete_checks_again() {
@@ -248,7 +320,157 @@ mod tests {
         };
         assert!(matches!(
             decide(&cfg(false, false), &watch(false), 2 * MIN, failed),
-            WatchNext::Again { at, .. } if at == 60 * MIN
+            WatchNext::KlarnaFailing { at, .. } if at == 62 * MIN
         ));
+        // An ordinary one is honoured, and none goes past the session's end.
+        let failed = |secs| Read::Failed {
+            error: "429".into(),
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert!(matches!(
+            decide(&cfg(false, false), &watch(false), 2 * MIN, failed(300)),
+            WatchNext::KlarnaFailing { at, .. } if at == 7 * MIN
+        ));
+        assert!(matches!(
+            decide(&cfg(false, false), &watch(false), 47 * HOUR + 30 * MIN, failed(3600)),
+            WatchNext::KlarnaFailing { at, .. } if at == 48 * HOUR
+        ));
+    }
+
+    #[test]
+    fn the_first_failure_starts_the_wait_and_says_since_when() {
+        assert_eq!(
+            decide(&cfg(true, false), &watch(false), 2 * MIN, down()),
+            WatchNext::KlarnaFailing {
+                at: 4 * MIN,
+                since: 2 * MIN,
+                error: "Klarna unreachable since 1970-01-01T00:02:00Z: cannot reach Klarna: connection refused".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn while_klarna_fails_the_watch_neither_redelivers_nor_ends() {
+        let c = cfg(true, false);
+        // Past redeliver_after: no redelivery on a guess.
+        assert_eq!(
+            decide(&c, &waiting(false, 4 * MIN), 10 * MIN, down()),
+            WatchNext::KlarnaFailing {
+                at: 12 * MIN,
+                since: 4 * MIN,
+                error: "Klarna unreachable since 1970-01-01T00:04:00Z: cannot reach Klarna: connection refused".into(),
+            }
+        );
+        // Past unconfirmed_after: not "no order" either; the time it
+        // started failing is kept.
+        assert!(matches!(
+            decide(&c, &waiting(true, 4 * MIN), 5 * HOUR, down()),
+            WatchNext::KlarnaFailing { at, since, .. } if at == 5 * HOUR + 2 * MIN && since == 4 * MIN
+        ));
+        // Any failure counts: wrong credentials too.
+        let refused = Read::Failed {
+            error: "Klarna refused the credentials (401 Unauthorized)".into(),
+            retry_after: None,
+        };
+        assert!(matches!(
+            decide(&c, &watch(false), 2 * HOUR, refused),
+            WatchNext::KlarnaFailing { since, .. } if since == 2 * HOUR
+        ));
+        // The check before the session's end lands on it.
+        assert!(matches!(
+            decide(&c, &waiting(false, MIN), 48 * HOUR - MIN, down()),
+            WatchNext::KlarnaFailing { at, .. } if at == 48 * HOUR
+        ));
+    }
+
+    #[test]
+    fn klarna_failing_until_the_session_is_over_ends_unconfirmed_with_why() {
+        let c = cfg(true, false);
+        assert_eq!(
+            decide(&c, &waiting(false, 4 * MIN), 48 * HOUR, down()),
+            WatchNext::Unconfirmed {
+                error: Some("Klarna unreachable since 1970-01-01T00:04:00Z: cannot reach Klarna: connection refused".into()),
+            }
+        );
+        // An unconfirmed_after past 48 h is never cut short.
+        let long = OrderWatchConfig {
+            unconfirmed_after: Duration::from_secs(72 * 3600),
+            ..c
+        };
+        assert!(matches!(
+            decide(&long, &waiting(false, 4 * MIN), 48 * HOUR, down()),
+            WatchNext::KlarnaFailing { at, .. } if at == 48 * HOUR + 2 * MIN
+        ));
+        assert!(matches!(
+            decide(&long, &waiting(false, 4 * MIN), 72 * HOUR, down()),
+            WatchNext::Unconfirmed { .. }
+        ));
+    }
+
+    #[test]
+    fn once_klarna_answers_the_usual_rules_apply_on_their_clock() {
+        let c = cfg(true, false);
+        // Before redeliver_after: check again; the wait's error is cleared.
+        assert_eq!(
+            decide(&c, &waiting(false, 4 * MIN), 6 * MIN, Read::NotPlaced),
+            WatchNext::Again {
+                at: 8 * MIN,
+                error: None
+            }
+        );
+        // Past it, not yet redelivered: the redelivery that waited.
+        assert_eq!(
+            decide(&c, &waiting(false, 4 * MIN), 30 * MIN, Read::NotPlaced),
+            WatchNext::Redeliver {
+                now: 30 * MIN,
+                at: 32 * MIN
+            }
+        );
+        assert_eq!(
+            decide(&c, &waiting(false, 4 * MIN), 5 * HOUR, Read::Placed),
+            WatchNext::Confirmed
+        );
+        // Past unconfirmed_after with no order: now it is known, and the
+        // incident says the read found it, not that Klarna was failing.
+        assert_eq!(
+            decide(&c, &waiting(true, 4 * MIN), 5 * HOUR, Read::NotPlaced),
+            WatchNext::Unconfirmed {
+                error: Some("Read Session: no order placed (Klarna answered again)".into())
+            }
+        );
+        assert_eq!(
+            decide(&c, &watch(true), 5 * HOUR, Read::NotPlaced),
+            WatchNext::Unconfirmed { error: None }
+        );
+        assert_eq!(
+            decide(&c, &waiting(true, 4 * MIN), 5 * HOUR, Read::Gone),
+            WatchNext::Unconfirmed {
+                error: Some("Read Session: session not found (404)".into())
+            }
+        );
+    }
+
+    #[test]
+    fn each_read_error_is_a_failure_that_waits() {
+        use http::StatusCode;
+        let c = cfg(true, false);
+        for e in [
+            ReadError::Auth(StatusCode::FORBIDDEN),
+            ReadError::RateLimited(None),
+            ReadError::Status(StatusCode::SERVICE_UNAVAILABLE),
+            ReadError::Status(StatusCode::BAD_REQUEST),
+            ReadError::Timeout(Duration::from_secs(10)),
+            ReadError::Connect("dns error".into()),
+            ReadError::Body,
+        ] {
+            let read = Read::of(Err(e));
+            assert!(
+                matches!(
+                    decide(&c, &watch(false), 30 * MIN, read),
+                    WatchNext::KlarnaFailing { .. }
+                ),
+                "not waiting"
+            );
+        }
     }
 }

@@ -17,8 +17,9 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
+use crate::klarna::health::{self, Health};
 use crate::ops::due::{self, DueLoop, Job};
-use crate::ops::metrics::{CheckOutcome, Metrics};
+use crate::ops::metrics::{CheckOutcome, KlarnaOperation, KlarnaPurpose, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::ForwardFormat;
 use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store, WatchNext};
@@ -30,6 +31,8 @@ pub(crate) struct Context {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub client: Arc<ReadSessionClient>,
+    /// Whether Klarna answers, as every request to it finds it.
+    pub health: Arc<Health>,
     pub config: ReconcileConfig,
     pub order_watch: OrderWatchConfig,
     /// A recovered delivery's deadline, from receipt.
@@ -146,6 +149,24 @@ fn after_rate_limit(now: u64, again_at: u64, wait: Duration, give_up_at: u64) ->
     again_at.max(asked).min(give_up_at)
 }
 
+/// Reads one session for `purpose`: counts the request, and logs when
+/// Klarna starts failing or answers again (never each failed request).
+async fn read_session(
+    app: &Context,
+    purpose: KlarnaPurpose,
+    session: &SessionId,
+) -> Result<SessionState, ReadError> {
+    let ticket = app.health.begin();
+    let r = app.client.read_session(session).await;
+    let outcome = crate::klarna::client::outcome(&r);
+    app.metrics
+        .klarna_request(KlarnaOperation::ReadSession, purpose, outcome);
+    let change = app.health.observe(ticket, outcome, unix_ms());
+    let error = r.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+    health::log(change, KlarnaOperation::ReadSession, purpose, error);
+    r
+}
+
 async fn check(app: &Context, r: Registration) {
     let cfg = &app.config;
     let checks = r.checks + 1;
@@ -159,7 +180,7 @@ async fn check(app: &Context, r: Registration) {
         }
     } else {
         let again_at = saturating_add_ms(now, step(&cfg.schedule, checks)).min(give_up_at);
-        match app.client.read_session(&r.session_id).await {
+        match read_session(app, KlarnaPurpose::Reconcile, &r.session_id).await {
             Ok(SessionState::Authorized(token)) => recover(app, &r, token, again_at).await,
             Ok(SessionState::Incomplete) => {
                 app.metrics.reconcile_check(CheckOutcome::Incomplete);
@@ -190,7 +211,9 @@ async fn check(app: &Context, r: Registration) {
                     }
                     _ => again_at,
                 };
-                tracing::warn!(session_id = %r.session_id, error = %e, retry_in_ms = at.saturating_sub(now), "Read Session check failed; will retry");
+                // Klarna failing and answering again are logged once each,
+                // by `read_session`: not once per session checked.
+                tracing::debug!(session_id = %r.session_id, error = %e, retry_in_ms = at.saturating_sub(now), "Read Session check failed; will retry");
                 CheckNext::Again {
                     at,
                     error: Some(e.to_string()),
@@ -211,9 +234,12 @@ async fn check(app: &Context, r: Registration) {
 /// One order-watch check of a delivered authorization.
 async fn watch(app: &Context, d: Delivery) {
     let Some(w) = d.watch.clone() else { return };
-    let read = crate::klarna::order_watch::Read::of(app.client.read_session(&d.session_id).await);
+    let read = crate::klarna::order_watch::Read::of(
+        read_session(app, KlarnaPurpose::OrderWatch, &d.session_id).await,
+    );
+    let failed = matches!(read, crate::klarna::order_watch::Read::Failed { .. });
     let next = crate::klarna::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
-    crate::klarna::order_watch::log(&d, &next);
+    crate::klarna::order_watch::log(&d, &next, failed);
     if let Err(e) = app
         .store
         .watches()

@@ -101,6 +101,50 @@ label_values! {
 }
 
 label_values! {
+    /// The `operation` of `authback_klarna_requests_total`: which of
+    /// Klarna's API calls.
+    KlarnaOperation {
+        ReadSession => "read_session",
+    }
+}
+
+label_values! {
+    /// The `purpose` of `authback_klarna_requests_total`: what authback
+    /// asked Klarna for.
+    KlarnaPurpose {
+        Reconcile => "reconcile",
+        OrderWatch => "order_watch",
+    }
+}
+
+label_values! {
+    /// The `outcome` of `authback_klarna_requests_total`: how Klarna
+    /// answered one request, or why it did not. `ok` and `not_found` are
+    /// answers; the others are failures.
+    KlarnaOutcome {
+        Ok => "ok",
+        NotFound => "not_found",
+        Unauthorized => "unauthorized",
+        RateLimited => "rate_limited",
+        ServerError => "server_error",
+        Unreachable => "unreachable",
+        Error => "error",
+    }
+}
+
+impl KlarnaOutcome {
+    /// Whether Klarna answered what was asked (a session, or that there is
+    /// none).
+    pub(crate) const fn is_answer(self) -> bool {
+        matches!(self, KlarnaOutcome::Ok | KlarnaOutcome::NotFound)
+    }
+}
+
+/// Requests to Klarna's API, indexed by operation, purpose and outcome.
+type KlarnaRequests =
+    [[[AtomicU64; KlarnaOutcome::ALL.len()]; KlarnaPurpose::ALL.len()]; KlarnaOperation::ALL.len()];
+
+label_values! {
     /// The `outcome` of `authback_tls_reloads_total`.
     ReloadOutcome {
         Ok => "ok",
@@ -119,6 +163,8 @@ pub(crate) struct Metrics {
     recovered: AtomicU64,
     /// Order-watch outcomes, indexed by `WatchOutcome`.
     order_watch: [AtomicU64; WatchOutcome::ALL.len()],
+    /// Every combination exists from the start, at zero.
+    klarna_requests: KlarnaRequests,
     ack: Histogram<12>,
     delivery_latency: Histogram<12>,
 }
@@ -136,6 +182,7 @@ impl Default for Metrics {
             reconcile_checks: Counters::default(),
             recovered: AtomicU64::new(0),
             order_watch: Default::default(),
+            klarna_requests: Default::default(),
             ack: Histogram::default(),
             delivery_latency: Histogram::default(),
         };
@@ -290,6 +337,17 @@ impl Metrics {
         self.order_watch[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One request to Klarna's API ended in `outcome`.
+    pub(crate) fn klarna_request(
+        &self,
+        operation: KlarnaOperation,
+        purpose: KlarnaPurpose,
+        outcome: KlarnaOutcome,
+    ) {
+        self.klarna_requests[operation as usize][purpose as usize][outcome as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn tls_reload(&self, outcome: ReloadOutcome) {
         self.tls_reloads.inc("public", outcome.as_str());
     }
@@ -438,6 +496,34 @@ impl Metrics {
             );
         }
         scalar(out, "authback_orders_unconfirmed", Kind::Gauge, "Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order).", gauges.unconfirmed);
+        self.render_klarna(out);
+    }
+
+    /// Requests to Klarna's API: every combination of the three labels.
+    fn render_klarna(&self, out: &mut String) {
+        const NAME: &str = "authback_klarna_requests_total";
+        header(
+            out,
+            NAME,
+            Kind::Counter,
+            "Requests to Klarna's API, by operation, purpose and outcome.",
+        );
+        for operation in KlarnaOperation::ALL {
+            for purpose in KlarnaPurpose::ALL {
+                for outcome in KlarnaOutcome::ALL {
+                    let v = self.klarna_requests[operation as usize][purpose as usize]
+                        [outcome as usize]
+                        .load(Ordering::Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "{NAME}{{operation=\"{}\",purpose=\"{}\",outcome=\"{}\"}} {v}",
+                        operation.as_str(),
+                        purpose.as_str(),
+                        outcome.as_str()
+                    );
+                }
+            }
+        }
     }
 
     /// The build, the process, readiness.
@@ -625,8 +711,21 @@ mod tests {
         distinct(&CheckOutcome::ALL.map(CheckOutcome::as_str));
         distinct(&WatchOutcome::ALL.map(WatchOutcome::as_str));
         distinct(&ReloadOutcome::ALL.map(ReloadOutcome::as_str));
-        // `order_watch` is an array indexed by the variant.
+        distinct(&KlarnaOperation::ALL.map(KlarnaOperation::as_str));
+        distinct(&KlarnaPurpose::ALL.map(KlarnaPurpose::as_str));
+        distinct(&KlarnaOutcome::ALL.map(KlarnaOutcome::as_str));
+        // `order_watch` and `klarna_requests` are arrays indexed by the
+        // variants.
         for (i, o) in WatchOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+        }
+        for (i, o) in KlarnaOperation::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+        }
+        for (i, o) in KlarnaPurpose::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+        }
+        for (i, o) in KlarnaOutcome::ALL.into_iter().enumerate() {
             assert_eq!(o as usize, i);
         }
     }
@@ -666,12 +765,29 @@ mod tests {
                 "authback_tls_reloads_total{{listener=\"public\",outcome=\"{s}\"}} 0\n"
             )));
         }
+        for op in KlarnaOperation::ALL {
+            for p in KlarnaPurpose::ALL {
+                for o in KlarnaOutcome::ALL {
+                    let (op, p, o) = (op.as_str(), p.as_str(), o.as_str());
+                    assert!(text.contains(&format!(
+                        "authback_klarna_requests_total{{operation=\"{op}\",purpose=\"{p}\",outcome=\"{o}\"}} 0\n"
+                    )));
+                }
+            }
+        }
         m.order_watch(WatchOutcome::Redelivered);
+        m.klarna_request(
+            KlarnaOperation::ReadSession,
+            KlarnaPurpose::OrderWatch,
+            KlarnaOutcome::Unreachable,
+        );
         m.delivery("r", DeliveryOutcome::Retry);
         m.callback("r", CallbackOutcome::Duplicate);
         let text = m.render(&Gauges::default());
         assert!(text.contains("authback_order_watch_total{outcome=\"redelivered\"} 1\n"));
         assert!(text.contains("authback_order_watch_total{outcome=\"confirmed\"} 0\n"));
+        assert!(text.contains("authback_klarna_requests_total{operation=\"read_session\",purpose=\"order_watch\",outcome=\"unreachable\"} 1\n"));
+        assert!(text.contains("authback_klarna_requests_total{operation=\"read_session\",purpose=\"reconcile\",outcome=\"unreachable\"} 0\n"));
         assert!(text.contains("authback_deliveries_total{route=\"r\",outcome=\"retry\"} 1\n"));
         assert_eq!(m.callbacks("r", CallbackOutcome::Duplicate), 1);
     }

@@ -147,6 +147,10 @@ pub struct Watch {
     /// The backend got the delivery once more, with `Authback-Redelivery`.
     pub redelivered: bool,
     pub last_error: Option<String>,
+    /// While the watch waits for Klarna: when its checks began to fail
+    /// (unix ms). A check that reads the session clears it, and so does
+    /// the end of the watch.
+    pub klarna_failing_since: Option<u64>,
 }
 
 /// What an order-watch check decided.
@@ -162,6 +166,10 @@ pub enum WatchNext {
     /// Queue the delivery again, due at `now`, as a redelivery (once), and
     /// check again at `at`.
     Redeliver { now: u64, at: u64 },
+    /// Klarna gave no usable answer, as since `since`: check again at `at`,
+    /// neither redelivering nor ending the watch meanwhile, since not
+    /// knowing is not "no order".
+    KlarnaFailing { at: u64, since: u64, error: String },
 }
 
 /// Which deliveries `list` returns. Every field left `None` lets all pass;

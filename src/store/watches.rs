@@ -67,6 +67,7 @@ impl WatchIndex {
                 checks: 0,
                 redelivered: false,
                 last_error: None,
+                klarna_failing_since: None,
             });
             self.insert(d.clone());
         }
@@ -98,6 +99,7 @@ impl WatchIndex {
             self.due.remove(w.next_check_at, &id);
         }
         w.checks = checks;
+        w.klarna_failing_since = None;
         match next {
             WatchNext::Again { at, error } => {
                 w.next_check_at = *at;
@@ -118,6 +120,12 @@ impl WatchIndex {
                 self.due.insert(*at, id);
                 entry.state = DeliveryState::Pending;
                 entry.next_attempt_at = *now;
+            }
+            WatchNext::KlarnaFailing { at, since, error } => {
+                w.next_check_at = *at;
+                w.last_error = Some(error.clone());
+                w.klarna_failing_since = Some(*since);
+                self.due.insert(*at, id);
             }
         }
         let d = (**entry).clone();

@@ -600,6 +600,23 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         .await;
     }
     delivery_id(&ab, "unconfirmed", "sess-console-noorder").await;
+    // Klarna failing for one session: its watch waits, and says why.
+    api.script("sess-console-klarna", vec![ApiAnswer::Status(503)]);
+    callback(
+        &ab,
+        &api,
+        "cart-1040",
+        "sess-console-klarna",
+        "tok-klarna-3307",
+    )
+    .await;
+    api_until(
+        &ab,
+        "/v1/deliveries?session_id=sess-console-klarna",
+        "Klarna unreachable since",
+    )
+    .await;
+    let waiting_id = delivery_id(&ab, "delivered", "sess-console-klarna").await;
 
     // The backend refuses (400): dead at once, not retried.
     up.set(Behaviour::Status(400));
@@ -641,6 +658,9 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         b.wait_text("#count", |t| t.contains("deliveries"));
         b.wait("#counters");
         b.wait("figure.chart svg");
+        // The list shows a watch's last error beside its state.
+        let row = format!("#deliveries tr[data-id='{waiting_id}'] .watch-error");
+        b.wait_text(&row, |t| t.starts_with("Klarna unreachable since"));
         b.screenshot(shots, "list");
 
         // Search by session id, open the one result.

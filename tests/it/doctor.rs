@@ -318,8 +318,40 @@ async fn klarna_refusing_the_credentials_fails_the_klarna_check() {
         fix.contains("klarna.username") && fix.contains("klarna.password"),
         "{fix}"
     );
+    assert!(
+        !fix.contains("firewall"),
+        "wrong credentials are not the network: {fix}"
+    );
     // Its Date header still tells the clock; everything else is fine.
     for name in ["config", "public_url", "probe", "upstream", "clock"] {
+        assert!(line(&out, name).0.starts_with("ok "), "{out}");
+    }
+    assert_no_secret(&out, &[]);
+    d.ab.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn klarna_unreachable_fails_the_klarna_check_with_a_network_fix() {
+    let d = Deployment::start().await;
+    // Nothing listens there: the connection is refused, as by a firewall
+    // that rejects, or a host that is gone.
+    let klarna_section = format!(
+        "[klarna]\napi_url = \"https://localhost:{}\"\nusername = \"K123_test\"\npassword = \"{KLARNA_PASSWORD}\"\n",
+        free_port()
+    );
+    let config = d.config(d.ab.public.port(), &d.upstream.url(), &klarna_section);
+
+    let (code, out) = doctor(&config, Some(&d.ca())).await;
+
+    assert_eq!(code, Some(1), "{out}");
+    let (l, fix) = line(&out, "klarna");
+    assert!(l.starts_with("FAIL ") && l.contains("unreachable"), "{out}");
+    assert!(
+        fix.contains("the network, not the credentials") && fix.contains("firewall"),
+        "{fix}"
+    );
+    assert!(!fix.contains("klarna.password"), "{fix}");
+    for name in ["config", "public_url", "probe", "upstream"] {
         assert!(line(&out, name).0.starts_with("ok "), "{out}");
     }
     assert_no_secret(&out, &[]);

@@ -205,6 +205,70 @@ async fn klarna_failing_during_the_watch_is_asked_again(kind: Kind) {
     );
 }
 
+/// The order watch of `session`'s delivery, as the admin API lists it.
+async fn watch_of(ab: &Authback, session: &str) -> serde_json::Value {
+    ab.deliveries()
+        .await
+        .into_iter()
+        .find(|d| d["session_id"] == session)
+        .map(|d| d["order_watch"].clone())
+        .unwrap_or_default()
+}
+
+/// `authback_klarna_requests_total` of Read Session for order watch.
+fn klarna_requests(page: &str, outcome: &str) -> f64 {
+    let series = format!(
+        "authback_klarna_requests_total{{operation=\"read_session\",purpose=\"order_watch\",outcome=\"{outcome}\"}}"
+    );
+    metric(page, &series).unwrap_or(-1.0)
+}
+
+/// Klarna answers 503 for far longer than `unconfirmed_after`: not knowing
+/// is not "no order", so the watch neither redelivers nor ends, and says
+/// since when Klarna has failed. Once Klarna answers, the order it had
+/// placed all along is confirmed.
+async fn klarna_failing_holds_the_watch_until_it_answers(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, WATCH).await;
+    shop.places("sess-503", Places::AtOnce);
+    api.script("sess-503", vec![ApiAnswer::Status(503)]);
+    authorize(&ab, &api, "sess-503", "tok-503-0001").await;
+    // 20 checks 100 ms apart: past unconfirmed_after (1.6 s) and
+    // redeliver_after (700 ms) from the backend's 2xx.
+    eventually!(
+        watch_of(&ab, "sess-503").await["checks"].as_u64() >= Some(20),
+        "20 failed checks: {}",
+        watch_of(&ab, "sess-503").await
+    );
+    let w = watch_of(&ab, "sess-503").await;
+    assert_eq!(w["state"], "watching", "{w}");
+    let error = w["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("Klarna unreachable since ")
+            && error.ends_with("Klarna answered 503 Service Unavailable"),
+        "{error}"
+    );
+    assert_eq!(shop.got("sess-503").len(), 1, "no redelivery on a guess");
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0));
+    assert_eq!(metric(&m, REDELIVERED), Some(0.0));
+    assert!(klarna_requests(&m, "server_error") >= 20.0, "{m}");
+    assert_eq!(metric(&m, "authback_orders_unconfirmed"), Some(0.0));
+
+    // Klarna answers again: the order was placed all along.
+    api.script("sess-503", vec![]);
+    assert!(
+        metric_reaches(&ab, CONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0));
+    assert_eq!(klarna_requests(&m, "ok"), 1.0, "{m}");
+    assert_eq!(shop.got("sess-503").len(), 1);
+}
+
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -224,7 +288,131 @@ on_every_store!(
     a_backend_that_never_places_it_gets_one_redelivery_then_unconfirmed,
     an_order_placed_on_the_redelivery_is_confirmed,
     klarna_failing_during_the_watch_is_asked_again,
+    klarna_failing_holds_the_watch_until_it_answers,
 );
+
+/// Wrong credentials (401) past `redeliver_after`: the redelivery waits
+/// for an answer. Once Klarna reads the session (no order yet), the backend
+/// gets it once more, places the order, and the watch confirms it.
+#[tokio::test]
+async fn with_credentials_refused_the_redelivery_waits_for_an_answer() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let watch = WATCH.replace(
+        "unconfirmed_after = \"1600ms\"",
+        "unconfirmed_after = \"30s\"",
+    );
+    let (ab, _redis) = start(Kind::Memory, &api, &shop, &watch).await;
+    shop.places("sess-401", Places::OnRedelivery);
+    api.script("sess-401", vec![ApiAnswer::Status(401)]);
+    authorize(&ab, &api, "sess-401", "tok-401-0001").await;
+    // 10 checks 100 ms apart: past redeliver_after (700 ms).
+    eventually!(
+        klarna_requests(&ab.metrics().await, "unauthorized") >= 10.0,
+        "10 refused checks: {}",
+        ab.metrics().await
+    );
+    let w = watch_of(&ab, "sess-401").await;
+    let error = w["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("Klarna unreachable since ")
+            && error.ends_with("Klarna refused the credentials (401 Unauthorized)"),
+        "{error}"
+    );
+    assert_eq!(shop.got("sess-401").len(), 1, "no redelivery while refused");
+    assert_eq!(metric(&ab.metrics().await, REDELIVERED), Some(0.0));
+
+    api.script("sess-401", vec![]);
+    assert!(
+        metric_reaches(&ab, CONFIRMED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    let got = shop.got("sess-401");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].redelivery.as_deref(), Some("order-not-placed"));
+    assert_eq!(metric(&ab.metrics().await, REDELIVERED), Some(1.0));
+}
+
+/// Klarna down (every connection closed) past `unconfirmed_after`, for
+/// the real binary: one "Klarna failing" line however many checks fail,
+/// no redelivery, no incident. Once Klarna is back the session reads
+/// incomplete: now it is known there is no order, and the incident says so.
+#[tokio::test]
+async fn klarna_down_logs_once_and_the_incident_waits_for_an_answer() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    shop.places("sess-down", Places::Never);
+    api.authorize("sess-down", "tok-down-0001");
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    let extra = format!("{}{WATCH}", api.config(dir.path(), r#"["1h"]"#));
+    let text = on_ports(&base_config(&shop.url(), &c, &k, &extra), public, admin);
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let url = mint_path(&cfg, "klarna", "cart-1");
+    let log = dir.path().join("run.log");
+    let mut child = spawn_binary(&path, &log, &[]);
+    wait_tls(addr, &cert.der).await;
+    api.set_down(true);
+    let sent = klarna_callback(
+        addr,
+        &cert.der,
+        &url,
+        &callback_body("sess-down", "tok-down-0001"),
+    )
+    .await;
+    assert!(sent.delivered);
+    let page = || async { admin_get_of(admin, "/metrics").await.unwrap_or_default() };
+    // 20 checks 100 ms apart: past unconfirmed_after (1.6 s).
+    eventually!(
+        klarna_requests(&page().await, "unreachable") >= 20.0,
+        "20 checks with Klarna down: {}",
+        page().await
+    );
+    let m = page().await;
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0), "{m}");
+    assert_eq!(metric(&m, REDELIVERED), Some(0.0), "{m}");
+    assert_eq!(shop.got("sess-down").len(), 1);
+
+    api.set_down(false);
+    eventually!(
+        metric(&page().await, UNCONFIRMED) == Some(1.0),
+        "the incident once Klarna answers: {}",
+        page().await
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually!(
+        logs().contains("Klarna reachable again"),
+        "the recovery line"
+    );
+    let incidents = admin_get_of(admin, "/v1/deliveries?state=unconfirmed")
+        .await
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let list: serde_json::Value = serde_json::from_str(&incidents).expect("json");
+    assert_eq!(
+        list[0]["order_watch"]["last_error"],
+        "Read Session: no order placed (Klarna answered again)",
+        "{incidents}"
+    );
+    let logs = logs();
+    let lines = |message: &str| {
+        logs.lines()
+            .filter(|l| l.contains(&format!("\"message\":\"{message}\"")))
+            .count()
+    };
+    assert_eq!(lines("Klarna failing"), 1, "{logs}");
+    assert_eq!(lines("Klarna reachable again"), 1, "{logs}");
+    assert!(logs.contains("\"outcome\":\"unreachable\""), "{logs}");
+    assert_eq!(
+        lines("no order placed yet: delivering to the backend once more"),
+        0
+    );
+    assert_eq!(shop.got("sess-down").len(), 1);
+}
 
 /// A 404 in the session's life: by default it proves nothing (the watch
 /// goes on to a redelivery and `unconfirmed`, without asking Klarna again
@@ -371,6 +559,11 @@ async fn a_watch_resumes_after_kill_9_on_the_file_store() {
 
 /// The metrics page of the binary whose admin listener is on `port`.
 async fn metrics_of(port: u16) -> Option<String> {
+    admin_get_of(port, "/metrics").await
+}
+
+/// The body of `GET path` on the binary whose admin listener is on `port`.
+async fn admin_get_of(port: u16, path: &str) -> Option<String> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -378,8 +571,9 @@ async fn metrics_of(port: u16) -> Option<String> {
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::get("/metrics")
-        .header("host", "admin")
+    // Without admin.token, the API answers a loopback Host only.
+    let req = Request::get(path)
+        .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .ok()?;
     let resp = send.send_request(req).await.ok()?;

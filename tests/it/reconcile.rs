@@ -240,6 +240,22 @@ async fn complete_and_404_end_the_checks_and_errors_are_retried() {
         );
     }
     assert_eq!(metric(&m, "authback_registrations_pending"), Some(0.0));
+    // Each request to Klarna, by how it answered: 403 counts as 401 does,
+    // a timeout as unreachable.
+    for (outcome, n) in [
+        ("ok", 2.0),
+        ("not_found", 1.0),
+        ("unauthorized", 2.0),
+        ("server_error", 1.0),
+        ("unreachable", 1.0),
+        ("rate_limited", 1.0),
+        ("error", 0.0),
+    ] {
+        let series = format!("authback_klarna_requests_total{{operation=\"read_session\",purpose=\"reconcile\",outcome=\"{outcome}\"}}");
+        assert_eq!(metric(&m, &series), Some(n), "{outcome}");
+        let watch = series.replace("reconcile", "order_watch");
+        assert_eq!(metric(&m, &watch), Some(0.0), "{outcome}");
+    }
 }
 
 #[tokio::test]

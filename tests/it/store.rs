@@ -784,6 +784,94 @@ async fn durable_store_resumes_order_watches(kind: Kind) {
     assert_eq!((w.started_at, w.checks, w.redelivered), (now, 1, true));
 }
 
+/// A watch waiting for Klarna keeps since when its checks have failed,
+/// through a restart for the durable kinds; a check that reads the session
+/// clears it, and so does the end of the watch.
+async fn a_watch_waiting_for_klarna_keeps_since_when(kind: Kind) {
+    let env = Env::new(kind);
+    let d = delivery("sess-kf", "t");
+    let now = unix_ms();
+    let failing = |at: u64| WatchNext::KlarnaFailing {
+        at,
+        since: now + 1_000,
+        error: "Klarna unreachable since …: cannot reach Klarna".into(),
+    };
+    let s = open(kind, &env, TTL).await;
+    s.claim(d.clone()).await.expect("claim");
+    s.deliveries().take(FAR, 10).await.expect("take");
+    let done = Attempted {
+        outcome: AttemptOutcome::Delivered {
+            at: now,
+            watch_from: Some(now + 1_000),
+        },
+        log: attempt(1),
+    };
+    s.deliveries().finish(d.id, 1, done).await.expect("finish");
+    s.watches().take(now + 1_000, 10).await.expect("take");
+    s.watches()
+        .finish(d.id, 1, failing(now + 2_000))
+        .await
+        .expect("klarna failing");
+    // The durable kinds read it back as after a restart.
+    let s = match kind {
+        Kind::Memory => s,
+        Kind::File | Kind::Redis => {
+            drop(s);
+            open(kind, &env, TTL).await
+        }
+    };
+    let waiting = |s: Arc<dyn Store>, at: u64| async move {
+        let due = s.watches().take(at, 10).await.expect("take");
+        assert_eq!(due.len(), 1, "due again at {at}");
+        due[0].watch.clone().expect("watched")
+    };
+    let w = waiting(s.clone(), AFTER_LEASES).await;
+    assert_eq!(
+        (w.state, w.checks, w.klarna_failing_since),
+        (WatchState::Watching, 1, Some(now + 1_000))
+    );
+    assert_eq!(
+        w.last_error.as_deref(),
+        Some("Klarna unreachable since …: cannot reach Klarna")
+    );
+    let listed = s.list(Filter::default(), None, 10).await.expect("list");
+    assert_eq!(
+        listed.deliveries[0]
+            .watch
+            .as_ref()
+            .and_then(|w| w.klarna_failing_since),
+        Some(now + 1_000)
+    );
+    // Klarna answers: the wait is over.
+    let again = WatchNext::Again {
+        at: now + 3_000,
+        error: None,
+    };
+    s.watches().finish(d.id, 2, again).await.expect("again");
+    let w = waiting(s.clone(), FAR).await;
+    assert_eq!((w.checks, w.klarna_failing_since), (2, None));
+    // Failing again, then the watch ends: nothing waits any more.
+    s.watches()
+        .finish(d.id, 3, failing(now + 4_000))
+        .await
+        .expect("klarna failing");
+    waiting(s.clone(), FAR).await;
+    let end = WatchNext::Unconfirmed {
+        error: Some("Klarna unreachable since …: cannot reach Klarna".into()),
+    };
+    s.watches().finish(d.id, 4, end).await.expect("unconfirmed");
+    let gone = s.list(Filter::default(), None, 10).await.expect("list");
+    let w = gone.deliveries[0].watch.clone().expect("watched");
+    assert_eq!(
+        (w.state, w.klarna_failing_since, w.last_error.as_deref()),
+        (
+            WatchState::Unconfirmed,
+            None,
+            Some("Klarna unreachable since …: cannot reach Klarna")
+        )
+    );
+}
+
 /// The attempt log: recorded with each outcome (retry, dead, delivered),
 /// the latest 20 kept, oldest first; `get` returns it with the delivery,
 /// and the durable kinds still have it after reopening.
@@ -1071,6 +1159,7 @@ conformance!(
     registrations_are_scheduled_and_end,
     dead_count_and_listing_agree_after_the_record_expires,
     order_watches_are_scheduled_redelivered_and_end,
+    a_watch_waiting_for_klarna_keeps_since_when,
     attempts_are_logged_with_their_outcomes,
     filters_and_cursor_pages,
 );

@@ -386,7 +386,7 @@
     }
     const title = incidents ? 'Order-watch incidents' : 'Deliveries';
     const intro = incidents
-      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop.'
+      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop. One whose last error reads "Klarna unreachable since …" could not be read for the session\'s whole life: its order is unknown, not missing.'
       : 'Newest first. Filters match exactly; the search box tries a delivery id, a session id and a reference.';
     const form = filterForm(incidents, params);
     const results = h('section', { id: 'results', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading…'));
@@ -455,8 +455,16 @@
         h('td', { class: 'mono' }, d.authorization_token ? '…' + d.authorization_token : '—'),
         h('td', { class: 'num' }, text(d.attempts)),
         h('td', {}, d.state === 'pending' ? when(d.next_attempt_at) : when(d.delivered_at)),
-        h('td', {}, d.order_watch ? badge(d.order_watch.state) : '—'),
+        h('td', {}, d.order_watch ? watchCell(d.order_watch) : '—'),
         h('td', { class: d.last_error ? 'error-cell' : 'error-cell none', title: d.last_error || '' }, text(d.last_error)))))));
+  }
+
+  // The watch's state, with its last Read Session error under it: while
+  // Klarna fails, "Klarna unreachable since …" rather than a calm badge.
+  function watchCell(w) {
+    return [badge(w.state), w.last_error
+      ? h('div', { class: 'error-text small watch-error', title: w.last_error }, w.last_error)
+      : null];
   }
 
   function incidentTable(rows) {

@@ -81,6 +81,7 @@ fn watch_from(m: &Fields) -> Option<Watch> {
         checks: num(m, "w_checks") as u32,
         redelivered: text(m, "w_redelivered") == "1",
         last_error: Some(text(m, "w_error")).filter(|s| !s.is_empty()),
+        klarna_failing_since: text(m, "w_failing_since").parse().ok(),
     })
 }
 

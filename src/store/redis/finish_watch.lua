@@ -2,10 +2,11 @@
 -- expire.lua (mod.rs joins the two).
 -- KEYS: 1 the record d:{id}, 2 wdue, 3 wleased, 4 unconfirmed, 5 due,
 --       6 pending, 7 delivered, 8 dead_by_expiry.
--- ARGV: 1 id, 2 'again' | 'confirmed' | 'unconfirmed' | 'redeliver',
---       3 checks made, 4 next check at (again, redeliver), 5 the check's
---       error ('' for none), 6 now (redeliver: when the delivery is due),
---       7 dedupe TTL (ms).
+-- ARGV: 1 id, 2 'again' | 'confirmed' | 'unconfirmed' | 'redeliver' |
+--       'klarna_failing', 3 checks made, 4 next check at (again,
+--       redeliver, klarna_failing), 5 the check's error ('' for none),
+--       6 now (redeliver: when the delivery is due; klarna_failing: since
+--       when Klarna has failed), 7 dedupe TTL (ms).
 -- Returns 1 (applied) or 0 (the record is gone or no longer watching).
 -- Atomically: the lease is released and the watch rescheduled or ended in
 -- one step. A redelivery makes the delivery pending in the same step, in
@@ -21,6 +22,14 @@ if redis.call('HGET', KEYS[1], 'w_state') ~= 'watching' then
 end
 redis.call('HSET', KEYS[1], 'w_checks', ARGV[3])
 local kind = ARGV[2]
+-- Only a check that Klarna failed keeps (or starts) its failing time.
+if kind == 'klarna_failing' then
+  redis.call('HSET', KEYS[1], 'w_next', ARGV[4], 'w_error', ARGV[5], 'w_failing_since', ARGV[6])
+  redis.call('ZADD', KEYS[2], ARGV[4], id)
+  expire(KEYS[1], id, ARGV[7], KEYS[8], KEYS[4])
+  return 1
+end
+redis.call('HDEL', KEYS[1], 'w_failing_since')
 if kind == 'again' then
   redis.call('HSET', KEYS[1], 'w_next', ARGV[4], 'w_error', ARGV[5])
   redis.call('ZADD', KEYS[2], ARGV[4], id)

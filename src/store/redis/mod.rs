@@ -713,12 +713,16 @@ impl Queue<Watches> for RedisStore {
         next: WatchNext,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            // (kind, next check at, the check's error, when a redelivery is due)
+            // (kind, next check at, the check's error, when a redelivery is
+            // due or since when Klarna has failed)
             let (kind, at, error, now) = match next {
                 WatchNext::Again { at, error } => ("again", at, error, 0),
                 WatchNext::Confirmed => ("confirmed", 0, None, 0),
                 WatchNext::Unconfirmed { error } => ("unconfirmed", 0, error, 0),
                 WatchNext::Redeliver { now, at } => ("redeliver", at, None, now),
+                WatchNext::KlarnaFailing { at, since, error } => {
+                    ("klarna_failing", at, Some(error), since)
+                }
             };
             let mut conn = self.conn.clone();
             let r: redis::RedisResult<i64> = self

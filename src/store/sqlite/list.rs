@@ -97,7 +97,7 @@ pub(super) fn one(db: &Connection, id: &DeliveryId) -> rusqlite::Result<Option<D
     db.prepare_cached(ONE_SQL)?
         .query_row(params![&id.bytes()[..]], |r| {
             let delivery = row_to_delivery(r)?;
-            let log: Option<String> = r.get(21)?;
+            let log: Option<String> = r.get("attempt_log")?;
             Ok(Detail {
                 attempts: decode(log.as_deref(), &delivery.id),
                 delivery,

@@ -20,7 +20,7 @@ macro_rules! read_columns {
         concat!(
             columns!(),
             ", watch_state, watch_started_at, watch_next_at, watch_checks, \
-             watch_redelivered, watch_error"
+             watch_redelivered, watch_error, watch_klarna_failing_since"
         )
     };
 }
@@ -55,7 +55,7 @@ use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -106,6 +106,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN attempt_log TEXT;
      CREATE INDEX deliveries_session ON deliveries (session_id);
      CREATE INDEX deliveries_reference ON deliveries (reference);",
+    // 4 -> 5: since when a running watch's checks have failed (unix ms);
+    // NULL while Klarna answers, and for every watch before this version.
+    "ALTER TABLE deliveries ADD COLUMN watch_klarna_failing_since INTEGER;",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
@@ -424,6 +427,7 @@ fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
             checks: r.get::<_, i64>(18)? as u32,
             redelivered: r.get::<_, i64>(19)? != 0,
             last_error: r.get(20)?,
+            klarna_failing_since: r.get::<_, Option<i64>>(21)?.map(|t| t as u64),
         }),
     };
     Ok(Delivery {

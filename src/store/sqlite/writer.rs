@@ -40,7 +40,8 @@ const CLAIM_SQL: &str = concat!(
          state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
          deadline_at = excluded.deadline_at, last_error = NULL, delivered_at = NULL,
          watch_state = NULL, watch_started_at = NULL, watch_next_at = NULL, watch_checks = NULL,
-         watch_redelivered = NULL, watch_error = NULL, attempt_log = NULL
+         watch_redelivered = NULL, watch_error = NULL, watch_klarna_failing_since = NULL,
+         attempt_log = NULL
      WHERE deliveries.state = 1 AND deliveries.received_at <= ?16
          AND (deliveries.watch_state IS NULL OR deliveries.watch_state = 1)"
 );
@@ -48,7 +49,7 @@ const ONE_SQL: &str = concat!("SELECT ", read_columns!(), " FROM deliveries WHER
 /// Starts the watch of a delivery that has none; a redelivery keeps its own.
 const WATCH_START_SQL: &str =
     "UPDATE deliveries SET watch_state = 0, watch_started_at = ?2, watch_next_at = ?3, \
-     watch_checks = 0, watch_redelivered = 0, watch_error = NULL \
+     watch_checks = 0, watch_redelivered = 0, watch_error = NULL, watch_klarna_failing_since = NULL \
      WHERE id = ?1 AND watch_state IS NULL";
 
 /// A write for the writer thread; each carries where its answer goes.
@@ -426,22 +427,26 @@ fn finish_watch(
     let id = &id.bytes()[..];
     let checks = i64::from(*checks);
     // Only a running watch changes: the index applies the same
-    // decision only to the watches it holds, which are those.
+    // decision only to the watches it holds, which are those. Every
+    // decision but `KlarnaFailing` clears `watch_klarna_failing_since`.
     match next {
         WatchNext::Again { at, error } => db
-            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4 WHERE id = ?1 AND watch_state = 0")?
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state = 0")?
             .execute(params![id, checks, *at as i64, error])?,
+        WatchNext::KlarnaFailing { at, since, error } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_next_at = ?3, watch_error = ?4, watch_klarna_failing_since = ?5 WHERE id = ?1 AND watch_state = 0")?
+            .execute(params![id, checks, *at as i64, error, *since as i64])?,
         WatchNext::Confirmed => db
-            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 1, watch_error = NULL WHERE id = ?1 AND watch_state = 0")?
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 1, watch_error = NULL, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state = 0")?
             .execute(params![id, checks])?,
         // With no new error, the last one says why it ended.
         WatchNext::Unconfirmed { error } => db
-            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = COALESCE(?3, watch_error) WHERE id = ?1 AND watch_state = 0")?
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = COALESCE(?3, watch_error), watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state = 0")?
             .execute(params![id, checks, error])?,
         // Queued again in the same transaction, so a crash cannot
         // leave it marked redelivered but never sent.
         WatchNext::Redeliver { now, at } => db
-            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4 WHERE id = ?1 AND watch_state = 0")?
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state = 0")?
             .execute(params![id, checks, *at as i64, *now as i64])?,
     };
     Ok(Done::Unit)

@@ -126,7 +126,8 @@ pub struct ApiRequest {
 /// state (`authorize`: incomplete until an order is placed with
 /// `POST /payments/v1/authorizations/{token}/order`, then complete); a
 /// session with none of these is 404. An order can be held (`hold_order`):
-/// its creation then waits until the test releases it.
+/// its creation then waits until the test releases it. While it is down
+/// (`set_down`), it closes every connection before the TLS handshake.
 #[derive(Clone)]
 pub struct KlarnaApi {
     pub addr: SocketAddr,
@@ -138,6 +139,7 @@ pub struct KlarnaApi {
     sessions: Arc<Mutex<std::collections::HashMap<String, (String, bool)>>>,
     /// Authorization tokens whose order creation waits for a release.
     held: Arc<tokio::sync::watch::Sender<std::collections::HashSet<String>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KlarnaApi {
@@ -153,6 +155,7 @@ impl KlarnaApi {
             once: Arc::default(),
             sessions: Arc::default(),
             held: Arc::new(tokio::sync::watch::Sender::new(Default::default())),
+            down: Arc::default(),
         };
         let a = api.clone();
         tokio::spawn(async move {
@@ -160,6 +163,10 @@ impl KlarnaApi {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                if a.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(tcp);
+                    continue;
+                }
                 let (a, acceptor) = (a.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -183,6 +190,12 @@ impl KlarnaApi {
             .lock()
             .expect("lock")
             .insert(session.to_string(), answers);
+    }
+
+    /// Down (every connection closed at once, as a host that is gone or a
+    /// firewall that resets), or up again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Answers for `session` used once each, before anything else.
