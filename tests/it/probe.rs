@@ -1,13 +1,141 @@
-//! The doctor's probe nonces: their life in each store kind. One use, one
-//! minute, shared by replicas.
+//! The doctor's probe nonces: `POST /v1/probes` hands one out, to the
+//! admin token's holder only. Then the nonce's life in each store kind: one
+//! use, one minute, shared by replicas.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use authback::store::{ProbeNonce, PROBE_TTL};
 use authback::types::unix_ms;
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::common::*;
 use crate::store::{open, Env, Kind};
+
+const ADMIN_TOKEN: &str = "probe-admin-token-0123456789abcdef";
+
+// ---------------------------------------------------------------------------
+// The endpoint.
+
+/// One request to the admin API with exactly `headers` (and `Host`).
+async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HeaderMap, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect admin");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri("/v1/probes")
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(
+            req.body(Full::new(Bytes::from(body.to_string())))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_endpoint_needs_the_admin_token_and_answers_no_other_site() {
+    sensitive(ADMIN_TOKEN);
+    let up = Upstream::start().await;
+    let ab = Authback::start_edited(
+        &up.url(),
+        |t| {
+            t.replace(
+                "[admin]\nlisten = \"127.0.0.1:2\"",
+                &format!("[admin]\nlisten = \"127.0.0.1:2\"\ntoken = \"{ADMIN_TOKEN}\""),
+            )
+        },
+        false,
+    )
+    .await;
+    let host = "127.0.0.1";
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (s, h, b) = admin(ab.admin, "POST", host, &[], "").await;
+    assert_eq!(
+        (s, h.get("www-authenticate").map(|v| v.as_bytes())),
+        (401, Some(&b"Bearer"[..])),
+        "{b}"
+    );
+    let (s, _, b) = admin(
+        ab.admin,
+        "POST",
+        host,
+        &[("authorization", "Bearer nope")],
+        "",
+    )
+    .await;
+    assert_eq!(s, 401, "{b}");
+    assert!(!b.contains("nonce"), "{b}");
+    let with = |extra: &'static [(&'static str, &'static str)]| {
+        let mut h: Vec<(&str, &str)> = vec![("authorization", bearer.as_str())];
+        h.extend_from_slice(extra);
+        h
+    };
+    // Another site's page, token or not.
+    for (extra, want) in [
+        (&[("origin", "https://evil.example")][..], 403),
+        (&[("sec-fetch-site", "cross-site")][..], 403),
+        (&[("content-type", "text/plain")][..], 415),
+    ] {
+        let (s, _, b) = admin(ab.admin, "POST", host, &with(extra), "x").await;
+        assert_eq!(s, want, "{extra:?}: {b}");
+    }
+    let (s, _, b) = admin(ab.admin, "GET", host, &with(&[]), "").await;
+    assert_eq!(s, 405, "{b}");
+    // The token: a nonce, the header to carry it in, and its expiry.
+    let mut seen = Vec::new();
+    for body in ["", "{}"] {
+        let headers = with(&[("content-type", "application/json")]);
+        let (s, _, b) = admin(ab.admin, "POST", host, &headers, body).await;
+        assert_eq!(s, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).expect("JSON");
+        let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["expires_at", "header", "nonce"], "{v}");
+        assert_eq!(v["header"], "Authback-Probe");
+        let n = v["nonce"].as_str().expect("nonce");
+        sensitive(n);
+        assert!(ProbeNonce::parse(n).is_some(), "{n}");
+        assert!(
+            v["expires_at"].as_str().is_some_and(|e| e.ends_with('Z')),
+            "{v}"
+        );
+        seen.push(n.to_string());
+    }
+    assert_ne!(seen[0], seen[1]);
+    ab.stop().await.expect("stop");
+
+    // Without admin.token: loopback Host names only.
+    let ab = Authback::start(&up).await;
+    let (s, _, b) = admin(ab.admin, "POST", "evil.example", &[], "").await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = admin(ab.admin, "POST", "localhost", &[], "").await;
+    assert_eq!(s, 200, "{b}");
+    ab.stop().await.expect("stop");
+}
 
 // ---------------------------------------------------------------------------
 // The nonce in each store kind.
