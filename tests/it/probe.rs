@@ -1,6 +1,11 @@
-//! The doctor's probe nonces: `POST /v1/probes` hands one out, to the
-//! admin token's holder only. Then the nonce's life in each store kind: one
-//! use, one minute, shared by replicas.
+//! The doctor's probe nonces: `POST /v1/probes` hands one out, a request
+//! on a callback route's path carrying it in `Authback-Probe` is answered
+//! by authback itself, once. What an attacker can do with the header:
+//! nothing. An unknown, used, malformed or repeated nonce leaves the
+//! request to the route's checks (`allow_ips`, tokens, rate limits), the
+//! header never reaches the backend, and a live nonce buys only authback's
+//! own answer. Last, the nonce's life in each store kind: one use, one
+//! minute, shared by replicas.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use authback::store::{ProbeNonce, PROBE_TTL};
 use authback::types::unix_ms;
 use bytes::Bytes;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -17,6 +22,309 @@ use crate::common::*;
 use crate::store::{open, Env, Kind};
 
 const ADMIN_TOKEN: &str = "probe-admin-token-0123456789abcdef";
+
+/// Three more routes beside the base config's `klarna` (which has
+/// secrets): one fenced off by `allow_ips` from every test address, with
+/// an alias; one open to all; one with the plugin's own probe query.
+const ROUTES: &str = r#"
+[[routes]]
+name = "fenced"
+kind = "klarna_authorization"
+path = "/shop/klarna/callback"
+aliases = ["/shop/klarna/callback-alias"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.0/24"]
+
+[[routes]]
+name = "open"
+kind = "klarna_authorization"
+path = "/open/klarna/callback"
+forward_format = "original"
+unverified = true
+
+[[routes]]
+name = "dry"
+kind = "klarna_authorization"
+path = "/dry/authorize"
+forward_format = "original"
+passthrough_query = ["dryRun=1"]
+unverified = true
+allow_ips = ["192.0.2.0/24"]
+"#;
+
+async fn start(upstream: &Upstream, extra: &str) -> Authback {
+    Authback::start_with(upstream, &format!("{ROUTES}{extra}"), false).await
+}
+
+/// A fresh nonce from the admin API (no admin token in the base config).
+async fn nonce(ab: &Authback) -> String {
+    let (status, body) = ab.admin_request("POST", "/v1/probes", "", None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let n = v["nonce"].as_str().expect("a nonce").to_string();
+    sensitive(&n);
+    n
+}
+
+/// POSTs `body` to `path` with `headers` on a fresh TLS connection.
+async fn post(
+    ab: &Authback,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    ab.https(
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .expect("request"),
+    )
+    .await
+}
+
+/// The sum of `authback_callbacks_total` over every route and outcome.
+fn callbacks_counted(page: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with("authback_callbacks_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The answer's JSON when it is authback's answer to a probe.
+fn probe_answer(status: StatusCode, headers: &HeaderMap, body: &Bytes) -> serde_json::Value {
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
+    assert_eq!(headers["cache-control"], "no-store");
+    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+    assert_eq!(v["authback"], "probe", "{v}");
+    v
+}
+
+#[tokio::test]
+async fn a_live_nonce_is_answered_on_every_route_before_its_checks_and_goes_nowhere() {
+    let up = Upstream::start().await;
+    let ab = start(&up, "").await;
+    let body = callback_body("sess-probe", "tok-probe-0001");
+    for (path, route) in [
+        ("/shop/klarna/callback", "fenced"),
+        ("/shop/klarna/callback-alias", "fenced"),
+        ("/klarna/authorization/doctor-probe", "klarna"),
+        ("/open/klarna/callback", "open"),
+        ("/dry/authorize?dryRun=1", "dry"),
+    ] {
+        let n = nonce(&ab).await;
+        let (s, h, b) = post(&ab, path, &[("authback-probe", &n)], &body).await;
+        let v = probe_answer(s, &h, &b);
+        assert_eq!(v["route"], route, "{path}: {v}");
+        assert_eq!(v["deployment"], "localhost", "{v}");
+        assert!(v["replica"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
+        let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+        assert_eq!(
+            keys,
+            ["authback", "deployment", "replica", "route", "version"],
+            "nothing else is said: {v}"
+        );
+    }
+    // Neither recorded nor forwarded nor counted as a callback, though the
+    // body was a valid callback each time.
+    assert!(ab.deliveries().await.is_empty());
+    assert!(up.recorded().is_empty(), "{:?}", up.recorded().len());
+    assert_eq!(callbacks_counted(&ab.metrics().await), 0.0);
+    ab.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_nonce_is_good_once_then_the_request_meets_the_routes_checks() {
+    let up = Upstream::start().await;
+    let ab = start(&up, "").await;
+    let n = nonce(&ab).await;
+    let probe = [("authback-probe", n.as_str())];
+    let body = callback_body("sess-once", "tok-once-0001");
+    let (s, h, b) = post(&ab, "/shop/klarna/callback", &probe, &body).await;
+    probe_answer(s, &h, &b);
+    // Used: the header is as good as absent, everywhere.
+    let (s, _, _) = post(&ab, "/shop/klarna/callback", &probe, &body).await;
+    assert_eq!(s, 403, "allow_ips");
+    let (s, _, _) = post(&ab, "/klarna/authorization/doctor-probe", &probe, &body).await;
+    assert_eq!(s, 401, "the token");
+    let (s, _, _) = post(&ab, "/open/klarna/callback", &probe, &body).await;
+    assert_eq!(s, 204, "a callback like any other");
+    // That callback reaches the backend as authback's own request, without
+    // the client's header.
+    let got = up
+        .wait_for("/open/klarna/callback", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("authback-probe"), None);
+    assert_eq!(callbacks(&ab.metrics().await, "invalid_token"), Some(1.0));
+    ab.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_unknown_malformed_or_repeated_nonce_changes_nothing() {
+    let up = Upstream::start().await;
+    let ab = start(&up, "").await;
+    let live = nonce(&ab).await;
+    let unknown = ProbeNonce::random().expect("nonce").to_string();
+    let upper = live.to_uppercase();
+    let body = callback_body("sess-bad", "tok-bad-0001");
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![("authback-probe", &unknown)],
+        vec![("authback-probe", &upper)],
+        vec![("authback-probe", "")],
+        vec![("authback-probe", "' OR 1=1 --")],
+        vec![("authback-probe", &live), ("authback-probe", &live)],
+        vec![("authback_probe", &live)],
+        vec![("authback.probe", &live)],
+        vec![("x-authback-probe", &live)],
+    ];
+    for headers in &cases {
+        let (s, _, _) = post(&ab, "/shop/klarna/callback", headers, &body).await;
+        assert_eq!(s, 403, "{headers:?}: allow_ips still decides");
+        let (s, _, _) = post(&ab, "/klarna/authorization/x", headers, &body).await;
+        assert_eq!(s, 401, "{headers:?}: the token still decides");
+        let (s, _, _) = post(&ab, "/dry/authorize", headers, &body).await;
+        assert_eq!(s, 403, "{headers:?}");
+    }
+    assert!(up.recorded().is_empty());
+    // None of those took the live nonce.
+    let (s, h, b) = post(
+        &ab,
+        "/shop/klarna/callback",
+        &[("authback-probe", &live)],
+        &body,
+    )
+    .await;
+    probe_answer(s, &h, &b);
+    ab.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn the_header_never_reaches_the_backend_and_the_pass_through_takes_no_nonce() {
+    let up = Upstream::start().await;
+    let ab = start(&up, "").await;
+    let live = nonce(&ab).await;
+    let unknown = ProbeNonce::random().expect("nonce").to_string();
+    for (path, headers) in [
+        ("/some/page", vec![("authback-probe", live.as_str())]),
+        ("/some/page", vec![("authback_probe", live.as_str())]),
+        // The plugin's own probe, proxied as it is, but not the header.
+        (
+            "/dry/authorize?dryRun=1",
+            vec![("authback-probe", unknown.as_str())],
+        ),
+    ] {
+        let (s, _, _) = post(&ab, path, &headers, "{}").await;
+        assert_eq!(s, 200, "{path} {headers:?}: proxied");
+    }
+    let seen = up.recorded();
+    assert_eq!(seen.len(), 3);
+    for r in &seen {
+        let names: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.contains("probe")),
+            "{}: {names:?}",
+            r.uri
+        );
+    }
+    // The live nonce went through the pass-through twice and is still good.
+    let (s, h, b) = post(
+        &ab,
+        "/open/klarna/callback",
+        &[("authback-probe", &live)],
+        "",
+    )
+    .await;
+    probe_answer(s, &h, &b);
+    ab.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn rate_limits_hold_for_a_request_with_an_unknown_nonce() {
+    let up = Upstream::start().await;
+    let ab = start(
+        &up,
+        "[limits]\ncallback_per_ip = \"2/m\"\nfailed_token_per_ip = \"2/m\"\n",
+    )
+    .await;
+    let unknown = ProbeNonce::random().expect("nonce").to_string();
+    let probe = [("authback-probe", unknown.as_str())];
+    // Two bad tokens use up the failed-token quota ...
+    for _ in 0..2 {
+        let (s, _, _) = post(&ab, "/klarna/authorization/x?token=nope", &[], "{}").await;
+        assert_eq!(s, 401);
+    }
+    // ... and the callback quota with them: both 429 now, header or not.
+    let (s, _, _) = post(&ab, "/klarna/authorization/x?token=nope", &probe, "{}").await;
+    assert_eq!(s, 429);
+    let body = callback_body("sess-rl", "tok-rl-0001");
+    let (s, _, _) = post(&ab, "/open/klarna/callback", &probe, &body).await;
+    assert_eq!(s, 429);
+    assert!(ab.deliveries().await.is_empty());
+    assert!(up.recorded().is_empty());
+    ab.stop().await.expect("stop");
+}
+
+/// `count` POSTs of `body` to `path`, one connection, each with a header
+/// `Authback-Probe` from `nonces` and `X-Forwarded-For: from`; their
+/// statuses.
+async fn keep_alive(ab: &Authback, path: &str, from: &str, nonces: &[String]) -> Vec<u16> {
+    let tls = ab.tls(&[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for n in nonces {
+        let req = Request::post(path)
+            .header("host", "localhost")
+            .header("x-forwarded-for", from)
+            .header("authback-probe", n.as_str())
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("answer");
+        out.push(resp.status().as_u16());
+        resp.into_body().collect().await.expect("body");
+    }
+    out
+}
+
+#[tokio::test]
+async fn guessing_nonces_is_bounded_per_address_without_asking_the_store() {
+    let up = Upstream::start().await;
+    // The client address comes from X-Forwarded-For, so one test can be
+    // several clients.
+    let ab = Authback::start_edited(
+        &up.url(),
+        |t| {
+            format!("{t}{ROUTES}").replace(
+                "shutdown_grace = \"5s\"",
+                "shutdown_grace = \"5s\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
+            )
+        },
+        false,
+    )
+    .await;
+    let guesses: Vec<String> = (0..60)
+        .map(|_| ProbeNonce::random().expect("nonce").to_string())
+        .collect();
+    let statuses = keep_alive(&ab, "/shop/klarna/callback", "198.51.100.7", &guesses).await;
+    assert!(statuses.iter().all(|&s| s == 403), "{statuses:?}");
+    // Its 61st nonce is not looked up, even a live one ...
+    let live = nonce(&ab).await;
+    let once = [live.clone()];
+    let again = keep_alive(&ab, "/shop/klarna/callback", "198.51.100.7", &once).await;
+    assert_eq!(again, [403]);
+    // ... which stays live for another address.
+    let other = keep_alive(&ab, "/shop/klarna/callback", "198.51.100.8", &once).await;
+    assert_eq!(other, [200]);
+    assert!(up.recorded().is_empty());
+    ab.stop().await.expect("stop");
+}
 
 // ---------------------------------------------------------------------------
 // The endpoint.
