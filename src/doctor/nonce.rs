@@ -197,3 +197,112 @@ fn answered(
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\npublic_url = \"https://shop.example.com\"\n[server.tls]\nself_signed = true\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n[[routes]]\nname = \"shop\"\nkind = \"klarna_authorization\"\npath = \"/cb\"\nforward_format = \"original\"\nunverified = true\n";
+        Config::parse(text, &std::env::temp_dir()).expect("config")
+    }
+
+    fn way() -> Way {
+        let uri = http::Uri::from_static("https://shop.example.com");
+        Way {
+            target: HostPort::of(&uri, 443).expect("host"),
+            scheme: "https",
+            tls: None,
+            base: String::new(),
+            ca_file: false,
+        }
+    }
+
+    fn answer(deployment: &str, replica: &str, route: &str) -> Map<String, Value> {
+        let v = serde_json::json!({
+            "authback": "probe", "deployment": deployment, "replica": replica, "route": route,
+        });
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn only_this_deployments_answer_on_this_route_passes() {
+        let config = config();
+        let way = way();
+        let aim = Aim {
+            index: 0,
+            route: &config.routes[0],
+            reference: "",
+            path: "/cb".into(),
+        };
+        let hide = ["0123456789abcdef0123456789abcdef"];
+        let ok = answered(
+            &answer("shop.example.com", "pod-1/7", "shop"),
+            &way,
+            &aim,
+            &hide,
+            None,
+        );
+        assert_eq!(ok.status, super::super::Status::Ok, "{}", ok.detail);
+        assert!(
+            ok.detail.contains("replica `pod-1/7`, route `shop`"),
+            "{}",
+            ok.detail
+        );
+        let noted = answered(
+            &answer("SHOP.example.com", "pod-1/7", "shop"),
+            &way,
+            &aim,
+            &hide,
+            Some("routes[0].allow_ips refuses this machine's address".into()),
+        );
+        assert!(noted
+            .detail
+            .contains("the token was not checked: routes[0].allow_ips"));
+        let stale = answered(
+            &answer("old.example.com", "pod-2/9", "shop"),
+            &way,
+            &aim,
+            &hide,
+            None,
+        );
+        assert_eq!(stale.status, super::super::Status::Fail);
+        assert!(
+            stale
+                .detail
+                .contains("whose public_url is `old.example.com`"),
+            "{}",
+            stale.detail
+        );
+        let other = answered(
+            &answer("shop.example.com", "pod-2/9", "legacy"),
+            &way,
+            &aim,
+            &hide,
+            None,
+        );
+        assert_eq!(other.status, super::super::Status::Fail);
+        assert!(
+            other.detail.contains("as route `legacy`, not `shop`"),
+            "{}",
+            other.detail
+        );
+        // What came over the network is shown on one line, nonce blacked out.
+        let forged = answered(
+            &answer(
+                "shop.example.com",
+                "a\nok    probe 0123456789abcdef0123456789abcdef",
+                "shop",
+            ),
+            &way,
+            &aim,
+            &hide,
+            None,
+        );
+        assert!(
+            !forged.detail.contains('\n') && !forged.detail.contains(hide[0]),
+            "{}",
+            forged.detail
+        );
+    }
+}
