@@ -6,7 +6,7 @@
 
 pub(crate) mod limit;
 pub mod mint;
-pub mod probe;
+pub(crate) mod probe;
 pub mod token;
 
 use std::net::IpAddr;

@@ -27,7 +27,7 @@ use crate::store::ProbeNonce;
 use crate::text::Rate;
 
 /// The request header that carries a probe nonce.
-pub const HEADER: &str = "authback-probe";
+pub(crate) const HEADER: &str = "authback-probe";
 
 /// Nonces one client address may have looked up per minute: far more than
 /// a doctor sends (one per route path), few enough that guessing cannot
