@@ -19,15 +19,16 @@
 //!             to the pass-through (router)
 //! route/      the route model: paths, spellings, query matches, answer rules,
 //!             and how the backend's language reads names (dialect)
-//! callback/   an intercepted callback: token (mint/verify), body, record, ack
+//! callback/   an intercepted callback: token (mint/verify), body, record, ack;
+//!             the doctor's probe nonce, answered before a route's checks (probe)
 //! proxy/      pass-through: the headers the backend may see, the canonical
 //!             path it is sent, form bodies read as they stream (forms)
 //! upstream/   the backend: one target, pooled connections, its errors
 //! delivery/   the outbox worker: one attempt at a time per delivery, backoff,
 //!             deadline, dead letters, the normalized request (render)
 //! store/      the Store trait (api), what is recorded (model), the three
-//!             queues of leased work (queue), and the memory, SQLite and
-//!             Redis kinds
+//!             queues of leased work (queue), the doctor's probe nonces
+//!             (probes), and the memory, SQLite and Redis kinds
 //! klarna/     Klarna's API (client), Read Session recovery (reconcile),
 //!             order watch (order_watch), and whether Klarna answers at all,
 //!             logged once per outage (health)
@@ -35,7 +36,8 @@
 //!             its CLI
 //! ops/        the one loop for due work (due), metrics, logs, history,
 //!             readiness, pruning, shutdown
-//! doctor/     pre-flight checks against a running deployment
+//! doctor/     pre-flight checks against a running deployment; every route
+//!             path probed through public_url, by token or nonce (probe, nonce)
 //! config/     the file as written -> checked -> Config
 //! ```
 //!

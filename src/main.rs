@@ -60,8 +60,9 @@ enum Command {
         ttl: String,
     },
     /// Check, from where it runs, what would stop callbacks: the config,
-    /// public_url (a probe POST through it), the upstream, and Klarna's
-    /// credentials and clock. Exit 0, or 1 if any check failed.
+    /// public_url (a probe POST through it to every route path, with a
+    /// nonce from the admin API at admin.listen), the upstream, and
+    /// Klarna's credentials and clock. Exit 0, or 1 if any check failed.
     Doctor {
         /// Extra CA certificates (PEM) to trust for public_url, e.g. a
         /// private or test CA. The Mozilla roots are always trusted.

@@ -196,6 +196,7 @@ pub(crate) fn serve_public(
             .and_then(callback::limit::IpLimiter::new),
         body_timeout: config.limits.header_read_timeout,
         deadline: config.delivery.deadline,
+        probes: callback::probe::Probes::new(&config.server.public_url),
     });
     core.background
         .push(callbacks.spawn_sweeper(drain.public.clone()));

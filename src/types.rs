@@ -161,6 +161,28 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// This process among a deployment's replicas, as a doctor's probe is
+/// answered with it: the host's name (a pod's name under Kubernetes; at
+/// most 64 of `A-Z a-z 0-9 - . _`) and the process id, as `name/pid`.
+pub(crate) fn replica_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            .take(64)
+            .collect();
+        let name = if name.is_empty() { "unnamed" } else { &name };
+        format!("{name}/{}", std::process::id())
+    })
+}
+
 /// Milliseconds since the Unix epoch, the time unit of stored records.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

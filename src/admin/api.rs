@@ -23,6 +23,7 @@ use crate::store::{
     Attempt, Cursor, Delivery, DeliveryState, Filter, Replay, Store, StoreError, StoreKind,
     WatchState,
 };
+use crate::store::{ProbeNonce, PROBE_TTL};
 use crate::text::{parse_duration, rfc3339};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 
@@ -222,6 +223,7 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
                 ),
             }
         }
+        (Method::POST, ["probes"]) => probe_nonce(app).await,
         (Method::POST, ["sessions"]) => {
             let body = match read_body(req).await {
                 Ok(b) => b,
@@ -235,6 +237,7 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
             | ["deliveries"]
             | ["deliveries", _]
             | ["deliveries", _, "replay"]
+            | ["probes"]
             | ["sessions"],
         ) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -301,6 +304,31 @@ async fn register(app: &Context, body: &[u8]) -> Response<Body> {
             "unavailable",
             &e.to_string(),
         ),
+    }
+}
+
+/// `POST /v1/probes`: a one-time nonce for `authback doctor`'s probe
+/// (`Authback-Probe`), kept in the store for `PROBE_TTL`, so whichever
+/// replica the probe reaches can take it. Any body is ignored.
+async fn probe_nonce(app: &Context) -> Response<Body> {
+    let Some(nonce) = ProbeNonce::random() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the system's randomness failed; no nonce made",
+        );
+    };
+    let expires_at = unix_ms().saturating_add(PROBE_TTL.as_millis() as u64);
+    match app.store.put_probe(nonce, expires_at).await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &json!({
+                "nonce": nonce.to_string(),
+                "header": "Authback-Probe",
+                "expires_at": rfc3339_ms(expires_at),
+            }),
+        ),
+        Err(e) => unavailable(&e),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod limit;
 pub mod mint;
+pub(crate) mod probe;
 pub mod token;
 
 use std::net::IpAddr;
@@ -45,6 +46,8 @@ pub(crate) struct Context {
     pub body_timeout: Duration,
     /// A delivery's deadline, from receipt.
     pub deadline: Duration,
+    /// The doctor's probes, answered before a route's checks.
+    pub probes: probe::Probes,
 }
 
 impl Context {
@@ -62,6 +65,7 @@ impl Context {
                         for l in [&ctx.failed_token_limiter, &ctx.callback_limiter].into_iter().flatten() {
                             l.sweep();
                         }
+                        ctx.probes.sweep();
                     }
                     _ = stop.wait() => return,
                 }
@@ -263,6 +267,39 @@ async fn decide(
             Outcome::Unavailable
         }
     }
+}
+
+/// Answers `req` on `route` as the doctor's probe (`probe`) when it
+/// carries a live nonce, taking the nonce; otherwise gives `req` back
+/// untouched, for the route's usual checks. Runs before `allow_ips` and
+/// every other check of the route, and counts as no callback.
+pub(crate) async fn answer_probe(
+    ctx: &Context,
+    route: &Route,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Result<Response<Body>, Request<Incoming>> {
+    let Some(nonce) = ctx.probes.admitted(req.headers(), client_ip) else {
+        return Err(req);
+    };
+    match ctx.store.take_probe(nonce, unix_ms()).await {
+        Ok(true) => {}
+        Ok(false) => return Err(req),
+        Err(e) => {
+            // Read as no probe: the route's checks decide.
+            tracing::warn!(error = %e, "store cannot check a probe nonce");
+            return Err(req);
+        }
+    }
+    tracing::info!(route = %route.name, client_ip = %client_ip, "probe answered");
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        linger(req.into_body(), ctx.body_timeout, MAX_BODY);
+    }
+    Ok(ctx.probes.answer(&route.name))
 }
 
 /// Reads a callback's body, within `limit` and `MAX_BODY`.

@@ -1,6 +1,7 @@
 //! Checks 4 and 5, with `[klarna]` only: the credentials work (Read Session
 //! of a made-up session is 404 with good credentials, 401/403 with bad
-//! ones), and the local clock agrees with Klarna's `Date` header.
+//! ones), and the local clock agrees with Klarna's `Date` header. Without
+//! `[klarna]` both are skipped; with it, one that cannot be run fails.
 
 use bytes::Bytes;
 use http::header;
@@ -96,11 +97,14 @@ async fn clock(k: &KlarnaConfig) -> Check {
         .ok()
         .and_then(|u| HostPort::of(&u, 443))
     else {
-        return Check::skip(NAME, "klarna.api_url has no host");
+        return Check::fail(NAME, "klarna.api_url has no host", "set klarna.api_url");
     };
     let tls = match client::tls(k.ca_file.as_deref()) {
         Ok(t) => t,
-        Err(e) => return Check::skip(NAME, format!("klarna.ca_file {e}")),
+        Err(e) => {
+            let fix = "point klarna.ca_file at a PEM file of CA certificates";
+            return Check::fail(NAME, format!("klarna.ca_file {e}"), fix);
+        }
     };
     let path = format!(
         "{}/",
@@ -110,17 +114,27 @@ async fn clock(k: &KlarnaConfig) -> Check {
             .unwrap_or_default()
     );
     let req = client::request(&target, http::Method::GET, &path, Bytes::new());
-    // An unreachable Klarna is the credentials check's failure to report.
+    // [klarna] asks for the clock to agree: not knowing is a failure too.
     let answer = match client::send(&target, Some(&tls), STEP, req).await {
         Ok(a) => a,
-        Err(e) => return Check::skip(NAME, format!("no answer from {}: {e}", k.api_url)),
+        Err(e) => {
+            return Check::fail(
+                NAME,
+                format!("not compared: no answer from {}: {e}", k.api_url),
+                "check klarna.api_url and that this host may reach it (egress firewall, proxy, klarna.ca_file)",
+            )
+        }
     };
     let now = crate::types::unix_ms() / 1000;
     let Some(date) = answer
         .header(header::DATE)
         .and_then(crate::text::parse_http_date)
     else {
-        return Check::skip(NAME, format!("{} sent no Date header", k.api_url));
+        return Check::fail(
+            NAME,
+            format!("not compared: {} sent no Date header", k.api_url),
+            "check that klarna.api_url is Klarna's API",
+        );
     };
     let skew = now.abs_diff(date);
     let side = if now >= date { "ahead of" } else { "behind" };

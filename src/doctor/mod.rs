@@ -6,8 +6,10 @@
 
 mod client;
 mod klarna;
+mod nonce;
 mod probe;
 mod report;
+mod way;
 
 pub use report::{Check, Report, Status};
 

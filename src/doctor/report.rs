@@ -9,7 +9,8 @@ use std::time::Duration;
 pub enum Status {
     Ok,
     Fail,
-    /// Not applicable here, or not decidable: the reason says which.
+    /// Not used by the config (no `[klarna]`): the reason says what. A
+    /// check the config asks for but that cannot be run is a `Fail`.
     Skip,
 }
 

@@ -116,15 +116,24 @@ impl App {
                 RouteMatch::Yes(r) => Some(r),
                 RouteMatch::BadReference => None,
             };
-            if route.passes_through(&path, query) {
+            let ip = {
+                let xff = crate::net::forwarded_chain(req.headers());
+                client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies)
+            };
+            // Owned: the probe may take the request.
+            let (path, query) = (path.into_owned(), query.map(str::to_string));
+            // The doctor's probe, before any check of the route; a request
+            // that is not one comes back as it was.
+            let req = match callback::answer_probe(&self.callbacks, route, req, ip).await {
+                Ok(answered) => return answered,
+                Err(req) => req,
+            };
+            if route.passes_through(&path, query.as_deref()) {
                 // The plugin's own probe (Magento's `dryRun`), answered by
                 // the backend before it does any work.
-                let path = owned(path);
+                let path = canonical_differs.then_some(path);
                 return proxy::forward(&self.proxy, req, path, peer.ip(), tls).await;
             }
-            let path = path.into_owned();
-            let xff = crate::net::forwarded_chain(req.headers());
-            let ip = client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies);
             return callback::handle(&self.callbacks, route, reference.as_deref(), &path, req, ip)
                 .await;
         }

@@ -9,6 +9,7 @@ use crate::store::model::{
     ready, BoxFuture, Claim, Cursor, Delivery, Detail, Filter, Page, Replay, Stats, StoreError,
     StoreKind,
 };
+use crate::store::probes::ProbeNonce;
 use crate::store::queue::Queues;
 use crate::store::registrations::Registration;
 use crate::types::DeliveryId;
@@ -69,4 +70,15 @@ pub trait Store: Queues + Send + Sync + 'static {
     fn prune(&self, _cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         ready(0)
     }
+
+    /// Keeps a doctor's probe nonce until `expires_at` (unix ms).
+    fn put_probe(
+        &self,
+        nonce: ProbeNonce,
+        expires_at: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Atomically removes `nonce`: `true` if it was kept and had not
+    /// expired by `now`. Any later take of it, on any replica, is `false`.
+    fn take_probe(&self, nonce: ProbeNonce, now: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

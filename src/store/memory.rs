@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::dedupe::DedupeKeys;
 use super::outbox::{listed, page, Outbox};
+use super::probes::{ProbeNonce, ProbeSet};
 use super::registrations::{CheckNext, RegIndex, Registration};
 use super::watches::WatchIndex;
 use crate::store::api::Store;
@@ -27,6 +28,7 @@ pub struct MemoryStore {
     /// Each is kept `dedupe_ttl` from its latest end (`insert` renews).
     ended: DedupeKeys<SessionId>,
     inner: Mutex<Inner>,
+    probes: ProbeSet,
 }
 
 #[derive(Default)]
@@ -69,6 +71,7 @@ impl MemoryStore {
             seen: DedupeKeys::new(dedupe_ttl),
             ended: DedupeKeys::new(dedupe_ttl),
             inner: Mutex::new(Inner::default()),
+            probes: ProbeSet::default(),
         }
     }
 
@@ -203,6 +206,19 @@ impl Store for MemoryStore {
         }
         drop(inner);
         ready(gone.len() as u64)
+    }
+
+    fn put_probe(
+        &self,
+        nonce: ProbeNonce,
+        expires_at: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.probes.put(nonce, expires_at, crate::types::unix_ms());
+        ready(())
+    }
+
+    fn take_probe(&self, nonce: ProbeNonce, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        ready(self.probes.take(&nonce, now))
     }
 }
 

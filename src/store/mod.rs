@@ -7,6 +7,7 @@
 //! - The kinds: `memory`, `sqlite` (the file store) and `redis`.
 //! - `outbox`, `registrations`, `watches`, `due` and `dedupe`: the
 //!   in-process indexes the memory and file stores keep.
+//! - `probes`: the doctor's one-time probe nonces.
 
 pub(crate) mod api;
 pub(crate) mod dedupe;
@@ -14,6 +15,7 @@ pub(crate) mod due;
 pub mod memory;
 pub(crate) mod model;
 pub(crate) mod outbox;
+pub(crate) mod probes;
 pub(crate) mod queue;
 pub mod redis;
 pub(crate) mod registrations;
@@ -26,6 +28,7 @@ pub use model::{
     DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, StoreKind, Watch,
     WatchNext, WatchState, ATTEMPTS_KEPT,
 };
+pub use probes::{ProbeNonce, PROBE_TTL};
 pub use queue::{Attempted, Checks, Deliveries, Queue, Queues, Watches};
 pub use registrations::{CheckNext, RegState, Registration};
 

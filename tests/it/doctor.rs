@@ -428,3 +428,373 @@ async fn an_invalid_config_is_listed_and_nothing_else_is_checked() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Probes with a nonce: authback as its own process, on the very config file
+// the doctor reads, as where it is deployed.
+
+const ADMIN_TOKEN: &str = "doctor-admin-token-0123456789abcdef";
+
+/// `authback run` on a config file, killed when stopped or dropped.
+struct Running {
+    child: Option<std::process::Child>,
+}
+
+impl Running {
+    async fn start(config: &Path, ca: &Path, public: u16, env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let child = spawn_binary(config, &log, env);
+        let pem = std::fs::read(ca).expect("read ca");
+        let der = pem_der(&pem);
+        let addr = format!("127.0.0.1:{public}").parse().expect("addr");
+        wait_tls(addr, &der).await;
+        Running { child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The DER of the one certificate in `pem`.
+fn pem_der(pem: &[u8]) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem).expect("a PEM certificate")
+}
+
+/// Runs `authback doctor` on `config` with `env` set.
+async fn doctor_env(config: &Path, ca_file: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_authback"));
+    cmd.arg("doctor")
+        .arg("--config")
+        .arg(config)
+        .arg("--ca-file")
+        .arg(ca_file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run doctor");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Every `probe` line of the checklist.
+fn probes(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("probe"))
+        .collect()
+}
+
+/// The base config as deployed on `public` and `admin`, `public_url`
+/// included, its certificate in `dir` (self-signed: also the CA).
+fn deployed(
+    dir: &Path,
+    upstream: &str,
+    extra: &str,
+    public: u16,
+    admin: u16,
+) -> (PathBuf, PathBuf) {
+    let (c, k) = write_cert(dir, &make_cert());
+    let text = on_ports(&base_config(upstream, &c, &k, extra), public, admin).replace(
+        "public_url = \"https://localhost\"",
+        &format!("public_url = \"https://localhost:{public}\""),
+    );
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).expect("write config");
+    (path, c)
+}
+
+/// An unverified route only 192.0.2.0/24 may call: never the doctor.
+const FENCED: &str = r#"
+[[routes]]
+name = "fenced"
+kind = "klarna_authorization"
+path = "/shop/klarna/callback"
+aliases = ["/index.php/shop/klarna/callback"]
+forward_format = "original"
+unverified = true
+allow_ips = ["192.0.2.0/24"]
+"#;
+
+const RECIPES: [&str; 4] = [
+    "examples/platforms/woocommerce.toml",
+    "examples/platforms/magento2.toml",
+    "examples/platforms/sap-commerce.toml",
+    "examples/platforms/saleor.toml",
+];
+
+/// A platform recipe as deployed here: on loopback ports, with a test
+/// certificate, a store in `dir`, `upstream` as the shop and `klarna` as
+/// Klarna's API. Everything else is the recipe's own: its routes, with
+/// `allow_ips = ["klarna-production"]`, and its secrets from the
+/// environment.
+fn recipe(rel: &str, dir: &Path, ports: (u16, u16), upstream: &str, klarna: &KlarnaApi) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let (c, k) = write_cert(dir, &make_cert());
+    let klarna_ca = dir.join("klarna-ca.pem");
+    std::fs::write(&klarna_ca, &klarna.ca_pem).expect("write ca");
+    let (public, admin) = ports;
+    text.lines()
+        .map(|l| {
+            let set = |v: String| format!("{} = {v}", l.split(" = ").next().unwrap_or(""));
+            match l.split(" = ").next().unwrap_or("") {
+                "listen" if l.contains(":443") => set(format!("\"127.0.0.1:{public}\"")),
+                "listen" if l.contains(":9901") => set(format!("\"127.0.0.1:{admin}\"")),
+                "public_url" => set(format!("\"https://localhost:{public}\"")),
+                "cert" => set(format!("\"{}\"", c.display())),
+                "key" => set(format!("\"{}\"", k.display())),
+                "path" if l.contains("/var/lib/authback") => {
+                    set(format!("\"{}\"", dir.join("authback.db").display()))
+                }
+                "url" if l.contains("http://127.0.0.1:") => set(format!("\"{upstream}\"")),
+                "api_url" => format!(
+                    "api_url = \"https://localhost:{}\"\nca_file = \"{}\"",
+                    klarna.addr.port(),
+                    klarna_ca.display()
+                ),
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How many paths the recipe's routes have, aliases included.
+fn paths_of(text: &str) -> usize {
+    let v: toml::Value = toml::from_str(text).expect("TOML");
+    v["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            1 + r
+                .get("aliases")
+                .and_then(|a| a.as_array())
+                .map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn every_platform_recipe_passes_with_authback_up_and_fails_with_it_down() {
+    sensitive(ADMIN_TOKEN);
+    let env = [
+        ("AUTHBACK_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("KLARNA_API_USERNAME", "K123456_doctor"),
+        ("KLARNA_API_PASSWORD", KLARNA_PASSWORD),
+    ];
+    for rel in RECIPES {
+        let dir = TempDir::new();
+        let up = Upstream::start().await;
+        let klarna = KlarnaApi::start().await;
+        let ports = (free_port(), free_port());
+        let text = recipe(rel, dir.path(), ports, &up.url(), &klarna);
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, &text).expect("write config");
+        let ca = dir.path().join("tls.crt");
+        let mut ab = Running::start(&config, &ca, ports.0, &env).await;
+
+        let (code, out) = doctor_env(&config, &ca, &env).await;
+        eprintln!("{rel}, authback up:\n{out}");
+        assert_eq!(code, Some(0), "{rel}:\n{out}");
+        let lines = probes(&out);
+        assert_eq!(
+            lines.len(),
+            paths_of(&text),
+            "{rel}: one probe a path:\n{out}"
+        );
+        for l in &lines {
+            assert!(
+                l.starts_with("ok ") && l.contains("reached this deployment's authback (replica `"),
+                "{rel}: {l}"
+            );
+        }
+        assert!(out.contains(" 0 failed, 0 skipped"), "{rel}:\n{out}");
+        // The probes went nowhere: the shop saw the doctor's `GET /` only.
+        let seen = up.recorded();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{rel}: {:?}",
+            seen.iter().map(|r| &r.uri).collect::<Vec<_>>()
+        );
+        assert_no_secret(&out, &[ADMIN_TOKEN.to_string()]);
+
+        ab.stop();
+        let (code, out) = doctor_env(&config, &ca, &env).await;
+        eprintln!("{rel}, authback down:\n{out}");
+        assert_eq!(code, Some(1), "{rel}:\n{out}");
+        let lines = probes(&out);
+        assert_eq!(lines.len(), paths_of(&text), "{rel}:\n{out}");
+        assert!(
+            lines.iter().all(|l| l.starts_with("FAIL ")),
+            "{rel}:\n{out}"
+        );
+        assert!(!out.lines().any(|l| l.starts_with("skip")), "{rel}:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_whose_allow_ips_refuse_the_doctor_is_probed_with_a_nonce_instead() {
+    let dir = TempDir::new();
+    let up = Upstream::start().await;
+    let ports = (free_port(), free_port());
+    let (config, ca) = deployed(
+        dir.path(),
+        &up.url(),
+        "allow_ips = [\"192.0.2.0/24\"]",
+        ports.0,
+        ports.1,
+    );
+    let _ab = Running::start(&config, &ca, ports.0, &[]).await;
+
+    let (code, out) = doctor_env(&config, &ca, &[]).await;
+
+    assert_eq!(code, Some(0), "{out}");
+    let (l, _) = line(&out, "probe");
+    assert!(
+        l.starts_with("ok ")
+            && l.contains("/klarna/authorization/doctor-probe reached this deployment's authback")
+            && l.contains("route `klarna`")
+            && l.contains(
+                "the token was not checked: routes[0].allow_ips refuses this machine's address"
+            ),
+        "{out}"
+    );
+    assert!(!out.contains("token="), "{out}");
+}
+
+#[tokio::test]
+async fn a_waf_in_front_of_an_unverified_route_fails_its_nonce_probe() {
+    let dir = TempDir::new();
+    let up = Upstream::start().await;
+    let ports = (free_port(), free_port());
+    let (config, ca) = deployed(dir.path(), &up.url(), FENCED, ports.0, ports.1);
+    let _ab = Running::start(&config, &ca, ports.0, &[]).await;
+    let waf = Fixed::start(dir.path(), 403, "blocked by WAF").await;
+    let text = std::fs::read_to_string(&config).expect("read");
+    let behind = dir.path().join("behind-waf.toml");
+    std::fs::write(
+        &behind,
+        text.replace(
+            &format!("public_url = \"https://localhost:{}\"", ports.0),
+            &format!("public_url = \"https://localhost:{}\"", waf.port),
+        ),
+    )
+    .expect("write");
+
+    let (code, out) = doctor_env(&behind, &waf.ca, &[]).await;
+
+    assert_eq!(code, Some(1), "{out}");
+    let lines = probes(&out);
+    assert_eq!(lines.len(), 3, "klarna, fenced and its alias:\n{out}");
+    for l in &lines {
+        assert!(
+            l.starts_with("FAIL ") && l.contains("not authback") && l.contains("blocked by WAF"),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(
+            "fix: allow POST to /index.php/shop/klarna/callback through your WAF/CDN/ingress"
+        ),
+        "{out}"
+    );
+    // The WAF got the nonces, which the doctor never shows.
+    let seen = waf.targets.lock().expect("lock").len();
+    assert_eq!(seen, 3);
+}
+
+#[tokio::test]
+async fn a_wrong_admin_token_or_another_deployment_fails_the_nonce_probe() {
+    sensitive(ADMIN_TOKEN);
+    let dir = TempDir::new();
+    let up = Upstream::start().await;
+    let ports = (free_port(), free_port());
+    let (config, ca) = deployed(dir.path(), &up.url(), FENCED, ports.0, ports.1);
+    let text = std::fs::read_to_string(&config).expect("read");
+    let admin_line = format!("[admin]\nlisten = \"127.0.0.1:{}\"", ports.1);
+    std::fs::write(
+        &config,
+        text.replace(
+            &admin_line,
+            &format!("{admin_line}\ntoken = \"{ADMIN_TOKEN}\""),
+        ),
+    )
+    .expect("write");
+    let _ab = Running::start(&config, &ca, ports.0, &[]).await;
+
+    // The doctor's config holds another admin token.
+    let wrong = dir.path().join("wrong-token.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &wrong,
+        text.replace(ADMIN_TOKEN, "not-the-admin-token-0123456789"),
+    )
+    .expect("write");
+    let (code, out) = doctor_env(&wrong, &ca, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let fenced: Vec<&str> = probes(&out)
+        .into_iter()
+        .filter(|l| l.contains("/shop/"))
+        .collect();
+    assert_eq!(fenced.len(), 2, "{out}");
+    for l in fenced {
+        assert!(l.starts_with("FAIL ") && l.contains("401"), "{out}");
+    }
+    assert!(out.contains("fix: set admin.token"), "{out}");
+    assert!(
+        !out.contains("not-the-admin-token") && !out.contains(ADMIN_TOKEN),
+        "{out}"
+    );
+
+    // Another deployment answers public_url: its store never held the
+    // nonce, so it gives the route's own answer (allow_ips: 403).
+    let other_dir = TempDir::new();
+    let other_ports = (free_port(), free_port());
+    let (other, other_ca) = deployed(
+        other_dir.path(),
+        &up.url(),
+        FENCED,
+        other_ports.0,
+        other_ports.1,
+    );
+    let _other = Running::start(&other, &other_ca, other_ports.0, &[]).await;
+    let elsewhere = dir.path().join("elsewhere.toml");
+    std::fs::write(
+        &elsewhere,
+        text.replace(
+            &format!("public_url = \"https://localhost:{}\"", ports.0),
+            &format!("public_url = \"https://localhost:{}\"", other_ports.0),
+        ),
+    )
+    .expect("write");
+    let (code, out) = doctor_env(&elsewhere, &other_ca, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let fenced: Vec<&str> = probes(&out)
+        .into_iter()
+        .filter(|l| l.contains("/shop/"))
+        .collect();
+    for l in &fenced {
+        assert!(
+            l.starts_with("FAIL ") && l.contains("did not take the probe's nonce (403 forbidden"),
+            "{out}"
+        );
+    }
+    assert_eq!(fenced.len(), 2, "{out}");
+}

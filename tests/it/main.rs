@@ -20,6 +20,7 @@ mod fuzz;
 mod order_watch;
 mod php;
 mod platforms;
+mod probe;
 mod process;
 mod properties;
 mod proxy;

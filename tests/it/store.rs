@@ -19,20 +19,20 @@ use crate::common::{eventually, RedisServer, TempDir, ABSENCE};
 const TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Memory,
     File,
     Redis,
 }
 
 /// What a store needs to stay alive: its folder, and its server for Redis.
-struct Env {
+pub(crate) struct Env {
     dir: TempDir,
-    redis: Option<RedisServer>,
+    pub(crate) redis: Option<RedisServer>,
 }
 
 impl Env {
-    fn new(kind: Kind) -> Self {
+    pub(crate) fn new(kind: Kind) -> Self {
         let dir = TempDir::new();
         let redis = matches!(kind, Kind::Redis).then(|| RedisServer::start(dir.path()));
         Env { dir, redis }
@@ -41,7 +41,7 @@ impl Env {
 
 /// A store of `kind`; file and redis stores keep their data in `env`, so
 /// opening again finds it.
-async fn open(kind: Kind, env: &Env, ttl: Duration) -> Arc<dyn Store> {
+pub(crate) async fn open(kind: Kind, env: &Env, ttl: Duration) -> Arc<dyn Store> {
     match kind {
         Kind::Memory => Arc::new(MemoryStore::new(ttl)),
         Kind::File => Arc::new(

@@ -9,8 +9,9 @@
 //!
 //! Keys (under `key_prefix`): `d:{id}` hashes, `r:{session}` hashes, and the
 //! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
-//! `rdue`, `rleased`, and for order watch `wdue`, `wleased`, `unconfirmed`.
-//! Every hash has an expiry; no KEYS or SCAN is ever used.
+//! `rdue`, `rleased`, and for order watch `wdue`, `wleased`, `unconfirmed`;
+//! the doctor's probe nonces are strings `p:{nonce}`, holding their expiry.
+//! Every hash and nonce has an expiry; no KEYS or SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
@@ -40,6 +41,7 @@ use super::dedupe::DedupeKeys;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
+use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
 use crate::store::api::Store;
 use crate::store::model::{
@@ -93,6 +95,7 @@ const LIST_UNCONFIRMED: &str = concat!(
 const REGISTER: &str = include_str!("register.lua");
 const FINISH_CHECK: &str = include_str!("finish_check.lua");
 const FINISH_WATCH: &str = concat!(include_str!("expire.lua"), include_str!("finish_watch.lua"));
+const TAKE_PROBE: &str = include_str!("take_probe.lua");
 
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
@@ -143,6 +146,7 @@ struct Scripts {
     register: Script,
     finish_check: Script,
     finish_watch: Script,
+    take_probe: Script,
 }
 
 pub struct RedisStore {
@@ -202,6 +206,7 @@ impl RedisStore {
                 register: Script::new(REGISTER),
                 finish_check: Script::new(FINISH_CHECK),
                 finish_watch: Script::new(FINISH_WATCH),
+                take_probe: Script::new(TAKE_PROBE),
             },
             seen: DedupeKeys::new(dedupe_ttl),
             leases: Mutex::new(HashMap::new()),
@@ -543,6 +548,42 @@ impl Store for RedisStore {
                 .zrembyscore(self.key("delivered"), "-inf", cutoff)
                 .await;
             self.track(r)
+        })
+    }
+
+    fn put_probe(
+        &self,
+        nonce: ProbeNonce,
+        expires_at: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // The value is the expiry too, so a take can tell a nonce that
+            // Redis has not yet expired from a live one.
+            let key = self.key(&format!("p:{nonce}"));
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<()> = redis::pipe()
+                .atomic()
+                .set(&key, expires_at)
+                .ignore()
+                .pexpire_at(&key, i64::try_from(expires_at).unwrap_or(i64::MAX))
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            self.track(r)
+        })
+    }
+
+    fn take_probe(&self, nonce: ProbeNonce, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<i64> = self
+                .scripts
+                .take_probe
+                .key(self.key(&format!("p:{nonce}")))
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await;
+            Ok(self.track(r)? == 1)
         })
     }
 }

@@ -26,6 +26,7 @@ macro_rules! read_columns {
 }
 
 mod list;
+mod probes;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -43,6 +44,7 @@ use rusqlite::{params, Connection, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::outbox::{listed, page, Outbox};
+use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::watches::WatchIndex;
 use crate::store::api::Store;
@@ -55,7 +57,7 @@ use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -109,6 +111,8 @@ const MIGRATIONS: &[&str] = &[
     // 4 -> 5: since when a running watch's checks have failed (unix ms);
     // NULL while Klarna answers, and for every watch before this version.
     "ALTER TABLE deliveries ADD COLUMN watch_klarna_failing_since INTEGER;",
+    // 5 -> 6: the doctor's one-time probe nonces, each kept a minute.
+    "CREATE TABLE probes (nonce BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
@@ -585,6 +589,28 @@ impl Store for SqliteStore {
                 }
             }
         })
+    }
+
+    fn put_probe(
+        &self,
+        nonce: ProbeNonce,
+        expires_at: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let op = probes::Op::Put {
+            nonce,
+            expires_at,
+            now: unix_ms(),
+        };
+        Box::pin(async move {
+            self.call(|reply| Cmd::Probe { op, reply })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn take_probe(&self, nonce: ProbeNonce, now: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let op = probes::Op::Take { nonce, now };
+        Box::pin(self.call(move |reply| Cmd::Probe { op, reply }))
     }
 }
 

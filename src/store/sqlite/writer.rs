@@ -15,7 +15,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{heartbeat, list, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK};
+use super::{
+    heartbeat, list, probes, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK,
+};
 use crate::store::model::{
     Attempt, AttemptOutcome, Claim, Cursor, Delivery, Detail, Filter, Replay, StoreError, WatchNext,
 };
@@ -106,6 +108,11 @@ pub(super) enum Cmd {
         cutoff: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A probe nonce kept or taken (`probes::run`).
+    Probe {
+        op: probes::Op,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 /// The result of one command inside a transaction, before it is known whether
@@ -119,6 +126,7 @@ enum Done {
     Got(Option<Box<Detail>>),
     Pruned(u64),
     Registered(bool),
+    Probe(bool),
 }
 
 /// Starts the writer thread on `conn`, the store's only writing connection.
@@ -254,6 +262,7 @@ fn execute(
             id, checks, next, ..
         } => finish_watch(db, id, checks, next),
         Cmd::Prune { cutoff, .. } => prune(db, cutoff),
+        Cmd::Probe { op, .. } => probes::run(db, op).map(Done::Probe),
     }
 }
 
@@ -572,6 +581,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             shared.regs().finish(&session, checks, &next);
             let _ = reply.send(Ok(()));
         }
+        (Cmd::Probe { reply, .. }, Ok(Done::Probe(b))) => drop(reply.send(Ok(b))),
         (cmd, Err(e)) => refuse(cmd, e),
         (cmd, Ok(_)) => refuse(cmd, "internal: mismatched result".to_string()),
     }
@@ -590,6 +600,7 @@ fn refuse(cmd: Cmd, why: String) {
         Cmd::Prune { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::Register { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Probe { reply, .. } => drop(reply.send(Err(fail))),
     }
 }
 
