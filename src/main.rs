@@ -182,64 +182,7 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Check { production } => {
-            if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
-                if let Err(e) = authback::front::tls::Reloader::load(cert.clone(), key.clone()) {
-                    eprintln!(
-                        "{}: 1 error\n  {}: server.tls: {e}",
-                        cli.config.display(),
-                        cli.config.display()
-                    );
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-            let gaps = match production {
-                true => authback::config::production::gaps(&config),
-                false => Vec::new(),
-            };
-            // A warning that an unmet checklist item states again is left
-            // out: one message per root cause.
-            let restated = |w: &str| {
-                gaps.iter().any(|g| {
-                    w.starts_with(&format!("{}:", g.key))
-                        || (g.key == "upstream.signing_secret"
-                            && w.contains("no upstream.signing_secret"))
-                })
-            };
-            for w in config.warnings.iter().filter(|w| !restated(w)) {
-                eprintln!("warning: {w}");
-            }
-            if !config.builtin_ip_lists.is_empty() {
-                eprintln!(
-                    "note: allow_ips uses Klarna's built-in address lists ({}), taken from its documentation on {}; to follow a change before a new release, set [ip_sets] {} = \"file:PATH\" (docs/operations.md)",
-                    config.builtin_ip_lists.join(", "),
-                    authback::config::KLARNA_IP_LISTS_DATE,
-                    config.builtin_ip_lists[0]
-                );
-            }
-            if !gaps.is_empty() {
-                let n = gaps.len();
-                let path = cli.config.display();
-                eprintln!(
-                    "{path}: not ready for production: {n} item{} of the checklist unmet",
-                    if n == 1 { "" } else { "s" }
-                );
-                for g in &gaps {
-                    eprintln!("  {path}: {g}");
-                }
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            println!(
-                "{}: ok{}",
-                cli.config.display(),
-                if production {
-                    " (production checklist met)"
-                } else {
-                    ""
-                }
-            );
-            ExitCode::SUCCESS
-        }
+        Command::Check { production } => check(&cli.config, &config, production),
         Command::MintUrl {
             route,
             reference,
@@ -293,6 +236,66 @@ fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCo
 
 /// `authback deliveries …`: 0 on success, 1 when the API answered an
 /// error (or the config or arguments are bad), 2 when it could not be reached.
+/// `authback check`: the config loaded; its certificate pair, its warnings
+/// and, with `production`, README's checklist.
+fn check(path: &std::path::Path, config: &Config, production: bool) -> ExitCode {
+    if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
+        if let Err(e) = authback::front::tls::Reloader::load(cert.clone(), key.clone()) {
+            eprintln!(
+                "{}: 1 error\n  {}: server.tls: {e}",
+                path.display(),
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let gaps = match production {
+        true => authback::config::production::gaps(config),
+        false => Vec::new(),
+    };
+    // A warning that an unmet checklist item states again is left
+    // out: one message per root cause.
+    let restated = |w: &str| {
+        gaps.iter().any(|g| {
+            w.starts_with(&format!("{}:", g.key))
+                || (g.key == "upstream.signing_secret" && w.contains("no upstream.signing_secret"))
+        })
+    };
+    for w in config.warnings.iter().filter(|w| !restated(w)) {
+        eprintln!("warning: {w}");
+    }
+    if !config.builtin_ip_lists.is_empty() {
+        eprintln!(
+            "note: allow_ips uses Klarna's built-in address lists ({}), taken from its documentation on {}; to follow a change before a new release, set [ip_sets] {} = \"file:PATH\" (docs/operations.md)",
+            config.builtin_ip_lists.join(", "),
+            authback::config::KLARNA_IP_LISTS_DATE,
+            config.builtin_ip_lists[0]
+        );
+    }
+    if !gaps.is_empty() {
+        let n = gaps.len();
+        let path = path.display();
+        eprintln!(
+            "{path}: not ready for production: {n} item{} of the checklist unmet",
+            if n == 1 { "" } else { "s" }
+        );
+        for g in &gaps {
+            eprintln!("  {path}: {g}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "{}: ok{}",
+        path.display(),
+        if production {
+            " (production checklist met)"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
+}
+
 fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
     use authback::admin::console::cli::{self, Action, CliError, Target};
     // Only [admin] is read: listing deliveries needs no route secret.
