@@ -111,6 +111,7 @@ pub(crate) fn start_delivery(core: &Core, drain: &Drain) -> Deliveries {
             routes: config.routes.clone(),
             config: config.delivery.clone(),
             signing_secret: config.upstream.signing_secret.clone(),
+            redactor: delivery::excerpt::Redactor::from_config(config),
             shutdown_grace: config.server.shutdown_grace,
             watch_after: config
                 .order_watch

@@ -356,11 +356,16 @@ fn listed(d: &Delivery) -> ListedDelivery {
 
 /// The attempt log's entries, as `GET /v1/deliveries/{id}` shows them.
 fn attempt_view(a: &Attempt) -> AttemptView {
+    let r = a.response.as_ref();
     AttemptView {
         at: rfc3339_ms(a.at),
         duration_ms: a.duration_ms,
         error: a.error.clone(),
         redelivery: a.redelivery,
+        response_body: r.map(|r| r.body.clone()),
+        response_body_base64: r.is_some_and(|r| r.base64),
+        response_body_truncated: r.is_some_and(|r| r.truncated),
+        response_content_type: r.and_then(|r| r.content_type.clone()),
         retry_in_ms: a.retry_in_ms,
         status: a.status,
     }
@@ -766,6 +771,12 @@ mod tests {
                 error: Some("upstream answered 503".into()),
                 retry_in_ms: Some(180),
                 redelivery: false,
+                response: Some(crate::store::Excerpt {
+                    content_type: Some("application/json".into()),
+                    body: r#"{"error":"busy"}"#.into(),
+                    base64: false,
+                    truncated: false,
+                }),
             },
             Attempt {
                 at: 1_795_932_001_000,
@@ -774,6 +785,7 @@ mod tests {
                 error: None,
                 retry_in_ms: None,
                 redelivery: true,
+                response: None,
             },
         ]
     }
@@ -856,7 +868,7 @@ mod tests {
     }
 
     /// The JSON is exactly what the API answered when it was built by
-    /// hand: keys sorted, absent values `null`.
+    /// hand, with the fields added since: keys sorted, absent values `null`.
     #[test]
     fn a_delivery_is_shown_as_it_always_was() {
         let (pending, delivered) = samples();
@@ -873,7 +885,7 @@ mod tests {
         let shown = serde_json::to_string(&detail).expect("json");
         assert_eq!(
             shown,
-            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
+            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"response_body":"{\"error\":\"busy\"}","response_body_base64":false,"response_body_truncated":false,"response_content_type":"application/json","retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"response_body":null,"response_body_base64":false,"response_body_truncated":false,"response_content_type":null,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
         );
         // What the CLI reads back is what was sent.
         let read: DeliveryDetail = serde_json::from_str(&shown).expect("read back");

@@ -79,6 +79,14 @@ pub(crate) struct AttemptView {
     pub duration_ms: u64,
     pub error: Option<String>,
     pub redelivery: bool,
+    /// The first 2 KiB of the backend's answer, secrets redacted; `None`
+    /// when it did not answer (or the entry predates this field).
+    pub response_body: Option<String>,
+    /// `response_body` is base64: the answer was not printable text.
+    pub response_body_base64: bool,
+    /// The answer went on past `response_body`.
+    pub response_body_truncated: bool,
+    pub response_content_type: Option<String>,
     pub retry_in_ms: Option<u64>,
     /// The backend's status; `None` when it did not answer.
     pub status: Option<u16>,

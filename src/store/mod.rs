@@ -23,8 +23,8 @@ pub(crate) mod watches;
 pub use api::Store;
 pub use model::{
     push_attempt, ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, StoreKind, Watch,
-    WatchNext, WatchState, ATTEMPTS_KEPT,
+    DeliveryState, Detail, Excerpt, Filter, Page, Replay, Source, Stats, StoreError, StoreKind,
+    Watch, WatchNext, WatchState, ATTEMPTS_KEPT, BODY_KEPT,
 };
 pub use queue::{Attempted, Checks, Deliveries, Queue, Watches};
 pub use registrations::{CheckNext, RegState, Registration};

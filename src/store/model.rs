@@ -285,6 +285,28 @@ pub struct Attempt {
     pub retry_in_ms: Option<u64>,
     /// Sent again by the order watch (`Authback-Redelivery`).
     pub redelivery: bool,
+    /// What was kept of the backend's answer, when it answered. Older
+    /// logs have none; older versions reading this one skip it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Excerpt>,
+}
+
+/// How many bytes of an answer's body an attempt keeps: the first ones.
+pub const BODY_KEPT: usize = 2048;
+
+/// What an attempt keeps of the backend's answer: its `Content-Type` and the
+/// first `BODY_KEPT` bytes of its body, with every configured secret and the
+/// delivery's authorization token already blotted out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Excerpt {
+    pub content_type: Option<String>,
+    /// The body as text, or base64 of its bytes when `base64`.
+    pub body: String,
+    /// The body was not printable UTF-8 text.
+    pub base64: bool,
+    /// The body went on past what is kept.
+    pub truncated: bool,
 }
 
 /// Appends `a` to a log, keeping the latest `ATTEMPTS_KEPT`.

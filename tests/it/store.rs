@@ -8,8 +8,8 @@ use authback::store::memory::MemoryStore;
 use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
-    Attempt, AttemptOutcome, Attempted, CheckNext, Claim, Cursor, Delivery, DeliveryState, Filter,
-    RegState, Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Attempted, CheckNext, Claim, Cursor, Delivery, DeliveryState, Excerpt,
+    Filter, RegState, Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -94,6 +94,18 @@ fn attempt(n: u64) -> Attempt {
         error: Some(format!("attempt {n}")),
         retry_in_ms: Some(n * 10),
         redelivery: n % 5 == 0,
+        // What the backend answered, where it did: text with a line break,
+        // quotes and more than ASCII, or bytes kept as base64.
+        response: (n % 2 == 0).then(|| Excerpt {
+            content_type: Some("application/json; charset=utf-8".into()),
+            body: if n % 4 == 0 {
+                format!("{{\"error\":\"bad \\\"signature\\\" {n}\",\n\"é\":\"ü\"}}")
+            } else {
+                "/wAB".into()
+            },
+            base64: n % 4 != 0,
+            truncated: n % 3 == 0,
+        }),
     }
 }
 

@@ -27,6 +27,7 @@ fn attempt(n: u64) -> Attempt {
         error: Some(format!("attempt {n}")),
         retry_in_ms: Some(n * 10),
         redelivery: false,
+        response: None,
     }
 }
 const FAR: u64 = u64::MAX / 4;
