@@ -13,7 +13,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-use crate::admin::view::{DeliveryDetail, ListedDelivery};
+use crate::admin::view::{AttemptView, DeliveryDetail, ListedDelivery};
 use crate::client::{Client, Limits};
 use crate::text::{parse_duration, rfc3339};
 use crate::types::unix_ms;
@@ -490,6 +490,7 @@ fn detail(detail: &DeliveryDetail) -> String {
             out.push_str(line);
             out.push('\n');
         }
+        out.push_str(&responses(&detail.attempts));
     }
     match &d.order_watch {
         None => out.push_str("\norder watch: none\n"),
@@ -510,6 +511,44 @@ fn detail(detail: &DeliveryDetail) -> String {
         }
     }
     out
+}
+
+/// What the backend answered to each attempt that got an answer: the
+/// content type, then the body (its first 2 KiB, secrets redacted), on one
+/// line each, cleaned for the terminal.
+fn responses(attempts: &[AttemptView]) -> String {
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let body = a.response_body.as_deref()?;
+            let mut notes = Vec::new();
+            if a.response_body_base64 {
+                notes.push("base64");
+            }
+            if a.response_body_truncated {
+                notes.push("first 2 KiB");
+            }
+            let kind = match notes.is_empty() {
+                true => field(a.response_content_type.as_deref()),
+                false => format!(
+                    "{} ({})",
+                    field(a.response_content_type.as_deref()),
+                    notes.join(", ")
+                ),
+            };
+            let body = if body.is_empty() {
+                "(empty)".to_string()
+            } else {
+                clean(body)
+            };
+            Some(vec![format!("  #{}", i + 1), kind, body])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!("\nresponses\n{}", columns(&rows))
 }
 
 #[cfg(test)]
@@ -582,6 +621,37 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("no answer") && s.contains("1.5s") && s.contains("watching"));
+        assert!(!s.contains("responses"), "no answer kept, no section: {s}");
+    }
+
+    #[test]
+    fn the_detail_shows_what_the_backend_answered() {
+        let d = json!({"id":"a1","state":"dead","attempts":[
+            {"at":"2026-01-01T00:00:00Z","status":401,"error":"upstream answered 401",
+             "response_body":"{\"error\":\"bad signature\"}\n\u{1b}[31m","response_content_type":"application/json"},
+            {"at":"2026-01-01T00:00:01Z","status":null,"error":"timeout"},
+            {"at":"2026-01-01T00:00:02Z","status":500,"response_body":"/wAB","response_body_base64":true,
+             "response_body_truncated":true,"response_content_type":null},
+            {"at":"2026-01-01T00:00:03Z","status":204,"response_body":""}]});
+        let d: DeliveryDetail = serde_json::from_value(d).expect("a delivery");
+        let s = detail(&d);
+        let section = s
+            .split("\nresponses\n")
+            .nth(1)
+            .expect("a responses section");
+        let lines: Vec<&str> = section.lines().collect();
+        assert!(
+            lines[0].starts_with("  #1")
+                && lines[0].contains("application/json")
+                && lines[0].contains(r#"{"error":"bad signature"}"#),
+            "{s}"
+        );
+        assert!(!s.contains('\u{1b}'), "cleaned for the terminal");
+        assert!(lines[1].starts_with("  #3") && lines[1].contains("- (base64, first 2 KiB)  /wAB"));
+        assert!(
+            lines[2].starts_with("  #4") && lines[2].contains("(empty)"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -510,6 +510,20 @@
     }
   }
 
+  // What the backend answered to one attempt: its content type and the
+  // first 2 KiB of its body (secrets already redacted by authback), as text.
+  function response(a) {
+    if (a.response_body === null || a.response_body === undefined) return null;
+    const notes = [a.response_content_type ? String(a.response_content_type) : 'no content type'];
+    if (a.response_body_base64) notes.push('base64, not text');
+    if (a.response_body_truncated) notes.push('first 2 KiB');
+    return h('div', { class: 'response' },
+      h('div', { class: 'muted small' }, 'Response · ' + notes.join(' · ')),
+      a.response_body === ''
+        ? h('p', { class: 'muted small' }, 'Empty body.')
+        : h('pre', { class: 'response-body' }, String(a.response_body)));
+  }
+
   function dl(pairs) {
     return h('dl', { class: 'facts' }, pairs.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
@@ -563,7 +577,8 @@
               ' · ', text(a.duration_ms), ' ms',
               a.redelivery ? [' · ', h('span', { class: 'badge badge-redelivery' }, 'redelivery')] : null,
               a.retry_in_ms !== null && a.retry_in_ms !== undefined ? ' · retry in ' + fmtSecs(a.retry_in_ms / 1000).trim() : null),
-            a.error ? h('div', { class: 'error-text' }, String(a.error)) : null);
+            a.error ? h('div', { class: 'error-text' }, String(a.error)) : null,
+            response(a));
         })));
 
     const watch = h('section', { 'aria-labelledby': 'watch-title', class: 'panel', id: 'watch' },
