@@ -61,7 +61,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
     }
     background.push(crate::ops::prune::spawn(
         store.clone(),
-        config.store.dedupe_ttl,
+        &config.store,
         drain.public.clone(),
     ));
     let workers = workers::Workers::start(config.server.workers)

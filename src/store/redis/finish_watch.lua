@@ -5,7 +5,7 @@
 -- ARGV: 1 id, 2 'again' | 'confirmed' | 'unconfirmed' | 'redeliver',
 --       3 checks made, 4 next check at (again, redeliver), 5 the check's
 --       error ('' for none), 6 now (redeliver: when the delivery is due),
---       7 dedupe TTL (ms).
+--       7 dedupe TTL (ms), 8 keep_finished (ms), 9 keep_dead (ms).
 -- Returns 1 (applied) or 0 (the record is gone or no longer watching).
 -- Atomically: the lease is released and the watch rescheduled or ended in
 -- one step. A redelivery makes the delivery pending in the same step, in
@@ -48,5 +48,5 @@ else
     end
   end
 end
-expire(KEYS[1], id, ARGV[7], KEYS[8], KEYS[4])
+expire(KEYS[1], id, ARGV[7], ARGV[8], ARGV[9], KEYS[8], KEYS[4])
 return 1
