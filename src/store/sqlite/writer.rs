@@ -561,17 +561,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             },
             Ok(_),
         ) => {
-            let mut index = shared.index();
-            if let Some(d) = index.finish(id, attempts, &outcome) {
-                let mut watches = shared.watches();
-                match outcome {
-                    AttemptOutcome::Delivered { at, watch_from } => {
-                        watches.delivered(d, at, watch_from);
-                    }
-                    _ => follow(&mut watches, d),
-                }
-            }
-            drop(index);
+            finished(shared, id, attempts, outcome);
             let _ = reply.send(Ok(()));
         }
         (
@@ -616,20 +606,12 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             let _ = reply.send(Ok(d.map(|d| *d)));
         }
         (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n, more, gone))) => {
-            let mut index = shared.index();
-            let mut watches = shared.watches();
-            for id in &gone {
-                index.remove(id);
-                watches.remove(id);
-            }
-            drop((index, watches));
+            forget(shared, &gone);
             let _ = reply.send(Ok((n, more)));
         }
         (Cmd::Resolve { id, reply, .. }, Ok(Done::Resolved(r))) => {
             if r == Resolve::Resolved {
-                let mut index = shared.index();
-                index.remove(&id);
-                shared.watches().remove(&id);
+                forget(shared, &[id]);
             }
             let _ = reply.send(Ok(r));
         }
@@ -653,6 +635,31 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
         }
         (cmd, Err(e)) => refuse(cmd, e),
         (cmd, Ok(_)) => refuse(cmd, "internal: mismatched result".to_string()),
+    }
+}
+
+/// Applies a committed attempt outcome to the index and the watches.
+fn finished(shared: &Shared, id: DeliveryId, attempts: u32, outcome: AttemptOutcome) {
+    let mut index = shared.index();
+    if let Some(d) = index.finish(id, attempts, &outcome) {
+        let mut watches = shared.watches();
+        match outcome {
+            AttemptOutcome::Delivered { at, watch_from } => {
+                watches.delivered(d, at, watch_from);
+            }
+            _ => follow(&mut watches, d),
+        }
+    }
+}
+
+/// Takes committed removals (resolved, pruned) out of the index and the
+/// watches.
+fn forget(shared: &Shared, ids: &[DeliveryId]) {
+    let mut index = shared.index();
+    let mut watches = shared.watches();
+    for id in ids {
+        index.remove(id);
+        watches.remove(id);
     }
 }
 
