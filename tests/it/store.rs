@@ -1289,6 +1289,21 @@ async fn check_resolved(
     );
 }
 
+/// How long the Redis key `key` has left to live, in ms.
+async fn redis_pttl(env: &Env, key: &str) -> i64 {
+    let url = env.redis.as_ref().expect("redis").url();
+    let mut c = ::redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .expect("PTTL")
+}
+
 /// Retention: finished records (delivered from receipt, resolved from
 /// their resolution) go after `keep_finished`, failed ones (dead) after
 /// `keep_dead`, pending ones never. The memory and file stores remove them
@@ -1364,17 +1379,7 @@ async fn retention_keeps_each_kind_its_own_time(kind: Kind) {
     if let Kind::Redis = kind {
         // Redis keeps the dead record until its own expiry, `keep_dead`
         // after receipt.
-        let url = env.redis.as_ref().expect("redis").url();
-        let mut c = ::redis::Client::open(url)
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        let left: i64 = ::redis::cmd("PTTL")
-            .arg(format!("t:d:{}", failed.id))
-            .query_async(&mut c)
-            .await
-            .expect("PTTL");
+        let left = redis_pttl(&env, &format!("t:d:{}", failed.id)).await;
         assert!(
             left > ms(keep_finished) as i64 && left <= ms(keep_dead) as i64,
             "dead record expires in {left} ms"
