@@ -48,12 +48,23 @@ pub(crate) struct DeliveryView {
     pub order_watch: Option<WatchView>,
     pub received_at: String,
     pub reference: String,
+    /// Resolved deliveries only.
+    pub resolution: Option<ResolutionView>,
     pub route: String,
     pub session_id: String,
     /// `callback` or `read_session`.
     pub source: String,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `resolved`.
     pub state: String,
+}
+
+/// How an operator resolved a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ResolutionView {
+    pub note: String,
+    /// RFC 3339.
+    pub resolved_at: String,
 }
 
 /// A delivery's order watch.
