@@ -226,6 +226,207 @@ async fn an_endless_answer_is_read_only_as_far_as_it_is_kept() {
     assert_eq!(a["response_body_truncated"], true);
 }
 
+// ---------------------------------------------------------------------------
+// B. Resolving failures, end to end.
+
+/// Fast order watch (unconfirmed after 1.2 s, no redelivery) against the
+/// Klarna simulator.
+fn order_watch(api: &KlarnaApi, dir: &std::path::Path) -> String {
+    let watch = "[order_watch]\nenabled = true\nafter = \"100ms\"\nevery = \"100ms\"\nredeliver = false\nunconfirmed_after = \"1200ms\"\n";
+    format!("{}{watch}", api.config(dir, r#"["1h"]"#))
+}
+
+async fn post(ab: &Authback, path: &str, body: &str) -> (u16, Value) {
+    let (status, body) = ab.admin_request("POST", path, body, None).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// `authback deliveries ARGS` against `ab`.
+async fn cli(ab: &Authback, args: &[&str]) -> (i32, String, String) {
+    crate::console::cli_at(&format!("http://{}", ab.admin), None, args).await
+}
+
+/// The sample of `series` on the metrics page.
+async fn gauge(ab: &Authback, series: &str) -> f64 {
+    metric(&ab.metrics().await, series).unwrap_or_else(|| panic!("{series} missing"))
+}
+
+/// Three dead deliveries (the backend says 401, and why) and one whose
+/// order was never placed; returns their ids, dead ones first.
+async fn failures(ab: &Authback, up: &Upstream, api: &KlarnaApi) -> Vec<String> {
+    api.authorize("sess-life-noorder", "tok-life-noorder-01");
+    callback(
+        ab,
+        "cart-noorder",
+        "sess-life-noorder",
+        "tok-life-noorder-01",
+    )
+    .await;
+    let charged = id_in(ab, "unconfirmed", "sess-life-noorder").await;
+    up.set(Behaviour::Reply {
+        status: 401,
+        content_type: "application/json",
+        body: Bytes::from_static(br#"{"error":"bad signature"}"#),
+    });
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let (session, token) = (format!("sess-life-dead-{i}"), format!("tok-life-dead-0{i}"));
+        sensitive(&token);
+        callback(ab, &format!("cart-dead-{i}"), &session, &token).await;
+        ids.push(id_in(ab, "dead", &session).await);
+    }
+    ids.push(charged);
+    ids
+}
+
+/// An operator closes failures dealt with by hand, through the API and the
+/// CLI, one at a time and by filter: each leaves the dead and unconfirmed
+/// lists and gauges, is listed resolved with its note, keeps its attempt log,
+/// and Klarna's retry of it is still a duplicate.
+async fn failures_are_resolved_through_the_api_and_the_cli(kind: Kind) {
+    let up = Upstream::start().await;
+    let api = KlarnaApi::start().await;
+    let config_dir = TempDir::new();
+    let run = Running::start(kind, &up, &order_watch(&api, config_dir.path())).await;
+    let ab = &run.ab;
+    let ids = failures(ab, &up, &api).await;
+    let (first, charged) = (&ids[0], &ids[3]);
+    assert_eq!(gauge(ab, "authback_dead_deliveries").await, 3.0);
+    assert_eq!(gauge(ab, "authback_orders_unconfirmed").await, 1.0);
+    assert!(gauge(ab, "authback_oldest_dead_seconds").await >= 0.0);
+
+    // One, through the API; refused for what is not a failure (any more).
+    let resolve = |id: &str| format!("/v1/deliveries/{id}/resolve");
+    let (status, r) = post(ab, &resolve(first), r#"{"note":"refunded in the shop"}"#).await;
+    assert_eq!(status, 200, "{kind:?}: {r}");
+    assert_eq!(
+        (&r["state"], &r["note"]),
+        (
+            &Value::from("resolved"),
+            &Value::from("refunded in the shop")
+        )
+    );
+    let (status, r) = post(ab, &resolve(first), r#"{"note":"again"}"#).await;
+    assert_eq!(
+        (status, &r["state"]),
+        (409, &Value::from("resolved")),
+        "{r}"
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("this one is resolved")),
+        "{r}"
+    );
+    for (path, body, want) in [
+        (resolve(&ids[1]), "", 400),
+        (resolve(&ids[1]), r#"{"note":"  "}"#, 400),
+        (
+            resolve("00000000000000000000000000000000"),
+            r#"{"note":"x"}"#,
+            404,
+        ),
+        (resolve("not-an-id"), r#"{"note":"x"}"#, 404),
+    ] {
+        assert_eq!(post(ab, &path, body).await.0, want, "{path} {body}");
+    }
+
+    // One, through the CLI: the order placed by hand.
+    let (code, out, err) = cli(ab, &["resolve", charged, "--note", "order placed by hand"]).await;
+    assert_eq!(code, 0, "{kind:?}: {err}");
+    assert!(out.contains("resolved at"), "{out}");
+    // By filter, through the CLI: a dry run counts, then it resolves.
+    let by_session = [
+        "resolve",
+        "--state",
+        "dead",
+        "--session-id",
+        "sess-life-dead-2",
+    ];
+    let (code, out, err) = cli(ab, &[&by_session[..], &["--dry-run"]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dry run: 1 dead"), "{out}");
+    let (code, out, err) = cli(ab, &[&by_session[..], &["--note", "cancelled"]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resolved 1 of 1"), "{out}");
+    // By filter, through the API: the rest.
+    let bulk = "/v1/deliveries/resolve";
+    assert_eq!(
+        post(ab, bulk, r#"{"state":"dead"}"#).await.0,
+        400,
+        "no note"
+    );
+    let (status, r) = post(ab, bulk, r#"{"dry_run":true}"#).await;
+    assert_eq!(
+        (status, &r["matched"], &r["resolved"]),
+        (200, &Value::from(1), &Value::from(0)),
+        "{r}"
+    );
+    let (status, r) = post(ab, bulk, r#"{"state":"dead","note":"written off"}"#).await;
+    assert_eq!((status, &r["resolved"]), (200, &Value::from(1)), "{r}");
+
+    all_resolved(ab, &ids).await;
+}
+
+/// After every failure in `ids` was resolved: the lists, the gauges, the
+/// detail with its attempt log, and Klarna's retry.
+async fn all_resolved(ab: &Authback, ids: &[String]) {
+    for state in ["dead", "unconfirmed"] {
+        let (_, body) = ab
+            .admin_request("GET", &format!("/v1/deliveries?state={state}"), "", None)
+            .await;
+        assert_eq!(json_of(&body), Value::Array(Vec::new()), "{state}");
+    }
+    let (_, body) = ab
+        .admin_request("GET", "/v1/deliveries?state=resolved", "", None)
+        .await;
+    let mut listed: Vec<String> = json_of(&body)
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| {
+            assert!(
+                d["resolution"]["note"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty()),
+                "{d}"
+            );
+            d["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    listed.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+    for g in [
+        "authback_dead_deliveries",
+        "authback_orders_unconfirmed",
+        "authback_oldest_dead_seconds",
+        "authback_oldest_unconfirmed_seconds",
+    ] {
+        assert_eq!(gauge(ab, g).await, 0.0, "{g}");
+    }
+    let d = detail(ab, &ids[0]).await;
+    assert_eq!(d["state"], "resolved");
+    assert_eq!(
+        d["attempts"][0]["response_body"],
+        r#"{"error":"bad signature"}"#
+    );
+    let (code, out, err) = cli(ab, &["show", &ids[0]]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("refunded in the shop") && out.contains("bad signature"),
+        "{out}"
+    );
+    // Klarna retries the first dead one: still a duplicate, nothing queued.
+    callback(ab, "cart-dead-1", "sess-life-dead-1", "tok-life-dead-01").await;
+    assert_eq!(callbacks(&ab.metrics().await, "duplicate"), Some(1.0));
+    assert_eq!(detail(ab, &ids[0]).await["state"], "resolved");
+}
+
 macro_rules! on_every_store {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -240,4 +441,7 @@ macro_rules! on_every_store {
     };
 }
 
-on_every_store!(the_backends_answer_is_kept_with_its_secrets_redacted);
+on_every_store!(
+    the_backends_answer_is_kept_with_its_secrets_redacted,
+    failures_are_resolved_through_the_api_and_the_cli,
+);
