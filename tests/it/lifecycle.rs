@@ -296,7 +296,10 @@ async fn failures_are_resolved_through_the_api_and_the_cli(kind: Kind) {
     let (first, charged) = (&ids[0], &ids[3]);
     assert_eq!(gauge(ab, "authback_dead_deliveries").await, 3.0);
     assert_eq!(gauge(ab, "authback_orders_unconfirmed").await, 1.0);
-    assert!(gauge(ab, "authback_oldest_dead_seconds").await >= 0.0);
+    // Ages since receipt: the incident was received before its watch gave
+    // up (1.2 s), the dead ones a moment ago.
+    assert!(gauge(ab, "authback_oldest_unconfirmed_seconds").await >= 1.2);
+    assert!(gauge(ab, "authback_oldest_dead_seconds").await > 0.0);
 
     // One, through the API; refused for what is not a failure (any more).
     let resolve = |id: &str| format!("/v1/deliveries/{id}/resolve");
