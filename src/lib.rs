@@ -25,17 +25,18 @@
 //!             path it is sent, form bodies read as they stream (forms)
 //! upstream/   the backend: one target, pooled connections, its errors
 //! delivery/   the outbox worker: one attempt at a time per delivery, backoff,
-//!             deadline, dead letters, the normalized request (render)
+//!             deadline, dead letters, the normalized request (render), what
+//!             an attempt keeps of the answer, secrets redacted (excerpt)
 //! store/      the Store trait (api), what is recorded (model), the three
 //!             queues of leased work (queue), the doctor's probe nonces
 //!             (probes), and the memory, SQLite and Redis kinds
 //! klarna/     Klarna's API (client), Read Session recovery (reconcile),
 //!             order watch (order_watch), and whether Klarna answers at all,
 //!             logged once per outage (health)
-//! admin/      the admin listener's /v1 API (api, view) and the console and
-//!             its CLI
+//! admin/      the admin listener's /v1 API (api, view), resolving failures
+//!             by hand (resolve), and the console and its CLI
 //! ops/        the one loop for due work (due), metrics, logs, history,
-//!             readiness, pruning, shutdown
+//!             readiness, retention (prune), shutdown
 //! doctor/     pre-flight checks against a running deployment; every route
 //!             path probed through public_url, by token or nonce (probe, nonce)
 //! config/     the file as written -> checked -> Config

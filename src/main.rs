@@ -69,8 +69,9 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
-    /// List, show and replay deliveries of a running authback, through its
-    /// admin API (the token from AUTHBACK_ADMIN_TOKEN or admin.token).
+    /// List, show, replay and resolve deliveries of a running authback,
+    /// through its admin API (the token from AUTHBACK_ADMIN_TOKEN or
+    /// admin.token).
     Deliveries(DeliveriesArgs),
 }
 
@@ -128,7 +129,7 @@ impl From<DeliveryFilters> for authback::admin::console::cli::Filters {
 enum DeliveriesAction {
     /// Deliveries, newest first.
     List {
-        #[arg(long, value_parser = ["pending", "dead", "delivered", "unconfirmed"])]
+        #[arg(long, value_parser = ["pending", "dead", "delivered", "unconfirmed", "resolved"])]
         state: Option<String>,
         #[command(flatten)]
         filters: DeliveryFilters,
@@ -151,6 +152,24 @@ enum DeliveriesAction {
         #[command(flatten)]
         filters: DeliveryFilters,
         /// Count what would be replayed; replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Resolve one failed delivery (ID: dead, or unconfirmed) that was
+    /// dealt with by hand, or every one matching the filters (--state dead
+    /// or unconfirmed; count them first with --dry-run). It leaves the dead
+    /// and unconfirmed lists; its record still answers Klarna's retries.
+    Resolve {
+        #[arg(required_unless_present = "state", conflicts_with_all = ["state", "dry_run"])]
+        id: Option<String>,
+        #[arg(long, value_parser = ["dead", "unconfirmed"])]
+        state: Option<String>,
+        #[command(flatten)]
+        filters: DeliveryFilters,
+        /// Why it is resolved: what was done about it (kept with it).
+        #[arg(long, required_unless_present = "dry_run")]
+        note: Option<String>,
+        /// Count what would be resolved; resolve nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -297,7 +316,7 @@ fn check(path: &std::path::Path, config: &Config, production: bool) -> ExitCode 
 }
 
 fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
-    use authback::admin::console::cli::{self, Action, CliError, Target};
+    use authback::admin::console::cli::{self, CliError, Target};
     // Only [admin] is read: listing deliveries needs no route secret.
     let config = if args.admin.is_some() && !config_path.exists() {
         None
@@ -329,39 +348,12 @@ fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let action = match args.action {
-        DeliveriesAction::List {
-            state,
-            filters,
-            limit,
-            cursor,
-        } => Action::List {
-            state,
-            filters: filters.into(),
-            limit,
-            cursor,
-        },
-        DeliveriesAction::Show { id } => Action::Show { id },
-        DeliveriesAction::Replay {
-            id: Some(id),
-            filters,
-            ..
-        } => {
-            if filters.any() {
-                eprintln!("deliveries replay: filters go with --state dead, not with an ID");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            Action::Replay { id }
+    let action = match action(args.action) {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("deliveries {why}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-        DeliveriesAction::Replay {
-            id: None,
-            filters,
-            dry_run,
-            ..
-        } => Action::ReplayAll {
-            filters: filters.into(),
-            dry_run,
-        },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -389,6 +381,79 @@ fn deliveries(config_path: &std::path::Path, args: DeliveriesArgs) -> ExitCode {
             eprintln!("deliveries: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+/// The `deliveries` subcommand as the CLI module runs it, or what is wrong
+/// with its arguments.
+fn action(action: DeliveriesAction) -> Result<authback::admin::console::cli::Action, &'static str> {
+    use authback::admin::console::cli::Action;
+    Ok(match action {
+        DeliveriesAction::List {
+            state,
+            filters,
+            limit,
+            cursor,
+        } => Action::List {
+            state,
+            filters: filters.into(),
+            limit,
+            cursor,
+        },
+        DeliveriesAction::Show { id } => Action::Show { id },
+        DeliveriesAction::Replay {
+            id: Some(id),
+            filters,
+            ..
+        } => {
+            if filters.any() {
+                return Err("replay: filters go with --state dead, not with an ID");
+            }
+            Action::Replay { id }
+        }
+        DeliveriesAction::Replay {
+            id: None,
+            filters,
+            dry_run,
+            ..
+        } => Action::ReplayAll {
+            filters: filters.into(),
+            dry_run,
+        },
+        DeliveriesAction::Resolve {
+            id,
+            state,
+            filters,
+            note,
+            dry_run,
+        } => resolve_action(id, state, filters, note, dry_run)?,
+    })
+}
+
+/// `deliveries resolve`: one delivery by its ID, or every one the filters
+/// match.
+fn resolve_action(
+    id: Option<String>,
+    state: Option<String>,
+    filters: DeliveryFilters,
+    note: Option<String>,
+    dry_run: bool,
+) -> Result<authback::admin::console::cli::Action, &'static str> {
+    use authback::admin::console::cli::Action;
+    match (id, state) {
+        (Some(_), _) if filters.any() => {
+            Err("resolve: filters go with --state dead or --state unconfirmed, not with an ID")
+        }
+        (Some(id), _) => Ok(Action::Resolve {
+            id,
+            note: note.unwrap_or_default(),
+        }),
+        (None, state) => Ok(Action::ResolveAll {
+            state: state.unwrap_or_else(|| "dead".into()),
+            filters: filters.into(),
+            note,
+            dry_run,
+        }),
     }
 }
 

@@ -73,7 +73,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
     }
     background.push(crate::ops::prune::spawn(
         store.clone(),
-        config.store.dedupe_ttl,
+        &config.store,
         drain.public.clone(),
     ));
     let workers = workers::Workers::start(config.server.workers)
@@ -123,6 +123,7 @@ pub(crate) fn start_delivery(core: &Core, drain: &Drain) -> Deliveries {
             routes: config.routes.clone(),
             config: config.delivery.clone(),
             signing_secret: config.upstream.signing_secret.clone(),
+            redactor: delivery::excerpt::Redactor::from_config(config),
             shutdown_grace: config.server.shutdown_grace,
             watch_after: config
                 .order_watch

@@ -13,7 +13,10 @@ use serde_json::json;
 
 use tokio::sync::Notify;
 
-use crate::admin::view::{AttemptView, DeliveryDetail, DeliveryView, ListedDelivery, WatchView};
+use crate::admin::resolve;
+use crate::admin::view::{
+    AttemptView, DeliveryDetail, DeliveryView, ListedDelivery, ResolutionView, WatchView,
+};
 use crate::body::{json, json_error, text, Body};
 use crate::config::Config;
 use crate::delivery;
@@ -124,12 +127,14 @@ async fn metrics(app: &Context) -> Response<Body> {
         ..Gauges::default()
     };
     if let Ok(s) = app.store.stats().await {
+        let now = unix_ms();
+        let age = |at: Option<u64>| at.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0);
         g.queue_depth = s.pending;
         g.dead = s.dead;
         g.unconfirmed = s.unconfirmed;
-        g.oldest_pending_seconds = s
-            .oldest_pending_at
-            .map_or(0.0, |at| unix_ms().saturating_sub(at) as f64 / 1000.0);
+        g.oldest_pending_seconds = age(s.oldest_pending_at);
+        g.oldest_dead_seconds = age(s.oldest_dead_at);
+        g.oldest_unconfirmed_seconds = age(s.oldest_unconfirmed_at);
     }
     let mut r = text(StatusCode::OK, app.metrics.render(&g));
     r.headers_mut().insert(
@@ -190,40 +195,22 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
             Ok(body) => replay_matching(app, &body).await,
             Err(r) => r,
         },
-        (Method::POST, ["deliveries", id, "replay"]) => {
+        (Method::POST, ["deliveries", "resolve"]) => match read_body(req).await {
+            Ok(body) => resolve_matching(app, &body).await,
+            Err(r) => r,
+        },
+        (Method::POST, ["deliveries", id, "resolve"]) => {
             let Some(id) = DeliveryId::parse(id) else {
                 return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
             };
-            let now = unix_ms();
-            let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
-            match app.store.replay(id, now, deadline).await {
-                Ok(Replay::Queued) => {
-                    app.deliveries.wake();
-                    tracing::info!(%id, "dead delivery queued again by replay");
-                    json(
-                        StatusCode::ACCEPTED,
-                        &json!({ "id": id.to_string(), "state": "pending" }),
-                    )
-                }
-                Ok(Replay::NotFound) => {
-                    json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery")
-                }
-                Ok(Replay::NotDead(s)) => json_error(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    &format!(
-                        "only dead deliveries can be replayed; this one is {}",
-                        s.as_str()
-                    ),
-                ),
-                Err(e) => json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &e.to_string(),
-                ),
+            match read_body(req).await.map(|b| resolve::note_of(&b)) {
+                Ok(Ok(note)) => resolve::one(app.store.as_ref(), id, note).await,
+                Ok(Err(why)) => bad_request(&why),
+                Err(r) => r,
             }
         }
         (Method::POST, ["probes"]) => probe_nonce(app).await,
+        (Method::POST, ["deliveries", id, "replay"]) => replay_one(app, id).await,
         (Method::POST, ["sessions"]) => {
             let body = match read_body(req).await {
                 Ok(b) => b,
@@ -238,6 +225,7 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
             | ["deliveries", _]
             | ["deliveries", _, "replay"]
             | ["probes"]
+            | ["deliveries", _, "resolve"]
             | ["sessions"],
         ) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -245,6 +233,39 @@ async fn v1(app: &Context, req: Request<Incoming>) -> Response<Body> {
             "wrong method for this endpoint",
         ),
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}
+
+/// `POST /v1/deliveries/{id}/replay`: queues a dead delivery again.
+async fn replay_one(app: &Context, id: &str) -> Response<Body> {
+    let Some(id) = DeliveryId::parse(id) else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery");
+    };
+    let now = unix_ms();
+    let deadline = crate::text::saturating_add_ms(now, app.config.delivery.deadline);
+    match app.store.replay(id, now, deadline).await {
+        Ok(Replay::Queued) => {
+            app.deliveries.wake();
+            tracing::info!(%id, "dead delivery queued again by replay");
+            json(
+                StatusCode::ACCEPTED,
+                &json!({ "id": id.to_string(), "state": "pending" }),
+            )
+        }
+        Ok(Replay::NotFound) => json_error(StatusCode::NOT_FOUND, "not_found", "no such delivery"),
+        Ok(Replay::NotDead(s)) => json_error(
+            StatusCode::CONFLICT,
+            "conflict",
+            &format!(
+                "only dead deliveries can be replayed; this one is {}",
+                s.as_str()
+            ),
+        ),
+        Err(e) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -367,6 +388,10 @@ fn delivery_view(d: &Delivery) -> DeliveryView {
         }),
         received_at: rfc3339(d.received_at / 1000),
         reference: d.reference.clone(),
+        resolution: d.resolution.as_ref().map(|r| ResolutionView {
+            note: r.note.clone(),
+            resolved_at: rfc3339(r.at / 1000),
+        }),
         route: d.route.clone(),
         session_id: d.session_id.as_str().to_string(),
         source: d.source.as_str().to_string(),
@@ -384,11 +409,16 @@ fn listed(d: &Delivery) -> ListedDelivery {
 
 /// The attempt log's entries, as `GET /v1/deliveries/{id}` shows them.
 fn attempt_view(a: &Attempt) -> AttemptView {
+    let r = a.response.as_ref();
     AttemptView {
         at: rfc3339_ms(a.at),
         duration_ms: a.duration_ms,
         error: a.error.clone(),
         redelivery: a.redelivery,
+        response_body: r.map(|r| r.body.clone()),
+        response_body_base64: r.is_some_and(|r| r.base64),
+        response_body_truncated: r.is_some_and(|r| r.truncated),
+        response_content_type: r.and_then(|r| r.content_type.clone()),
         retry_in_ms: a.retry_in_ms,
         status: a.status,
     }
@@ -483,10 +513,9 @@ fn list_query(query: &str) -> Result<(Filter, usize, Option<Cursor>), String> {
         None => {}
         Some("unconfirmed") => filter.watch = Some(WatchState::Unconfirmed),
         Some(s) => {
-            filter.state = Some(
-                DeliveryState::parse(s)
-                    .ok_or("state: one of pending, dead, delivered, unconfirmed".to_string())?,
-            )
+            filter.state = Some(DeliveryState::parse(s).ok_or(
+                "state: one of pending, dead, delivered, unconfirmed, resolved".to_string(),
+            )?)
         }
     }
     let limit = match get("limit") {
@@ -577,7 +606,7 @@ async fn delivery_detail(app: &Context, id: &str) -> Response<Body> {
     }
 }
 
-/// Most dead deliveries one bulk replay queues again.
+/// Most deliveries one bulk replay (or bulk resolve) takes.
 const REPLAY_CAP: usize = 10_000;
 /// Replays sent to the store at once: enough for the file store to commit
 /// them in shared transactions, few enough not to crowd out callbacks.
@@ -647,20 +676,42 @@ fn replay_filter(r: &ReplayRequest) -> Result<Filter, String> {
     if r.state.as_deref().is_some_and(|s| s != "dead") {
         return Err("state: only dead deliveries can be replayed".into());
     }
-    // A time may come as unix seconds (a number or digits) or RFC 3339.
+    let filter = body_filter(
+        r.route.as_deref(),
+        r.session_id.as_deref(),
+        r.reference.as_deref(),
+        &r.since,
+        &r.until,
+    )?;
+    Ok(Filter {
+        state: Some(DeliveryState::Dead),
+        ..filter
+    })
+}
+
+/// The filters of a bulk request's JSON body (bulk replay, bulk resolve):
+/// as the listing's, a time as RFC 3339 or unix seconds (a number or a
+/// string of digits).
+fn body_filter(
+    route: Option<&str>,
+    session_id: Option<&str>,
+    reference: Option<&str>,
+    since: &Option<serde_json::Value>,
+    until: &Option<serde_json::Value>,
+) -> Result<Filter, String> {
     let time = |v: &Option<serde_json::Value>| match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(()),
     };
-    let (Ok(since), Ok(until)) = (time(&r.since), time(&r.until)) else {
+    let (Ok(since), Ok(until)) = (time(since), time(until)) else {
         return Err("since, until: an RFC 3339 time or unix seconds".into());
     };
-    let filter = filter_from(
-        r.route.as_deref(),
-        r.session_id.as_deref(),
-        r.reference.as_deref(),
+    filter_from(
+        route,
+        session_id,
+        reference,
         since
             .as_deref()
             .filter(|s| !s.is_empty())
@@ -669,14 +720,7 @@ fn replay_filter(r: &ReplayRequest) -> Result<Filter, String> {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| ("until", s)),
-    );
-    match filter {
-        Ok(f) => Ok(Filter {
-            state: Some(DeliveryState::Dead),
-            ..f
-        }),
-        Err(why) => Err(why),
-    }
+    )
 }
 
 /// The ids `filter` matches, at most `REPLAY_CAP` (and whether it capped
@@ -701,6 +745,31 @@ async fn matching_ids(
         }
     }
     Ok((ids, capped))
+}
+
+/// `POST /v1/deliveries/resolve`: resolves every dead (or unconfirmed)
+/// delivery the filters accept, at most `REPLAY_CAP`, each as a single
+/// resolve does; with `dry_run`, only counts them.
+async fn resolve_matching(app: &Context, body: &[u8]) -> Response<Body> {
+    let r = match resolve::Bulk::parse(body) {
+        Ok(r) => r,
+        Err(why) => return bad_request(&why),
+    };
+    let filter = body_filter(
+        r.route.as_deref(),
+        r.session_id.as_deref(),
+        r.reference.as_deref(),
+        &r.since,
+        &r.until,
+    );
+    let filter = match filter.and_then(|f| r.narrow(f)) {
+        Ok(f) => f,
+        Err(why) => return bad_request(&why),
+    };
+    match matching_ids(app, filter).await {
+        Ok((ids, capped)) => r.run(&app.store, &ids, capped).await,
+        Err(e) => unavailable(&e),
+    }
 }
 
 /// Queues `ids` again, a batch at a time: how many were replayed, or the
@@ -795,6 +864,12 @@ mod tests {
                 error: Some("upstream answered 503".into()),
                 retry_in_ms: Some(180),
                 redelivery: false,
+                response: Some(crate::store::Excerpt {
+                    content_type: Some("application/json".into()),
+                    body: r#"{"error":"busy"}"#.into(),
+                    base64: false,
+                    truncated: false,
+                }),
             },
             Attempt {
                 at: 1_795_932_001_000,
@@ -803,6 +878,7 @@ mod tests {
                 error: None,
                 retry_in_ms: None,
                 redelivery: true,
+                response: None,
             },
         ]
     }
@@ -885,14 +961,14 @@ mod tests {
     }
 
     /// The JSON is exactly what the API answered when it was built by
-    /// hand: keys sorted, absent values `null`.
+    /// hand, with the fields added since: keys sorted, absent values `null`.
     #[test]
     fn a_delivery_is_shown_as_it_always_was() {
         let (pending, delivered) = samples();
         let list = serde_json::to_string(&[listed(&pending)]).expect("json");
         assert_eq!(
             list,
-            r#"[{"attempts":2,"authorization_token":"0001","deadline_at":"2026-11-29T07:00:00Z","delivered_at":null,"id":"a19b859e7b76456e7986ff521f311b53","last_error":"upstream answered 503 Service Unavailable","next_attempt_at":"2026-11-29T06:00:01Z","order_watch":null,"received_at":"2026-11-29T06:00:00Z","reference":"cart-\"1\"\n","route":"klarna","session_id":"sess-1","source":"callback","state":"pending"}]"#
+            r#"[{"attempts":2,"authorization_token":"0001","deadline_at":"2026-11-29T07:00:00Z","delivered_at":null,"id":"a19b859e7b76456e7986ff521f311b53","last_error":"upstream answered 503 Service Unavailable","next_attempt_at":"2026-11-29T06:00:01Z","order_watch":null,"received_at":"2026-11-29T06:00:00Z","reference":"cart-\"1\"\n","resolution":null,"route":"klarna","session_id":"sess-1","source":"callback","state":"pending"}]"#
         );
         let detail = DeliveryDetail {
             attempt_count: delivered.attempts,
@@ -902,12 +978,26 @@ mod tests {
         let shown = serde_json::to_string(&detail).expect("json");
         assert_eq!(
             shown,
-            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
+            r#"{"attempt_count":35,"attempts":[{"at":"2026-11-29T06:00:00.120Z","duration_ms":31,"error":"upstream answered 503","redelivery":false,"response_body":"{\"error\":\"busy\"}","response_body_base64":false,"response_body_truncated":false,"response_content_type":"application/json","retry_in_ms":180,"status":503},{"at":"2026-11-29T06:00:01.000Z","duration_ms":30000,"error":null,"redelivery":true,"response_body":null,"response_body_base64":false,"response_body_truncated":false,"response_content_type":null,"retry_in_ms":null,"status":null}],"authorization_token":"2222","deadline_at":"2026-11-29T07:00:00Z","delivered_at":"2026-11-29T06:00:03Z","id":"def0d8405955fed19ff29d2aa0e09f35","last_error":null,"next_attempt_at":null,"order_watch":{"checks":3,"last_error":"Read Session: timeout","next_check_at":"2026-11-29T06:01:03Z","redelivered":true,"started_at":"2026-11-29T06:00:03Z","state":"watching"},"received_at":"2026-11-29T06:00:00Z","reference":"","resolution":null,"route":"shop","session_id":"sess-2","source":"read_session","state":"delivered"}"#
         );
         // What the CLI reads back is what was sent.
         let read: DeliveryDetail = serde_json::from_str(&shown).expect("read back");
         assert_eq!(read, detail);
         let read: Vec<ListedDelivery> = serde_json::from_str(&list).expect("read back");
         assert_eq!(read, [listed(&pending)]);
+        // A resolved one says when and why.
+        let mut resolved = pending;
+        resolved.state = DeliveryState::Resolved;
+        resolved.resolution = Some(crate::store::Resolution {
+            at: NOV_30,
+            note: "refunded by hand".into(),
+        });
+        let shown = serde_json::to_string(&listed(&resolved)).expect("json");
+        assert!(
+            shown.contains(
+                r#""resolution":{"note":"refunded by hand","resolved_at":"2026-11-30T06:00:00Z"}"#
+            ) && shown.contains(r#""state":"resolved""#),
+            "{shown}"
+        );
     }
 }

@@ -48,12 +48,23 @@ pub(crate) struct DeliveryView {
     pub order_watch: Option<WatchView>,
     pub received_at: String,
     pub reference: String,
+    /// Resolved deliveries only.
+    pub resolution: Option<ResolutionView>,
     pub route: String,
     pub session_id: String,
     /// `callback` or `read_session`.
     pub source: String,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `resolved`.
     pub state: String,
+}
+
+/// How an operator resolved a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ResolutionView {
+    pub note: String,
+    /// RFC 3339.
+    pub resolved_at: String,
 }
 
 /// A delivery's order watch.
@@ -79,6 +90,14 @@ pub(crate) struct AttemptView {
     pub duration_ms: u64,
     pub error: Option<String>,
     pub redelivery: bool,
+    /// The first 2 KiB of the backend's answer, secrets redacted; `None`
+    /// when it did not answer (or the entry predates this field).
+    pub response_body: Option<String>,
+    /// `response_body` is base64: the answer was not printable text.
+    pub response_body_base64: bool,
+    /// The answer went on past `response_body`.
+    pub response_body_truncated: bool,
+    pub response_content_type: Option<String>,
     pub retry_in_ms: Option<u64>,
     /// The backend's status; `None` when it did not answer.
     pub status: Option<u16>,

@@ -105,6 +105,8 @@ pub(super) struct FileStore {
     pub(super) url: Option<String>,
     pub(super) key_prefix: Option<String>,
     pub(super) dedupe_ttl: Option<String>,
+    pub(super) keep_finished: Option<String>,
+    pub(super) keep_dead: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -267,6 +267,51 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_at_least_the_dedupe_ttl() {
+        let day = Duration::from_secs(86_400);
+        let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(
+            (c.store.keep_finished, c.store.keep_dead),
+            (7 * day, 30 * day)
+        );
+        let with = |keys: &str| format!("{MINIMAL}[store]\n{keys}\n");
+        // A longer dedupe_ttl lengthens the defaults with it.
+        let c = Config::parse(&with("dedupe_ttl = \"40d\""), Path::new(".")).expect("valid");
+        assert_eq!(
+            (c.store.keep_finished, c.store.keep_dead),
+            (40 * day, 40 * day)
+        );
+        let c = Config::parse(
+            &with("keep_finished = \"48h\"\nkeep_dead = \"90d\""),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.store.keep_finished, c.store.keep_dead),
+            (2 * day, 90 * day)
+        );
+        for (keys, key) in [
+            ("keep_finished = \"24h\"", "store.keep_finished"),
+            (
+                "dedupe_ttl = \"10d\"\nkeep_dead = \"9d\"",
+                "store.keep_dead",
+            ),
+            ("keep_dead = \"0s\"", "store.keep_dead"),
+        ] {
+            let errors = Config::parse(&with(keys), Path::new(".")).expect_err(keys);
+            let e = errors
+                .iter()
+                .find(|e| e.key == key)
+                .unwrap_or_else(|| panic!("{keys}: {errors:?}"));
+            assert!(
+                e.message.contains("dedupe_ttl") || e.message.contains("greater than zero"),
+                "{keys}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
     fn the_backends_reading_is_checked_and_raw_paths_warn() {
         let with = |keys: &str| MINIMAL.replace("[upstream]\n", &format!("[upstream]\n{keys}\n"));
         let raw = Config::parse(

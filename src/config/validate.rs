@@ -373,12 +373,43 @@ fn store(c: &mut Checker, f: FileStore, base: &Path) -> StoreConfig {
             }
         }
     }
+    let dedupe_ttl = c.positive_duration("store.dedupe_ttl", f.dedupe_ttl.as_deref(), "48h");
     StoreConfig {
         kind,
         path: f.path.map(|p| base.join(p)),
         url: store_url,
         key_prefix: f.key_prefix.unwrap_or_else(|| "authback:".into()),
-        dedupe_ttl: c.positive_duration("store.dedupe_ttl", f.dedupe_ttl.as_deref(), "48h"),
+        keep_finished: retention(c, "store.keep_finished", f.keep_finished, "7d", dedupe_ttl),
+        keep_dead: retention(c, "store.keep_dead", f.keep_dead, "30d", dedupe_ttl),
+        dedupe_ttl,
+    }
+}
+
+/// How long a kind of record is kept (`store.keep_finished`,
+/// `store.keep_dead`). A record is its authorization's dedupe key, so it is
+/// kept at least `dedupe_ttl`: a shorter value given is an error, and the
+/// default grows to `dedupe_ttl` when that is longer.
+fn retention(
+    c: &mut Checker,
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    dedupe_ttl: Duration,
+) -> Duration {
+    let keep = c.positive_duration(key, value.as_deref(), default);
+    match value {
+        None => keep.max(dedupe_ttl),
+        Some(v) if !keep.is_zero() && keep < dedupe_ttl => {
+            c.err(
+                key,
+                format!(
+                    "{v} is shorter than store.dedupe_ttl ({}): a record is its authorization's dedupe key, so it must be kept at least that long",
+                    crate::text::format_duration(dedupe_ttl)
+                ),
+            );
+            dedupe_ttl
+        }
+        Some(_) => keep,
     }
 }
 

@@ -8,6 +8,7 @@
 //! it sends for each authorization is rendered in `render`. Others see the
 //! worker through a `Handle`: wake it, count its attempts in flight.
 
+pub(crate) mod excerpt;
 pub mod render;
 
 use std::collections::HashMap;
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -26,7 +26,7 @@ use crate::ops::due::{self, Drain, DueLoop, Job};
 use crate::ops::metrics::{DeliveryOutcome, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::{AnswerRule, Means, Route};
-use crate::store::{Attempt, AttemptOutcome, Attempted, Delivery, Store};
+use crate::store::{Attempt, AttemptOutcome, Attempted, Delivery, Excerpt, Store};
 use crate::text::{hex, saturating_add_ms};
 use crate::types::{unix_ms, DeliveryId, Secret};
 use crate::upstream::Upstream;
@@ -85,6 +85,8 @@ pub(crate) struct Worker {
     pub routes: Vec<Route>,
     pub config: DeliveryConfig,
     pub signing_secret: Option<Secret>,
+    /// What an attempt log must not keep of the backend's answers.
+    pub redactor: excerpt::Redactor,
     pub shutdown_grace: Duration,
     /// With order watch on: how long after the backend's 2xx the first
     /// Read Session check is due.
@@ -141,6 +143,9 @@ pub(crate) fn spawn(worker: Worker, stop: Stop) -> JoinHandle<()> {
     tokio::spawn(due::run(spec, stop))
 }
 
+/// How much of an answer's body a route's `body_contains` rules read.
+const RULES_READ: usize = 64 * 1024;
+
 /// How an attempt failed.
 #[derive(Debug)]
 enum Failure {
@@ -156,7 +161,7 @@ enum Failure {
 async fn attempt(app: &Worker, d: Delivery) {
     let n = d.attempts + 1;
     let (started_at, clock) = (unix_ms(), Instant::now());
-    let (status, result) = match app.route(&d.route) {
+    let (answer, result) = match app.route(&d.route) {
         Some(route) => send(app, &d, route, n).await,
         None => (
             None,
@@ -172,10 +177,11 @@ async fn attempt(app: &Worker, d: Delivery) {
     let mut record = Attempt {
         at: started_at,
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-        status,
+        status: answer.as_ref().map(|a| a.status),
         error: None,
         retry_in_ms: None,
         redelivery: d.is_redelivery(),
+        response: answer.map(|a| a.excerpt),
     };
     let outcome = match result {
         Ok(()) => {
@@ -303,36 +309,25 @@ impl Drop for Running {
     }
 }
 
-/// Sends one attempt: the backend's status, when it answered, and what the
+/// The backend's answer to one attempt: its status, and what the attempt
+/// log keeps of it.
+struct Answer {
+    status: u16,
+    excerpt: Excerpt,
+}
+
+/// Sends one attempt: the backend's answer, when it answered, and what the
 /// answer means.
 async fn send(
     app: &Worker,
     d: &Delivery,
     route: &Route,
     n: u32,
-) -> (Option<u16>, Result<(), Failure>) {
+) -> (Option<Answer>, Result<(), Failure>) {
     let rendered = render::render(d, route);
-    let mut req = Request::post("/")
-        .header(header::CONTENT_TYPE, rendered.content_type)
-        .header("idempotency-key", d.id.to_string())
-        .header("authback-attempt", n.to_string());
-    if d.is_redelivery() {
-        // The backend accepted this once and Klarna still has no order: the
-        // same Idempotency-Key, and a word on why it comes again.
-        req = req.header("authback-redelivery", "order-not-placed");
-    }
-    if let Some(secret) = &app.signing_secret {
-        req = req.header(
-            "authback-signature",
-            signature(secret.expose(), unix_ms() / 1000, &rendered.body),
-        );
-    }
-    let req = match req.body(crate::body::Body::from(rendered.body)) {
+    let req = match request(app, d, n, &rendered) {
         Ok(req) => req,
-        Err(e) => {
-            let error = format!("cannot build the request: {e}");
-            return (None, Err(Failure::Permanent(error)));
-        }
+        Err(failure) => return (None, Err(failure)),
     };
     let timeout = app.config.attempt_timeout;
     let exchange = async {
@@ -350,18 +345,30 @@ async fn send(
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::text::parse_retry_after(v, unix_ms() / 1000));
-        // Read (a bounded amount of) the answer, so the connection can be
-        // reused and a route's answer rules can read it.
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Ok((status, retry_after, body))
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        // Read only as much of the answer as is kept (secrets redacted
+        // first), or as a route's answer rules read.
+        let token = d.authorization_token.expose().as_bytes();
+        let rules = route.answers.iter().any(|r| r.body_contains.is_some());
+        let cap = app
+            .redactor
+            .reach(token)
+            .max(if rules { RULES_READ } else { 0 });
+        let (body, whole) = excerpt::read_prefix(resp.into_body(), cap).await;
+        let excerpt = app.redactor.excerpt(
+            content_type.as_ref().map(|v| v.as_bytes()),
+            &body,
+            whole,
+            token,
+        );
+        Ok((status, retry_after, body, excerpt))
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, retry_after, body))) => (
-            Some(status.as_u16()),
+        Ok(Ok((status, retry_after, body, excerpt))) => (
+            Some(Answer {
+                status: status.as_u16(),
+                excerpt,
+            }),
             classify(status, retry_after, &route.answers, &body),
         ),
         Ok(Err(failure)) => (None, Err(failure)),
@@ -373,6 +380,33 @@ async fn send(
             }),
         ),
     }
+}
+
+/// The request for attempt `n` of `d`: the rendered body, the
+/// `Idempotency-Key`, and the signature when the upstream wants one.
+fn request(
+    app: &Worker,
+    d: &Delivery,
+    n: u32,
+    rendered: &render::Rendered,
+) -> Result<Request<crate::body::Body>, Failure> {
+    let mut req = Request::post("/")
+        .header(header::CONTENT_TYPE, rendered.content_type)
+        .header("idempotency-key", d.id.to_string())
+        .header("authback-attempt", n.to_string());
+    if d.is_redelivery() {
+        // The backend accepted this once and Klarna still has no order: the
+        // same Idempotency-Key, and a word on why it comes again.
+        req = req.header("authback-redelivery", "order-not-placed");
+    }
+    if let Some(secret) = &app.signing_secret {
+        req = req.header(
+            "authback-signature",
+            signature(secret.expose(), unix_ms() / 1000, &rendered.body),
+        );
+    }
+    req.body(crate::body::Body::from(rendered.body.clone()))
+        .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))
 }
 
 /// What the backend's answer means: the route's first rule that applies,

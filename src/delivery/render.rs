@@ -144,6 +144,7 @@ secrets = ["0123456789abcdef0123"]
             last_error: None,
             delivered_at: None,
             watch: None,
+            resolution: None,
         };
         (d, cfg.routes[0].clone())
     }

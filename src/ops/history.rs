@@ -133,6 +133,7 @@ mod tests {
             dead: 2,
             unconfirmed: 1,
             oldest_pending_at: oldest,
+            ..Stats::default()
         }
     }
 

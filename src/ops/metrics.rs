@@ -403,8 +403,15 @@ impl Metrics {
             out,
             "authback_dead_deliveries",
             Kind::Gauge,
-            "Deliveries that gave up and wait for a replay.",
+            "Deliveries that gave up and wait for a replay or a resolve.",
             gauges.dead,
+        );
+        scalar(
+            out,
+            "authback_oldest_dead_seconds",
+            Kind::Gauge,
+            "Age (since receipt) of the oldest dead delivery not resolved (0 when none).",
+            format!("{:.3}", gauges.oldest_dead_seconds),
         );
         scalar(
             out,
@@ -495,7 +502,14 @@ impl Metrics {
                 self.order_watch[outcome as usize].load(Ordering::Relaxed)
             );
         }
-        scalar(out, "authback_orders_unconfirmed", Kind::Gauge, "Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order).", gauges.unconfirmed);
+        scalar(out, "authback_orders_unconfirmed", Kind::Gauge, "Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order), not resolved.", gauges.unconfirmed);
+        scalar(
+            out,
+            "authback_oldest_unconfirmed_seconds",
+            Kind::Gauge,
+            "Age (since receipt) of the oldest unconfirmed delivery not resolved (0 when none).",
+            format!("{:.3}", gauges.oldest_unconfirmed_seconds),
+        );
         self.render_klarna(out);
     }
 
@@ -625,6 +639,8 @@ pub(crate) struct Gauges {
     pub queue_depth: u64,
     pub dead: u64,
     pub oldest_pending_seconds: f64,
+    pub oldest_dead_seconds: f64,
+    pub oldest_unconfirmed_seconds: f64,
     pub in_flight: u64,
     pub registrations_pending: u64,
     pub unconfirmed: u64,
@@ -672,6 +688,8 @@ mod tests {
             "authback_deliveries_total{route=\"klarna\",outcome=\"delivered\"} 0",
             "authback_delivery_queue_depth 0",
             "authback_oldest_pending_seconds 0.000",
+            "authback_oldest_dead_seconds 0.000",
+            "authback_oldest_unconfirmed_seconds 0.000",
             "authback_ack_duration_seconds_bucket{le=\"0.001\"} 1",
             "authback_ack_duration_seconds_bucket{le=\"0.0005\"} 0",
             "authback_ack_duration_seconds_count 1",

@@ -1,5 +1,6 @@
-//! Pruning: delivered records leave the store once their dedupe keys have
-//! served their time.
+//! Retention: finished records (delivered, resolved) leave the store after
+//! `store.keep_finished`, failed ones (dead, unconfirmed) after
+//! `store.keep_dead`, and ended registrations after `store.dedupe_ttl`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,22 +8,32 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::ops::shutdown::Stop;
-use crate::store::Store;
+use crate::store::{Cutoffs, Store, StoreConfig};
 use crate::types::unix_ms;
 
-/// Removes delivered records and their dedupe keys once `dedupe_ttl` has
-/// passed, every minute until `stop`.
-pub(crate) fn spawn(store: Arc<dyn Store>, dedupe_ttl: Duration, stop: Stop) -> JoinHandle<()> {
+/// Removes what is past retention, every minute until `stop`.
+pub(crate) fn spawn(store: Arc<dyn Store>, config: &StoreConfig, stop: Stop) -> JoinHandle<()> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let (dedupe, finished, dead) = (
+        ms(config.dedupe_ttl),
+        ms(config.keep_finished),
+        ms(config.keep_dead),
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
-        let ttl_ms = u64::try_from(dedupe_ttl.as_millis()).unwrap_or(u64::MAX);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match store.prune(unix_ms().saturating_sub(ttl_ms)).await {
+                    let now = unix_ms();
+                    let cutoffs = Cutoffs {
+                        dedupe: now.saturating_sub(dedupe),
+                        finished: now.saturating_sub(finished),
+                        dead: now.saturating_sub(dead),
+                    };
+                    match store.prune(cutoffs).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(pruned = n, "delivered records past dedupe_ttl removed"),
-                        Err(e) => tracing::warn!(error = %e, "pruning delivered records failed; will retry"),
+                        Ok(n) => tracing::info!(pruned = n, "records past retention removed"),
+                        Err(e) => tracing::warn!(error = %e, "pruning records past retention failed; will retry"),
                     }
                 }
                 _ = stop.wait() => return,

@@ -6,8 +6,8 @@
 //! delivery again.
 
 use crate::store::model::{
-    ready, BoxFuture, Claim, Cursor, Delivery, Detail, Filter, Page, Replay, Stats, StoreError,
-    StoreKind,
+    ready, BoxFuture, Claim, Cursor, Cutoffs, Delivery, Detail, Filter, Page, Replay, Resolve,
+    Stats, StoreError, StoreKind,
 };
 use crate::store::probes::ProbeNonce;
 use crate::store::queue::Queues;
@@ -53,6 +53,16 @@ pub trait Store: Queues + Send + Sync + 'static {
         deadline_at: u64,
     ) -> BoxFuture<'_, Result<Replay, StoreError>>;
 
+    /// Closes a failure by hand (`Delivery::resolvable`): it becomes
+    /// `Resolved` at `at` with `note`, leaves the dead and unconfirmed
+    /// lists and gauges, and keeps deduping until retention removes it.
+    fn resolve(
+        &self,
+        id: DeliveryId,
+        at: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Resolve, StoreError>>;
+
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>>;
 
     /// Whether the store can record callbacks now; the reason if not.
@@ -65,9 +75,11 @@ pub trait Store: Queues + Send + Sync + 'static {
     /// Registrations still being checked.
     fn active_registrations(&self) -> u64;
 
-    /// Forgets delivered records (and so their dedupe keys) received before
-    /// `cutoff` (unix ms). Returns how many went. Never touches live ones.
-    fn prune(&self, _cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    /// Forgets what is past retention (`Cutoffs`): delivered, resolved,
+    /// dead and unconfirmed records (and with them their dedupe keys), and
+    /// ended registrations. Returns how many records went. Never touches
+    /// pending ones, nor a running order watch.
+    fn prune(&self, _cutoffs: Cutoffs) -> BoxFuture<'_, Result<u64, StoreError>> {
         ready(0)
     }
 

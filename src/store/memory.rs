@@ -1,6 +1,7 @@
 //! The `memory` store: TTL sets (`dedupe`) for dedupe keys and ended
-//! registrations, and an in-process outbox. Fast, and honest about it: a
-//! crash loses whatever was not yet delivered.
+//! registrations, an in-process outbox, and the finished records kept for
+//! listing until retention. Fast, and honest about it: a crash loses
+//! whatever was not yet delivered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -13,13 +14,15 @@ use super::registrations::{CheckNext, RegIndex, Registration};
 use super::watches::WatchIndex;
 use crate::store::api::Store;
 use crate::store::model::{
-    push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Stats, StoreError, StoreKind, WatchNext,
+    push_attempt, ready, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery,
+    DeliveryState, Detail, Filter, Page, Replay, Resolution, Resolve, Stats, StoreError, StoreKind,
+    WatchNext,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{DeliveryId, SessionId};
 
-/// How many delivered records are kept for `GET /v1/deliveries?state=delivered`.
+/// Most delivered records kept for `GET /v1/deliveries?state=delivered`
+/// (retention may remove them sooner).
 const DELIVERED_KEPT: usize = 10_000;
 
 pub struct MemoryStore {
@@ -37,6 +40,9 @@ struct Inner {
     regs: RegIndex,
     watches: WatchIndex,
     delivered: VecDeque<Delivery>,
+    /// Resolved deliveries, until retention removes them: each still
+    /// dedupes its authorization.
+    resolved: HashMap<DeliveryId, Box<Delivery>>,
     /// The attempt log of each delivery held above, oldest first. Kept
     /// beside the deliveries, not in them, so the outbox and watch index
     /// copy no logs when they hand deliveries out.
@@ -54,10 +60,68 @@ impl Inner {
         }
     }
 
+    /// Resolves the failure `id`, if it is one.
+    fn resolve(&mut self, id: DeliveryId, at: u64, note: String) -> Resolve {
+        let found = self
+            .watches
+            .get(&id)
+            .or_else(|| self.outbox.get(&id))
+            .or_else(|| self.resolved.get(&id).map(|d| &**d))
+            .or_else(|| self.delivered.iter().rev().find(|d| d.id == id));
+        let Some(d) = found else {
+            return Resolve::NotFound;
+        };
+        if !d.resolvable() {
+            return Resolve::NotResolvable {
+                state: d.state,
+                watch: d.watch.as_ref().map(|w| w.state),
+            };
+        }
+        let from_outbox = self.outbox.remove(&id);
+        let from_watches = self.watches.remove(&id);
+        // The watch index's copy has the watch as it stands.
+        let Some(mut d) = from_watches.or(from_outbox) else {
+            return Resolve::NotFound;
+        };
+        d.state = DeliveryState::Resolved;
+        d.resolution = Some(Resolution { at, note });
+        self.resolved.insert(id, Box::new(d));
+        Resolve::Resolved
+    }
+
+    /// Forgets what is past retention; returns how many records went.
+    fn prune(&mut self, cutoffs: Cutoffs) -> u64 {
+        let mut gone = self.watches.prune(cutoffs.dead);
+        for id in self.outbox.prune_dead(cutoffs.dead) {
+            // A dead redelivery may still have its ended watch here.
+            self.watches.remove(&id);
+            gone.push(id);
+        }
+        let finished = cutoffs.finished;
+        let (kept, old): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            std::mem::take(&mut self.delivered)
+                .into_iter()
+                .partition(|d| d.received_at > finished);
+        self.delivered = kept;
+        gone.extend(old.iter().map(|d| d.id));
+        self.resolved.retain(|id, d| {
+            let keep = d.resolution.as_ref().is_some_and(|r| r.at > finished);
+            if !keep {
+                gone.push(*id);
+            }
+            keep
+        });
+        for id in &gone {
+            self.forget_log(*id);
+        }
+        gone.len() as u64
+    }
+
     /// Drops the log of a delivery no longer held anywhere.
     fn forget_log(&mut self, id: DeliveryId) {
         let held = self.outbox.contains(&id)
             || self.watches.get(&id).is_some()
+            || self.resolved.contains_key(&id)
             || self.delivered.iter().any(|d| d.id == id);
         if !held {
             self.logs.remove(&id);
@@ -86,8 +150,9 @@ impl MemoryStore {
             return Claim::Duplicate;
         }
         let mut inner = self.inner();
-        if inner.outbox.contains(&d.id) {
-            // The dedupe key expired while the delivery is still live.
+        if inner.outbox.contains(&d.id) || inner.resolved.contains_key(&d.id) {
+            // The dedupe key expired while the delivery is still live, or
+            // resolved: its record is its dedupe until retention removes it.
             return Claim::Duplicate;
         }
         if inner.regs.contains(&d.session_id) {
@@ -129,7 +194,11 @@ impl Store for MemoryStore {
             .into_iter()
             .filter(|d| inner.watches.get(&d.id).is_none())
             .collect();
-        let kept = inner.watches.iter().chain(inner.delivered.iter());
+        let kept = inner
+            .watches
+            .iter()
+            .chain(inner.delivered.iter())
+            .chain(inner.resolved.values().map(|d| &**d));
         out.extend(kept.filter(|d| listed(&filter, after, d)).cloned());
         drop(inner);
         ready(page(out, limit))
@@ -143,6 +212,7 @@ impl Store for MemoryStore {
             .watches
             .get(&id)
             .or_else(|| inner.outbox.get(&id))
+            .or_else(|| inner.resolved.get(&id).map(|d| &**d))
             .or_else(|| inner.delivered.iter().rev().find(|d| d.id == id))
             .cloned();
         let detail = d.map(|delivery| Detail {
@@ -161,6 +231,9 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'_, Result<Replay, StoreError>> {
         let mut inner = self.inner();
         let r = match inner.outbox.replay(id, now, deadline_at) {
+            Replay::NotFound if inner.resolved.contains_key(&id) => {
+                Replay::NotDead(DeliveryState::Resolved)
+            }
             Replay::NotFound
                 if inner.watches.get(&id).is_some()
                     || inner.delivered.iter().any(|d| d.id == id) =>
@@ -173,10 +246,20 @@ impl Store for MemoryStore {
         ready(r)
     }
 
+    fn resolve(
+        &self,
+        id: DeliveryId,
+        at: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Resolve, StoreError>> {
+        ready(self.inner().resolve(id, at, note))
+    }
+
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
         let inner = self.inner();
         let mut s = inner.outbox.stats();
         s.unconfirmed = inner.watches.unconfirmed().count() as u64;
+        s.oldest_unconfirmed_at = inner.watches.oldest_unconfirmed();
         ready(s)
     }
 
@@ -198,14 +281,8 @@ impl Store for MemoryStore {
         self.inner().regs.len() as u64
     }
 
-    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let mut inner = self.inner();
-        let gone = inner.watches.prune(cutoff);
-        for id in &gone {
-            inner.forget_log(*id);
-        }
-        drop(inner);
-        ready(gone.len() as u64)
+    fn prune(&self, cutoffs: Cutoffs) -> BoxFuture<'_, Result<u64, StoreError>> {
+        ready(self.inner().prune(cutoffs))
     }
 
     fn put_probe(

@@ -24,9 +24,10 @@ pub(crate) mod watches;
 
 pub use api::Store;
 pub use model::{
-    push_attempt, ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Delivery,
-    DeliveryState, Detail, Filter, Page, Replay, Source, Stats, StoreError, StoreKind, Watch,
-    WatchNext, WatchState, ATTEMPTS_KEPT,
+    push_attempt, ready, ArrivalUri, Attempt, AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs,
+    Delivery, DeliveryState, Detail, Excerpt, Filter, Page, Replay, Resolution, Resolve, Source,
+    Stats, StoreError, StoreKind, Watch, WatchNext, WatchState, ATTEMPTS_KEPT, BODY_KEPT,
+    RESOLVE_NOTE_MAX,
 };
 pub use probes::{ProbeNonce, PROBE_TTL};
 pub use queue::{Attempted, Checks, Deliveries, Queue, Queues, Watches};
@@ -41,6 +42,12 @@ pub struct StoreConfig {
     pub url: Option<crate::types::Secret>,
     pub key_prefix: String,
     pub dedupe_ttl: std::time::Duration,
+    /// How long delivered records (from receipt) and resolved ones (from
+    /// their resolution) are kept; at least `dedupe_ttl`.
+    pub keep_finished: std::time::Duration,
+    /// How long dead and unconfirmed records are kept, from receipt; at
+    /// least `dedupe_ttl`.
+    pub keep_dead: std::time::Duration,
 }
 
 /// Opens the store `s` names: the memory store, the SQLite file, or a
@@ -72,7 +79,8 @@ pub(crate) async fn open(
                 .map_err(|_| StoreError::Open("store.url is not UTF-8".into()))?;
             let store =
                 redis::RedisStore::open(url, &s.key_prefix, s.dedupe_ttl, registration_ttl, lease)
-                    .await?;
+                    .await?
+                    .retaining(s.keep_finished, s.keep_dead);
             tracing::info!(prefix = %s.key_prefix, "redis store connected");
             std::sync::Arc::new(store)
         }

@@ -81,11 +81,17 @@ impl Source {
     }
 }
 
+/// Where a delivery stands. `Pending` is live work; the others are where it
+/// ends up: `Delivered` (the backend took it), `Dead` (it gave up, until a
+/// replay), and `Resolved` (an operator dealt with a failure by hand, see
+/// `Delivery::resolvable`). A resolved record still dedupes until
+/// retention removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
     Pending,
     Delivered,
     Dead,
+    Resolved,
 }
 
 impl DeliveryState {
@@ -94,6 +100,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
+            DeliveryState::Resolved => "resolved",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -101,9 +108,33 @@ impl DeliveryState {
             "pending" => Some(Self::Pending),
             "delivered" => Some(Self::Delivered),
             "dead" => Some(Self::Dead),
+            "resolved" => Some(Self::Resolved),
             _ => None,
         }
     }
+}
+
+/// How an operator closed a failed delivery: when, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Unix ms.
+    pub at: u64,
+    pub note: String,
+}
+
+/// The longest note a resolution keeps, in characters.
+pub const RESOLVE_NOTE_MAX: usize = 500;
+
+/// What `Store::resolve` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    Resolved,
+    NotFound,
+    /// Not a failure an operator can close: where it stands instead.
+    NotResolvable {
+        state: DeliveryState,
+        watch: Option<WatchState>,
+    },
 }
 
 /// Where the order watch of a delivered authorization stands: Read Session
@@ -194,11 +225,14 @@ impl Filter {
         }
     }
 
+    /// Whether `d` passes. A `watch` filter lists open order-watch cases,
+    /// so a resolved delivery never passes one: `Unconfirmed` is the
+    /// incident list, and a resolved incident has left it.
     pub fn accepts(&self, d: &Delivery) -> bool {
         self.state.is_none_or(|s| s == d.state)
-            && self
-                .watch
-                .is_none_or(|w| d.watch.as_ref().is_some_and(|x| x.state == w))
+            && self.watch.is_none_or(|w| {
+                d.state != DeliveryState::Resolved && d.watch.as_ref().is_some_and(|x| x.state == w)
+            })
             && self.fields_accept(&d.route, &d.session_id, &d.reference, d.received_at)
     }
 
@@ -293,6 +327,28 @@ pub struct Attempt {
     pub retry_in_ms: Option<u64>,
     /// Sent again by the order watch (`Authback-Redelivery`).
     pub redelivery: bool,
+    /// What was kept of the backend's answer, when it answered. Older
+    /// logs have none; older versions reading this one skip it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Excerpt>,
+}
+
+/// How many bytes of an answer's body an attempt keeps: the first ones.
+pub const BODY_KEPT: usize = 2048;
+
+/// What an attempt keeps of the backend's answer: its `Content-Type` and the
+/// first `BODY_KEPT` bytes of its body, with every configured secret and the
+/// delivery's authorization token already blotted out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Excerpt {
+    pub content_type: Option<String>,
+    /// The body as text, or base64 of its bytes when `base64`.
+    pub body: String,
+    /// The body was not printable UTF-8 text.
+    pub base64: bool,
+    /// The body went on past what is kept.
+    pub truncated: bool,
 }
 
 /// Appends `a` to a log, keeping the latest `ATTEMPTS_KEPT`.
@@ -346,8 +402,10 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub delivered_at: Option<u64>,
     /// The order watch, once the backend has accepted the delivery with
-    /// order watch on.
+    /// order watch on. A resolved delivery keeps the watch it ended with.
     pub watch: Option<Watch>,
+    /// Set when the delivery is `Resolved`.
+    pub resolution: Option<Resolution>,
 }
 
 impl Delivery {
@@ -355,6 +413,24 @@ impl Delivery {
     /// it once already, and the order watch found no order.
     pub fn is_redelivery(&self) -> bool {
         self.state == DeliveryState::Pending && self.watch.as_ref().is_some_and(|w| w.redelivered)
+    }
+
+    /// Whether an operator may resolve it: a failure nothing else will
+    /// act on. That is a dead delivery, or a delivered one whose order
+    /// watch ended unconfirmed (charged, no order). A state added for
+    /// another kind of failure joins this list, and leaves it to
+    /// `Resolved` the same way.
+    pub fn resolvable(&self) -> bool {
+        resolvable(self.state, self.watch.as_ref().map(|w| w.state))
+    }
+}
+
+/// `Delivery::resolvable`, for a store that reads only the two states.
+pub(crate) fn resolvable(state: DeliveryState, watch: Option<WatchState>) -> bool {
+    match state {
+        DeliveryState::Dead => true,
+        DeliveryState::Delivered => watch == Some(WatchState::Unconfirmed),
+        DeliveryState::Pending | DeliveryState::Resolved => false,
     }
 }
 
@@ -391,6 +467,7 @@ impl Delivery {
             last_error: None,
             delivered_at: None,
             watch: None,
+            resolution: None,
         }
     }
 }
@@ -432,9 +509,39 @@ pub enum Replay {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
     pub pending: u64,
+    /// Dead deliveries not resolved.
     pub dead: u64,
-    /// Deliveries whose order watch ended unconfirmed.
+    /// Deliveries whose order watch ended unconfirmed, not resolved.
     pub unconfirmed: u64,
     /// `received_at` of the oldest pending delivery.
     pub oldest_pending_at: Option<u64>,
+    /// `received_at` of the oldest dead delivery.
+    pub oldest_dead_at: Option<u64>,
+    /// `received_at` of the oldest unconfirmed delivery.
+    pub oldest_unconfirmed_at: Option<u64>,
+}
+
+/// What retention removes (unix ms: records older than these go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Ended Read Session registrations registered by then
+    /// (`store.dedupe_ttl` ago).
+    pub dedupe: u64,
+    /// Delivered records received by then, and resolved ones resolved by
+    /// then (`store.keep_finished` ago).
+    pub finished: u64,
+    /// Dead records, and those whose order watch ended unconfirmed,
+    /// received before then (`store.keep_dead` ago).
+    pub dead: u64,
+}
+
+impl Cutoffs {
+    /// Every cutoff at `at`: all that is past retention at that time.
+    pub fn all(at: u64) -> Self {
+        Cutoffs {
+            dedupe: at,
+            finished: at,
+            dead: at,
+        }
+    }
 }

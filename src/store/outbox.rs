@@ -35,9 +35,34 @@ impl Outbox {
         if d.state == DeliveryState::Pending {
             self.queue.insert(d.next_attempt_at, d.id);
         }
-        if d.state != DeliveryState::Delivered {
+        if matches!(d.state, DeliveryState::Pending | DeliveryState::Dead) {
             self.live.insert(d.id, Box::new(d));
         }
+    }
+
+    /// Takes a delivery out (resolved, or past retention); one leased now
+    /// is taken out too, and its `finish` then finds nothing.
+    pub(crate) fn remove(&mut self, id: &DeliveryId) -> Option<Delivery> {
+        let d = self.live.remove(id)?;
+        if d.state == DeliveryState::Pending {
+            self.queue.remove(d.next_attempt_at, id);
+        }
+        Some(*d)
+    }
+
+    /// Takes out the dead deliveries received before `cutoff`; returns
+    /// their ids.
+    pub(crate) fn prune_dead(&mut self, cutoff: u64) -> Vec<DeliveryId> {
+        let old: Vec<DeliveryId> = self
+            .live
+            .values()
+            .filter(|d| d.state == DeliveryState::Dead && d.received_at < cutoff)
+            .map(|d| d.id)
+            .collect();
+        for id in &old {
+            self.live.remove(id);
+        }
+        old
     }
 
     /// Leases up to `limit` due deliveries: they leave the queue until `finish`.
@@ -106,8 +131,14 @@ impl Outbox {
                             .map_or(d.received_at, |o| o.min(d.received_at)),
                     );
                 }
-                DeliveryState::Dead => s.dead += 1,
-                DeliveryState::Delivered => {}
+                DeliveryState::Dead => {
+                    s.dead += 1;
+                    s.oldest_dead_at = Some(
+                        s.oldest_dead_at
+                            .map_or(d.received_at, |o| o.min(d.received_at)),
+                    );
+                }
+                DeliveryState::Delivered | DeliveryState::Resolved => {}
             }
         }
         s

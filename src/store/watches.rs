@@ -150,6 +150,22 @@ impl WatchIndex {
             .map(|d| &**d)
     }
 
+    /// The oldest unconfirmed delivery's `received_at`.
+    pub(crate) fn oldest_unconfirmed(&self) -> Option<u64> {
+        self.unconfirmed().map(|d| d.received_at).min()
+    }
+
+    /// Takes a delivery out (resolved, or past retention), whatever its
+    /// watch's state; one being checked now is taken out too, and its
+    /// `finish` then finds nothing.
+    pub(crate) fn remove(&mut self, id: &DeliveryId) -> Option<Delivery> {
+        let d = self.entries.remove(id)?;
+        if let Some(w) = &d.watch {
+            self.due.remove(w.next_check_at, id);
+        }
+        Some(*d)
+    }
+
     /// Every entry, for listing.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Delivery> {
         self.entries.values().map(|d| &**d)

@@ -5,7 +5,7 @@
 //!
 //! The browser test is skipped when Chromium or chromedriver is missing,
 //! unless CI is set: .ci/run installs both. With AUTHBACK_SCREENSHOTS=dir
-//! it also saves console-{list,detail,incidents}.png there.
+//! it also saves console-{list,detail,incidents,resolved}.png there.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -152,7 +152,11 @@ async fn cli(ab: &Authback, args: &[&str]) -> (i32, String, String) {
     cli_at(&format!("http://{}", ab.admin), Some(TOKEN), args).await
 }
 
-async fn cli_at(admin: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn cli_at(
+    admin: &str,
+    token: Option<&str>,
+    args: &[&str],
+) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_authback"));
     cmd.args(["--config", "/nonexistent/authback.toml", "deliveries"])
         .args(args)
@@ -553,6 +557,43 @@ fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
+/// What the backend says when it refuses a delivery in the browser test.
+const REFUSAL: &str = r#"{"error":"bad signature"}"#;
+
+/// Opens the incident `id`, resolves it with a note through the
+/// confirmation, and waits for the view to show it resolved; the incident
+/// list is then empty of it.
+fn resolve_in_browser(b: &Browser, id: &str, shots: Option<&Path>) {
+    b.click(&format!("a.delivery-link[data-id='{id}']"));
+    b.wait("#resolve");
+    assert_eq!(
+        b.attribute("#resolve-box", "hidden").as_deref(),
+        Some("true"),
+        "nothing is sent before the confirmation"
+    );
+    b.click("#resolve");
+    b.type_into("#resolve-note", "order placed by hand in the shop");
+    b.click("#resolve-confirm");
+    eventually_blocking!(
+        b.attribute("#detail-state", "data-state").as_deref() == Some("resolved"),
+        "the resolved delivery shown resolved; the page shows: {}",
+        b.text_of("main")
+    );
+    assert_eq!(
+        b.text_of("#detail-note"),
+        "order placed by hand in the shop"
+    );
+    assert_eq!(b.find("#resolve"), None, "resolved once");
+    b.screenshot(shots, "resolved");
+    b.click("a[data-view='incidents']");
+    b.wait_text("#count", |t| !t.is_empty());
+    assert_eq!(
+        b.find(&format!("a.delivery-link[data-id='{id}']")),
+        None,
+        "it left the incident list"
+    );
+}
+
 #[tokio::test]
 async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
     let Some((chromium, driver)) = browser_binaries() else {
@@ -599,7 +640,7 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         )
         .await;
     }
-    delivery_id(&ab, "unconfirmed", "sess-console-noorder").await;
+    let incident = delivery_id(&ab, "unconfirmed", "sess-console-noorder").await;
     // Klarna failing for one session: its watch waits, and says why.
     api.script("sess-console-klarna", vec![ApiAnswer::Status(503)]);
     callback(
@@ -618,8 +659,12 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
     .await;
     let waiting_id = delivery_id(&ab, "delivered", "sess-console-klarna").await;
 
-    // The backend refuses (400): dead at once, not retried.
-    up.set(Behaviour::Status(400));
+    // The backend refuses (401) and says why: dead at once, not retried.
+    up.set(Behaviour::Reply {
+        status: 401,
+        content_type: "application/json",
+        body: bytes::Bytes::from_static(REFUSAL.as_bytes()),
+    });
     callback(&ab, &api, "cart-1043", "sess-console-dead", "tok-dead-5521").await;
     callback(
         &ab,
@@ -637,6 +682,7 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
     let upstream = up.clone();
     let shots_dir = shots.clone();
     let dead_id = dead.clone();
+    let incident_id = incident.clone();
     let browsed = tokio::task::spawn_blocking(move || {
         let shots = shots_dir.as_deref();
         let b = Browser::start(&chromium, &driver);
@@ -669,10 +715,14 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         b.wait_text("#count", |t| t == "1 delivery.");
         b.click(&format!("a.delivery-link[data-id='{dead_id}']"));
 
-        // Its attempts: one, refused with 400.
+        // Its attempts: one, refused with 401, and what the backend said.
         b.wait("#attempts li");
         assert_eq!(b.count("#attempts li"), 1);
-        assert!(b.text_of("#attempts").contains("HTTP 400"));
+        assert!(b.text_of("#attempts").contains("HTTP 401"));
+        assert_eq!(b.text_of("#attempts .response-body"), REFUSAL);
+        assert!(b
+            .text_of("#attempts .response")
+            .contains("application/json"));
         assert_eq!(
             b.attribute("#detail-state", "data-state").as_deref(),
             Some("dead")
@@ -704,6 +754,9 @@ async fn an_operator_finds_a_dead_delivery_in_the_browser_and_replays_it() {
         b.click("a[data-view='incidents']");
         b.wait_text("#incidents", |t| t.contains("sess-console-noorder"));
         b.screenshot(shots, "incidents");
+
+        // The order is placed by hand in the shop: resolve the incident.
+        resolve_in_browser(&b, &incident_id, shots);
 
         assert_eq!(
             b.attribute("body", "data-csp-violations"),

@@ -869,3 +869,98 @@ fn every_file_the_documents_name_exists() {
         missing.join("\n")
     );
 }
+
+/// GitHub's anchor for a Markdown heading: lower case, spaces to dashes,
+/// and only letters, digits, `-` and `_` kept.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The alert rules: each has a summary, a description and a runbook_url
+/// that points at a section of docs/operations.md that exists, and reads
+/// only metrics authback serves. Failures page when they happen, not for as
+/// long as they stay listed, and what is left open has its own rule.
+#[tokio::test]
+async fn every_alert_rule_has_a_description_and_a_runbook_that_exists() {
+    let alerts: Value =
+        serde_yaml::from_str(&read("examples/prometheus/alerts.yaml")).expect("YAML");
+    let headings: Vec<String> = read("docs/operations.md")
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let up = Upstream::start().await;
+    let ab = Authback::start(&up).await;
+    let served = ab.metrics().await;
+    let mut exprs = std::collections::HashMap::new();
+    for rule in seq(&alerts["groups"]).iter().flat_map(|g| seq(&g["rules"])) {
+        let name = rule["alert"].as_str().expect("alert").to_string();
+        for key in ["summary", "description", "runbook_url"] {
+            let v = rule["annotations"][key].as_str().unwrap_or_default();
+            assert!(!v.trim().is_empty(), "{name}: no {key}");
+        }
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        let section = url
+            .strip_prefix("docs/operations.md#")
+            .unwrap_or_else(|| panic!("{name}: {url} is not a section of docs/operations.md"));
+        assert!(
+            headings.iter().any(|h| h == section),
+            "{name}: docs/operations.md has no section #{section}"
+        );
+        let expr = rule["expr"].as_str().expect("expr").to_string();
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("authback_"))
+        {
+            assert!(
+                served.contains(&format!("\n{metric}")),
+                "{name}: authback does not serve {metric}"
+            );
+        }
+        exprs.insert(name, expr);
+    }
+    let expr = |name: &str| {
+        exprs
+            .get(name)
+            .unwrap_or_else(|| panic!("no rule {name}"))
+            .as_str()
+    };
+    for (new, open, gauge) in [
+        (
+            "AuthbackDeadDelivery",
+            "AuthbackDeadDeliveryUnresolved",
+            "authback_oldest_dead_seconds",
+        ),
+        (
+            "AuthbackOrderNotPlaced",
+            "AuthbackOrderNotPlacedUnresolved",
+            "authback_oldest_unconfirmed_seconds",
+        ),
+    ] {
+        assert!(
+            expr(new).contains("increase(") && expr(new).contains("[10m]"),
+            "{new} pages on new failures: {}",
+            expr(new)
+        );
+        assert!(expr(open).contains(gauge), "{open}: {}", expr(open));
+    }
+    for (name, e) in &exprs {
+        for count in ["authback_dead_deliveries", "authback_orders_unconfirmed"] {
+            assert!(
+                !e.contains(count),
+                "{name} would page for as long as a failure is listed: {e}"
+            );
+        }
+    }
+}

@@ -17,6 +17,7 @@ mod doctor;
 mod durability;
 mod examples;
 mod fuzz;
+mod lifecycle;
 mod order_watch;
 mod php;
 mod platforms;

@@ -8,8 +8,9 @@ use authback::store::memory::MemoryStore;
 use authback::store::redis::RedisStore;
 use authback::store::sqlite::SqliteStore;
 use authback::store::{
-    Attempt, AttemptOutcome, Attempted, CheckNext, Claim, Cursor, Delivery, DeliveryState, Filter,
-    RegState, Registration, Replay, Source, Store, StoreError, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Attempted, CheckNext, Claim, Cursor, Cutoffs, Delivery, DeliveryState,
+    Excerpt, Filter, RegState, Registration, Replay, Resolve, Source, Store, StoreError, WatchNext,
+    WatchState,
 };
 use authback::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use bytes::Bytes;
@@ -36,6 +37,31 @@ impl Env {
         let dir = TempDir::new();
         let redis = matches!(kind, Kind::Redis).then(|| RedisServer::start(dir.path()));
         Env { dir, redis }
+    }
+}
+
+/// A store of `kind` whose records live `keep_finished` and `keep_dead`:
+/// Redis sets each record's expiry by them; the others keep records until
+/// `prune` removes them.
+async fn open_retaining(
+    kind: Kind,
+    env: &Env,
+    ttl: Duration,
+    keep_finished: Duration,
+    keep_dead: Duration,
+) -> Arc<dyn Store> {
+    match kind {
+        Kind::Redis => {
+            let url = env.redis.as_ref().expect("redis").url();
+            let lease = Duration::from_secs(30);
+            Arc::new(
+                RedisStore::open(&url, "t:", ttl, TTL, lease)
+                    .await
+                    .expect("open redis store")
+                    .retaining(keep_finished, keep_dead),
+            )
+        }
+        _ => open(kind, env, ttl).await,
     }
 }
 
@@ -82,6 +108,7 @@ fn delivery(session: &str, token: &str) -> Delivery {
         last_error: None,
         delivered_at: None,
         watch: None,
+        resolution: None,
     }
 }
 
@@ -94,6 +121,18 @@ fn attempt(n: u64) -> Attempt {
         error: Some(format!("attempt {n}")),
         retry_in_ms: Some(n * 10),
         redelivery: n % 5 == 0,
+        // What the backend answered, where it did: text with a line break,
+        // quotes and more than ASCII, or bytes kept as base64.
+        response: (n % 2 == 0).then(|| Excerpt {
+            content_type: Some("application/json; charset=utf-8".into()),
+            body: if n % 4 == 0 {
+                format!("{{\"error\":\"bad \\\"signature\\\" {n}\",\n\"é\":\"ü\"}}")
+            } else {
+                "/wAB".into()
+            },
+            base64: n % 4 != 0,
+            truncated: n % 3 == 0,
+        }),
     }
 }
 
@@ -1136,6 +1175,323 @@ async fn filters_and_cursor_pages(kind: Kind) {
     assert_eq!(page.deliveries.len(), all.len());
 }
 
+/// Takes every due delivery and finishes `d` with `outcome`.
+async fn finish_as(s: &Arc<dyn Store>, d: &Delivery, outcome: AttemptOutcome) {
+    s.deliveries().take(FAR, 100).await.expect("take");
+    s.deliveries()
+        .finish(
+            d.id,
+            1,
+            Attempted {
+                outcome,
+                log: attempt(2),
+            },
+        )
+        .await
+        .expect("finish");
+}
+
+fn dead() -> AttemptOutcome {
+    AttemptOutcome::Dead {
+        error: "401".into(),
+    }
+}
+
+fn delivered(watch_from: Option<u64>) -> AttemptOutcome {
+    AttemptOutcome::Delivered {
+        at: unix_ms(),
+        watch_from,
+    }
+}
+
+/// Makes `d` a delivered delivery whose order watch ended unconfirmed.
+async fn unconfirmed(s: &Arc<dyn Store>, d: &Delivery) {
+    finish_as(s, d, delivered(Some(unix_ms()))).await;
+    let due = s.watches().take(FAR, 10).await.expect("take");
+    assert!(due.iter().any(|w| w.id == d.id), "watched");
+    let error = Some("no order".to_string());
+    s.watches()
+        .finish(d.id, 1, WatchNext::Unconfirmed { error })
+        .await
+        .expect("unconfirmed");
+}
+
+async fn ids_listed(s: &Arc<dyn Store>, filter: Filter) -> Vec<DeliveryId> {
+    let mut ids: Vec<DeliveryId> = s
+        .list(filter, None, 100)
+        .await
+        .expect("list")
+        .deliveries
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<DeliveryId>) -> Vec<DeliveryId> {
+    ids.sort();
+    ids
+}
+
+/// Resolving closes a dead delivery, or a delivered one whose order watch
+/// ended unconfirmed, and nothing else: it leaves the dead and unconfirmed
+/// lists and gauges, is listed as resolved with its note, keeps its attempt
+/// log and watch, and still dedupes (after reopening, too).
+async fn resolving_closes_a_failure_and_keeps_it_as_the_dedupe(kind: Kind) {
+    let env = Env::new(kind);
+    let (failed, charged, busy, fine) = (
+        delivery("sess-rs-dead", "t"),
+        delivery("sess-rs-uncf", "t"),
+        delivery("sess-rs-pend", "t"),
+        delivery("sess-rs-ok", "t"),
+    );
+    let at = unix_ms();
+    {
+        let s = open(kind, &env, TTL).await;
+        for d in [&failed, &charged, &busy, &fine] {
+            assert_eq!(s.claim(d.clone()).await.expect("claim"), Claim::Recorded);
+        }
+        finish_as(&s, &failed, dead()).await;
+        finish_as(&s, &fine, delivered(None)).await;
+        unconfirmed(&s, &charged).await;
+        let st = s.stats().await.expect("stats");
+        assert_eq!(
+            (
+                st.dead,
+                st.unconfirmed,
+                st.oldest_dead_at,
+                st.oldest_unconfirmed_at
+            ),
+            (1, 1, Some(failed.received_at), Some(charged.received_at)),
+            "{kind:?}"
+        );
+        let unknown = DeliveryId::parse("00000000000000000000000000000000").expect("id");
+        let resolve = |id: DeliveryId| s.resolve(id, at, format!("handled {id}"));
+        assert_eq!(resolve(unknown).await.expect("resolve"), Resolve::NotFound);
+        assert_eq!(
+            resolve(busy.id).await.expect("resolve"),
+            Resolve::NotResolvable {
+                state: DeliveryState::Pending,
+                watch: None
+            }
+        );
+        assert_eq!(
+            resolve(fine.id).await.expect("resolve"),
+            Resolve::NotResolvable {
+                state: DeliveryState::Delivered,
+                watch: None
+            }
+        );
+        for d in [&failed, &charged] {
+            assert_eq!(
+                resolve(d.id).await.expect("resolve"),
+                Resolve::Resolved,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            resolve(failed.id).await.expect("resolve"),
+            Resolve::NotResolvable {
+                state: DeliveryState::Resolved,
+                watch: None
+            },
+            "{kind:?}: once"
+        );
+        check_resolved(kind, &s, &failed, &charged, at).await;
+    }
+    if matches!(kind, Kind::Memory) {
+        return;
+    }
+    // Durable stores have it all after reopening.
+    let s = open(kind, &env, TTL).await;
+    check_resolved(kind, &s, &failed, &charged, at).await;
+}
+
+async fn check_resolved(
+    kind: Kind,
+    s: &Arc<dyn Store>,
+    failed: &Delivery,
+    charged: &Delivery,
+    at: u64,
+) {
+    let st = s.stats().await.expect("stats");
+    assert_eq!(
+        (
+            st.dead,
+            st.unconfirmed,
+            st.oldest_dead_at,
+            st.oldest_unconfirmed_at
+        ),
+        (0, 0, None, None),
+        "{kind:?}: resolved ones leave the gauges"
+    );
+    let both = sorted(vec![failed.id, charged.id]);
+    assert_eq!(
+        ids_listed(s, Filter::state(DeliveryState::Resolved)).await,
+        both,
+        "{kind:?}"
+    );
+    assert!(ids_listed(s, Filter::state(DeliveryState::Dead))
+        .await
+        .is_empty());
+    let incidents = Filter {
+        watch: Some(WatchState::Unconfirmed),
+        ..Filter::default()
+    };
+    assert!(ids_listed(s, incidents).await.is_empty(), "{kind:?}");
+    let all = s.list(Filter::default(), None, 100).await.expect("list");
+    for d in [failed, charged] {
+        assert_eq!(times_listed(&all.deliveries, d.id), 1, "{kind:?}");
+        let got = s.get(d.id).await.expect("get").expect("kept");
+        assert_eq!(got.delivery.state, DeliveryState::Resolved);
+        let r = got.delivery.resolution.expect("a resolution");
+        assert_eq!(
+            (r.at, r.note),
+            (at, format!("handled {}", d.id)),
+            "{kind:?}"
+        );
+        assert!(!got.attempts.is_empty(), "{kind:?}: the log stays");
+        let mut again = d.clone();
+        again.received_at = unix_ms();
+        assert_eq!(
+            s.claim(again).await.expect("claim"),
+            Claim::Duplicate,
+            "{kind:?}: a resolved record still dedupes"
+        );
+        let now = unix_ms();
+        assert_eq!(
+            s.replay(d.id, now, now + 1000).await.expect("replay"),
+            Replay::NotDead(DeliveryState::Resolved)
+        );
+    }
+    let got = s.get(charged.id).await.expect("get").expect("kept");
+    assert_eq!(
+        got.delivery.watch.map(|w| w.state),
+        Some(WatchState::Unconfirmed),
+        "{kind:?}: the watch it ended with"
+    );
+    assert!(
+        s.watches().take(FAR, 10).await.expect("take").is_empty(),
+        "{kind:?}: nothing left to watch"
+    );
+}
+
+/// How long the Redis key `key` has left to live, in ms.
+async fn redis_pttl(env: &Env, key: &str) -> i64 {
+    let url = env.redis.as_ref().expect("redis").url();
+    let mut c = ::redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .expect("PTTL")
+}
+
+/// Retention: finished records (delivered from receipt, resolved from
+/// their resolution) go after `keep_finished`, failed ones (dead) after
+/// `keep_dead`, pending ones never. The memory and file stores remove them
+/// when pruned; Redis lets each record expire at its time, which `prune`
+/// then trims from the indexes.
+async fn retention_keeps_each_kind_its_own_time(kind: Kind) {
+    let env = Env::new(kind);
+    let (keep_finished, keep_dead) = (Duration::from_millis(1_500), Duration::from_secs(3_600));
+    let s = open_retaining(
+        kind,
+        &env,
+        Duration::from_millis(500),
+        keep_finished,
+        keep_dead,
+    )
+    .await;
+    let (ok, failed, closed, busy) = (
+        delivery("sess-rt-ok", "t"),
+        delivery("sess-rt-dead", "t"),
+        delivery("sess-rt-res", "t"),
+        delivery("sess-rt-pend", "t"),
+    );
+    for d in [&ok, &failed, &closed, &busy] {
+        s.claim(d.clone()).await.expect("claim");
+    }
+    finish_as(&s, &ok, delivered(None)).await;
+    finish_as(&s, &failed, dead()).await;
+    finish_as(&s, &closed, dead()).await;
+    let resolved_at = unix_ms();
+    let note = "refunded".to_string();
+    assert_eq!(
+        s.resolve(closed.id, resolved_at, note)
+            .await
+            .expect("resolve"),
+        Resolve::Resolved
+    );
+    let ms = |d: Duration| d.as_millis() as u64;
+    let prune = || {
+        let now = unix_ms();
+        s.prune(Cutoffs {
+            dedupe: now - 500,
+            finished: now - ms(keep_finished),
+            dead: now - ms(keep_dead),
+        })
+    };
+    // Nothing is old enough yet.
+    prune().await.expect("prune");
+    assert_eq!(
+        ids_listed(&s, Filter::default()).await,
+        sorted(vec![ok.id, failed.id, closed.id, busy.id]),
+        "{kind:?}"
+    );
+    let mut left;
+    eventually!(
+        {
+            prune().await.expect("prune");
+            left = ids_listed(&s, Filter::default()).await;
+            left == sorted(vec![failed.id, busy.id])
+        },
+        "{kind:?}: the finished records to go, the dead and pending to stay; left {left:?}"
+    );
+    for d in [&ok, &closed] {
+        assert!(s.get(d.id).await.expect("get").is_none(), "{kind:?}");
+        let mut again = d.clone();
+        again.received_at = unix_ms();
+        assert_eq!(
+            s.claim(again).await.expect("claim"),
+            Claim::Recorded,
+            "{kind:?}: its dedupe went with it"
+        );
+    }
+    assert_eq!(s.stats().await.expect("stats").dead, 1);
+    if let Kind::Redis = kind {
+        // Redis keeps the dead record until its own expiry, `keep_dead`
+        // after receipt.
+        let left = redis_pttl(&env, &format!("t:d:{}", failed.id)).await;
+        assert!(
+            left > ms(keep_finished) as i64 && left <= ms(keep_dead) as i64,
+            "dead record expires in {left} ms"
+        );
+        return;
+    }
+    // Once past keep_dead, the dead record goes too: the file store kept
+    // every dead record forever before. Pending ones (the two claimed
+    // again above among them) stay.
+    let pending = sorted(vec![ok.id, closed.id, busy.id]);
+    s.prune(Cutoffs::all(unix_ms() + ms(keep_dead)))
+        .await
+        .expect("prune");
+    assert_eq!(ids_listed(&s, Filter::default()).await, pending);
+    let st = s.stats().await.expect("stats");
+    assert_eq!((st.dead, st.pending), (0, 3), "{kind:?}");
+    if let Kind::File = kind {
+        drop(s);
+        let s = open(kind, &env, TTL).await;
+        assert_eq!(ids_listed(&s, Filter::default()).await, pending);
+        assert_eq!(s.stats().await.expect("stats").dead, 0);
+    }
+}
+
 macro_rules! conformance {
     ($($property:ident),* $(,)?) => {
         mod memory {
@@ -1162,6 +1518,8 @@ conformance!(
     a_watch_waiting_for_klarna_keeps_since_when,
     attempts_are_logged_with_their_outcomes,
     filters_and_cursor_pages,
+    resolving_closes_a_failure_and_keeps_it_as_the_dedupe,
+    retention_keeps_each_kind_its_own_time,
 );
 
 /// Durable stores only: what was recorded is there after reopening.
@@ -1291,7 +1649,7 @@ async fn durable_store_prunes_delivered_records_past_the_ttl(kind: Kind) {
         .await
         .expect("finish");
     assert_eq!(
-        s.prune(unix_ms() + 1).await.expect("prune"),
+        s.prune(Cutoffs::all(unix_ms() + 1)).await.expect("prune"),
         1,
         "only the delivered record goes"
     );

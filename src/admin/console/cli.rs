@@ -1,4 +1,4 @@
-//! `authback deliveries`: list, show and replay deliveries of a running
+//! `authback deliveries`: list, show, replay and resolve deliveries of a running
 //! authback through its admin API, as the console page does. It is a plain
 //! HTTP client of `/v1` (the shared outbound one, `crate::client`); it
 //! never opens the store itself, so it cannot race the delivery worker.
@@ -13,7 +13,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-use crate::admin::view::{DeliveryDetail, ListedDelivery};
+use crate::admin::view::{AttemptView, DeliveryDetail, ListedDelivery};
 use crate::client::{Client, Limits};
 use crate::text::{parse_duration, rfc3339};
 use crate::types::unix_ms;
@@ -153,6 +153,17 @@ pub enum Action {
         filters: Filters,
         dry_run: bool,
     },
+    Resolve {
+        id: String,
+        note: String,
+    },
+    /// Every dead (or unconfirmed, by `state`) delivery the filters match.
+    ResolveAll {
+        state: String,
+        filters: Filters,
+        note: Option<String>,
+        dry_run: bool,
+    },
 }
 
 /// Runs `action`; returns what to print on stdout, and a note for stderr.
@@ -167,34 +178,7 @@ pub async fn run(
             filters,
             limit,
             cursor,
-        } => {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            if let Some(s) = &state {
-                q.append_pair("state", s);
-            }
-            for (k, v) in filters.pairs(unix_ms()) {
-                q.append_pair(k, &v);
-            }
-            if let Some(l) = limit {
-                q.append_pair("limit", &l.to_string());
-            }
-            if let Some(c) = &cursor {
-                q.append_pair("cursor", c);
-            }
-            let q = q.finish();
-            let path = if q.is_empty() {
-                "/v1/deliveries".to_string()
-            } else {
-                format!("/v1/deliveries?{q}")
-            };
-            let (body, next) = target.call(Method::GET, &path, None).await?;
-            let note = next.map(|c| format!("more deliveries remain: add --cursor {c}"));
-            if as_json {
-                return Ok((pretty(&body), note));
-            }
-            let list: Vec<ListedDelivery> = read(body)?;
-            Ok((table(&list), note))
-        }
+        } => list(target, state, &filters, limit, cursor, as_json).await,
         Action::Show { id } => {
             let path = format!("/v1/deliveries/{}", segment(&id));
             let (body, _) = target.call(Method::GET, &path, None).await?;
@@ -219,6 +203,29 @@ pub async fn run(
                 None,
             ))
         }
+        Action::Resolve { id, note } => {
+            let path = format!("/v1/deliveries/{}/resolve", segment(&id));
+            let (body, _) = target
+                .call(Method::POST, &path, Some(json!({ "note": note })))
+                .await?;
+            if as_json {
+                return Ok((pretty(&body), None));
+            }
+            Ok((
+                format!(
+                    "{}: resolved at {}\n",
+                    clean(body["id"].as_str().unwrap_or(&id)),
+                    field(body["resolved_at"].as_str())
+                ),
+                None,
+            ))
+        }
+        Action::ResolveAll {
+            state,
+            filters,
+            note,
+            dry_run,
+        } => resolve_all(target, &state, &filters, note, dry_run, as_json).await,
         Action::ReplayAll { filters, dry_run } => {
             let mut req = json!({ "state": "dead", "dry_run": dry_run });
             for (k, v) in filters.pairs(unix_ms()) {
@@ -251,6 +258,85 @@ pub async fn run(
             Ok((out, None))
         }
     }
+}
+
+/// `list`: one page of the listing, as a table or the API's JSON, and the
+/// cursor of the next page as a note.
+async fn list(
+    target: &Target,
+    state: Option<String>,
+    filters: &Filters,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    as_json: bool,
+) -> Result<(String, Option<String>), CliError> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(s) = &state {
+        q.append_pair("state", s);
+    }
+    for (k, v) in filters.pairs(unix_ms()) {
+        q.append_pair(k, &v);
+    }
+    if let Some(l) = limit {
+        q.append_pair("limit", &l.to_string());
+    }
+    if let Some(c) = &cursor {
+        q.append_pair("cursor", c);
+    }
+    let q = q.finish();
+    let path = if q.is_empty() {
+        "/v1/deliveries".to_string()
+    } else {
+        format!("/v1/deliveries?{q}")
+    };
+    let (body, next) = target.call(Method::GET, &path, None).await?;
+    let note = next.map(|c| format!("more deliveries remain: add --cursor {c}"));
+    if as_json {
+        return Ok((pretty(&body), note));
+    }
+    let list: Vec<ListedDelivery> = read(body)?;
+    Ok((table(&list), note))
+}
+
+/// A bulk resolve: `POST /v1/deliveries/resolve` with the filters.
+async fn resolve_all(
+    target: &Target,
+    state: &str,
+    filters: &Filters,
+    note: Option<String>,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<(String, Option<String>), CliError> {
+    let mut req = json!({ "state": state, "dry_run": dry_run });
+    if let Some(n) = note {
+        req["note"] = Value::String(n);
+    }
+    for (k, v) in filters.pairs(unix_ms()) {
+        req[k] = Value::String(v);
+    }
+    let (body, _) = target
+        .call(Method::POST, "/v1/deliveries/resolve", Some(req))
+        .await?;
+    if as_json {
+        return Ok((pretty(&body), None));
+    }
+    let n = |k: &str| body[k].as_u64().unwrap_or(0);
+    let mut out = if dry_run {
+        format!(
+            "dry run: {} {state} deliveries match; nothing resolved\n",
+            n("matched")
+        )
+    } else {
+        format!(
+            "resolved {} of {} matching {state} deliveries\n",
+            n("resolved"),
+            n("matched")
+        )
+    };
+    if body["capped"].as_bool() == Some(true) {
+        out.push_str("capped: one request handles a limited number; run it again for the rest\n");
+    }
+    Ok((out, None))
 }
 
 impl Target {
@@ -463,6 +549,10 @@ fn detail(detail: &DeliveryDetail) -> String {
     ] {
         rows.push(vec![label.to_string(), v]);
     }
+    if let Some(r) = &d.resolution {
+        rows.push(vec!["resolved_at".into(), field(Some(&r.resolved_at))]);
+        rows.push(vec!["resolve_note".into(), field(Some(&r.note))]);
+    }
     let mut out = columns(&rows);
     out.push_str("\nattempts\n");
     if detail.attempts.is_empty() {
@@ -490,6 +580,7 @@ fn detail(detail: &DeliveryDetail) -> String {
             out.push_str(line);
             out.push('\n');
         }
+        out.push_str(&responses(&detail.attempts));
     }
     match &d.order_watch {
         None => out.push_str("\norder watch: none\n"),
@@ -510,6 +601,44 @@ fn detail(detail: &DeliveryDetail) -> String {
         }
     }
     out
+}
+
+/// What the backend answered to each attempt that got an answer: the
+/// content type, then the body (its first 2 KiB, secrets redacted), on one
+/// line each, cleaned for the terminal.
+fn responses(attempts: &[AttemptView]) -> String {
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let body = a.response_body.as_deref()?;
+            let mut notes = Vec::new();
+            if a.response_body_base64 {
+                notes.push("base64");
+            }
+            if a.response_body_truncated {
+                notes.push("first 2 KiB");
+            }
+            let kind = match notes.is_empty() {
+                true => field(a.response_content_type.as_deref()),
+                false => format!(
+                    "{} ({})",
+                    field(a.response_content_type.as_deref()),
+                    notes.join(", ")
+                ),
+            };
+            let body = if body.is_empty() {
+                "(empty)".to_string()
+            } else {
+                clean(body)
+            };
+            Some(vec![format!("  #{}", i + 1), kind, body])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!("\nresponses\n{}", columns(&rows))
 }
 
 #[cfg(test)]
@@ -582,6 +711,53 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("no answer") && s.contains("1.5s") && s.contains("watching"));
+        assert!(!s.contains("responses"), "no answer kept, no section: {s}");
+    }
+
+    #[test]
+    fn the_detail_shows_a_resolution() {
+        let d = json!({"id":"a1","state":"resolved","attempts":[],
+            "resolution":{"resolved_at":"2026-01-02T00:00:00Z","note":"refunded\u{1b}[2J by hand"}});
+        let d: DeliveryDetail = serde_json::from_value(d).expect("a delivery");
+        let s = detail(&d);
+        assert!(
+            s.contains("resolved_at") && s.contains("2026-01-02T00:00:00Z"),
+            "{s}"
+        );
+        assert!(
+            s.contains("refunded [2J by hand") && !s.contains('\u{1b}'),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_detail_shows_what_the_backend_answered() {
+        let d = json!({"id":"a1","state":"dead","attempts":[
+            {"at":"2026-01-01T00:00:00Z","status":401,"error":"upstream answered 401",
+             "response_body":"{\"error\":\"bad signature\"}\n\u{1b}[31m","response_content_type":"application/json"},
+            {"at":"2026-01-01T00:00:01Z","status":null,"error":"timeout"},
+            {"at":"2026-01-01T00:00:02Z","status":500,"response_body":"/wAB","response_body_base64":true,
+             "response_body_truncated":true,"response_content_type":null},
+            {"at":"2026-01-01T00:00:03Z","status":204,"response_body":""}]});
+        let d: DeliveryDetail = serde_json::from_value(d).expect("a delivery");
+        let s = detail(&d);
+        let section = s
+            .split("\nresponses\n")
+            .nth(1)
+            .expect("a responses section");
+        let lines: Vec<&str> = section.lines().collect();
+        assert!(
+            lines[0].starts_with("  #1")
+                && lines[0].contains("application/json")
+                && lines[0].contains(r#"{"error":"bad signature"}"#),
+            "{s}"
+        );
+        assert!(!s.contains('\u{1b}'), "cleaned for the terminal");
+        assert!(lines[1].starts_with("  #3") && lines[1].contains("- (base64, first 2 KiB)  /wAB"));
+        assert!(
+            lines[2].starts_with("  #4") && lines[2].contains("(empty)"),
+            "{s}"
+        );
     }
 
     #[test]

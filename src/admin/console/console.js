@@ -308,7 +308,7 @@
         'aria-describedby': help ? 'f-' + k + '-help' : null,
       }, attrs || {})), help);
     const stateSel = h('select', { id: 'f-state', name: 'state' },
-      ['', 'pending', 'dead', 'delivered', 'unconfirmed'].map((s) =>
+      ['', 'pending', 'dead', 'delivered', 'unconfirmed', 'resolved'].map((s) =>
         h('option', { value: s, selected: s === val('state') }, s || 'any')));
     const since = h('input', { id: 'f-since', name: 'since', type: 'datetime-local', value: toLocalInput(val('since')) });
     const until = h('input', { id: 'f-until', name: 'until', type: 'datetime-local', value: toLocalInput(val('until')) });
@@ -386,7 +386,7 @@
     }
     const title = incidents ? 'Order-watch incidents' : 'Deliveries';
     const intro = incidents
-      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop. One whose last error reads "Klarna unreachable since …" could not be read for the session\'s whole life: its order is unknown, not missing.'
+      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop, then resolve it with a note on what was done. One whose last error reads "Klarna unreachable since …" could not be read for the session\'s whole life: its order is unknown, not missing.'
       : 'Newest first. Filters match exactly; the search box tries a delivery id, a session id and a reference.';
     const form = filterForm(incidents, params);
     const results = h('section', { id: 'results', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading…'));
@@ -518,6 +518,20 @@
     }
   }
 
+  // What the backend answered to one attempt: its content type and the
+  // first 2 KiB of its body (secrets already redacted by authback), as text.
+  function response(a) {
+    if (a.response_body === null || a.response_body === undefined) return null;
+    const notes = [a.response_content_type ? String(a.response_content_type) : 'no content type'];
+    if (a.response_body_base64) notes.push('base64, not text');
+    if (a.response_body_truncated) notes.push('first 2 KiB');
+    return h('div', { class: 'response' },
+      h('div', { class: 'muted small' }, 'Response · ' + notes.join(' · ')),
+      a.response_body === ''
+        ? h('p', { class: 'muted small' }, 'Empty body.')
+        : h('pre', { class: 'response-body' }, String(a.response_body)));
+  }
+
   function dl(pairs) {
     return h('dl', { class: 'facts' }, pairs.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
@@ -532,7 +546,8 @@
       h('div', { class: 'actions' },
         h('a', { href: state.lastList || '#/deliveries', class: 'button', id: 'back' }, 'Back to the list'),
         h('button', { type: 'button', id: 'refresh', onclick: () => render() }, 'Refresh'),
-        d.state === 'dead' ? h('button', { type: 'button', id: 'replay', class: 'danger' }, 'Replay…') : null));
+        d.state === 'dead' ? h('button', { type: 'button', id: 'replay', class: 'danger' }, 'Replay…') : null,
+        resolvable(d) ? h('button', { type: 'button', id: 'resolve' }, 'Resolve…') : null));
 
     const facts = dl([
       ['Route', text(d.route)],
@@ -546,7 +561,10 @@
       ['Deadline', fmtTime(d.deadline_at)],
       ['Delivered', fmtTime(d.delivered_at)],
       ['Last error', h('span', { class: d.last_error ? 'error-text' : 'error-text none' }, text(d.last_error))],
-    ]);
+    ].concat(d.resolution ? [
+      ['Resolved', h('span', { id: 'detail-resolved' }, fmtTime(d.resolution.resolved_at))],
+      ['Resolution note', h('span', { id: 'detail-note', class: 'note' }, text(d.resolution.note))],
+    ] : []));
 
     const confirmBox = h('div', {
       id: 'replay-box', class: 'confirm', hidden: true, role: 'group', 'aria-labelledby': 'replay-question',
@@ -571,7 +589,8 @@
               ' · ', text(a.duration_ms), ' ms',
               a.redelivery ? [' · ', h('span', { class: 'badge badge-redelivery' }, 'redelivery')] : null,
               a.retry_in_ms !== null && a.retry_in_ms !== undefined ? ' · retry in ' + fmtSecs(a.retry_in_ms / 1000).trim() : null),
-            a.error ? h('div', { class: 'error-text' }, String(a.error)) : null);
+            a.error ? h('div', { class: 'error-text' }, String(a.error)) : null,
+            response(a));
         })));
 
     const watch = h('section', { 'aria-labelledby': 'watch-title', class: 'panel', id: 'watch' },
@@ -620,7 +639,71 @@
         }
       });
     }
-    return [head, confirmBox, h('div', { class: 'columns' }, h('section', { class: 'panel', 'aria-label': 'Facts' }, facts), h('div', {}, timeline, watch))];
+    const resolveBox = resolvable(d) ? resolveDialog(d, head.querySelector('#resolve'), seq) : null;
+    const columns = h('div', { class: 'columns' }, h('section', { class: 'panel', 'aria-label': 'Facts' }, facts), h('div', {}, timeline, watch));
+    return [head, confirmBox, resolveBox, columns].filter(Boolean);
+  }
+
+  // A failure an operator may close by hand: dead, or delivered with its
+  // order watch ended unconfirmed (the API's rule; it answers 409 otherwise).
+  function resolvable(d) {
+    return d.state === 'dead' ||
+      (d.state === 'delivered' && !!d.order_watch && d.order_watch.state === 'unconfirmed');
+  }
+
+  // Resolve: a confirmation with a note; nothing is sent until "Confirm
+  // resolve", and the view is read again after.
+  function resolveDialog(d, button, seq) {
+    const note = h('textarea', {
+      id: 'resolve-note', name: 'note', rows: 3, maxlength: 500, required: true,
+      'aria-describedby': 'resolve-question',
+    });
+    const confirm = h('button', { type: 'button', id: 'resolve-confirm', class: 'primary' }, 'Confirm resolve');
+    const cancel = h('button', { type: 'button', id: 'resolve-cancel' }, 'Cancel');
+    const box = h('div', { id: 'resolve-box', class: 'confirm', hidden: true, role: 'group', 'aria-labelledby': 'resolve-question' },
+      h('p', { id: 'resolve-question' },
+        'Resolve this ' + (d.state === 'dead' ? 'dead delivery' : 'unconfirmed order') +
+        '? Say what was done about it. It leaves the ' + (d.state === 'dead' ? 'dead list' : 'incident list') +
+        ' and is not sent again; Klarna\'s retries are still answered as duplicates.'),
+      h('label', { for: 'resolve-note' }, 'Note (what was done)'),
+      note,
+      h('div', { class: 'actions' }, confirm, cancel));
+    button.setAttribute('aria-expanded', 'false');
+    button.setAttribute('aria-controls', 'resolve-box');
+    button.addEventListener('click', () => {
+      box.hidden = false;
+      button.setAttribute('aria-expanded', 'true');
+      note.focus();
+    });
+    cancel.addEventListener('click', () => {
+      box.hidden = true;
+      button.setAttribute('aria-expanded', 'false');
+      button.focus();
+    });
+    confirm.addEventListener('click', async () => {
+      if (!note.value.trim()) {
+        note.focus();
+        notice('Say what was done about it: the note is kept with the delivery.', 'bad');
+        return;
+      }
+      confirm.disabled = true;
+      try {
+        await api('POST', '/v1/deliveries/' + encodeURIComponent(d.id) + '/resolve', { note: note.value.trim() });
+        notice('Delivery ' + d.id + ' resolved.', 'ok');
+        refreshLive();
+      } catch (err) {
+        if (err instanceof AuthError) return showError(err, seq);
+        notice('Resolve failed: ' + err.message, 'bad');
+      }
+      if (seq === state.seq) {
+        state.lastDetail = '';
+        viewDetail(seq, d.id, true).then(() => {
+          const r = document.getElementById('refresh');
+          if (r) r.focus();
+        }).catch((er) => showError(er, seq));
+      }
+    });
+    return box;
   }
 
   // ---------------------------------------------------------------------

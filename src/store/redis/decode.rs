@@ -10,7 +10,7 @@ use redis::Value;
 
 use super::super::registrations::{RegState, Registration};
 use crate::store::model::{
-    ArrivalUri, Attempt, Delivery, DeliveryState, Source, Watch, WatchState,
+    ArrivalUri, Attempt, Delivery, DeliveryState, Resolution, Source, Watch, WatchState,
 };
 use crate::types::{AuthorizationToken, DeliveryId, SessionId};
 
@@ -38,6 +38,7 @@ pub(super) fn delivery_from(id: &str, m: &Fields) -> Option<Delivery> {
     let state = match text(m, "state").as_str() {
         "delivered" => DeliveryState::Delivered,
         "dead" => DeliveryState::Dead,
+        "resolved" => DeliveryState::Resolved,
         _ => DeliveryState::Pending,
     };
     let opt = |k: &str| Some(text(m, k)).filter(|s| !s.is_empty());
@@ -58,6 +59,10 @@ pub(super) fn delivery_from(id: &str, m: &Fields) -> Option<Delivery> {
         last_error: opt("last_error"),
         delivered_at: opt("delivered_at").and_then(|s| s.parse().ok()),
         watch: watch_from(m),
+        resolution: (state == DeliveryState::Resolved).then(|| Resolution {
+            at: num(m, "resolved_at"),
+            note: text(m, "resolve_note"),
+        }),
     })
 }
 

@@ -6,7 +6,8 @@
 --       next_at or now (for dead), 5 last error, 6 dedupe TTL (ms),
 --       7 this replica's lease token ('' if it holds none), 8 when the first
 --       order-watch check is due ('' for no watch; delivered only), 9 the
---       attempt, as one line of JSON, 10 how many attempts the log keeps.
+--       attempt, as one line of JSON, 10 how many attempts the log keeps,
+--       11 keep_finished (ms), 12 keep_dead (ms).
 -- Returns 1 (applied) or 0 (not pending, or a retry or dead outcome from a
 -- replica that no longer holds the lease).
 -- Atomically: the outcome, releasing the lease, moving the id between the
@@ -50,5 +51,5 @@ else
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
-expire(KEYS[1], ARGV[1], ARGV[6], KEYS[5], KEYS[7])
+expire(KEYS[1], ARGV[1], ARGV[6], ARGV[11], ARGV[12], KEYS[5], KEYS[7])
 return 1

@@ -6,7 +6,8 @@
 --       'klarna_failing', 3 checks made, 4 next check at (again,
 --       redeliver, klarna_failing), 5 the check's error ('' for none),
 --       6 now (redeliver: when the delivery is due; klarna_failing: since
---       when Klarna has failed), 7 dedupe TTL (ms).
+--       when Klarna has failed), 7 dedupe TTL (ms), 8 keep_finished (ms),
+--       9 keep_dead (ms).
 -- Returns 1 (applied) or 0 (the record is gone or no longer watching).
 -- Atomically: the lease is released and the watch rescheduled or ended in
 -- one step. A redelivery makes the delivery pending in the same step, in
@@ -26,7 +27,7 @@ local kind = ARGV[2]
 if kind == 'klarna_failing' then
   redis.call('HSET', KEYS[1], 'w_next', ARGV[4], 'w_error', ARGV[5], 'w_failing_since', ARGV[6])
   redis.call('ZADD', KEYS[2], ARGV[4], id)
-  expire(KEYS[1], id, ARGV[7], KEYS[8], KEYS[4])
+  expire(KEYS[1], id, ARGV[7], ARGV[8], ARGV[9], KEYS[8], KEYS[4])
   return 1
 end
 redis.call('HDEL', KEYS[1], 'w_failing_since')
@@ -57,5 +58,5 @@ else
     end
   end
 end
-expire(KEYS[1], id, ARGV[7], KEYS[8], KEYS[4])
+expire(KEYS[1], id, ARGV[7], ARGV[8], ARGV[9], KEYS[8], KEYS[4])
 return 1

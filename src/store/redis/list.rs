@@ -4,14 +4,15 @@
 //! whose record is gone, nothing more).
 //!
 //! `pending` and `delivered` are scored by receipt, so they are read by
-//! score from the cursor down; the dead and unconfirmed indexes are scored
-//! by expiry, so their scripts sort by receipt and start after the cursor.
+//! score from the cursor down; the dead, unconfirmed and resolved indexes
+//! are scored by expiry, so their scripts sort by receipt and start after
+//! the cursor.
 
 use std::collections::HashSet;
 
 use redis::AsyncCommands;
 
-use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, SCAN_BUDGET, UNCONFIRMED};
+use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, RESOLVED, SCAN_BUDGET, UNCONFIRMED};
 use crate::store::model::{Cursor, Delivery, DeliveryState, Filter, Page, StoreError, WatchState};
 use crate::store::outbox::{listed, page};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -19,7 +20,7 @@ use crate::types::{unix_ms, DeliveryId, SessionId};
 /// An index `list` reads ids from.
 #[derive(Debug, Clone, Copy)]
 enum Index {
-    /// `pending`, `delivered` or `dead_by_expiry`.
+    /// `pending`, `delivered`, `dead_by_expiry` or `resolved`.
     State(DeliveryState),
     /// `unconfirmed`: far smaller than `delivered` for the same answer.
     Unconfirmed,
@@ -60,6 +61,7 @@ impl RedisStore {
                 DeliveryState::Pending,
                 DeliveryState::Dead,
                 DeliveryState::Delivered,
+                DeliveryState::Resolved,
             ]
             .map(Index::State)
             .to_vec(),
@@ -215,7 +217,7 @@ impl RedisStore {
             .collect())
     }
 
-    /// Reads the dead or unconfirmed index, whose script sorts it by
+    /// Reads the dead, unconfirmed or resolved index, whose script sorts it by
     /// receipt and starts after the cursor: each read goes on from the
     /// last one.
     async fn scan_sorted(
@@ -262,8 +264,8 @@ impl RedisStore {
         }
     }
 
-    /// Up to `count` places of the dead or unconfirmed index after `from`,
-    /// in listing order.
+    /// Up to `count` places of the dead, unconfirmed or resolved index after
+    /// `from`, in listing order.
     async fn sorted_page(
         &self,
         index: Index,
@@ -280,6 +282,17 @@ impl RedisStore {
                 self.scripts
                     .list_unconfirmed
                     .key(self.key(UNCONFIRMED))
+                    .arg(prefix)
+                    .arg(count)
+                    .arg(at)
+                    .arg(id)
+                    .invoke_async(&mut conn)
+                    .await
+            }
+            Index::State(DeliveryState::Resolved) => {
+                self.scripts
+                    .list_resolved
+                    .key(self.key(RESOLVED))
                     .arg(prefix)
                     .arg(count)
                     .arg(at)

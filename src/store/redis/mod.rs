@@ -9,9 +9,10 @@
 //!
 //! Keys (under `key_prefix`): `d:{id}` hashes, `r:{session}` hashes, and the
 //! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
-//! `rdue`, `rleased`, and for order watch `wdue`, `wleased`, `unconfirmed`;
-//! the doctor's probe nonces are strings `p:{nonce}`, holding their expiry.
-//! Every hash and nonce has an expiry; no KEYS or SCAN is ever used.
+//! `resolved`, `rdue`, `rleased`, and for order watch `wdue`, `wleased`,
+//! `unconfirmed`; the doctor's probe nonces are strings `p:{nonce}`,
+//! holding their expiry. Every hash and nonce has an expiry; no KEYS or
+//! SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
@@ -23,7 +24,8 @@
 //! kept the index as `dead`, scored by receipt; those scripts move what is
 //! left there into the new key and delete it. `unconfirmed` is kept the same
 //! way (`index.lua`), and one function (`expire.lua`) sets every record's
-//! expiry and those scores together. A delivery's order watch lives in its
+//! expiry and those scores together; `resolved` too (scored by expiry,
+//! trimmed as it is listed and by `prune`). A delivery's order watch lives in its
 //! record (`w_*` fields), which lives at least `dedupe_ttl` past the watch's
 //! next check, so it cannot expire while the watch runs.
 
@@ -45,8 +47,8 @@ use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
 use crate::store::api::Store;
 use crate::store::model::{
-    AttemptOutcome, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
-    Replay, Stats, StoreError, StoreKind, WatchNext, ATTEMPTS_KEPT,
+    AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
+    Page, Replay, Resolve, Stats, StoreError, StoreKind, WatchNext, WatchState, ATTEMPTS_KEPT,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -63,6 +65,8 @@ const LEGACY_DEAD: &str = "dead";
 /// The index of deliveries whose order watch ended unconfirmed, scored by
 /// when their record expires (as `DEAD`).
 const UNCONFIRMED: &str = "unconfirmed";
+/// The index of resolved deliveries, scored by when their record expires.
+const RESOLVED: &str = "resolved";
 /// How many ids `list` reads from an index at a time, at least: a filter
 /// may pass over many.
 const LIST_PAGE: usize = 200;
@@ -92,6 +96,8 @@ const LIST_UNCONFIRMED: &str = concat!(
     include_str!("index.lua"),
     include_str!("list_unconfirmed.lua")
 );
+const LIST_RESOLVED: &str = concat!(include_str!("index.lua"), include_str!("list_resolved.lua"));
+const RESOLVE: &str = concat!(include_str!("expire.lua"), include_str!("resolve.lua"));
 const REGISTER: &str = include_str!("register.lua");
 const FINISH_CHECK: &str = include_str!("finish_check.lua");
 const FINISH_WATCH: &str = concat!(include_str!("expire.lua"), include_str!("finish_watch.lua"));
@@ -143,6 +149,8 @@ struct Scripts {
     stats: Script,
     list_dead: Script,
     list_unconfirmed: Script,
+    list_resolved: Script,
+    resolve: Script,
     register: Script,
     finish_check: Script,
     finish_watch: Script,
@@ -158,6 +166,10 @@ pub struct RedisStore {
     leases: Mutex<HashMap<DeliveryId, String>>,
     replica: String,
     ttl_ms: u64,
+    /// `store.keep_finished` and `store.keep_dead`: how long finished and
+    /// failed records live (`expire.lua`).
+    keep_finished_ms: u64,
+    keep_dead_ms: u64,
     registration_ttl_ms: u64,
     lease_ms: u64,
     failure: Arc<Mutex<Option<String>>>,
@@ -203,6 +215,8 @@ impl RedisStore {
                 stats: Script::new(STATS),
                 list_dead: Script::new(LIST_DEAD),
                 list_unconfirmed: Script::new(LIST_UNCONFIRMED),
+                list_resolved: Script::new(LIST_RESOLVED),
+                resolve: Script::new(RESOLVE),
                 register: Script::new(REGISTER),
                 finish_check: Script::new(FINISH_CHECK),
                 finish_watch: Script::new(FINISH_WATCH),
@@ -212,6 +226,8 @@ impl RedisStore {
             leases: Mutex::new(HashMap::new()),
             replica: format!("{:x}-{:x}", std::process::id(), unix_ms()),
             ttl_ms: dedupe_ttl.as_millis() as u64,
+            keep_finished_ms: dedupe_ttl.as_millis() as u64,
+            keep_dead_ms: dedupe_ttl.as_millis() as u64,
             registration_ttl_ms: registration_ttl.as_millis() as u64,
             lease_ms: lease.as_millis() as u64,
             failure: Arc::new(Mutex::new(None)),
@@ -243,6 +259,15 @@ impl RedisStore {
             }
         });
         Ok(store)
+    }
+
+    /// Keeps finished records (delivered, resolved) `keep_finished` and
+    /// failed ones (dead, unconfirmed) `keep_dead`, where `open` keeps
+    /// both `dedupe_ttl`.
+    pub fn retaining(mut self, keep_finished: Duration, keep_dead: Duration) -> Self {
+        self.keep_finished_ms = u64::try_from(keep_finished.as_millis()).unwrap_or(u64::MAX);
+        self.keep_dead_ms = u64::try_from(keep_dead.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     fn key(&self, name: &str) -> String {
@@ -469,13 +494,55 @@ impl Store for RedisStore {
                 .arg(now)
                 .arg(deadline_at)
                 .arg(self.ttl_ms)
+                .arg(self.keep_finished_ms)
+                .arg(self.keep_dead_ms)
                 .invoke_async(&mut conn)
                 .await;
             Ok(match self.track(r)?.as_str() {
                 "queued" => Replay::Queued,
                 "missing" => Replay::NotFound,
-                "delivered" => Replay::NotDead(DeliveryState::Delivered),
-                _ => Replay::NotDead(DeliveryState::Pending),
+                other => {
+                    Replay::NotDead(DeliveryState::parse(other).unwrap_or(DeliveryState::Pending))
+                }
+            })
+        })
+    }
+
+    fn resolve(
+        &self,
+        id: DeliveryId,
+        at: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Resolve, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<String> = self
+                .scripts
+                .resolve
+                .key(self.dkey(&id))
+                .key(self.key(DEAD))
+                .key(self.key(UNCONFIRMED))
+                .key(self.key(RESOLVED))
+                .key(self.key("delivered"))
+                .arg(id.to_string())
+                .arg(at)
+                .arg(note)
+                .arg(self.ttl_ms)
+                .arg(self.keep_finished_ms)
+                .arg(self.keep_dead_ms)
+                .invoke_async(&mut conn)
+                .await;
+            let answer = self.track(r)?;
+            Ok(match answer.as_str() {
+                "resolved" => Resolve::Resolved,
+                "missing" => Resolve::NotFound,
+                other => {
+                    let (state, watch) = other.split_once(':').unwrap_or((other, ""));
+                    Resolve::NotResolvable {
+                        state: DeliveryState::parse(state).unwrap_or(DeliveryState::Pending),
+                        watch: WatchState::parse(watch),
+                    }
+                }
             })
         })
     }
@@ -483,7 +550,15 @@ impl Store for RedisStore {
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64, u64, Option<String>)> = self
+            type Counts = (
+                u64,
+                u64,
+                u64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
+            let r: redis::RedisResult<Counts> = self
                 .scripts
                 .stats
                 .key(self.key("pending"))
@@ -494,13 +569,16 @@ impl Store for RedisStore {
                 .arg(unix_ms())
                 .invoke_async(&mut conn)
                 .await;
-            let (pending, dead, unconfirmed, oldest) = self.track(r)?;
+            let (pending, dead, unconfirmed, oldest, oldest_dead, oldest_unconfirmed) =
+                self.track(r)?;
             Ok(Stats {
                 pending,
                 dead,
                 unconfirmed,
                 // A score is a unix-ms number Redis prints as text.
                 oldest_pending_at: oldest.and_then(|s| s.parse::<f64>().ok()).map(|s| s as u64),
+                oldest_dead_at: oldest_dead.and_then(|s| s.parse().ok()),
+                oldest_unconfirmed_at: oldest_unconfirmed.and_then(|s| s.parse().ok()),
             })
         })
     }
@@ -540,14 +618,20 @@ impl Store for RedisStore {
         self.active_regs.load(Ordering::Relaxed)
     }
 
-    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn prune(&self, cutoffs: Cutoffs) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            // The hashes expire by themselves; the listing index is trimmed.
+            // The hashes expire by themselves (`expire.lua`); the listing
+            // indexes are trimmed: `delivered` by receipt, `resolved` by the
+            // expiries it is scored by. The dead and unconfirmed indexes are
+            // trimmed each time they are counted or listed.
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<u64> = conn
-                .zrembyscore(self.key("delivered"), "-inf", cutoff)
+            let r: redis::RedisResult<(u64, u64)> = redis::pipe()
+                .zrembyscore(self.key("delivered"), "-inf", cutoffs.finished)
+                .zrembyscore(self.key(RESOLVED), "-inf", unix_ms())
+                .query_async(&mut conn)
                 .await;
-            self.track(r)
+            let (delivered, resolved) = self.track(r)?;
+            Ok(delivered + resolved)
         })
     }
 
@@ -666,6 +750,8 @@ impl Queue<Deliveries> for RedisStore {
                 .arg(watch_from.map_or(String::new(), |t| t.to_string()))
                 .arg(line)
                 .arg(ATTEMPTS_KEPT)
+                .arg(self.keep_finished_ms)
+                .arg(self.keep_dead_ms)
                 .invoke_async(&mut conn)
                 .await;
             self.track(r)?;
@@ -784,6 +870,8 @@ impl Queue<Watches> for RedisStore {
                 .arg(error.unwrap_or_default())
                 .arg(now)
                 .arg(self.ttl_ms)
+                .arg(self.keep_finished_ms)
+                .arg(self.keep_dead_ms)
                 .invoke_async(&mut conn)
                 .await;
             self.track(r)?;

@@ -27,6 +27,7 @@ fn attempt(n: u64) -> Attempt {
         error: Some(format!("attempt {n}")),
         retry_in_ms: Some(n * 10),
         redelivery: false,
+        response: None,
     }
 }
 /// Everything pending is due by then (year 2096, in ms).

@@ -7,8 +7,8 @@
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use super::{row_to_delivery, watch_code};
-use crate::store::model::{push_attempt, Attempt, Cursor, Delivery, Detail, Filter};
+use super::{row_to_delivery, state_code, watch_code};
+use crate::store::model::{push_attempt, Attempt, Cursor, Delivery, DeliveryState, Detail, Filter};
 use crate::types::DeliveryId;
 
 const ONE_SQL: &str = concat!(
@@ -17,10 +17,11 @@ const ONE_SQL: &str = concat!(
     ", attempt_log FROM deliveries WHERE id = ?1"
 );
 
-/// Up to `limit` delivered rows `filter` accepts after `after`, newest
-/// first. Only the conditions given are in the statement, so SQLite can use
-/// the index that fits (state and time, session, or reference).
-pub(super) fn delivered(
+/// Up to `limit` finished rows (delivered and resolved: the ones the index
+/// does not hold) `filter` accepts after `after`, newest first. Only the
+/// conditions given are in the statement, so SQLite can use the index that
+/// fits (state and time, session, or reference).
+pub(super) fn finished(
     db: &Connection,
     filter: &Filter,
     after: Option<Cursor>,
@@ -29,13 +30,29 @@ pub(super) fn delivered(
     let mut sql = String::from(concat!(
         "SELECT ",
         read_columns!(),
-        " FROM deliveries WHERE state = 1"
+        " FROM deliveries WHERE "
     ));
     let mut args: Vec<Value> = Vec::new();
     let mut cond = |sql: &mut String, text: &str, v: Value| {
         args.push(v);
         sql.push_str(&text.replace('?', &format!("?{}", args.len())));
     };
+    match filter.state {
+        Some(s) => cond(&mut sql, "state = ?", Value::Integer(state_code(s))),
+        None => sql.push_str(&format!(
+            "state IN ({}, {})",
+            state_code(DeliveryState::Delivered),
+            state_code(DeliveryState::Resolved)
+        )),
+    }
+    if filter.watch.is_some() {
+        // Open order-watch cases only (`Filter::accepts`).
+        cond(
+            &mut sql,
+            " AND state != ?",
+            Value::Integer(state_code(DeliveryState::Resolved)),
+        );
+    }
     if let Some(w) = filter.watch {
         cond(
             &mut sql,

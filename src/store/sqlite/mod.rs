@@ -14,13 +14,14 @@ macro_rules! columns {
 }
 
 /// Every column `row_to_delivery` reads: the claimed ones, then the order
-/// watch, which only later changes write.
+/// watch and the resolution, which only later changes write.
 macro_rules! read_columns {
     () => {
         concat!(
             columns!(),
             ", watch_state, watch_started_at, watch_next_at, watch_checks, \
-             watch_redelivered, watch_error, watch_klarna_failing_since"
+             watch_redelivered, watch_error, watch_klarna_failing_since, resolved_at, \
+             resolve_note"
         )
     };
 }
@@ -49,15 +50,16 @@ use super::registrations::{CheckNext, RegIndex, RegState, Registration};
 use super::watches::WatchIndex;
 use crate::store::api::Store;
 use crate::store::model::{
-    ready, ArrivalUri, BoxFuture, Claim, Cursor, Delivery, DeliveryState, Detail, Filter, Page,
-    Replay, Source, Stats, StoreError, StoreKind, Watch, WatchNext, WatchState,
+    ready, ArrivalUri, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
+    Page, Replay, Resolution, Resolve, Source, Stats, StoreError, StoreKind, Watch, WatchNext,
+    WatchState,
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -113,27 +115,37 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN watch_klarna_failing_since INTEGER;",
     // 5 -> 6: the doctor's one-time probe nonces, each kept a minute.
     "CREATE TABLE probes (nonce BLOB PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;",
+    // 6 -> 7: resolved deliveries (state 3): when and why an operator
+    // closed a failure. Retention finds them by when they were resolved.
+    "ALTER TABLE deliveries ADD COLUMN resolved_at INTEGER;
+     ALTER TABLE deliveries ADD COLUMN resolve_note TEXT;
+     CREATE INDEX deliveries_resolved ON deliveries (resolved_at) WHERE state = 3;",
 ];
 
-/// Delivered rows removed per prune transaction, so acks are never held long.
+/// Rows of one kind removed per prune transaction, so acks are never held
+/// long.
 const PRUNE_CHUNK: usize = 5000;
 
 const REGS_SQL: &str =
     "SELECT session_id, route, reference, registered_at, checks, next_check_at, state, \
      outcome, last_error FROM registrations WHERE state = 0";
 /// What the index holds: pending and dead deliveries, and the watches still
-/// running or ended unconfirmed (whatever state their delivery is in).
+/// running or ended unconfirmed (of a delivery pending, dead or delivered;
+/// a resolved one has left both).
 const LIVE_SQL: &str = concat!(
     "SELECT ",
     read_columns!(),
-    " FROM deliveries WHERE state != 1 OR watch_state IN (0, 2)"
+    " FROM deliveries WHERE state IN (0, 2) OR (state = 1 AND watch_state IN (0, 2))"
 );
 
+/// A delivery state as the `state` column holds it. The codes are the
+/// schema's: a new state takes the next free one.
 fn state_code(s: DeliveryState) -> i64 {
     match s {
         DeliveryState::Pending => 0,
         DeliveryState::Delivered => 1,
         DeliveryState::Dead => 2,
+        DeliveryState::Resolved => 3,
     }
 }
 
@@ -141,6 +153,7 @@ fn state_from(code: i64) -> DeliveryState {
     match code {
         1 => DeliveryState::Delivered,
         2 => DeliveryState::Dead,
+        3 => DeliveryState::Resolved,
         _ => DeliveryState::Pending,
     }
 }
@@ -451,6 +464,13 @@ fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: r.get(13)?,
         delivered_at: r.get::<_, Option<i64>>(14)?.map(|t| t as u64),
         watch,
+        resolution: match r.get::<_, Option<i64>>(22)? {
+            None => None,
+            Some(at) => Some(Resolution {
+                at: at as u64,
+                note: r.get::<_, Option<String>>(23)?.unwrap_or_default(),
+            }),
+        },
     })
 }
 
@@ -503,19 +523,21 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (mut out, reread) = self.listed_in_memory(&filter, after);
             // Watching and unconfirmed ones are all in memory; delivered
-            // ones otherwise only on disk.
-            let on_disk = filter.state.is_none_or(|s| s == DeliveryState::Delivered)
+            // and resolved ones otherwise only on disk.
+            let on_disk = filter
+                .state
+                .is_none_or(|s| matches!(s, DeliveryState::Delivered | DeliveryState::Resolved))
                 && !matches!(
                     filter.watch,
                     Some(WatchState::Watching | WatchState::Unconfirmed)
                 );
             if on_disk || !reread.is_empty() {
                 // One more than a page: whether more are left.
-                let delivered = on_disk.then_some(limit.saturating_add(1));
+                let finished = on_disk.then_some(limit.saturating_add(1));
                 let query = filter.clone();
                 let disk = self
                     .call(|reply| Cmd::List {
-                        delivered,
+                        finished,
                         filter: query,
                         after,
                         reread,
@@ -552,9 +574,26 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn resolve(
+        &self,
+        id: DeliveryId,
+        at: u64,
+        note: String,
+    ) -> BoxFuture<'_, Result<Resolve, StoreError>> {
+        Box::pin(self.call(move |reply| Cmd::Resolve {
+            id,
+            at,
+            note,
+            reply,
+        }))
+    }
+
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StoreError>> {
         let mut s = self.shared.index().stats();
-        s.unconfirmed = self.shared.watches().unconfirmed().count() as u64;
+        let watches = self.shared.watches();
+        s.unconfirmed = watches.unconfirmed().count() as u64;
+        s.oldest_unconfirmed_at = watches.oldest_unconfirmed();
+        drop(watches);
         ready(s)
     }
 
@@ -578,13 +617,13 @@ impl Store for SqliteStore {
         self.shared.regs().len() as u64
     }
 
-    fn prune(&self, cutoff: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn prune(&self, cutoffs: Cutoffs) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut total = 0;
             loop {
-                let n = self.call(|reply| Cmd::Prune { cutoff, reply }).await?;
+                let (n, more) = self.call(|reply| Cmd::Prune { cutoffs, reply }).await?;
                 total += n;
-                if n < PRUNE_CHUNK as u64 {
+                if !more {
                     return Ok(total);
                 }
             }

@@ -11,7 +11,8 @@ use rusqlite::{params, Connection};
 use super::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
 use crate::store::api::Store;
 use crate::store::model::{
-    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Cutoffs, Delivery, DeliveryState, Filter, Source, WatchNext,
+    WatchState,
 };
 use crate::store::queue::{Attempted, Queues};
 use crate::types::{AuthorizationToken, SessionId};
@@ -27,6 +28,7 @@ fn attempt(n: u64) -> Attempt {
         error: Some(format!("attempt {n}")),
         retry_in_ms: Some(n * 10),
         redelivery: false,
+        response: None,
     }
 }
 const FAR: u64 = u64::MAX / 4;
@@ -181,7 +183,7 @@ async fn prune_keeps_running_watches_and_drops_old_unconfirmed_ones() {
         .await
         .expect("again");
     assert_eq!(s.stats().await.expect("stats").unconfirmed, 1);
-    assert_eq!(s.prune(FAR).await.expect("prune"), 2);
+    assert_eq!(s.prune(Cutoffs::all(FAR)).await.expect("prune"), 2);
     assert_eq!(s.stats().await.expect("stats").unconfirmed, 0);
     drop(s);
     let s = SqliteStore::open(&dir.db(), TTL).expect("reopen");

@@ -16,10 +16,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::{
-    heartbeat, list, probes, row_to_delivery, state_code, state_from, Shared, PRUNE_CHUNK,
+    heartbeat, list, probes, row_to_delivery, state_code, state_from, watch_from_code, Shared,
+    PRUNE_CHUNK,
 };
 use crate::store::model::{
-    Attempt, AttemptOutcome, Claim, Cursor, Delivery, Detail, Filter, Replay, StoreError, WatchNext,
+    resolvable, Attempt, AttemptOutcome, Claim, Cursor, Cutoffs, Delivery, Detail, Filter, Replay,
+    Resolve, StoreError, WatchNext,
 };
 use crate::store::registrations::{CheckNext, Registration};
 use crate::store::watches::WatchIndex;
@@ -74,10 +76,10 @@ pub(super) enum Cmd {
         deadline_at: u64,
         reply: oneshot::Sender<Result<Replay, StoreError>>,
     },
-    /// Up to `delivered` of the newest delivered deliveries `filter`
-    /// accepts after `after`, and those of `reread` still recorded.
+    /// Up to `finished` of the newest delivered and resolved deliveries
+    /// `filter` accepts after `after`, and those of `reread` still recorded.
     List {
-        delivered: Option<usize>,
+        finished: Option<usize>,
         filter: Filter,
         after: Option<Cursor>,
         reread: Vec<DeliveryId>,
@@ -104,9 +106,17 @@ pub(super) enum Cmd {
         next: CheckNext,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Resolve {
+        id: DeliveryId,
+        at: u64,
+        note: String,
+        reply: oneshot::Sender<Result<Resolve, StoreError>>,
+    },
+    /// One chunk of retention: how many rows went, and whether more may be
+    /// left past it.
     Prune {
-        cutoff: u64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        cutoffs: Cutoffs,
+        reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
     },
     /// A probe nonce kept or taken (`probes::run`).
     Probe {
@@ -124,7 +134,10 @@ enum Done {
     List(Vec<Delivery>),
     /// Boxed: a whole delivery, where the other answers are a word or two.
     Got(Option<Box<Detail>>),
-    Pruned(u64),
+    Resolved(Resolve),
+    /// How many rows went, whether more may be left, and the ids that
+    /// leave the indexes (dead and unconfirmed ones).
+    Pruned(u64, bool, Vec<DeliveryId>),
     Registered(bool),
     Probe(bool),
 }
@@ -252,16 +265,17 @@ fn execute(
         } => replay(db, id, now, deadline_at),
         Cmd::Get { id, .. } => Ok(Done::Got(list::one(db, id)?.map(Box::new))),
         Cmd::List {
-            delivered,
+            finished,
             filter,
             after,
             reread,
             ..
-        } => list_some(db, delivered, filter, after, reread),
+        } => list_some(db, finished, filter, after, reread),
         Cmd::FinishWatch {
             id, checks, next, ..
         } => finish_watch(db, id, checks, next),
-        Cmd::Prune { cutoff, .. } => prune(db, cutoff),
+        Cmd::Resolve { id, at, note, .. } => resolve(db, id, *at, note),
+        Cmd::Prune { cutoffs, .. } => prune(db, cutoffs),
         Cmd::Probe { op, .. } => probes::run(db, op).map(Done::Probe),
     }
 }
@@ -402,18 +416,18 @@ fn replay(
     })))
 }
 
-/// Delivered records from disk (when `delivered` gives a page size), and
-/// the live ones `reread` names as they are on disk now.
+/// Delivered and resolved records from disk (when `finished` gives a page
+/// size), and the live ones `reread` names as they are on disk now.
 fn list_some(
     db: &Connection,
-    delivered: &Option<usize>,
+    finished: &Option<usize>,
     filter: &Filter,
     after: &Option<Cursor>,
     reread: &[DeliveryId],
 ) -> rusqlite::Result<Done> {
     let mut out = Vec::new();
-    if let Some(limit) = delivered {
-        out.extend(list::delivered(db, filter, *after, *limit)?);
+    if let Some(limit) = finished {
+        out.extend(list::finished(db, filter, *after, *limit)?);
     }
     for id in reread {
         let d = db
@@ -461,28 +475,83 @@ fn finish_watch(
     Ok(Done::Unit)
 }
 
-/// Removes delivered records received by `cutoff`, a chunk at a time.
-fn prune(db: &Connection, cutoff: &u64) -> rusqlite::Result<Done> {
-    // A running watch keeps its delivery; an unconfirmed one is
-    // kept as long as a delivered record.
+/// Resolves a dead delivery, or a delivered one whose order watch ended
+/// unconfirmed; otherwise says where it stands.
+fn resolve(db: &Connection, id: &DeliveryId, at: u64, note: &str) -> rusqlite::Result<Done> {
+    let key = &id.bytes()[..];
     let n = db
+        .prepare_cached(
+            "UPDATE deliveries SET state = 3, resolved_at = ?2, resolve_note = ?3 \
+             WHERE id = ?1 AND (state = 2 OR (state = 1 AND watch_state = 2))",
+        )?
+        .execute(params![key, at as i64, note])?;
+    if n == 1 {
+        return Ok(Done::Resolved(Resolve::Resolved));
+    }
+    let now: Option<(i64, Option<i64>)> = db
+        .prepare_cached("SELECT state, watch_state FROM deliveries WHERE id = ?1")?
+        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(Done::Resolved(match now {
+        None => Resolve::NotFound,
+        Some((state, watch)) => {
+            let (state, watch) = (state_from(state), watch.and_then(watch_from_code));
+            // The statement above and `resolvable` say the same.
+            debug_assert!(!resolvable(state, watch));
+            Resolve::NotResolvable { state, watch }
+        }
+    }))
+}
+
+/// Removes what is past retention, a chunk of each kind at a time:
+/// delivered and resolved rows (`cutoffs.finished`), dead and unconfirmed
+/// ones (`cutoffs.dead`), and ended registrations (`cutoffs.dedupe`).
+fn prune(db: &Connection, cutoffs: &Cutoffs) -> rusqlite::Result<Done> {
+    let chunk = PRUNE_CHUNK as i64;
+    // A running watch keeps its delivery; an unconfirmed one is kept as
+    // long as a dead record.
+    let delivered = db
         .prepare_cached(
             "DELETE FROM deliveries WHERE seq IN
              (SELECT seq FROM deliveries WHERE state = 1 AND received_at <= ?1
               AND (watch_state IS NULL OR watch_state = 1) LIMIT ?2)",
         )?
-        .execute(params![*cutoff as i64, PRUNE_CHUNK as i64])?;
-    // Unconfirmed ones are few (each an incident), so all go at
-    // once, chosen exactly as `WatchIndex::prune` chooses them.
-    let unconfirmed = db
+        .execute(params![cutoffs.finished as i64, chunk])?;
+    let resolved = db
         .prepare_cached(
-            "DELETE FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1",
+            "DELETE FROM deliveries WHERE seq IN
+             (SELECT seq FROM deliveries WHERE state = 3 AND resolved_at <= ?1 LIMIT ?2)",
         )?
-        .execute(params![*cutoff as i64])?;
-    // Ended registrations go with the same retention.
+        .execute(params![cutoffs.finished as i64, chunk])?;
+    // These are in the indexes, which drop the same ids once committed.
+    // Unconfirmed ones are chosen exactly as `WatchIndex::prune` chooses
+    // them, dead ones as `Outbox::prune_dead`.
+    let mut gone = Vec::new();
+    for sql in [
+        "DELETE FROM deliveries WHERE seq IN
+         (SELECT seq FROM deliveries WHERE state = 2 AND received_at < ?1 LIMIT ?2) RETURNING id",
+        "DELETE FROM deliveries WHERE seq IN
+         (SELECT seq FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1
+          LIMIT ?2) RETURNING id",
+    ] {
+        let mut stmt = db.prepare_cached(sql)?;
+        let ids = stmt.query_map(params![cutoffs.dead as i64, chunk], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        for id in ids {
+            gone.extend(DeliveryId::from_bytes(&id?));
+        }
+    }
     db.prepare_cached("DELETE FROM registrations WHERE state = 1 AND registered_at <= ?1")?
-        .execute(params![*cutoff as i64])?;
-    Ok(Done::Pruned((n + unconfirmed) as u64))
+        .execute(params![cutoffs.dedupe as i64])?;
+    let more = [delivered, resolved, gone.len()]
+        .iter()
+        .any(|n| *n >= PRUNE_CHUNK);
+    Ok(Done::Pruned(
+        (delivered + resolved + gone.len()) as u64,
+        more,
+        gone,
+    ))
 }
 
 /// Applies a committed change to the index, then answers the caller.
@@ -505,17 +574,7 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
             },
             Ok(_),
         ) => {
-            let mut index = shared.index();
-            if let Some(d) = index.finish(id, attempts, &outcome) {
-                let mut watches = shared.watches();
-                match outcome {
-                    AttemptOutcome::Delivered { at, watch_from } => {
-                        watches.delivered(d, at, watch_from);
-                    }
-                    _ => follow(&mut watches, d),
-                }
-            }
-            drop(index);
+            finished(shared, id, attempts, outcome);
             let _ = reply.send(Ok(()));
         }
         (
@@ -559,9 +618,15 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
         (Cmd::Get { reply, .. }, Ok(Done::Got(d))) => {
             let _ = reply.send(Ok(d.map(|d| *d)));
         }
-        (Cmd::Prune { cutoff, reply }, Ok(Done::Pruned(n))) => {
-            shared.watches().prune(cutoff);
-            let _ = reply.send(Ok(n));
+        (Cmd::Prune { reply, .. }, Ok(Done::Pruned(n, more, gone))) => {
+            forget(shared, &gone);
+            let _ = reply.send(Ok((n, more)));
+        }
+        (Cmd::Resolve { id, reply, .. }, Ok(Done::Resolved(r))) => {
+            if r == Resolve::Resolved {
+                forget(shared, &[id]);
+            }
+            let _ = reply.send(Ok(r));
         }
         (Cmd::Register { r, reply }, Ok(Done::Registered(new))) => {
             if new {
@@ -587,6 +652,31 @@ fn answer(cmd: Cmd, r: Result<Done, String>, shared: &Shared) {
     }
 }
 
+/// Applies a committed attempt outcome to the index and the watches.
+fn finished(shared: &Shared, id: DeliveryId, attempts: u32, outcome: AttemptOutcome) {
+    let mut index = shared.index();
+    if let Some(d) = index.finish(id, attempts, &outcome) {
+        let mut watches = shared.watches();
+        match outcome {
+            AttemptOutcome::Delivered { at, watch_from } => {
+                watches.delivered(d, at, watch_from);
+            }
+            _ => follow(&mut watches, d),
+        }
+    }
+}
+
+/// Takes committed removals (resolved, pruned) out of the index and the
+/// watches.
+fn forget(shared: &Shared, ids: &[DeliveryId]) {
+    let mut index = shared.index();
+    let mut watches = shared.watches();
+    for id in ids {
+        index.remove(id);
+        watches.remove(id);
+    }
+}
+
 /// Answers the caller that its change was not recorded, and why.
 fn refuse(cmd: Cmd, why: String) {
     let fail = StoreError::Unavailable(why);
@@ -598,6 +688,7 @@ fn refuse(cmd: Cmd, why: String) {
         Cmd::Get { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::FinishWatch { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::Prune { reply, .. } => drop(reply.send(Err(fail))),
+        Cmd::Resolve { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::Register { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::FinishCheck { reply, .. } => drop(reply.send(Err(fail))),
         Cmd::Probe { reply, .. } => drop(reply.send(Err(fail))),

@@ -27,6 +27,13 @@ pub enum Behaviour {
     Status(u16),
     /// Answer after a delay.
     Slow(Duration),
+    /// Always answer this status, `Content-Type` and body: a backend that
+    /// says why it refused.
+    Reply {
+        status: u16,
+        content_type: &'static str,
+        body: Bytes,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -142,7 +149,7 @@ impl Upstream {
         // Recorded with the answer it is about to get (0: none, it hangs).
         let answered = match &behaviour {
             Behaviour::Ok | Behaviour::Slow(_) => 200,
-            Behaviour::Status(s) => *s,
+            Behaviour::Status(s) | Behaviour::Reply { status: s, .. } => *s,
             Behaviour::Hang | Behaviour::Fail { .. } => 0,
         };
         let rec = Recorded {
@@ -165,6 +172,17 @@ impl Upstream {
                     .expect("response")
             }
             Behaviour::Slow(d) => pace(d).await,
+            Behaviour::Reply {
+                status,
+                content_type,
+                body,
+            } => {
+                return Response::builder()
+                    .status(status)
+                    .header("content-type", content_type)
+                    .body(Full::new(body))
+                    .expect("response")
+            }
         }
         let mut resp = Response::builder()
             .status(200)
