@@ -135,6 +135,7 @@ async fn metrics(app: &Context) -> Response<Body> {
         g.oldest_pending_seconds = age(s.oldest_pending_at);
         g.oldest_dead_seconds = age(s.oldest_dead_at);
         g.oldest_unconfirmed_seconds = age(s.oldest_unconfirmed_at);
+        g.stored = [s.pending, s.delivered, s.dead, s.resolved];
     }
     let mut r = text(StatusCode::OK, app.metrics.render(&g));
     r.headers_mut().insert(

@@ -503,6 +503,15 @@ impl Metrics {
             );
         }
         scalar(out, "authback_orders_unconfirmed", Kind::Gauge, "Delivered authorizations with no order placed by order_watch.unconfirmed_after (charged, no order), not resolved.", gauges.unconfirmed);
+        header(
+            out,
+            "authback_deliveries_stored",
+            Kind::Gauge,
+            "Deliveries the store holds, by state, read from the store (a restart shows them all).",
+        );
+        for (state, n) in STORED_STATES.iter().zip(gauges.stored) {
+            let _ = writeln!(out, "authback_deliveries_stored{{state=\"{state}\"}} {n}");
+        }
         scalar(
             out,
             "authback_oldest_unconfirmed_seconds",
@@ -646,7 +655,12 @@ pub(crate) struct Gauges {
     pub unconfirmed: u64,
     pub ready: bool,
     pub store_up: bool,
+    /// What the store holds, by state: pending, delivered, dead, resolved.
+    pub stored: [u64; 4],
 }
+
+/// The states `authback_deliveries_stored` reports, in `Gauges::stored`'s order.
+const STORED_STATES: [&str; 4] = ["pending", "delivered", "dead", "resolved"];
 
 /// What a Prometheus series is.
 #[derive(Clone, Copy)]

@@ -260,6 +260,13 @@ impl Store for MemoryStore {
         let mut s = inner.outbox.stats();
         s.unconfirmed = inner.watches.unconfirmed().count() as u64;
         s.oldest_unconfirmed_at = inner.watches.oldest_unconfirmed();
+        let watched = inner
+            .watches
+            .iter()
+            .filter(|d| d.state == DeliveryState::Delivered)
+            .count();
+        s.delivered = (inner.delivered.len() + watched) as u64;
+        s.resolved = inner.resolved.len() as u64;
         ready(s)
     }
 

@@ -519,6 +519,10 @@ pub struct Stats {
     pub oldest_dead_at: Option<u64>,
     /// `received_at` of the oldest unconfirmed delivery.
     pub oldest_unconfirmed_at: Option<u64>,
+    /// Delivered records the store holds (retention removes them).
+    pub delivered: u64,
+    /// Resolved records the store holds.
+    pub resolved: u64,
 }
 
 /// What retention removes (unix ms: records older than these go).

@@ -811,7 +811,7 @@
       ['Dead', text(get('authback_dead_deliveries')), get('authback_dead_deliveries') > 0 ? 'bad' : ''],
       ['Unconfirmed orders', text(get('authback_orders_unconfirmed')), get('authback_orders_unconfirmed') > 0 ? 'bad' : ''],
       ['In flight', text(get('authback_deliveries_in_flight')), ''],
-      ['Delivered (total)', String(sum(m, 'authback_deliveries_total{', 'outcome="delivered"')), ''],
+      ['Delivered (stored)', text(get('authback_deliveries_stored{state="delivered"}')), ''],
       ['Callbacks acked (total)', String(sum(m, 'authback_callbacks_total{', 'outcome="accepted"') + sum(m, 'authback_callbacks_total{', 'outcome="duplicate"')), ''],
     ];
     return h('dl', { class: 'counters', id: 'counters' }, items.map(([k, v, cls]) =>

@@ -571,7 +571,17 @@ impl Store for RedisStore {
                 .await;
             let (pending, dead, unconfirmed, oldest, oldest_dead, oldest_unconfirmed) =
                 self.track(r)?;
+            // What the finished indexes hold: pruning trims `delivered`, and
+            // `resolved` is scored by expiry.
+            let finished: redis::RedisResult<(u64, u64)> = redis::pipe()
+                .zcard(self.key("delivered"))
+                .zcard(self.key(RESOLVED))
+                .query_async(&mut conn)
+                .await;
+            let (delivered, resolved) = self.track(finished)?;
             Ok(Stats {
+                delivered,
+                resolved,
                 pending,
                 dead,
                 unconfirmed,

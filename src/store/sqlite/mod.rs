@@ -187,6 +187,39 @@ struct Shared {
     seen: DedupeKeys,
     /// Why the last write failed, until a write succeeds again.
     failure: Mutex<Option<String>>,
+    /// How many delivered and resolved rows the file holds, as last counted
+    /// off the writer (`count_stored`): what `stats` reports of them.
+    stored: Stored,
+}
+
+/// Counts of rows no index in memory holds, read on their own connection.
+#[derive(Default)]
+struct Stored {
+    delivered: std::sync::atomic::AtomicU64,
+    resolved: std::sync::atomic::AtomicU64,
+}
+
+/// How often the delivered and resolved rows are counted again.
+const COUNT_EVERY: Duration = Duration::from_secs(30);
+
+/// Counts the rows by state on `conn` (not the writer's: in WAL mode the
+/// read blocks no commit) into `stored`.
+fn count_stored(conn: &Connection, stored: &Stored) -> rusqlite::Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let (mut delivered, mut resolved) = (0, 0);
+    for row in rows {
+        let (state, n) = row?;
+        match state_from(state) {
+            DeliveryState::Delivered => delivered = n as u64,
+            DeliveryState::Resolved => resolved = n as u64,
+            _ => {}
+        }
+    }
+    stored.delivered.store(delivered, Ordering::Relaxed);
+    stored.resolved.store(resolved, Ordering::Relaxed);
+    Ok(())
 }
 
 impl Shared {
@@ -296,14 +329,20 @@ impl SqliteStore {
             watches: Mutex::new(watches),
             seen: DedupeKeys::new(dedupe_ttl),
             failure: Mutex::new(None),
+            stored: Stored::default(),
         });
+        // Counted once before serving, so a restart reports the truth.
+        count_stored(&conn, &shared.stored).map_err(|e| err("cannot count the deliveries", &e))?;
         let tx = writer::spawn(conn, shared.clone())
             .map_err(|e| err("cannot start the writer thread", &e))?;
         let checkpoint_conn = Connection::open(path).map_err(|e| err("cannot open", &e))?;
         let (stop_checkpoints, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("authback-ckpt".into())
-            .spawn(move || checkpointer(checkpoint_conn, stopped))
+            .spawn({
+                let shared = shared.clone();
+                move || checkpointer(checkpoint_conn, stopped, &shared.stored)
+            })
             .map_err(|e| err("cannot start the checkpoint thread", &e))?;
         Ok(Self {
             _stop_checkpoints: Mutex::new(stop_checkpoints),
@@ -477,12 +516,19 @@ fn row_to_delivery(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 /// Copies committed WAL pages into the database a few times a second,
 /// beside the writer rather than inside its commits. Runs until the store is
 /// dropped.
-fn checkpointer(conn: Connection, stop: Receiver<()>) {
+fn checkpointer(conn: Connection, stop: Receiver<()>, stored: &Stored) {
+    let mut counted = std::time::Instant::now();
     loop {
         match stop.recv_timeout(Duration::from_millis(250)) {
             Err(RecvTimeoutError::Timeout) => {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::debug!(error = %e, "background checkpoint failed; the writer's own checkpoint remains");
+                }
+                if counted.elapsed() >= COUNT_EVERY {
+                    counted = std::time::Instant::now();
+                    if let Err(e) = count_stored(&conn, stored) {
+                        tracing::debug!(error = %e, "counting stored deliveries failed; the last count stays");
+                    }
                 }
             }
             _ => return,
@@ -594,6 +640,9 @@ impl Store for SqliteStore {
         s.unconfirmed = watches.unconfirmed().count() as u64;
         s.oldest_unconfirmed_at = watches.oldest_unconfirmed();
         drop(watches);
+        let stored = &self.shared.stored;
+        s.delivered = stored.delivered.load(std::sync::atomic::Ordering::Relaxed);
+        s.resolved = stored.resolved.load(std::sync::atomic::Ordering::Relaxed);
         ready(s)
     }
 
