@@ -20,10 +20,10 @@
 
 use std::time::Duration;
 
-use crate::config::OrderWatchConfig;
-use crate::klarna::client::{ReadError, SessionState};
+use crate::config::{OrderWatchConfig, Release, AUTHORIZATION_LIFE};
+use crate::klarna::client::{Cancel, ReadError, SessionState};
 use crate::ops::metrics::WatchOutcome;
-use crate::store::{Delivery, Watch, WatchNext};
+use crate::store::{Delivery, DeliveryState, Watch, WatchNext};
 use crate::text::{rfc3339, saturating_add_ms};
 use crate::types::unix_ms;
 
@@ -151,13 +151,120 @@ fn klarna_failing(
     }
 }
 
+/// The longest wait before a failed DELETE is sent again; never past the
+/// authorization's life.
+const RELEASE_RETRY: Duration = Duration::from_secs(30);
+
+/// When the release decision is due for `d`: `release_after` from the
+/// callback's arrival. `None` when release is off.
+pub(crate) fn release_at(cfg: &OrderWatchConfig, d: &Delivery) -> Option<u64> {
+    (cfg.release != Release::Off).then(|| saturating_add_ms(d.received_at, cfg.release_after))
+}
+
+/// When the authorization can no longer be cancelled (nor used).
+pub(crate) fn expires_at(d: &Delivery) -> u64 {
+    saturating_add_ms(d.received_at, AUTHORIZATION_LIFE)
+}
+
+/// A check that is to run again lands no later than the release point, so
+/// the final Read Session is made on time.
+pub(crate) fn on_release_clock(
+    cfg: &OrderWatchConfig,
+    d: &Delivery,
+    now: u64,
+    next: WatchNext,
+) -> WatchNext {
+    let Some(r) = release_at(cfg, d).filter(|r| *r > now) else {
+        return next;
+    };
+    match next {
+        WatchNext::Again { at, error } if at > r => WatchNext::Again { at: r, error },
+        WatchNext::Redeliver { now, at } if at > r => WatchNext::Redeliver { now, at: r },
+        other => other,
+    }
+}
+
+/// Why a release must wait, from what the store holds of the session:
+/// `None` when nothing stops it. The backend might still place the order
+/// while any delivery of the session is pending (or in flight), or was
+/// answered less than `release_after` ago.
+pub(crate) fn release_blocked(
+    cfg: &OrderWatchConfig,
+    d: &Delivery,
+    session: &[Delivery],
+    now: u64,
+) -> Option<&'static str> {
+    let answered_recently = |x: &Delivery| {
+        x.delivered_at
+            .is_some_and(|at| saturating_add_ms(at, cfg.release_after) > now)
+    };
+    if d.state == DeliveryState::Pending
+        || session.iter().any(|x| x.state == DeliveryState::Pending)
+    {
+        return Some("a delivery of the session is pending");
+    }
+    if answered_recently(d) || session.iter().any(answered_recently) {
+        return Some("a delivery of the session was answered less than release_after ago");
+    }
+    None
+}
+
+/// Whether a later authorization of the same session was delivered: then
+/// `d` was superseded by a re-authorization. Which token Read Session
+/// shows then is not documented, so a superseded one is listed, never
+/// cancelled.
+pub(crate) fn superseded(d: &Delivery, session: &[Delivery]) -> bool {
+    session.iter().any(|x| {
+        x.id != d.id
+            && x.authorization_token != d.authorization_token
+            && x.received_at > d.received_at
+            && x.delivered_at.is_some()
+    })
+}
+
+/// What a DELETE at `now` ended in; `resumed` when the release was
+/// recorded before this job (a retry, or a restart while the DELETE was
+/// in flight): then Klarna's 403/404 means the earlier DELETE went through.
+pub(crate) fn after_cancel(
+    d: &Delivery,
+    r: Result<Cancel, ReadError>,
+    resumed: bool,
+    now: u64,
+    every: Duration,
+) -> WatchNext {
+    match r {
+        Ok(Cancel::Cancelled) => WatchNext::Released,
+        Ok(Cancel::Refused(_)) if resumed => WatchNext::Released,
+        Ok(Cancel::Refused(status)) => WatchNext::ReleaseFailed {
+            error: format!(
+                "Klarna refused to cancel the authorization ({status}): consumed, expired or unknown"
+            ),
+        },
+        Err(e) => {
+            let end = expires_at(d);
+            let at = saturating_add_ms(now, every.min(RELEASE_RETRY)).min(end);
+            if now >= end || at >= end {
+                WatchNext::ReleaseFailed {
+                    error: format!("cancel failed until the authorization expired: {e}"),
+                }
+            } else {
+                WatchNext::Release { at }
+            }
+        }
+    }
+}
+
 /// The outcome label of `authback_order_watch_total` a decision counts as.
 pub(crate) fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
     match next {
         WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
         WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
         WatchNext::Unconfirmed { .. } => Some(WatchOutcome::Unconfirmed),
-        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } => None,
+        WatchNext::Released => Some(WatchOutcome::Released),
+        WatchNext::ReleaseFailed { .. } => Some(WatchOutcome::ReleaseFailed),
+        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } | WatchNext::Release { .. } => {
+            None
+        }
     }
 }
 
@@ -188,6 +295,15 @@ pub(crate) fn log(d: &Delivery, next: &WatchNext, klarna_failed: bool) {
         WatchNext::KlarnaFailing { at, error, .. } => {
             tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch waits for Klarna; will check again")
         }
+        WatchNext::Release { .. } => {
+            tracing::info!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "no order placed by release_after: cancelling the authorization at Klarna")
+        }
+        WatchNext::Released => {
+            tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "authorization released: cancelled at Klarna, the customer is no longer charged")
+        }
+        WatchNext::ReleaseFailed { error } => {
+            tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, %error, "authorization not released: unconfirmed (charged, no order)")
+        }
         WatchNext::Again { .. } => {}
     }
 }
@@ -207,6 +323,8 @@ mod tests {
             redeliver_after: redeliver.then_some(Duration::from_secs(600)),
             unconfirmed_after: Duration::from_secs(3600),
             not_found_is_placed,
+            release: Release::Off,
+            release_after: Duration::from_secs(55 * 60),
         }
     }
 

@@ -850,6 +850,9 @@ impl Queue<Watches> for RedisStore {
                 WatchNext::KlarnaFailing { at, since, error } => {
                     ("klarna_failing", at, Some(error), since)
                 }
+                WatchNext::Release { at } => ("release", at, None, 0),
+                WatchNext::Released => ("released", 0, None, 0),
+                WatchNext::ReleaseFailed { error } => ("release_failed", 0, Some(error), 0),
             };
             let mut conn = self.conn.clone();
             let r: redis::RedisResult<i64> = self
