@@ -194,8 +194,14 @@ pub(crate) fn release_blocked(
     session: &[Delivery],
     now: u64,
 ) -> Option<&'static str> {
+    // The backend's first acceptance of each delivery: a redelivery is
+    // only a nudge of the same authorization, and counting from it would
+    // put every redelivered one (at 10m) past the token's life.
     let answered_recently = |x: &Delivery| {
-        x.delivered_at
+        x.watch
+            .as_ref()
+            .map(|w| w.started_at)
+            .or(x.delivered_at)
             .is_some_and(|at| saturating_add_ms(at, cfg.release_after) > now)
     };
     if d.state == DeliveryState::Pending

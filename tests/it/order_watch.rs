@@ -269,6 +269,122 @@ async fn klarna_failing_holds_the_watch_until_it_answers(kind: Kind) {
     assert_eq!(shop.got("sess-503").len(), 1);
 }
 
+/// Release at 1.2 s from the callback's arrival, before `unconfirmed_after`.
+const RELEASE: &str = "[order_watch]\nenabled = true\nafter = \"100ms\"\nevery = \"100ms\"\nredeliver_after = \"700ms\"\nunconfirmed_after = \"3s\"\nrelease = \"on\"\nrelease_after = \"1200ms\"\n";
+
+const RELEASED: &str = "authback_order_watch_total{outcome=\"released\"}";
+const RELEASE_FAILED: &str = "authback_order_watch_total{outcome=\"release_failed\"}";
+const SUPERSEDED: &str = "authback_order_watch_total{outcome=\"superseded\"}";
+const CANCELS_OK: &str = "authback_klarna_requests_total{operation=\"cancel_authorization\",purpose=\"release\",outcome=\"ok\"}";
+
+/// How long to wait to show that something did not happen.
+const ABSENCE: Duration = Duration::from_millis(800);
+
+/// The deliveries of `state` the admin API lists.
+async fn listed(ab: &Authback, state: &str) -> serde_json::Value {
+    let (_, body) = ab
+        .admin_get(&format!("/v1/deliveries?state={state}"))
+        .await
+        .expect("list");
+    serde_json::from_str(&body).expect("json")
+}
+
+async fn never_placed_is_released(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-rel", Places::Never);
+    authorize(&ab, &api, "sess-rel", "tok-rel-0001").await;
+    assert!(
+        metric_reaches(&ab, RELEASED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert_eq!(api.cancelled("tok-rel-0001"), 1);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, CANCELS_OK), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "authback_orders_unconfirmed"), Some(0.0));
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0));
+    if !matches!(kind, Kind::Redis) {
+        let list = listed(&ab, "released").await;
+        assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+        assert_eq!(list[0]["state"], "released");
+    }
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-rel-0001"), 1, "released once");
+}
+
+async fn placed_before_release_after_is_not_released(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    // Placed on the redelivery at 700 ms, before the release at 1.2 s.
+    shop.places("sess-pl", Places::OnRedelivery);
+    authorize(&ab, &api, "sess-pl", "tok-pl-0001").await;
+    assert!(metric_reaches(&ab, CONFIRMED, 1.0).await);
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-pl-0001"), 0);
+    assert_eq!(metric(&ab.metrics().await, RELEASED), Some(0.0));
+}
+
+async fn a_503_on_the_delete_is_retried_and_released_once(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-5xx", Places::Never);
+    api.cancel_once(vec![503]);
+    authorize(&ab, &api, "sess-5xx", "tok-5xx-0001").await;
+    assert!(
+        metric_reaches(&ab, RELEASED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-5xx-0001"), 2, "one 503, one 204");
+    assert_eq!(api.cancelled("tok-5xx-0001"), 1);
+    assert_eq!(metric(&ab.metrics().await, RELEASED), Some(1.0));
+}
+
+async fn dry_run_lists_and_sends_no_delete(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let dry = RELEASE.replace("release = \"on\"", "release = \"dry_run\"");
+    let (ab, _redis) = start(kind, &api, &shop, &dry).await;
+    shop.places("sess-dry", Places::Never);
+    authorize(&ab, &api, "sess-dry", "tok-dry-0001").await;
+    assert!(metric_reaches(&ab, UNCONFIRMED, 1.0).await);
+    let list = listed(&ab, "unconfirmed").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let error = list[0]["order_watch"]["last_error"].as_str().unwrap_or("");
+    assert!(error.starts_with("dry_run"), "{list}");
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-dry-0001"), 0);
+}
+
+async fn a_superseded_authorization_is_listed_not_cancelled(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-re", Places::Never);
+    authorize(&ab, &api, "sess-re", "tok-re-old1").await;
+    // The customer authorizes again; the order is placed on the new token.
+    authorize(&ab, &api, "sess-re", "tok-re-new1").await;
+    eventually!(shop.got("sess-re").len() >= 2);
+    assert_eq!(api.create_order("tok-re-new1").await, 200);
+    assert!(
+        metric_reaches(&ab, SUPERSEDED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert!(metric_reaches(&ab, CONFIRMED, 1.0).await);
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-re-old1"), 0);
+    assert_eq!(api.delete_calls("tok-re-new1"), 0);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, RELEASED), Some(0.0));
+    assert_eq!(metric(&m, RELEASE_FAILED), Some(0.0));
+}
+
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -289,6 +405,11 @@ on_every_store!(
     an_order_placed_on_the_redelivery_is_confirmed,
     klarna_failing_during_the_watch_is_asked_again,
     klarna_failing_holds_the_watch_until_it_answers,
+    never_placed_is_released,
+    placed_before_release_after_is_not_released,
+    a_503_on_the_delete_is_retried_and_released_once,
+    dry_run_lists_and_sends_no_delete,
+    a_superseded_authorization_is_listed_not_cancelled,
 );
 
 /// Wrong credentials (401) past `redeliver_after`: the redelivery waits

@@ -138,7 +138,8 @@ const WATCHES: Leased = Leased {
     leased: "wleased",
     record: "d:",
     field: "w_state",
-    wants: "watching",
+    // A release recorded before its DELETE is work too (sent again).
+    wants: "watching|releasing",
 };
 
 struct Scripts {
