@@ -678,6 +678,70 @@ async fn a_watch_resumes_after_kill_9_on_the_file_store() {
     assert_eq!(got[0].key, got[1].key);
 }
 
+/// A DELETE in flight when authback is killed: Klarna cancelled the
+/// authorization, authback never heard. After the restart the recorded
+/// release sends the DELETE again, reads Klarna's 403 as released, and the
+/// authorization is cancelled exactly once.
+#[tokio::test]
+async fn a_release_cut_off_by_kill_9_is_released_once_after_restart() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    shop.places("sess-cut", Places::Never);
+    api.authorize("sess-cut", "tok-cut-0001");
+    api.hold_cancels();
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    let store = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("data/authback.db").display()
+    );
+    let extra = format!("{}{RELEASE}{store}", api.config(dir.path(), r#"["1h"]"#));
+    let text = on_ports(&base_config(&shop.url(), &c, &k, &extra), public, admin);
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let url = mint_path(&cfg, "klarna", "cart-1");
+
+    let mut first = spawn_binary(&path, &dir.path().join("run1.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let body = callback_body("sess-cut", "tok-cut-0001");
+    assert!(
+        klarna_callback(addr, &cert.der, &url, &body)
+            .await
+            .delivered
+    );
+    eventually!(within: WAIT, api.delete_calls("tok-cut-0001") == 1, "no DELETE sent");
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    api.release_order(HOLD_CANCELS);
+
+    let mut second = spawn_binary(&path, &dir.path().join("run2.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let waiting = Waiting::new(WAIT);
+    let mut page;
+    loop {
+        page = metrics_of(admin).await.unwrap_or_default();
+        if metric(&page, RELEASED) == Some(1.0) || waiting.expired() {
+            break;
+        }
+        waiting.pause().await;
+    }
+    pace(ABSENCE).await;
+    let listed = admin_get_of(admin, "/v1/deliveries?state=released")
+        .await
+        .unwrap_or_default();
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+    assert_eq!(metric(&page, RELEASED), Some(1.0), "{page}");
+    assert_eq!(api.cancelled("tok-cut-0001"), 1, "cancelled once");
+    assert_eq!(
+        api.delete_calls("tok-cut-0001"),
+        2,
+        "sent again, answered 403"
+    );
+    assert!(listed.contains(r#""state":"released""#), "{listed}");
+}
+
 /// The metrics page of the binary whose admin listener is on `port`.
 async fn metrics_of(port: u16) -> Option<String> {
     admin_get_of(port, "/metrics").await

@@ -249,6 +249,12 @@ impl KlarnaApi {
             .any(|r| r.path == path)
     }
 
+    /// Every DELETE is applied at once and answered only after
+    /// `release_order(HOLD_CANCELS)`.
+    pub fn hold_cancels(&self) {
+        self.hold_order(HOLD_CANCELS);
+    }
+
     /// The next DELETEs answer these statuses, once each.
     pub fn cancel_once(&self, statuses: Vec<u16>) {
         *self.cancel_once.lock().expect("lock") = statuses;
@@ -381,7 +387,12 @@ impl KlarnaApi {
             let token = path
                 .strip_prefix("/payments/v1/authorizations/")
                 .unwrap_or("");
-            return json(self.cancel(token), String::new());
+            let status = self.cancel(token);
+            // Cancelled at Klarna, the answer held: as a DELETE in flight
+            // when authback stops.
+            let mut held = self.held.subscribe();
+            let _ = held.wait_for(|h| !h.contains(HOLD_CANCELS)).await;
+            return json(status, String::new());
         }
         if let Some(token) = path
             .strip_prefix("/payments/v1/authorizations/")
@@ -450,5 +461,8 @@ impl KlarnaApi {
         }
     }
 }
+
+/// The key `hold_cancels` holds answers to DELETEs under.
+pub const HOLD_CANCELS: &str = "DELETE";
 
 pub const KLARNA_PASSWORD: &str = "klarna-api-password-never-logged";
