@@ -574,6 +574,113 @@ mod tests {
         );
     }
 
+    fn delivered(received_at: u64, token: &str, started_at: u64) -> Delivery {
+        use crate::types::{AuthorizationToken, SessionId};
+        let mut d = Delivery::new_pending(
+            "klarna".into(),
+            "cart-1".into(),
+            SessionId::new("sess-1".to_string()),
+            AuthorizationToken::new(token),
+            crate::store::Source::Callback,
+            bytes::Bytes::new(),
+            None,
+            received_at,
+            Duration::from_secs(3600),
+        );
+        d.state = DeliveryState::Delivered;
+        d.delivered_at = Some(started_at);
+        d.watch = Some(Watch {
+            started_at,
+            ..watch(false)
+        });
+        d
+    }
+
+    #[test]
+    fn release_waits_for_the_backend_and_never_cancels_a_superseded_one() {
+        let c = OrderWatchConfig {
+            release: Release::On,
+            ..cfg(true, false)
+        };
+        let d = delivered(0, "tok-a", MIN);
+        assert_eq!(release_at(&c, &d), Some(55 * MIN));
+        assert_eq!(release_at(&cfg(true, false), &d), None, "off");
+        assert_eq!(release_blocked(&c, &d, &[], 56 * MIN), None);
+        // Accepted first at 3 min: not before 58 min.
+        let late = delivered(0, "tok-a", 3 * MIN);
+        assert!(release_blocked(&c, &late, &[], 56 * MIN).is_some());
+        assert_eq!(release_blocked(&c, &late, &[], 58 * MIN), None);
+        // A redelivery pending, or another delivery of the session pending.
+        let mut pending = d.clone();
+        pending.state = DeliveryState::Pending;
+        assert!(release_blocked(&c, &pending, &[], 56 * MIN).is_some());
+        assert!(release_blocked(&c, &d, &[pending], 56 * MIN).is_some());
+        // A later authorization of the session supersedes this one.
+        let later = delivered(MIN, "tok-b", 2 * MIN);
+        assert!(superseded(&d, std::slice::from_ref(&later)));
+        assert!(!superseded(&later, &[d.clone()]));
+        // The check before the release lands on it.
+        assert_eq!(
+            on_release_clock(
+                &c,
+                &d,
+                54 * MIN,
+                WatchNext::Again {
+                    at: 56 * MIN,
+                    error: None
+                }
+            ),
+            WatchNext::Again {
+                at: 55 * MIN,
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn what_a_delete_ends_in() {
+        use http::StatusCode;
+        let d = delivered(0, "tok-a", MIN);
+        let every = Duration::from_secs(120);
+        assert_eq!(
+            after_cancel(&d, Ok(Cancel::Cancelled), false, 55 * MIN, every),
+            WatchNext::Released
+        );
+        // 403/404 at once: recorded, not retried; after a cut-off DELETE: released.
+        assert!(matches!(
+            after_cancel(
+                &d,
+                Ok(Cancel::Refused(StatusCode::FORBIDDEN)),
+                false,
+                55 * MIN,
+                every
+            ),
+            WatchNext::ReleaseFailed { .. }
+        ));
+        assert_eq!(
+            after_cancel(
+                &d,
+                Ok(Cancel::Refused(StatusCode::NOT_FOUND)),
+                true,
+                55 * MIN,
+                every
+            ),
+            WatchNext::Released
+        );
+        // A 5xx is retried within the token's life, then given up.
+        let e = || Err(ReadError::Status(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            after_cancel(&d, e(), false, 55 * MIN, every),
+            WatchNext::Release {
+                at: 55 * MIN + 30_000
+            }
+        );
+        assert!(matches!(
+            after_cancel(&d, e(), true, 60 * MIN - 10_000, every),
+            WatchNext::ReleaseFailed { .. }
+        ));
+    }
+
     #[test]
     fn each_read_error_is_a_failure_that_waits() {
         use http::StatusCode;
