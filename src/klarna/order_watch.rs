@@ -618,7 +618,7 @@ mod tests {
         // A later authorization of the session supersedes this one.
         let later = delivered(MIN, "tok-b", 2 * MIN);
         assert!(superseded(&d, std::slice::from_ref(&later)));
-        assert!(!superseded(&later, &[d.clone()]));
+        assert!(!superseded(&later, std::slice::from_ref(&d)));
         // The check before the release lands on it.
         assert_eq!(
             on_release_clock(
