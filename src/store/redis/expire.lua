@@ -28,9 +28,9 @@ local function expire(key, id, ttl, keep_finished, keep_dead, dead, unconfirmed,
     at = (tonumber(f[3]) or received) + ttl
   elseif f[1] == 'dead' then
     at = math.max(received + tonumber(keep_dead), (tonumber(f[4]) or received) + ttl)
-  elseif f[1] == 'resolved' or f[1] == 'released' then
+  elseif f[1] == 'resolved' then
     at = (tonumber(f[7]) or received) + tonumber(keep_finished)
-  elseif f[5] == 'unconfirmed' then
+  elseif f[5] == 'unconfirmed' or f[1] == 'released' then
     at = received + tonumber(keep_dead)
   else
     at = received + tonumber(keep_finished)

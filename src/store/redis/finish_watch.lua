@@ -1,7 +1,8 @@
 -- Finish watch: record what an order-watch check decided. Runs after
 -- expire.lua (mod.rs joins the two).
 -- KEYS: 1 the record d:{id}, 2 wdue, 3 wleased, 4 unconfirmed, 5 due,
---       6 pending, 7 delivered, 8 dead_by_expiry.
+--       6 pending, 7 delivered, 8 dead_by_expiry, 9 released (scored by
+--       expiry, as `resolved`).
 -- ARGV: 1 id, 2 'again' | 'confirmed' | 'unconfirmed' | 'redeliver' |
 --       'klarna_failing' | 'release' | 'released' | 'release_failed', 3 checks made, 4 next check at (again,
 --       redeliver, klarna_failing), 5 the check's error ('' for none),
@@ -72,5 +73,6 @@ else
     end
   end
 end
-expire(KEYS[1], id, ARGV[7], ARGV[8], ARGV[9], KEYS[8], KEYS[4])
+local at = expire(KEYS[1], id, ARGV[7], ARGV[8], ARGV[9], KEYS[8], KEYS[4])
+if kind == 'released' then redis.call('ZADD', KEYS[9], at, id) end
 return 1

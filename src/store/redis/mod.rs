@@ -67,6 +67,8 @@ const LEGACY_DEAD: &str = "dead";
 const UNCONFIRMED: &str = "unconfirmed";
 /// The index of resolved deliveries, scored by when their record expires.
 const RESOLVED: &str = "resolved";
+/// Released deliveries, scored by expiry as `resolved` is.
+pub(super) const RELEASED: &str = "released";
 /// How many ids `list` reads from an index at a time, at least: a filter
 /// may pass over many.
 const LIST_PAGE: usize = 200;
@@ -525,6 +527,7 @@ impl Store for RedisStore {
                 .key(self.key(UNCONFIRMED))
                 .key(self.key(RESOLVED))
                 .key(self.key("delivered"))
+                .key(self.key(RELEASED))
                 .arg(id.to_string())
                 .arg(at)
                 .arg(note)
@@ -626,13 +629,14 @@ impl Store for RedisStore {
             // expiries it is scored by. The dead and unconfirmed indexes are
             // trimmed each time they are counted or listed.
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64)> = redis::pipe()
+            let r: redis::RedisResult<(u64, u64, u64)> = redis::pipe()
                 .zrembyscore(self.key("delivered"), "-inf", cutoffs.finished)
                 .zrembyscore(self.key(RESOLVED), "-inf", unix_ms())
+                .zrembyscore(self.key(RELEASED), "-inf", unix_ms())
                 .query_async(&mut conn)
                 .await;
-            let (delivered, resolved) = self.track(r)?;
-            Ok(delivered + resolved)
+            let (delivered, resolved, released) = self.track(r)?;
+            Ok(delivered + resolved + released)
         })
     }
 
@@ -867,6 +871,7 @@ impl Queue<Watches> for RedisStore {
                 .key(self.key("pending"))
                 .key(self.key("delivered"))
                 .key(self.key(DEAD))
+                .key(self.key(RELEASED))
                 .arg(id.to_string())
                 .arg(kind)
                 .arg(checks)
