@@ -250,8 +250,12 @@ async fn watch(app: &Context, d: Delivery) {
     let not_placed = matches!(read, ow::Read::NotPlaced);
     let now = unix_ms();
     let mut next = ow::decide(&app.order_watch, &w, now, read);
-    let release_due = ow::release_at(&app.order_watch, &d).is_some_and(|r| now >= r);
-    if matches!(next, WatchNext::Confirmed) || (not_placed && release_due) {
+    // Superseded authorizations are looked for only with release on (or
+    // dry_run): they are what release must never cancel.
+    let release_at = ow::release_at(&app.order_watch, &d);
+    let release_due = release_at.is_some_and(|r| now >= r);
+    let confirmed_here = matches!(next, WatchNext::Confirmed) && release_at.is_some();
+    if confirmed_here || (not_placed && release_due) {
         next = match session_of(app, &d).await {
             Ok(session) if matches!(next, WatchNext::Confirmed) => confirmed(app, &d, &session),
             Ok(session) => release(app, &d, &session, now),
