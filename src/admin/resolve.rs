@@ -100,7 +100,8 @@ fn unavailable(e: &StoreError) -> http::Response<Body> {
 }
 
 /// A bulk resolve's body: the listing's filters, which failures (`state`:
-/// `dead`, the default, or `unconfirmed`), the note, and `dry_run`.
+/// `dead`, the default, `unconfirmed`, or `released`), the note, and
+/// `dry_run`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Bulk {
@@ -118,7 +119,7 @@ pub(crate) struct Bulk {
 impl Bulk {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, String> {
         let r: Bulk = serde_json::from_slice(body).map_err(|e| {
-            format!("expected {{\"state\"?: \"dead\" | \"unconfirmed\", \"route\"?, \"session_id\"?, \"reference\"?, \"since\"?, \"until\"?, \"note\", \"dry_run\"?}}: {e}")
+            format!("expected {{\"state\"?: \"dead\" | \"unconfirmed\" | \"released\", \"route\"?, \"session_id\"?, \"reference\"?, \"since\"?, \"until\"?, \"note\", \"dry_run\"?}}: {e}")
         })?;
         if !r.dry_run {
             note(r.note.as_deref())?;
@@ -137,7 +138,15 @@ impl Bulk {
                 watch: Some(WatchState::Unconfirmed),
                 ..filter
             }),
-            Some(_) => Err("state: \"dead\" or \"unconfirmed\": only failures are resolved".into()),
+            // Released authorizations the shop has reconciled.
+            Some("released") => Ok(Filter {
+                state: Some(DeliveryState::Released),
+                ..filter
+            }),
+            Some(_) => Err(
+                "state: \"dead\", \"unconfirmed\" or \"released\": only failures are resolved"
+                    .into(),
+            ),
         }
     }
 

@@ -49,6 +49,8 @@ pub(super) struct FileOrderWatch {
     pub(super) redeliver_after: Option<String>,
     pub(super) unconfirmed_after: Option<String>,
     pub(super) not_found: Option<String>,
+    pub(super) release: Option<String>,
+    pub(super) release_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

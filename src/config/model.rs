@@ -184,6 +184,25 @@ pub struct OrderWatchConfig {
     /// How a 404 from Read Session reads: the order was placed (Klarna
     /// ends a session once its order is placed), or not known.
     pub not_found_is_placed: bool,
+    /// Whether an authorization with no order by `release_after` is
+    /// cancelled at Klarna.
+    pub release: Release,
+    /// Counted from the callback's arrival: the authorization dies 60
+    /// minutes after it was made, and can be cancelled only before.
+    pub release_after: Duration,
+}
+
+/// How long Klarna's `authorization_token` lives after the authorization:
+/// cancelling works only before, and an order can be placed only before.
+pub const AUTHORIZATION_LIFE: Duration = Duration::from_secs(3600);
+
+/// `order_watch.release`: cancel an authorization no order used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    Off,
+    /// Everything but the DELETE: what would have been released is listed.
+    DryRun,
+    On,
 }
 
 #[derive(Debug, Clone)]

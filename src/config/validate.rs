@@ -572,6 +572,29 @@ fn order_watch(c: &mut Checker, f: FileOrderWatch) -> OrderWatchConfig {
             false
         }
     };
+    let release = match f.release.as_deref().unwrap_or("off") {
+        "off" => Release::Off,
+        "dry_run" => Release::DryRun,
+        "on" => Release::On,
+        other => {
+            c.err(
+                "order_watch.release",
+                format!("`{other}` is not one of \"off\", \"dry_run\", \"on\""),
+            );
+            Release::Off
+        }
+    };
+    let release_after = c.positive_duration(
+        "order_watch.release_after",
+        f.release_after.as_deref(),
+        "55m",
+    );
+    if f.enabled && release != Release::Off && release_after >= AUTHORIZATION_LIFE {
+        c.err(
+            "order_watch.release_after",
+            "must be less than 60m: Klarna cancels only an authorization that has not expired",
+        );
+    }
     let redeliver = f.redeliver.unwrap_or(true);
     if f.enabled {
         if redeliver && redeliver_after >= unconfirmed_after {
@@ -591,5 +614,7 @@ fn order_watch(c: &mut Checker, f: FileOrderWatch) -> OrderWatchConfig {
         redeliver_after: redeliver.then_some(redeliver_after),
         unconfirmed_after,
         not_found_is_placed,
+        release,
+        release_after,
     }
 }

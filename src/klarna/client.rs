@@ -152,8 +152,53 @@ impl ReadSessionClient {
         }
     }
 
+    /// Cancels an authorization: `DELETE
+    /// /payments/v1/authorizations/{token}`, empty body, 204.
+    pub(crate) async fn cancel_authorization(
+        &self,
+        token: &AuthorizationToken,
+    ) -> Result<Cancel, ReadError> {
+        let path = format!(
+            "{}/payments/v1/authorizations/{}",
+            self.base_path,
+            path_segment(token.expose())
+        );
+        let send = async {
+            let (status, _, _) = self.send(http::Method::DELETE, &path).await?;
+            match status.as_u16() {
+                200..=299 => Ok(Cancel::Cancelled),
+                403 | 404 => Ok(Cancel::Refused(status)),
+                401 => Err(ReadError::Auth(status)),
+                429 => Err(ReadError::RateLimited(None)),
+                _ => Err(ReadError::Status(status)),
+            }
+        };
+        match tokio::time::timeout(self.timeout, send).await {
+            Ok(r) => r,
+            Err(_) => Err(ReadError::Timeout(self.timeout)),
+        }
+    }
+
     async fn get(&self, path: &str) -> Result<SessionState, ReadError> {
-        let req = Request::get(format!("{}{path}", self.origin))
+        let (status, retry_after, body) = self.send(http::Method::GET, path).await?;
+        match status.as_u16() {
+            200 => parse(&body),
+            404 => Ok(SessionState::NotFound),
+            401 | 403 => Err(ReadError::Auth(status)),
+            429 => Err(ReadError::RateLimited(retry_after)),
+            _ => Err(ReadError::Status(status)),
+        }
+    }
+
+    /// One request with no body: the status, `Retry-After` and the body.
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), ReadError> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.origin))
             .header(header::HOST, &self.host)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::ACCEPT, "application/json")
@@ -179,13 +224,25 @@ impl ReadSessionClient {
             .await
             .map(|c| c.to_bytes())
             .map_err(|_| ReadError::Body)?;
-        match status.as_u16() {
-            200 => parse(&body),
-            404 => Ok(SessionState::NotFound),
-            401 | 403 => Err(ReadError::Auth(status)),
-            429 => Err(ReadError::RateLimited(retry_after)),
-            _ => Err(ReadError::Status(status)),
-        }
+        Ok((status, retry_after, body))
+    }
+}
+
+/// What Klarna said to a DELETE of an authorization.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// 204: cancelled now.
+    Cancelled,
+    /// 403 or 404: already consumed, cancelled, expired or unknown.
+    Refused(StatusCode),
+}
+
+/// The `outcome` of `authback_klarna_requests_total` a cancel counts as.
+pub(crate) fn cancel_outcome(r: &Result<Cancel, ReadError>) -> KlarnaOutcome {
+    match r {
+        Ok(Cancel::Cancelled) => KlarnaOutcome::Ok,
+        Ok(Cancel::Refused(_)) => KlarnaOutcome::NotFound,
+        Err(e) => e.outcome(),
     }
 }
 

@@ -20,10 +20,10 @@
 
 use std::time::Duration;
 
-use crate::config::OrderWatchConfig;
-use crate::klarna::client::{ReadError, SessionState};
+use crate::config::{OrderWatchConfig, Release, AUTHORIZATION_LIFE};
+use crate::klarna::client::{Cancel, ReadError, SessionState};
 use crate::ops::metrics::WatchOutcome;
-use crate::store::{Delivery, Watch, WatchNext};
+use crate::store::{Delivery, DeliveryState, Watch, WatchNext};
 use crate::text::{rfc3339, saturating_add_ms};
 use crate::types::unix_ms;
 
@@ -151,13 +151,126 @@ fn klarna_failing(
     }
 }
 
+/// The longest wait before a failed DELETE is sent again; never past the
+/// authorization's life.
+const RELEASE_RETRY: Duration = Duration::from_secs(30);
+
+/// When the release decision is due for `d`: `release_after` from the
+/// callback's arrival. `None` when release is off.
+pub(crate) fn release_at(cfg: &OrderWatchConfig, d: &Delivery) -> Option<u64> {
+    (cfg.release != Release::Off).then(|| saturating_add_ms(d.received_at, cfg.release_after))
+}
+
+/// When the authorization can no longer be cancelled (nor used).
+pub(crate) fn expires_at(d: &Delivery) -> u64 {
+    saturating_add_ms(d.received_at, AUTHORIZATION_LIFE)
+}
+
+/// A check that is to run again lands no later than the release point, so
+/// the final Read Session is made on time.
+pub(crate) fn on_release_clock(
+    cfg: &OrderWatchConfig,
+    d: &Delivery,
+    now: u64,
+    next: WatchNext,
+) -> WatchNext {
+    let Some(r) = release_at(cfg, d).filter(|r| *r > now) else {
+        return next;
+    };
+    match next {
+        WatchNext::Again { at, error } if at > r => WatchNext::Again { at: r, error },
+        WatchNext::Redeliver { now, at } if at > r => WatchNext::Redeliver { now, at: r },
+        other => other,
+    }
+}
+
+/// Why a release must wait, from what the store holds of the session:
+/// `None` when nothing stops it. The backend might still place the order
+/// while any delivery of the session is pending (or in flight), or was
+/// answered less than `release_after` ago.
+pub(crate) fn release_blocked(
+    cfg: &OrderWatchConfig,
+    d: &Delivery,
+    session: &[Delivery],
+    now: u64,
+) -> Option<&'static str> {
+    // The backend's first acceptance of each delivery: a redelivery is
+    // only a nudge of the same authorization, and counting from it would
+    // put every redelivered one (at 10m) past the token's life.
+    let answered_recently = |x: &Delivery| {
+        x.watch
+            .as_ref()
+            .map(|w| w.started_at)
+            .or(x.delivered_at)
+            .is_some_and(|at| saturating_add_ms(at, cfg.release_after) > now)
+    };
+    if d.state == DeliveryState::Pending
+        || session.iter().any(|x| x.state == DeliveryState::Pending)
+    {
+        return Some("a delivery of the session is pending");
+    }
+    if answered_recently(d) || session.iter().any(answered_recently) {
+        return Some("a delivery of the session was answered less than release_after ago");
+    }
+    None
+}
+
+/// Whether a later authorization of the same session was delivered: then
+/// `d` was superseded by a re-authorization. Which token Read Session
+/// shows then is not documented, so a superseded one is listed, never
+/// cancelled.
+pub(crate) fn superseded(d: &Delivery, session: &[Delivery]) -> bool {
+    session.iter().any(|x| {
+        x.id != d.id
+            && x.authorization_token != d.authorization_token
+            && x.received_at > d.received_at
+            && x.delivered_at.is_some()
+    })
+}
+
+/// What a DELETE at `now` ended in; `resumed` when the release was
+/// recorded before this job (a retry, or a restart while the DELETE was
+/// in flight): then Klarna's 403/404 means the earlier DELETE went through.
+pub(crate) fn after_cancel(
+    d: &Delivery,
+    r: Result<Cancel, ReadError>,
+    resumed: bool,
+    now: u64,
+    every: Duration,
+) -> WatchNext {
+    match r {
+        Ok(Cancel::Cancelled) => WatchNext::Released,
+        Ok(Cancel::Refused(_)) if resumed => WatchNext::Released,
+        Ok(Cancel::Refused(status)) => WatchNext::ReleaseFailed {
+            error: format!(
+                "Klarna refused to cancel the authorization ({status}): consumed, expired or unknown"
+            ),
+        },
+        Err(e) => {
+            let end = expires_at(d);
+            let at = saturating_add_ms(now, every.min(RELEASE_RETRY)).min(end);
+            if now >= end || at >= end {
+                WatchNext::ReleaseFailed {
+                    error: format!("cancel failed until the authorization expired: {e}"),
+                }
+            } else {
+                WatchNext::Release { at }
+            }
+        }
+    }
+}
+
 /// The outcome label of `authback_order_watch_total` a decision counts as.
 pub(crate) fn outcome(next: &WatchNext) -> Option<WatchOutcome> {
     match next {
         WatchNext::Confirmed => Some(WatchOutcome::Confirmed),
         WatchNext::Redeliver { .. } => Some(WatchOutcome::Redelivered),
         WatchNext::Unconfirmed { .. } => Some(WatchOutcome::Unconfirmed),
-        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } => None,
+        WatchNext::Released => Some(WatchOutcome::Released),
+        WatchNext::ReleaseFailed { .. } => Some(WatchOutcome::ReleaseFailed),
+        WatchNext::Again { .. } | WatchNext::KlarnaFailing { .. } | WatchNext::Release { .. } => {
+            None
+        }
     }
 }
 
@@ -188,6 +301,15 @@ pub(crate) fn log(d: &Delivery, next: &WatchNext, klarna_failed: bool) {
         WatchNext::KlarnaFailing { at, error, .. } => {
             tracing::debug!(id = %d.id, session_id = %d.session_id, %error, check_in_ms = at.saturating_sub(now), "order watch waits for Klarna; will check again")
         }
+        WatchNext::Release { .. } => {
+            tracing::info!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "no order placed by release_after: cancelling the authorization at Klarna")
+        }
+        WatchNext::Released => {
+            tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "authorization released: cancelled at Klarna, the customer is no longer charged")
+        }
+        WatchNext::ReleaseFailed { error } => {
+            tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, %error, "authorization not released: unconfirmed (charged, no order)")
+        }
         WatchNext::Again { .. } => {}
     }
 }
@@ -207,6 +329,8 @@ mod tests {
             redeliver_after: redeliver.then_some(Duration::from_secs(600)),
             unconfirmed_after: Duration::from_secs(3600),
             not_found_is_placed,
+            release: Release::Off,
+            release_after: Duration::from_secs(55 * 60),
         }
     }
 
@@ -448,6 +572,113 @@ mod tests {
                 error: Some("Read Session: session not found (404)".into())
             }
         );
+    }
+
+    fn delivered(received_at: u64, token: &str, started_at: u64) -> Delivery {
+        use crate::types::{AuthorizationToken, SessionId};
+        let mut d = Delivery::new_pending(
+            "klarna".into(),
+            "cart-1".into(),
+            SessionId::new("sess-1".to_string()),
+            AuthorizationToken::new(token),
+            crate::store::Source::Callback,
+            bytes::Bytes::new(),
+            None,
+            received_at,
+            Duration::from_secs(3600),
+        );
+        d.state = DeliveryState::Delivered;
+        d.delivered_at = Some(started_at);
+        d.watch = Some(Watch {
+            started_at,
+            ..watch(false)
+        });
+        d
+    }
+
+    #[test]
+    fn release_waits_for_the_backend_and_never_cancels_a_superseded_one() {
+        let c = OrderWatchConfig {
+            release: Release::On,
+            ..cfg(true, false)
+        };
+        let d = delivered(0, "tok-a", MIN);
+        assert_eq!(release_at(&c, &d), Some(55 * MIN));
+        assert_eq!(release_at(&cfg(true, false), &d), None, "off");
+        assert_eq!(release_blocked(&c, &d, &[], 56 * MIN), None);
+        // Accepted first at 3 min: not before 58 min.
+        let late = delivered(0, "tok-a", 3 * MIN);
+        assert!(release_blocked(&c, &late, &[], 56 * MIN).is_some());
+        assert_eq!(release_blocked(&c, &late, &[], 58 * MIN), None);
+        // A redelivery pending, or another delivery of the session pending.
+        let mut pending = d.clone();
+        pending.state = DeliveryState::Pending;
+        assert!(release_blocked(&c, &pending, &[], 56 * MIN).is_some());
+        assert!(release_blocked(&c, &d, &[pending], 56 * MIN).is_some());
+        // A later authorization of the session supersedes this one.
+        let later = delivered(MIN, "tok-b", 2 * MIN);
+        assert!(superseded(&d, std::slice::from_ref(&later)));
+        assert!(!superseded(&later, std::slice::from_ref(&d)));
+        // The check before the release lands on it.
+        assert_eq!(
+            on_release_clock(
+                &c,
+                &d,
+                54 * MIN,
+                WatchNext::Again {
+                    at: 56 * MIN,
+                    error: None
+                }
+            ),
+            WatchNext::Again {
+                at: 55 * MIN,
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn what_a_delete_ends_in() {
+        use http::StatusCode;
+        let d = delivered(0, "tok-a", MIN);
+        let every = Duration::from_secs(120);
+        assert_eq!(
+            after_cancel(&d, Ok(Cancel::Cancelled), false, 55 * MIN, every),
+            WatchNext::Released
+        );
+        // 403/404 at once: recorded, not retried; after a cut-off DELETE: released.
+        assert!(matches!(
+            after_cancel(
+                &d,
+                Ok(Cancel::Refused(StatusCode::FORBIDDEN)),
+                false,
+                55 * MIN,
+                every
+            ),
+            WatchNext::ReleaseFailed { .. }
+        ));
+        assert_eq!(
+            after_cancel(
+                &d,
+                Ok(Cancel::Refused(StatusCode::NOT_FOUND)),
+                true,
+                55 * MIN,
+                every
+            ),
+            WatchNext::Released
+        );
+        // A 5xx is retried within the token's life, then given up.
+        let e = || Err(ReadError::Status(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            after_cancel(&d, e(), false, 55 * MIN, every),
+            WatchNext::Release {
+                at: 55 * MIN + 30_000
+            }
+        );
+        assert!(matches!(
+            after_cancel(&d, e(), true, 60 * MIN - 10_000, every),
+            WatchNext::ReleaseFailed { .. }
+        ));
     }
 
     #[test]

@@ -14,15 +14,21 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::config::Release;
 use crate::config::{Config, OrderWatchConfig, ReconcileConfig};
 use crate::delivery;
 use crate::klarna::client::{ReadError, ReadSessionClient, SessionState};
 use crate::klarna::health::{self, Health};
+use crate::klarna::order_watch as ow;
 use crate::ops::due::{self, DueLoop, Job};
+use crate::ops::metrics::WatchOutcome;
 use crate::ops::metrics::{CheckOutcome, KlarnaOperation, KlarnaPurpose, Metrics};
 use crate::ops::shutdown::Stop;
 use crate::route::ForwardFormat;
-use crate::store::{CheckNext, Claim, Delivery, RegState, Registration, Source, Store, WatchNext};
+use crate::store::{
+    CheckNext, Claim, Delivery, Filter, RegState, Registration, Source, Store, WatchNext,
+    WatchState,
+};
 use crate::text::saturating_add_ms;
 use crate::types::{unix_ms, AuthorizationToken, SessionId, MAX_FIELD};
 
@@ -234,27 +240,157 @@ async fn check(app: &Context, r: Registration) {
 /// One order-watch check of a delivered authorization.
 async fn watch(app: &Context, d: Delivery) {
     let Some(w) = d.watch.clone() else { return };
-    let read = crate::klarna::order_watch::Read::of(
-        read_session(app, KlarnaPurpose::OrderWatch, &d.session_id).await,
-    );
-    let failed = matches!(read, crate::klarna::order_watch::Read::Failed { .. });
-    let next = crate::klarna::order_watch::decide(&app.order_watch, &w, unix_ms(), read);
-    crate::klarna::order_watch::log(&d, &next, failed);
-    if let Err(e) = app
-        .store
-        .watches()
-        .finish(d.id, w.checks + 1, next.clone())
-        .await
-    {
-        tracing::error!(id = %d.id, error = %e, "cannot record an order-watch check; it will be repeated");
+    if w.state == WatchState::Releasing {
+        // The DELETE was recorded before it was sent, and may have reached
+        // Klarna: send it again, and read a 403/404 as released.
+        return cancel(app, &d, w.checks, true).await;
+    }
+    let read = ow::Read::of(read_session(app, KlarnaPurpose::OrderWatch, &d.session_id).await);
+    let failed = matches!(read, ow::Read::Failed { .. });
+    let not_placed = matches!(read, ow::Read::NotPlaced);
+    let now = unix_ms();
+    let mut next = ow::decide(&app.order_watch, &w, now, read);
+    // Superseded authorizations are looked for only with release on (or
+    // dry_run): they are what release must never cancel.
+    let release_at = ow::release_at(&app.order_watch, &d);
+    let release_due = release_at.is_some_and(|r| now >= r);
+    let confirmed_here = matches!(next, WatchNext::Confirmed) && release_at.is_some();
+    if confirmed_here || (not_placed && release_due) {
+        next = match session_of(app, &d).await {
+            Ok(session) if matches!(next, WatchNext::Confirmed) => confirmed(app, &d, &session),
+            Ok(session) => release(app, &d, &session, now),
+            Err(e) => WatchNext::Again {
+                at: saturating_add_ms(now, app.order_watch.every),
+                error: Some(format!("cannot read the session's deliveries: {e}")),
+            },
+        };
+    }
+    let next = ow::on_release_clock(&app.order_watch, &d, now, next);
+    let go = matches!(next, WatchNext::Release { .. });
+    if !record(app, &d, w.checks + 1, next, failed).await {
         return;
     }
-    if let Some(outcome) = crate::klarna::order_watch::outcome(&next) {
+    if go {
+        cancel(app, &d, w.checks + 1, false).await;
+    }
+}
+
+/// Records what a check decided, logs and counts it. False when the store
+/// did not take it: the check is then repeated.
+async fn record(app: &Context, d: &Delivery, checks: u32, next: WatchNext, failed: bool) -> bool {
+    ow::log(d, &next, failed);
+    if let Err(e) = app.store.watches().finish(d.id, checks, next.clone()).await {
+        tracing::error!(id = %d.id, error = %e, "cannot record an order-watch check; it will be repeated");
+        return false;
+    }
+    if let Some(outcome) = ow::outcome(&next) {
         app.metrics.order_watch(outcome);
     }
     if matches!(next, WatchNext::Redeliver { .. }) {
         app.deliveries.wake();
     }
+    true
+}
+
+/// Every delivery the store holds for `d`'s session, `d` left out.
+async fn session_of(
+    app: &Context,
+    d: &Delivery,
+) -> Result<Vec<Delivery>, crate::store::StoreError> {
+    let filter = Filter {
+        session_id: Some(d.session_id.clone()),
+        ..Filter::default()
+    };
+    let page = app.store.list(filter, None, 100).await?;
+    Ok(page
+        .deliveries
+        .into_iter()
+        .filter(|x| x.id != d.id)
+        .collect())
+}
+
+/// Klarna says `complete`: a delivery a later authorization of the same
+/// session superseded is listed (unconfirmed, with why), never cancelled:
+/// which token Read Session shows after a re-authorization is not
+/// documented, so `complete` may be the later token's order.
+fn confirmed(app: &Context, d: &Delivery, session: &[Delivery]) -> WatchNext {
+    if !ow::superseded(d, session) {
+        return WatchNext::Confirmed;
+    }
+    app.metrics.order_watch(WatchOutcome::Superseded);
+    tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "authorization superseded by a later one of the same session: listed, not cancelled");
+    WatchNext::Unconfirmed {
+        error: Some(SUPERSEDED.into()),
+    }
+}
+
+/// The error a superseded authorization is listed with.
+pub(crate) const SUPERSEDED: &str =
+    "superseded: a later authorization of the session was delivered and the session is complete; not cancelled automatically";
+
+/// The final Read Session found no order at `release_after`: release,
+/// unless the backend might still place it, the authorization is past its
+/// life, or it was superseded.
+fn release(app: &Context, d: &Delivery, session: &[Delivery], now: u64) -> WatchNext {
+    let cfg = &app.order_watch;
+    if now >= ow::expires_at(d) {
+        return WatchNext::ReleaseFailed {
+            error: "expired: the authorization was past its 60 minutes at release_after; no cancel sent".into(),
+        };
+    }
+    if ow::superseded(d, session) {
+        app.metrics.order_watch(WatchOutcome::Superseded);
+        return WatchNext::Unconfirmed {
+            error: Some("superseded: a later authorization of the session was delivered; not cancelled automatically".into()),
+        };
+    }
+    if let Some(why) = ow::release_blocked(cfg, d, session, now) {
+        tracing::debug!(id = %d.id, session_id = %d.session_id, why, "release waits");
+        return WatchNext::Again {
+            at: saturating_add_ms(now, cfg.every.min(Duration::from_secs(30)))
+                .min(ow::expires_at(d)),
+            error: None,
+        };
+    }
+    if cfg.release == Release::DryRun {
+        tracing::warn!(id = %d.id, session_id = %d.session_id, reference = %d.reference, route = %d.route, "dry_run: would release the authorization (no order placed by release_after)");
+        return WatchNext::Unconfirmed {
+            error: Some(DRY_RUN.into()),
+        };
+    }
+    WatchNext::Release {
+        at: saturating_add_ms(now, Duration::from_secs(30).min(cfg.every)),
+    }
+}
+
+/// The error a `dry_run` release lists its authorization with.
+pub(crate) const DRY_RUN: &str =
+    "dry_run: would have released the authorization (no order placed by release_after)";
+
+/// Sends the DELETE of a release already recorded, and records what
+/// Klarna said.
+async fn cancel(app: &Context, d: &Delivery, checks: u32, resumed: bool) {
+    let ticket = app.health.begin();
+    let r = app
+        .client
+        .cancel_authorization(&d.authorization_token)
+        .await;
+    let outcome = crate::klarna::client::cancel_outcome(&r);
+    app.metrics.klarna_request(
+        KlarnaOperation::CancelAuthorization,
+        KlarnaPurpose::Release,
+        outcome,
+    );
+    let change = app.health.observe(ticket, outcome, unix_ms());
+    let error = r.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+    health::log(
+        change,
+        KlarnaOperation::CancelAuthorization,
+        KlarnaPurpose::Release,
+        error,
+    );
+    let next = ow::after_cancel(d, r, resumed, unix_ms(), app.order_watch.every);
+    record(app, d, checks, next, false).await;
 }
 
 /// Records a token found through Read Session exactly as a callback would

@@ -97,6 +97,9 @@ label_values! {
         Confirmed => "confirmed",
         Redelivered => "redelivered",
         Unconfirmed => "unconfirmed",
+        Released => "released",
+        ReleaseFailed => "release_failed",
+        Superseded => "superseded",
     }
 }
 
@@ -105,6 +108,7 @@ label_values! {
     /// Klarna's API calls.
     KlarnaOperation {
         ReadSession => "read_session",
+        CancelAuthorization => "cancel_authorization",
     }
 }
 
@@ -114,6 +118,7 @@ label_values! {
     KlarnaPurpose {
         Reconcile => "reconcile",
         OrderWatch => "order_watch",
+        Release => "release",
     }
 }
 
@@ -493,7 +498,7 @@ impl Metrics {
             "Sessions still checked through Read Session.",
             gauges.registrations_pending,
         );
-        header(out, "authback_order_watch_total", Kind::Counter, "Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, or no order came in time.");
+        header(out, "authback_order_watch_total", Kind::Counter, "Order watches that reached an outcome: Klarna confirmed the order, the backend got it once more, no order came in time, the authorization was released (or could not be), or an earlier authorization of a confirmed session was superseded.");
         for outcome in WatchOutcome::ALL {
             let _ = writeln!(
                 out,

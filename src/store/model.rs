@@ -83,15 +83,18 @@ impl Source {
 
 /// Where a delivery stands. `Pending` is live work; the others are where it
 /// ends up: `Delivered` (the backend took it), `Dead` (it gave up, until a
-/// replay), and `Resolved` (an operator dealt with a failure by hand, see
-/// `Delivery::resolvable`). A resolved record still dedupes until
-/// retention removes it.
+/// replay), `Released` (no order came, and order watch cancelled the
+/// authorization at Klarna: the customer is no longer charged, the shop
+/// may still want to reconcile it), and `Resolved` (an operator dealt with
+/// a failure by hand, see `Delivery::resolvable`). A resolved record still
+/// dedupes until retention removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
     Pending,
     Delivered,
     Dead,
     Resolved,
+    Released,
 }
 
 impl DeliveryState {
@@ -101,6 +104,7 @@ impl DeliveryState {
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
             DeliveryState::Resolved => "resolved",
+            DeliveryState::Released => "released",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -109,6 +113,7 @@ impl DeliveryState {
             "delivered" => Some(Self::Delivered),
             "dead" => Some(Self::Dead),
             "resolved" => Some(Self::Resolved),
+            "released" => Some(Self::Released),
             _ => None,
         }
     }
@@ -140,19 +145,30 @@ pub enum Resolve {
 /// Where the order watch of a delivered authorization stands: Read Session
 /// is asked until Klarna says an order was placed (`Confirmed`), or until
 /// `unconfirmed_after` passes without it (`Unconfirmed`: charged, no order).
+/// `Releasing`: the authorization is to be cancelled at Klarna, and the
+/// DELETE may be in flight; it is recorded before the DELETE is sent, so a
+/// restart sends it again (and reads Klarna's 403/404 as released).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WatchState {
     Watching,
     Confirmed,
     Unconfirmed,
+    Releasing,
 }
 
 impl WatchState {
+    /// Whether checks are still due: a running watch, or a release whose
+    /// DELETE is not known to have been answered.
+    pub(crate) fn is_due(self) -> bool {
+        matches!(self, WatchState::Watching | WatchState::Releasing)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             WatchState::Watching => "watching",
             WatchState::Confirmed => "confirmed",
             WatchState::Unconfirmed => "unconfirmed",
+            WatchState::Releasing => "releasing",
         }
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -160,6 +176,7 @@ impl WatchState {
             "watching" => Some(Self::Watching),
             "confirmed" => Some(Self::Confirmed),
             "unconfirmed" => Some(Self::Unconfirmed),
+            "releasing" => Some(Self::Releasing),
             _ => None,
         }
     }
@@ -201,6 +218,16 @@ pub enum WatchNext {
     /// neither redelivering nor ending the watch meanwhile, since not
     /// knowing is not "no order".
     KlarnaFailing { at: u64, since: u64, error: String },
+    /// No order by `release_after`: the watch is `Releasing`, recorded
+    /// before the DELETE is sent; `at` is when to send it again if it
+    /// fails (or authback stops while it is in flight).
+    Release { at: u64 },
+    /// Klarna cancelled the authorization (or had, before a restart): the
+    /// delivery is `Released`, its watch ends `Unconfirmed`.
+    Released,
+    /// It cannot be cancelled (expired, unknown, or Klarna failing until
+    /// the token's end): the watch ends `Unconfirmed`, with `error`.
+    ReleaseFailed { error: String },
 }
 
 /// Which deliveries `list` returns. Every field left `None` lets all pass;
@@ -231,7 +258,8 @@ impl Filter {
     pub fn accepts(&self, d: &Delivery) -> bool {
         self.state.is_none_or(|s| s == d.state)
             && self.watch.is_none_or(|w| {
-                d.state != DeliveryState::Resolved && d.watch.as_ref().is_some_and(|x| x.state == w)
+                !matches!(d.state, DeliveryState::Resolved | DeliveryState::Released)
+                    && d.watch.as_ref().is_some_and(|x| x.state == w)
             })
             && self.fields_accept(&d.route, &d.session_id, &d.reference, d.received_at)
     }
@@ -402,7 +430,8 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub delivered_at: Option<u64>,
     /// The order watch, once the backend has accepted the delivery with
-    /// order watch on. A resolved delivery keeps the watch it ended with.
+    /// order watch on. A resolved or released delivery keeps the watch it
+    /// ended with.
     pub watch: Option<Watch>,
     /// Set when the delivery is `Resolved`.
     pub resolution: Option<Resolution>,
@@ -416,8 +445,9 @@ impl Delivery {
     }
 
     /// Whether an operator may resolve it: a failure nothing else will
-    /// act on. That is a dead delivery, or a delivered one whose order
-    /// watch ended unconfirmed (charged, no order). A state added for
+    /// act on. That is a dead delivery, a delivered one whose order
+    /// watch ended unconfirmed (charged, no order), or a released one (the
+    /// shop reconciles it, then closes it). A state added for
     /// another kind of failure joins this list, and leaves it to
     /// `Resolved` the same way.
     pub fn resolvable(&self) -> bool {
@@ -428,7 +458,7 @@ impl Delivery {
 /// `Delivery::resolvable`, for a store that reads only the two states.
 pub(crate) fn resolvable(state: DeliveryState, watch: Option<WatchState>) -> bool {
     match state {
-        DeliveryState::Dead => true,
+        DeliveryState::Dead | DeliveryState::Released => true,
         DeliveryState::Delivered => watch == Some(WatchState::Unconfirmed),
         DeliveryState::Pending | DeliveryState::Resolved => false,
     }

@@ -138,7 +138,7 @@ impl Outbox {
                             .map_or(d.received_at, |o| o.min(d.received_at)),
                     );
                 }
-                DeliveryState::Delivered | DeliveryState::Resolved => {}
+                DeliveryState::Delivered | DeliveryState::Resolved | DeliveryState::Released => {}
             }
         }
         s

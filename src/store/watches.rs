@@ -25,16 +25,14 @@ impl WatchIndex {
     pub(crate) fn insert(&mut self, d: Delivery) {
         let Some(w) = &d.watch else { return };
         let leased = match self.entries.get(&d.id).and_then(|o| o.watch.as_ref()) {
-            Some(old) => {
-                !self.due.remove(old.next_check_at, &d.id) && old.state == WatchState::Watching
-            }
+            Some(old) => !self.due.remove(old.next_check_at, &d.id) && old.state.is_due(),
             None => false,
         };
         if w.state == WatchState::Confirmed {
             self.entries.remove(&d.id);
             return;
         }
-        if w.state == WatchState::Watching && !leased {
+        if w.state.is_due() && !leased {
             self.due.insert(w.next_check_at, d.id);
         }
         self.entries.insert(d.id, Box::new(d));
@@ -95,9 +93,18 @@ impl WatchIndex {
     ) -> Option<Delivery> {
         let entry = self.entries.get_mut(&id)?;
         let w = entry.watch.as_mut()?;
-        if w.state == WatchState::Watching {
-            self.due.remove(w.next_check_at, &id);
+        // What a finished check may still change: a running watch, or
+        // one releasing (which only a release decision may change).
+        let release = matches!(
+            next,
+            WatchNext::Release { .. } | WatchNext::Released | WatchNext::ReleaseFailed { .. }
+        );
+        match w.state {
+            WatchState::Watching => {}
+            WatchState::Releasing if release => {}
+            _ => return Some((**entry).clone()),
         }
+        self.due.remove(w.next_check_at, &id);
         w.checks = checks;
         w.klarna_failing_since = None;
         match next {
@@ -127,6 +134,20 @@ impl WatchIndex {
                 w.klarna_failing_since = Some(*since);
                 self.due.insert(*at, id);
             }
+            WatchNext::Release { at } => {
+                w.state = WatchState::Releasing;
+                w.next_check_at = *at;
+                self.due.insert(*at, id);
+            }
+            WatchNext::Released => {
+                w.state = WatchState::Unconfirmed;
+                w.last_error = None;
+                entry.state = DeliveryState::Released;
+            }
+            WatchNext::ReleaseFailed { error } => {
+                w.state = WatchState::Unconfirmed;
+                w.last_error = Some(error.clone());
+            }
         }
         let d = (**entry).clone();
         if d.watch
@@ -138,8 +159,14 @@ impl WatchIndex {
         Some(d)
     }
 
-    /// Unconfirmed deliveries: the incident list.
+    /// Unconfirmed deliveries: the incident list. A released one is not
+    /// on it (the customer is no longer charged).
     pub(crate) fn unconfirmed(&self) -> impl Iterator<Item = &Delivery> {
+        self.ended().filter(|d| d.state != DeliveryState::Released)
+    }
+
+    /// Deliveries whose watch ended with no order: unconfirmed or released.
+    fn ended(&self) -> impl Iterator<Item = &Delivery> {
         self.entries
             .values()
             .filter(|d| {
@@ -175,8 +202,11 @@ impl WatchIndex {
     /// their ids. One being redelivered is live, and stays.
     pub(crate) fn prune(&mut self, cutoff: u64) -> Vec<DeliveryId> {
         let old: Vec<DeliveryId> = self
-            .unconfirmed()
-            .filter(|d| d.state == DeliveryState::Delivered && d.received_at < cutoff)
+            .ended()
+            .filter(|d| {
+                matches!(d.state, DeliveryState::Delivered | DeliveryState::Released)
+                    && d.received_at < cutoff
+            })
             .map(|d| d.id)
             .collect();
         for id in &old {

@@ -269,6 +269,139 @@ async fn klarna_failing_holds_the_watch_until_it_answers(kind: Kind) {
     assert_eq!(shop.got("sess-503").len(), 1);
 }
 
+/// Release at 1.2 s from the callback's arrival, before `unconfirmed_after`.
+const RELEASE: &str = "[order_watch]\nenabled = true\nafter = \"100ms\"\nevery = \"100ms\"\nredeliver_after = \"700ms\"\nunconfirmed_after = \"3s\"\nrelease = \"on\"\nrelease_after = \"1200ms\"\n";
+
+const RELEASED: &str = "authback_order_watch_total{outcome=\"released\"}";
+const RELEASE_FAILED: &str = "authback_order_watch_total{outcome=\"release_failed\"}";
+const SUPERSEDED: &str = "authback_order_watch_total{outcome=\"superseded\"}";
+const CANCELS_OK: &str = "authback_klarna_requests_total{operation=\"cancel_authorization\",purpose=\"release\",outcome=\"ok\"}";
+
+/// How long to wait to show that something did not happen.
+const ABSENCE: Duration = Duration::from_millis(800);
+
+/// The deliveries of `state` the admin API lists.
+async fn listed(ab: &Authback, state: &str) -> serde_json::Value {
+    let (_, body) = ab
+        .admin_get(&format!("/v1/deliveries?state={state}"))
+        .await
+        .expect("list");
+    serde_json::from_str(&body).expect("json")
+}
+
+async fn never_placed_is_released(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-rel", Places::Never);
+    authorize(&ab, &api, "sess-rel", "tok-rel-0001").await;
+    assert!(
+        metric_reaches(&ab, RELEASED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert_eq!(api.cancelled("tok-rel-0001"), 1);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, CANCELS_OK), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "authback_orders_unconfirmed"), Some(0.0));
+    assert_eq!(metric(&m, UNCONFIRMED), Some(0.0));
+    let list = listed(&ab, "released").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["state"], "released");
+    assert!(listed(&ab, "unconfirmed")
+        .await
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    // The shop reconciled it: a released delivery can be resolved.
+    let id = list[0]["id"].as_str().unwrap_or_default().to_string();
+    let (status, body) = ab
+        .admin_request(
+            "POST",
+            &format!("/v1/deliveries/{id}/resolve"),
+            r#"{"note":"no order in the shop; released"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(listed(&ab, "released")
+        .await
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-rel-0001"), 1, "released once");
+}
+
+async fn placed_before_release_after_is_not_released(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    // Placed on the redelivery at 700 ms, before the release at 1.2 s.
+    shop.places("sess-pl", Places::OnRedelivery);
+    authorize(&ab, &api, "sess-pl", "tok-pl-0001").await;
+    assert!(metric_reaches(&ab, CONFIRMED, 1.0).await);
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-pl-0001"), 0);
+    assert_eq!(metric(&ab.metrics().await, RELEASED), Some(0.0));
+}
+
+async fn a_503_on_the_delete_is_retried_and_released_once(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-5xx", Places::Never);
+    api.cancel_once(vec![503]);
+    authorize(&ab, &api, "sess-5xx", "tok-5xx-0001").await;
+    assert!(
+        metric_reaches(&ab, RELEASED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-5xx-0001"), 2, "one 503, one 204");
+    assert_eq!(api.cancelled("tok-5xx-0001"), 1);
+    assert_eq!(metric(&ab.metrics().await, RELEASED), Some(1.0));
+}
+
+async fn dry_run_lists_and_sends_no_delete(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let dry = RELEASE.replace("release = \"on\"", "release = \"dry_run\"");
+    let (ab, _redis) = start(kind, &api, &shop, &dry).await;
+    shop.places("sess-dry", Places::Never);
+    authorize(&ab, &api, "sess-dry", "tok-dry-0001").await;
+    assert!(metric_reaches(&ab, UNCONFIRMED, 1.0).await);
+    let list = listed(&ab, "unconfirmed").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let error = list[0]["order_watch"]["last_error"].as_str().unwrap_or("");
+    assert!(error.starts_with("dry_run"), "{list}");
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-dry-0001"), 0);
+}
+
+async fn a_superseded_authorization_is_listed_not_cancelled(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-re", Places::Never);
+    authorize(&ab, &api, "sess-re", "tok-re-old1").await;
+    // The customer authorizes again; the order is placed on the new token.
+    authorize(&ab, &api, "sess-re", "tok-re-new1").await;
+    eventually!(shop.got("sess-re").len() >= 2);
+    assert_eq!(api.create_order("tok-re-new1").await, 200);
+    assert!(
+        metric_reaches(&ab, SUPERSEDED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert!(metric_reaches(&ab, CONFIRMED, 1.0).await);
+    pace(ABSENCE).await;
+    assert_eq!(api.delete_calls("tok-re-old1"), 0);
+    assert_eq!(api.delete_calls("tok-re-new1"), 0);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, RELEASED), Some(0.0));
+    assert_eq!(metric(&m, RELEASE_FAILED), Some(0.0));
+}
+
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -289,6 +422,11 @@ on_every_store!(
     an_order_placed_on_the_redelivery_is_confirmed,
     klarna_failing_during_the_watch_is_asked_again,
     klarna_failing_holds_the_watch_until_it_answers,
+    never_placed_is_released,
+    placed_before_release_after_is_not_released,
+    a_503_on_the_delete_is_retried_and_released_once,
+    dry_run_lists_and_sends_no_delete,
+    a_superseded_authorization_is_listed_not_cancelled,
 );
 
 /// Wrong credentials (401) past `redeliver_after`: the redelivery waits
@@ -555,6 +693,70 @@ async fn a_watch_resumes_after_kill_9_on_the_file_store() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1].redelivery.as_deref(), Some("order-not-placed"));
     assert_eq!(got[0].key, got[1].key);
+}
+
+/// A DELETE in flight when authback is killed: Klarna cancelled the
+/// authorization, authback never heard. After the restart the recorded
+/// release sends the DELETE again, reads Klarna's 403 as released, and the
+/// authorization is cancelled exactly once.
+#[tokio::test]
+async fn a_release_cut_off_by_kill_9_is_released_once_after_restart() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    shop.places("sess-cut", Places::Never);
+    api.authorize("sess-cut", "tok-cut-0001");
+    api.hold_cancels();
+    let dir = TempDir::new();
+    let cert = make_cert();
+    let (c, k) = write_cert(dir.path(), &cert);
+    let (public, admin) = (free_port(), free_port());
+    let store = format!(
+        "[store]\nkind = \"file\"\npath = \"{}\"\n",
+        dir.path().join("data/authback.db").display()
+    );
+    let extra = format!("{}{RELEASE}{store}", api.config(dir.path(), r#"["1h"]"#));
+    let text = on_ports(&base_config(&shop.url(), &c, &k, &extra), public, admin);
+    let (path, cfg, addr) = write_config(dir.path(), &text, public);
+    let url = mint_path(&cfg, "klarna", "cart-1");
+
+    let mut first = spawn_binary(&path, &dir.path().join("run1.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let body = callback_body("sess-cut", "tok-cut-0001");
+    assert!(
+        klarna_callback(addr, &cert.der, &url, &body)
+            .await
+            .delivered
+    );
+    eventually!(within: WAIT, api.delete_calls("tok-cut-0001") == 1, "no DELETE sent");
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    api.release_order(HOLD_CANCELS);
+
+    let mut second = spawn_binary(&path, &dir.path().join("run2.log"), &[]);
+    wait_tls(addr, &cert.der).await;
+    let waiting = Waiting::new(WAIT);
+    let mut page;
+    loop {
+        page = metrics_of(admin).await.unwrap_or_default();
+        if metric(&page, RELEASED) == Some(1.0) || waiting.expired() {
+            break;
+        }
+        waiting.pause().await;
+    }
+    pace(ABSENCE).await;
+    let listed = admin_get_of(admin, "/v1/deliveries?state=released")
+        .await
+        .unwrap_or_default();
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+    assert_eq!(metric(&page, RELEASED), Some(1.0), "{page}");
+    assert_eq!(api.cancelled("tok-cut-0001"), 1, "cancelled once");
+    assert_eq!(
+        api.delete_calls("tok-cut-0001"),
+        2,
+        "sent again, answered 403"
+    );
+    assert!(listed.contains(r#""state":"released""#), "{listed}");
 }
 
 /// The metrics page of the binary whose admin listener is on `port`.

@@ -308,7 +308,7 @@
         'aria-describedby': help ? 'f-' + k + '-help' : null,
       }, attrs || {})), help);
     const stateSel = h('select', { id: 'f-state', name: 'state' },
-      ['', 'pending', 'dead', 'delivered', 'unconfirmed', 'resolved'].map((s) =>
+      ['', 'pending', 'dead', 'delivered', 'unconfirmed', 'released', 'resolved'].map((s) =>
         h('option', { value: s, selected: s === val('state') }, s || 'any')));
     const since = h('input', { id: 'f-since', name: 'since', type: 'datetime-local', value: toLocalInput(val('since')) });
     const until = h('input', { id: 'f-until', name: 'until', type: 'datetime-local', value: toLocalInput(val('until')) });
@@ -386,7 +386,7 @@
     }
     const title = incidents ? 'Order-watch incidents' : 'Deliveries';
     const intro = incidents
-      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop, then resolve it with a note on what was done. One whose last error reads "Klarna unreachable since …" could not be read for the session\'s whole life: its order is unknown, not missing.'
+      ? 'Delivered authorizations for which Klarna saw no order placed before order_watch.unconfirmed_after: the customer is charged, but there is no order. Check each in the shop, then resolve it with a note on what was done. One whose last error reads "Klarna unreachable since …" could not be read for the session\'s whole life: its order is unknown, not missing. Authorizations order watch released (cancelled at Klarna, the customer no longer charged) are not here: they are listed under Deliveries with state "released", for the shop to reconcile.'
       : 'Newest first. Filters match exactly; the search box tries a delivery id, a session id and a reference.';
     const form = filterForm(incidents, params);
     const results = h('section', { id: 'results', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading…'));
@@ -644,10 +644,11 @@
     return [head, confirmBox, resolveBox, columns].filter(Boolean);
   }
 
-  // A failure an operator may close by hand: dead, or delivered with its
-  // order watch ended unconfirmed (the API's rule; it answers 409 otherwise).
+  // A failure an operator may close by hand: dead, released, or delivered
+  // with its order watch ended unconfirmed (the API's rule; it answers 409
+  // otherwise).
   function resolvable(d) {
-    return d.state === 'dead' ||
+    return d.state === 'dead' || d.state === 'released' ||
       (d.state === 'delivered' && !!d.order_watch && d.order_watch.state === 'unconfirmed');
   }
 

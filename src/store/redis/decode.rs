@@ -39,6 +39,7 @@ pub(super) fn delivery_from(id: &str, m: &Fields) -> Option<Delivery> {
         "delivered" => DeliveryState::Delivered,
         "dead" => DeliveryState::Dead,
         "resolved" => DeliveryState::Resolved,
+        "released" => DeliveryState::Released,
         _ => DeliveryState::Pending,
     };
     let opt = |k: &str| Some(text(m, k)).filter(|s| !s.is_empty());

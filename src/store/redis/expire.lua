@@ -30,7 +30,7 @@ local function expire(key, id, ttl, keep_finished, keep_dead, dead, unconfirmed,
     at = math.max(received + tonumber(keep_dead), (tonumber(f[4]) or received) + ttl)
   elseif f[1] == 'resolved' then
     at = (tonumber(f[7]) or received) + tonumber(keep_finished)
-  elseif f[5] == 'unconfirmed' then
+  elseif f[5] == 'unconfirmed' or f[1] == 'released' then
     at = received + tonumber(keep_dead)
   else
     at = received + tonumber(keep_finished)
@@ -38,7 +38,7 @@ local function expire(key, id, ttl, keep_finished, keep_dead, dead, unconfirmed,
   if f[5] then at = math.max(at, (tonumber(f[6]) or 0) + ttl) end
   redis.call('PEXPIREAT', key, at)
   if f[1] == 'dead' then redis.call('ZADD', dead, at, id) end
-  if f[5] == 'unconfirmed' and f[1] ~= 'resolved' then redis.call('ZADD', unconfirmed, at, id) end
+  if f[5] == 'unconfirmed' and f[1] ~= 'resolved' and f[1] ~= 'released' then redis.call('ZADD', unconfirmed, at, id) end
   if f[1] == 'resolved' and resolved then redis.call('ZADD', resolved, at, id) end
   return at
 end

@@ -12,7 +12,9 @@ use std::collections::HashSet;
 
 use redis::AsyncCommands;
 
-use super::{RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, RESOLVED, SCAN_BUDGET, UNCONFIRMED};
+use super::{
+    RedisStore, DEAD, LEGACY_DEAD, LIST_PAGE, RELEASED, RESOLVED, SCAN_BUDGET, UNCONFIRMED,
+};
 use crate::store::model::{Cursor, Delivery, DeliveryState, Filter, Page, StoreError, WatchState};
 use crate::store::outbox::{listed, page};
 use crate::types::{unix_ms, DeliveryId, SessionId};
@@ -62,6 +64,7 @@ impl RedisStore {
                 DeliveryState::Dead,
                 DeliveryState::Delivered,
                 DeliveryState::Resolved,
+                DeliveryState::Released,
             ]
             .map(Index::State)
             .to_vec(),
@@ -289,14 +292,20 @@ impl RedisStore {
                     .invoke_async(&mut conn)
                     .await
             }
-            Index::State(DeliveryState::Resolved) => {
+            Index::State(s @ (DeliveryState::Resolved | DeliveryState::Released)) => {
+                let name = if s == DeliveryState::Resolved {
+                    RESOLVED
+                } else {
+                    RELEASED
+                };
                 self.scripts
                     .list_resolved
-                    .key(self.key(RESOLVED))
+                    .key(self.key(name))
                     .arg(prefix)
                     .arg(count)
                     .arg(at)
                     .arg(id)
+                    .arg(s.as_str())
                     .invoke_async(&mut conn)
                     .await
             }

@@ -67,6 +67,8 @@ const LEGACY_DEAD: &str = "dead";
 const UNCONFIRMED: &str = "unconfirmed";
 /// The index of resolved deliveries, scored by when their record expires.
 const RESOLVED: &str = "resolved";
+/// Released deliveries, scored by expiry as `resolved` is.
+pub(super) const RELEASED: &str = "released";
 /// How many ids `list` reads from an index at a time, at least: a filter
 /// may pass over many.
 const LIST_PAGE: usize = 200;
@@ -138,7 +140,8 @@ const WATCHES: Leased = Leased {
     leased: "wleased",
     record: "d:",
     field: "w_state",
-    wants: "watching",
+    // A release recorded before its DELETE is work too (sent again).
+    wants: "watching|releasing",
 };
 
 struct Scripts {
@@ -524,6 +527,7 @@ impl Store for RedisStore {
                 .key(self.key(UNCONFIRMED))
                 .key(self.key(RESOLVED))
                 .key(self.key("delivered"))
+                .key(self.key(RELEASED))
                 .arg(id.to_string())
                 .arg(at)
                 .arg(note)
@@ -635,13 +639,14 @@ impl Store for RedisStore {
             // expiries it is scored by. The dead and unconfirmed indexes are
             // trimmed each time they are counted or listed.
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64)> = redis::pipe()
+            let r: redis::RedisResult<(u64, u64, u64)> = redis::pipe()
                 .zrembyscore(self.key("delivered"), "-inf", cutoffs.finished)
                 .zrembyscore(self.key(RESOLVED), "-inf", unix_ms())
+                .zrembyscore(self.key(RELEASED), "-inf", unix_ms())
                 .query_async(&mut conn)
                 .await;
-            let (delivered, resolved) = self.track(r)?;
-            Ok(delivered + resolved)
+            let (delivered, resolved, released) = self.track(r)?;
+            Ok(delivered + resolved + released)
         })
     }
 
@@ -860,6 +865,9 @@ impl Queue<Watches> for RedisStore {
                 WatchNext::KlarnaFailing { at, since, error } => {
                     ("klarna_failing", at, Some(error), since)
                 }
+                WatchNext::Release { at } => ("release", at, None, 0),
+                WatchNext::Released => ("released", 0, None, 0),
+                WatchNext::ReleaseFailed { error } => ("release_failed", 0, Some(error), 0),
             };
             let mut conn = self.conn.clone();
             let r: redis::RedisResult<i64> = self
@@ -873,6 +881,7 @@ impl Queue<Watches> for RedisStore {
                 .key(self.key("pending"))
                 .key(self.key("delivered"))
                 .key(self.key(DEAD))
+                .key(self.key(RELEASED))
                 .arg(id.to_string())
                 .arg(kind)
                 .arg(checks)

@@ -4,8 +4,8 @@
 -- ARGV: 1 now (unix ms: what is due), 2 limit, 3 when the new leases expire,
 --       4 the record key prefix ('{prefix}d:' or '{prefix}r:'), 5 the clock
 --       (unix ms: which leases have expired), 6 the record field that says
---       an item still wants work and 7 its value ('state' 'pending', 'state'
---       'active', 'w_state' 'watching'), 8 the lease token stem
+--       an item still wants work and 7 its values, '|'-separated ('state'
+--       'pending', 'state' 'active', 'w_state' 'watching|releasing'), 8 the lease token stem
 --       ('{replica}-{now}'), or '' when the record keeps no token.
 -- Returns [id, lease token ('' for none), {record fields}] triples, flat.
 -- Atomically: expired leases (their holder died) go back to the due set
@@ -22,7 +22,8 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for i, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[4] .. id
-  if redis.call('HGET', key, ARGV[6]) == ARGV[7] then
+  local v = redis.call('HGET', key, ARGV[6])
+  if v and string.find('|' .. ARGV[7] .. '|', '|' .. v .. '|', 1, true) then
     local token = ''
     if ARGV[8] ~= '' then
       token = ARGV[8] .. ':' .. i

@@ -135,7 +135,7 @@ const REGS_SQL: &str =
 const LIVE_SQL: &str = concat!(
     "SELECT ",
     read_columns!(),
-    " FROM deliveries WHERE state IN (0, 2) OR (state = 1 AND watch_state IN (0, 2))"
+    " FROM deliveries WHERE state IN (0, 2, 4) OR (state = 1 AND watch_state IN (0, 2, 3))"
 );
 
 /// A delivery state as the `state` column holds it. The codes are the
@@ -146,6 +146,7 @@ fn state_code(s: DeliveryState) -> i64 {
         DeliveryState::Delivered => 1,
         DeliveryState::Dead => 2,
         DeliveryState::Resolved => 3,
+        DeliveryState::Released => 4,
     }
 }
 
@@ -154,6 +155,7 @@ fn state_from(code: i64) -> DeliveryState {
         1 => DeliveryState::Delivered,
         2 => DeliveryState::Dead,
         3 => DeliveryState::Resolved,
+        4 => DeliveryState::Released,
         _ => DeliveryState::Pending,
     }
 }
@@ -163,6 +165,7 @@ fn watch_code(s: WatchState) -> i64 {
         WatchState::Watching => 0,
         WatchState::Confirmed => 1,
         WatchState::Unconfirmed => 2,
+        WatchState::Releasing => 3,
     }
 }
 
@@ -171,6 +174,7 @@ fn watch_from_code(code: i64) -> Option<WatchState> {
         0 => Some(WatchState::Watching),
         1 => Some(WatchState::Confirmed),
         2 => Some(WatchState::Unconfirmed),
+        3 => Some(WatchState::Releasing),
         _ => None,
     }
 }

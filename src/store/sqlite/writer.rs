@@ -471,6 +471,16 @@ fn finish_watch(
         WatchNext::Redeliver { now, at } => db
             .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_redelivered = 1, watch_next_at = ?3, state = 0, next_attempt_at = ?4, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state = 0")?
             .execute(params![id, checks, *at as i64, *now as i64])?,
+        // Recorded before the DELETE is sent: a restart sends it again.
+        WatchNext::Release { at } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 3, watch_next_at = ?3, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state IN (0, 3)")?
+            .execute(params![id, checks, *at as i64])?,
+        WatchNext::Released => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, state = 4, watch_state = 2, watch_error = NULL WHERE id = ?1 AND watch_state = 3")?
+            .execute(params![id, checks])?,
+        WatchNext::ReleaseFailed { error } => db
+            .prepare_cached("UPDATE deliveries SET watch_checks = ?2, watch_state = 2, watch_error = ?3, watch_klarna_failing_since = NULL WHERE id = ?1 AND watch_state IN (0, 3)")?
+            .execute(params![id, checks, error])?,
     };
     Ok(Done::Unit)
 }
@@ -482,7 +492,7 @@ fn resolve(db: &Connection, id: &DeliveryId, at: u64, note: &str) -> rusqlite::R
     let n = db
         .prepare_cached(
             "UPDATE deliveries SET state = 3, resolved_at = ?2, resolve_note = ?3 \
-             WHERE id = ?1 AND (state = 2 OR (state = 1 AND watch_state = 2))",
+             WHERE id = ?1 AND (state IN (2, 4) OR (state = 1 AND watch_state = 2))",
         )?
         .execute(params![key, at as i64, note])?;
     if n == 1 {
@@ -529,7 +539,7 @@ fn prune(db: &Connection, cutoffs: &Cutoffs) -> rusqlite::Result<Done> {
     let mut gone = Vec::new();
     for sql in [
         "DELETE FROM deliveries WHERE seq IN
-         (SELECT seq FROM deliveries WHERE state = 2 AND received_at < ?1 LIMIT ?2) RETURNING id",
+         (SELECT seq FROM deliveries WHERE state IN (2, 4) AND received_at < ?1 LIMIT ?2) RETURNING id",
         "DELETE FROM deliveries WHERE seq IN
          (SELECT seq FROM deliveries WHERE state = 1 AND watch_state = 2 AND received_at < ?1
           LIMIT ?2) RETURNING id",

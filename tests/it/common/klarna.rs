@@ -140,6 +140,12 @@ pub struct KlarnaApi {
     /// Authorization tokens whose order creation waits for a release.
     held: Arc<tokio::sync::watch::Sender<std::collections::HashSet<String>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Authorization tokens cancelled with a DELETE.
+    cancelled: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Statuses the next DELETEs answer, once each, before the real one.
+    cancel_once: Arc<Mutex<Vec<u16>>>,
+    /// Every DELETE of an authorization: (token, status answered).
+    pub deletes: Arc<Mutex<Vec<(String, u16)>>>,
 }
 
 impl KlarnaApi {
@@ -156,6 +162,9 @@ impl KlarnaApi {
             sessions: Arc::default(),
             held: Arc::new(tokio::sync::watch::Sender::new(Default::default())),
             down: Arc::default(),
+            cancelled: Arc::default(),
+            cancel_once: Arc::default(),
+            deletes: Arc::default(),
         };
         let a = api.clone();
         tokio::spawn(async move {
@@ -240,6 +249,61 @@ impl KlarnaApi {
             .any(|r| r.path == path)
     }
 
+    /// Every DELETE is applied at once and answered only after
+    /// `release_order(HOLD_CANCELS)`.
+    pub fn hold_cancels(&self) {
+        self.hold_order(HOLD_CANCELS);
+    }
+
+    /// The next DELETEs answer these statuses, once each.
+    pub fn cancel_once(&self, statuses: Vec<u16>) {
+        *self.cancel_once.lock().expect("lock") = statuses;
+    }
+
+    /// DELETEs of `token` answered 204 (cancelled).
+    pub fn cancelled(&self, token: &str) -> usize {
+        self.deletes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, s)| t == token && *s == 204)
+            .count()
+    }
+
+    /// Every DELETE of `token`, whatever it was answered.
+    pub fn delete_calls(&self, token: &str) -> usize {
+        self.deletes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, _)| t == token)
+            .count()
+    }
+
+    /// Cancel an authorization: 204 for a live token, 403 for one an
+    /// order consumed or already cancelled, 404 for one never issued.
+    fn cancel(&self, token: &str) -> u16 {
+        let status = {
+            let mut once = self.cancel_once.lock().expect("lock");
+            (!once.is_empty()).then(|| once.remove(0))
+        };
+        let status = status.unwrap_or_else(|| {
+            let sessions = self.sessions.lock().expect("lock");
+            let mut cancelled = self.cancelled.lock().expect("lock");
+            match sessions.values().find(|(t, _)| t == token) {
+                None => 404,
+                Some((_, true)) => 403,
+                Some(_) if !cancelled.insert(token.to_string()) => 403,
+                Some(_) => 204,
+            }
+        });
+        self.deletes
+            .lock()
+            .expect("lock")
+            .push((token.to_string(), status));
+        status
+    }
+
     /// Whether an order was placed for `session`.
     pub fn order_placed(&self, session: &str) -> bool {
         self.sessions
@@ -319,10 +383,24 @@ impl KlarnaApi {
                 .body(Full::new(Bytes::from(body)))
                 .expect("response")
         };
+        if req.method() == http::Method::DELETE {
+            let token = path
+                .strip_prefix("/payments/v1/authorizations/")
+                .unwrap_or("");
+            let status = self.cancel(token);
+            // Cancelled at Klarna, the answer held: as a DELETE in flight
+            // when authback stops.
+            let mut held = self.held.subscribe();
+            let _ = held.wait_for(|h| !h.contains(HOLD_CANCELS)).await;
+            return json(status, String::new());
+        }
         if let Some(token) = path
             .strip_prefix("/payments/v1/authorizations/")
             .and_then(|p| p.strip_suffix("/order"))
         {
+            if self.cancelled.lock().expect("lock").contains(token) {
+                return json(403, r#"{"error_code":"NOT_ALLOWED"}"#.into());
+            }
             let mut held = self.held.subscribe();
             let _ = held.wait_for(|h| !h.contains(token)).await;
             let mut sessions = self.sessions.lock().expect("lock");
@@ -383,5 +461,8 @@ impl KlarnaApi {
         }
     }
 }
+
+/// The key `hold_cancels` holds answers to DELETEs under.
+pub const HOLD_CANCELS: &str = "DELETE";
 
 pub const KLARNA_PASSWORD: &str = "klarna-api-password-never-logged";
