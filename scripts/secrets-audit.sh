@@ -18,30 +18,19 @@ if ! AUTHBACK_TEST_TRACE=$TRACE cargo test -q --test it >"$WORK/suite.txt" 2>&1;
     exit 1
 fi
 grep -E '^test result' "$WORK/suite.txt"
-python3 - "$TRACE" <<'PY'
-import os, sys
-trace = sys.argv[1]
-values = set()
-with open(trace + ".secrets", encoding="utf-8", errors="replace") as f:
-    for line in f:
-        v = line.rstrip("\n")
-        # Short values ("t-1") would match unrelated text; every secret and
-        # URL token the tests use is longer.
-        if len(v) >= 8:
-            values.add(v)
-files = [trace] + [os.path.join(trace + ".d", n) for n in sorted(os.listdir(trace + ".d"))] if os.path.isdir(trace + ".d") else [trace]
-lines = size = 0
-hits = []
-for path in files:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            lines += 1
-            size += len(line)
-            for v in values:
-                if v in line:
-                    hits.append((os.path.basename(path), n, v[:6] + "...", line[:200].rstrip()))
-print(f"secrets audit: {len(values)} sensitive values, {len(files)} log files, {lines} lines ({size / 1e6:.1f} MB) at trace level, {len(hits)} hits")
-for h in hits[:20]:
-    print("  %s:%d contains %s: %s" % h)
-sys.exit(1 if hits or lines == 0 or not values else 0)
-PY
+# Every sensitive value the tests marked, at least 8 characters long
+# (shorter ones, "t-1", would match unrelated text; every secret and URL
+# token the tests use is longer), searched for as fixed strings all at once
+# (grep -F builds one automaton: thousands of values cost one pass).
+awk 'length($0) >= 8' "$TRACE.secrets" | sort -u > "$WORK/values"
+files=("$TRACE")
+[ -d "$TRACE.d" ] && while IFS= read -r f; do files+=("$f"); done < <(find "$TRACE.d" -type f | sort)
+values=$(wc -l < "$WORK/values")
+lines=$(cat "${files[@]}" | wc -l)
+size=$(cat "${files[@]}" | wc -c)
+grep -F -n -H -f "$WORK/values" "${files[@]}" > "$WORK/hits" || true
+hits=$(wc -l < "$WORK/hits")
+echo "secrets audit: $values sensitive values, ${#files[@]} log files, $lines lines ($((size / 1000000)) MB) at trace level, $hits hits"
+# Show where, never the whole value.
+cut -c1-200 "$WORK/hits" | head -20 | sed 's/^/  /'
+[ "$hits" -eq 0 ] && [ "$lines" -gt 0 ] && [ "$values" -gt 0 ]
