@@ -227,35 +227,29 @@ pub async fn run(
             dry_run,
         } => resolve_all(target, &state, &filters, note, dry_run, as_json).await,
         Action::ReplayAll { filters, dry_run } => {
-            let mut req = json!({ "state": "dead", "dry_run": dry_run });
-            for (k, v) in filters.pairs(unix_ms()) {
-                req[k] = Value::String(v);
-            }
-            let (body, _) = target
-                .call(Method::POST, "/v1/deliveries/replay", Some(req))
-                .await?;
-            if as_json {
-                return Ok((pretty(&body), None));
-            }
-            let n = |k: &str| body[k].as_u64().unwrap_or(0);
-            let mut out = if dry_run {
-                format!(
-                    "dry run: {} dead deliveries match; nothing replayed\n",
-                    n("matched")
-                )
-            } else {
-                format!(
-                    "replayed {} of {} matching dead deliveries\n",
-                    n("replayed"),
-                    n("matched")
-                )
-            };
-            if body["capped"].as_bool() == Some(true) {
-                out.push_str(
-                    "capped: one request handles a limited number; run it again for the rest\n",
-                );
-            }
-            Ok((out, None))
+            let req = json!({ "state": "dead", "dry_run": dry_run });
+            bulk(
+                target,
+                "/v1/deliveries/replay",
+                req,
+                &filters,
+                as_json,
+                |n| {
+                    if dry_run {
+                        format!(
+                            "dry run: {} dead deliveries match; nothing replayed\n",
+                            n("matched")
+                        )
+                    } else {
+                        format!(
+                            "replayed {} of {} matching dead deliveries\n",
+                            n("replayed"),
+                            n("matched")
+                        )
+                    }
+                },
+            )
+            .await
         }
     }
 }
@@ -311,28 +305,49 @@ async fn resolve_all(
     if let Some(n) = note {
         req["note"] = Value::String(n);
     }
+    bulk(
+        target,
+        "/v1/deliveries/resolve",
+        req,
+        filters,
+        as_json,
+        |n| {
+            if dry_run {
+                format!(
+                    "dry run: {} {state} deliveries match; nothing resolved\n",
+                    n("matched")
+                )
+            } else {
+                format!(
+                    "resolved {} of {} matching {state} deliveries\n",
+                    n("resolved"),
+                    n("matched")
+                )
+            }
+        },
+    )
+    .await
+}
+
+/// A bulk action by filter (replay, resolve): `req` with the filters
+/// added, POSTed to `path`. The answer as JSON, or `summary` of its counts
+/// and a word when the action was capped.
+async fn bulk(
+    target: &Target,
+    path: &str,
+    mut req: Value,
+    filters: &Filters,
+    as_json: bool,
+    summary: impl Fn(&dyn Fn(&str) -> u64) -> String,
+) -> Result<(String, Option<String>), CliError> {
     for (k, v) in filters.pairs(unix_ms()) {
         req[k] = Value::String(v);
     }
-    let (body, _) = target
-        .call(Method::POST, "/v1/deliveries/resolve", Some(req))
-        .await?;
+    let (body, _) = target.call(Method::POST, path, Some(req)).await?;
     if as_json {
         return Ok((pretty(&body), None));
     }
-    let n = |k: &str| body[k].as_u64().unwrap_or(0);
-    let mut out = if dry_run {
-        format!(
-            "dry run: {} {state} deliveries match; nothing resolved\n",
-            n("matched")
-        )
-    } else {
-        format!(
-            "resolved {} of {} matching {state} deliveries\n",
-            n("resolved"),
-            n("matched")
-        )
-    };
+    let mut out = summary(&|k: &str| body[k].as_u64().unwrap_or(0));
     if body["capped"].as_bool() == Some(true) {
         out.push_str("capped: one request handles a limited number; run it again for the rest\n");
     }
