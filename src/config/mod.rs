@@ -6,6 +6,7 @@
 
 mod checker;
 mod file;
+mod front;
 mod locate;
 mod model;
 pub mod production;
