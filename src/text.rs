@@ -121,6 +121,18 @@ pub fn rfc3339(unix_secs: u64) -> String {
         .unwrap_or_else(|| last.into())
 }
 
+/// Unix milliseconds to `2026-11-23T21:00:00.042Z`, always three digits
+/// of the second; past the year 9999, the last millisecond of 9999.
+pub(crate) fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = rfc3339(unix_ms / 1000);
+    match secs.strip_suffix('Z') {
+        Some(s) if !secs.starts_with("9999-12-31T23:59:59") => {
+            format!("{s}.{:03}Z", unix_ms % 1000)
+        }
+        _ => "9999-12-31T23:59:59.999Z".into(),
+    }
+}
+
 /// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, or one of the two
 /// obsolete forms RFC 9110 §5.6.7 asks recipients to accept) to unix seconds.
 pub fn parse_http_date(s: &str) -> Option<u64> {
@@ -266,6 +278,9 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(2_000_000_000), "2033-05-18T03:33:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_ms(2_000_000_000_042), "2033-05-18T03:33:20.042Z");
+        assert_eq!(rfc3339_ms(999), "1970-01-01T00:00:00.999Z");
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(784_111_777)
