@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::front::{router, server, tls, workers};
 use crate::klarna::reconcile;
+use crate::ops::access_log::AccessLog;
 use crate::ops::history;
 use crate::ops::metrics::Metrics;
 use crate::ops::readiness::Readiness;
@@ -32,6 +33,8 @@ pub(crate) struct Core {
     pub history: history::History,
     acceptor: TlsAcceptor,
     workers: Arc<workers::Workers>,
+    /// `[access_log]`, when on.
+    access_log: Option<Arc<AccessLog>>,
     /// Loops that only stop with the process: certificate reloads, the
     /// store's pruner, the limiters' sweeper, the history sampler.
     background: Vec<JoinHandle<()>>,
@@ -76,6 +79,15 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
         &config.store,
         drain.public.clone(),
     ));
+    let access_log = if config.access_log.enabled {
+        let (log, reopen) =
+            AccessLog::start(&config.access_log, metrics.clone(), drain.admin.clone())
+                .map_err(|e| RunError::Runtime(format!("cannot open the access log: {e}")))?;
+        background.extend(reopen);
+        Some(log)
+    } else {
+        None
+    };
     let workers = workers::Workers::start(config.server.workers)
         .map_err(|e| RunError::Runtime(format!("cannot start connection workers: {e}")))?;
     let history = history::History::default();
@@ -95,6 +107,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
         history,
         acceptor,
         workers: Arc::new(workers),
+        access_log,
         background,
     })
 }
@@ -216,7 +229,9 @@ pub(crate) fn serve_public(
             public_port: proxy::public_port(&config.server.public_url),
             routed_names: proxy::routed_names(&config.routes),
             metrics: core.metrics.clone(),
+            hsts: config.server.hsts.clone(),
         },
+        core.access_log.clone(),
     ));
     let serve = |listener, tls: Option<TlsAcceptor>| {
         let secure = tls.is_some();
@@ -315,6 +330,10 @@ pub(crate) async fn drain(started: Started, drain: Drain) {
     }
     for f in fronts {
         let _ = f.await;
+    }
+    // Every answer is sent: its line is queued.
+    if let Some(log) = &core.access_log {
+        log.flush(Duration::from_secs(2)).await;
     }
     if let Some(k) = klarna {
         let _ = k.await;
