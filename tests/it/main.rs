@@ -9,6 +9,7 @@
 
 mod common;
 
+mod access_log;
 mod admin;
 mod callback;
 mod chaos;
@@ -17,6 +18,7 @@ mod doctor;
 mod durability;
 mod examples;
 mod fuzz;
+mod hsts;
 mod lifecycle;
 mod order_watch;
 mod php;
