@@ -1,8 +1,7 @@
 //! The access log: one JSON line per request on a public listener, written
 //! when its answer has been sent. A request only queues its line: a thread
-//! of the log's own writes the lines through a buffer it flushes each time
-//! the queue runs empty, so a slow disk or a blocked stdout never holds a
-//! request. A full queue drops the line and counts it
+//! of the log's own writes the lines in batches (`Writer::run`), so a slow
+//! disk or a blocked stdout never holds a request. A full queue drops the line and counts it
 //! (`authback_access_log_dropped_total`). A file is opened again on SIGHUP,
 //! after a rotation, with no queued line lost.
 //!
@@ -15,7 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,12 +29,15 @@ use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Stop;
 
 /// Lines waiting for the writer; past this many, a new line is dropped.
-/// At 50,000 requests a second the writer may stall for 160 ms first.
+/// At 50,000 requests a second that is 160 ms of them: eight `GATHER`s.
 const QUEUE: usize = 8192;
 
-/// The writer's buffer is written out when it holds this much, and
-/// whenever the queue runs empty.
+/// The writer's buffer is written out when it holds this much, and after
+/// each batch.
 const BUFFER: usize = 64 * 1024;
+
+/// While lines keep coming, the writer takes them this often.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// The longest `X-Request-Id` logged; a longer or odd one is left out.
 const MAX_REQUEST_ID: usize = 128;
@@ -142,7 +144,7 @@ impl AccessLog {
                 at_ms: crate::types::unix_ms(),
                 client,
                 method: method.clone(),
-                path: Arc::from(""),
+                path: None,
                 route: None,
                 status: 0,
                 bytes_in: 0,
@@ -221,7 +223,8 @@ struct Line {
     at_ms: u64,
     client: IpAddr,
     method: Method,
-    path: Arc<str>,
+    /// Set as the request is routed (`Entry::route`, `Entry::path`).
+    path: Option<Arc<str>>,
     /// The route's name; `None` for the pass-through.
     route: Option<Arc<str>>,
     status: u16,
@@ -235,45 +238,85 @@ struct Line {
 }
 
 impl Line {
+    /// The line as one JSON object and a newline. Laid out field by field
+    /// rather than through a derived `Serialize`, which cost three times as
+    /// many instructions (BENCHMARKS.md); every string that may hold any
+    /// character (the method, the path, the route, the request id) is
+    /// written by serde_json, quoted and escaped, and the rest are digits.
     fn write_json(&self, out: &mut Vec<u8>) {
-        #[derive(serde::Serialize)]
-        struct Json<'a> {
-            time: String,
-            client: IpAddr,
-            method: &'a str,
-            path: &'a str,
-            status: u16,
-            bytes_in: u64,
-            bytes_out: u64,
-            duration_ms: f64,
-            route: &'a str,
-            upstream_status: Option<u16>,
-            upstream_ms: Option<f64>,
-            tls: Option<&'a str>,
-            request_id: Option<&'a str>,
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(crate::text::rfc3339_ms(self.at_ms).as_bytes());
+        out.extend_from_slice(b"\",\"client\":\"");
+        out.extend_from_slice(crate::net::ip_text(self.client).as_bytes());
+        out.extend_from_slice(b"\",\"method\":");
+        json_str(out, self.method.as_str());
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.path.as_deref().unwrap_or(""));
+        out.extend_from_slice(b",\"status\":");
+        digits(out, u64::from(self.status));
+        out.extend_from_slice(b",\"bytes_in\":");
+        digits(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        digits(out, self.bytes_out);
+        out.extend_from_slice(b",\"duration_ms\":");
+        millis(out, self.duration_us);
+        out.extend_from_slice(b",\"route\":");
+        json_str(out, self.route.as_deref().unwrap_or("proxy"));
+        out.extend_from_slice(b",\"upstream_status\":");
+        match self.upstream.and_then(|(s, _)| s) {
+            Some(s) => digits(out, u64::from(s)),
+            None => out.extend_from_slice(b"null"),
         }
-        let ms = |us: u64| us as f64 / 1000.0;
-        let json = Json {
-            time: crate::text::rfc3339_ms(self.at_ms),
-            client: self.client,
-            method: self.method.as_str(),
-            path: &self.path,
-            status: self.status,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            duration_ms: ms(self.duration_us),
-            route: self.route.as_deref().unwrap_or("proxy"),
-            upstream_status: self.upstream.and_then(|(s, _)| s),
-            upstream_ms: self.upstream.map(|(_, us)| ms(us)),
-            tls: self.tls,
-            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
-        };
-        // Writing to a Vec fails only on a value JSON cannot hold; a line
-        // has none.
-        if serde_json::to_writer(&mut *out, &json).is_ok() {
-            out.push(b'\n');
+        out.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream {
+            Some((_, us)) => millis(out, us),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"tls\":");
+        match self.tls {
+            Some(v) => json_str(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"request_id\":");
+        match self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            Some(id) => json_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `s` as a JSON string: quoted, and escaped by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `n` in decimal.
+fn digits(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Microseconds as milliseconds with three decimals: `1.412`.
+fn millis(out: &mut Vec<u8>, us: u64) {
+    digits(out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// One request's line, filled in as the request is routed and answered,
@@ -295,13 +338,13 @@ impl Entry {
     /// and path pattern, never its path.
     pub(crate) fn route(&mut self, name: &Arc<str>, pattern: &Arc<str>) {
         self.line.route = Some(name.clone());
-        self.line.path = pattern.clone();
+        self.line.path = Some(pattern.clone());
     }
 
     /// The request is the pass-through's, for `path` (no query).
     pub(crate) fn path(&mut self, path: &str) {
         self.line.route = None;
-        self.line.path = Arc::from(path);
+        self.line.path = Some(Arc::from(path));
     }
 
     /// Wraps the answer's body: the line goes when it is done with.
@@ -438,35 +481,60 @@ struct Writer {
 }
 
 impl Writer {
-    /// Until every sender is gone (the log is dropped).
+    /// Until every sender is gone (the log is dropped). Idle, the thread
+    /// sleeps until a line comes, and writes it at once. While lines keep
+    /// coming, it takes what gathered every `GATHER` and writes it in one
+    /// go: a request then queues its line without waking the thread, and
+    /// the lines share one write, where one each would cost a wake-up and
+    /// a write(2) per request.
     fn run(mut self, queue: Receiver<Msg>) {
         while let Ok(first) = queue.recv() {
-            let mut next = Some(first);
-            while let Some(msg) = next {
-                if self.reopen.swap(false, Ordering::AcqRel) {
-                    // What was buffered goes to the file it was meant for.
-                    self.write_out();
-                    self.out.reopen();
-                }
-                match msg {
-                    Msg::Line(line) => {
-                        line.write_json(&mut self.buf);
-                        self.buffered += 1;
-                        if self.buf.len() >= BUFFER {
+            self.take(first);
+            loop {
+                let mut took = 0;
+                loop {
+                    match queue.try_recv() {
+                        Ok(msg) => {
+                            self.take(msg);
+                            took += 1;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
                             self.write_out();
+                            return;
                         }
                     }
-                    Msg::Reopen => {}
-                    Msg::Flush(done) => {
-                        self.write_out();
-                        let _ = done.send(());
-                    }
                 }
-                next = queue.try_recv().ok();
+                self.write_out();
+                if took == 0 {
+                    break;
+                }
+                std::thread::sleep(GATHER);
             }
-            self.write_out();
         }
         self.write_out();
+    }
+
+    fn take(&mut self, msg: Msg) {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            // What was buffered goes to the file it was meant for.
+            self.write_out();
+            self.out.reopen();
+        }
+        match msg {
+            Msg::Line(line) => {
+                line.write_json(&mut self.buf);
+                self.buffered += 1;
+                if self.buf.len() >= BUFFER {
+                    self.write_out();
+                }
+            }
+            Msg::Reopen => {}
+            Msg::Flush(done) => {
+                self.write_out();
+                let _ = done.send(());
+            }
+        }
     }
 
     fn write_out(&mut self) {
@@ -585,6 +653,48 @@ mod tests {
         assert_eq!(l["tls"], "TLSv1.3");
         assert_eq!(l["request_id"], "req-1");
         assert!(l["upstream_status"].is_null() && l["upstream_ms"].is_null());
+    }
+
+    /// Whatever a path holds, the line is one line of valid JSON that
+    /// reads back as written.
+    #[test]
+    fn a_line_is_json_whatever_its_strings_hold() {
+        let path = "/a\"b\\c\n\u{1b}[31m\u{7f}/é/\u{2028}/%00";
+        let line = Line {
+            at_ms: 1_764_000_000_007,
+            client: "2001:db8::7".parse().expect("ip"),
+            method: Method::from_bytes(b"PURGE").expect("method"),
+            path: Some(Arc::from(path)),
+            route: Some(Arc::from("shop")),
+            status: 502,
+            bytes_in: u64::MAX,
+            bytes_out: 0,
+            duration_us: 1_234_567,
+            upstream: Some((None, 5)),
+            tls: None,
+            request_id: Some(HeaderValue::from_static("a\"b\\c")),
+        };
+        let mut out = Vec::new();
+        line.write_json(&mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["time"], "2025-11-24T16:00:00.007Z");
+        assert_eq!(v["client"], "2001:db8::7");
+        assert_eq!(v["method"], "PURGE");
+        assert_eq!(v["path"], path);
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["bytes_in"].as_u64(), Some(u64::MAX));
+        assert_eq!(v["bytes_out"], 0);
+        assert_eq!(v["duration_ms"].as_f64(), Some(1234.567));
+        assert_eq!(v["route"], "shop");
+        assert_eq!(v["upstream_status"], serde_json::Value::Null);
+        assert_eq!(v["upstream_ms"].as_f64(), Some(0.005));
+        assert!(text.contains("\"upstream_ms\":0.005,"), "{text}");
+        assert_eq!(v["tls"], serde_json::Value::Null);
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(13));
     }
 
     #[test]

@@ -235,7 +235,11 @@ async fn exchange(
     // For the log line of a failure: a clone shares the bytes, copies none.
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     rewrite_head(ctx, &mut parts, peer, tls, upgrade);
-    let body = match (scan, &tally) {
+    // A body that has ended already has no bytes to count.
+    let count = tally
+        .as_ref()
+        .filter(|_| !http_body::Body::is_end_stream(&body));
+    let body = match (scan, count) {
         (scan, Some(tally)) => crate::body::Inspected::body(
             body,
             Counted {
