@@ -55,7 +55,7 @@ use crate::types::{unix_ms, AuthorizationToken, DeliveryId, SessionId};
 use writer::Cmd;
 
 /// The schema this build writes. Each step in `MIGRATIONS` moves one version up.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -106,6 +106,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN attempt_log TEXT;
      CREATE INDEX deliveries_session ON deliveries (session_id);
      CREATE INDEX deliveries_reference ON deliveries (reference);",
+    // 4 -> 5: the lookups by session and by reference (`list::delivered`)
+    // read their rows newest first straight from the index, so a reference
+    // shared by many rows stops at a page instead of sorting them all. They
+    // replace the single-column indexes, which they serve too. Building
+    // them reads the table once, at the first start of this version.
+    "CREATE INDEX deliveries_session_received ON deliveries (session_id, received_at);
+     CREATE INDEX deliveries_reference_received ON deliveries (reference, received_at);
+     DROP INDEX deliveries_session;
+     DROP INDEX deliveries_reference;",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
