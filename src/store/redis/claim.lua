@@ -37,8 +37,7 @@ redis.call('HSET', KEYS[1], 'route', ARGV[4], 'reference', ARGV[5], 'session_id'
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[12], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
-lookup_keep(prefix, ARGV[1], ARGV[6], ARGV[5], ARGV[9], ARGV[3])
-lookup_trim(prefix, ARGV[6], ARGV[5], ARGV[2])
+lookup_keep(prefix, ARGV[1], ARGV[6], ARGV[5], ARGV[9], ARGV[3], ARGV[2])
 if redis.call('HGET', KEYS[4], 'state') == 'active' then
   redis.call('HSET', KEYS[4], 'state', 'ended', 'outcome', ARGV[8])
   redis.call('ZREM', KEYS[5], ARGV[6])

@@ -6,18 +6,17 @@
 -- instead of every record. A record without a reference ('') is indexed by
 -- session only; a listing never asks for an empty reference.
 --
--- lookup_keep(prefix, id, session, reference, received, at): puts `id` in
--- both indexes and makes each live at least until `at`, the record's expiry
--- (the very number given to PEXPIREAT), so an index never expires before a
--- record it holds. An id whose record expired is skipped by listings, and
--- goes with its index's expiry or with `lookup_trim`.
---
--- lookup_trim(prefix, session, reference, cutoff): drops from both indexes
--- up to 4 of the oldest ids received at or before `cutoff` (`dedupe_ttl`
--- before now: a younger record cannot have expired) whose record is gone,
--- or now belongs to another reference (claimed again). Run at each claim,
--- so an index that never expires (a reference every record shares) sheds
--- what expired about as fast as it grows.
+-- lookup_keep(prefix, id, session, reference, received, at, cutoff): puts
+-- `id` in both indexes and makes each live at least until `at`, the
+-- record's expiry (the very number given to PEXPIREAT), so an index never
+-- expires before a record it holds. An id whose record expired is skipped
+-- by listings, and goes with its index's expiry or, given `cutoff` (a
+-- claim's: `dedupe_ttl` before now, a younger record cannot have expired),
+-- when an index that already held ids drops up to 4 of its oldest ids
+-- received at or before it whose record is gone or now belongs to another
+-- reference (claimed again). So an index that never expires (a reference
+-- every record shares) sheds what expired about as fast as it grows.
+
 -- lookup_prefix(key, id): the key prefix, from a record's key
 -- (`{prefix}d:{id}`).
 local function lookup_prefix(key, id)
@@ -32,20 +31,25 @@ local function lookup_keys(prefix, session, reference)
   return keys
 end
 
-local function lookup_keep(prefix, id, session, reference, received, at)
-  local now = redis.call('TIME')
-  now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local function lookup_keep(prefix, id, session, reference, received, at, cutoff)
+  local now
   for _, k in ipairs(lookup_keys(prefix, session, reference)) do
+    local new = redis.call('EXISTS', k[1]) == 0
     redis.call('ZADD', k[1], received, id)
-    local left = redis.call('PTTL', k[1])
-    if left < 0 or now + left < tonumber(at) then redis.call('PEXPIREAT', k[1], at) end
-  end
-end
-
-local function lookup_trim(prefix, session, reference, cutoff)
-  for _, k in ipairs(lookup_keys(prefix, session, reference)) do
-    for _, old in ipairs(redis.call('ZRANGEBYSCORE', k[1], '-inf', cutoff, 'LIMIT', 0, 4)) do
-      if redis.call('HGET', prefix .. 'd:' .. old, k[2]) ~= k[3] then redis.call('ZREM', k[1], old) end
+    if new then
+      redis.call('PEXPIREAT', k[1], at)
+    else
+      if not now then
+        now = redis.call('TIME')
+        now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+      end
+      local left = redis.call('PTTL', k[1])
+      if left < 0 or now + left < tonumber(at) then redis.call('PEXPIREAT', k[1], at) end
+      if cutoff then
+        for _, old in ipairs(redis.call('ZRANGEBYSCORE', k[1], '-inf', cutoff, 'LIMIT', 0, 4)) do
+          if redis.call('HGET', prefix .. 'd:' .. old, k[2]) ~= k[3] then redis.call('ZREM', k[1], old) end
+        end
+      end
     end
   end
 end
