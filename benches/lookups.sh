@@ -16,6 +16,12 @@
 #   N=200000 REDIS_N=200000 LOOKUPS=50 bash benches/lookups.sh
 #   BEFORE_BIN=/tmp/old/authback bash benches/lookups.sh
 #   KINDS=redis bash benches/lookups.sh
+#   KINDS=claim CLAIM_REV=bf51a34 bash benches/lookups.sh   # what the indexes cost a claim
+#
+# KINDS=claim times the Redis claim script of CLAIM_REV and of this tree,
+# server side (INFO commandstats), over 200,000 claims each through
+# redis-cli --pipe, in three alternating rounds: what keeping the lookup
+# indexes adds to each callback's one Redis step.
 #
 # A Redis record takes about 2.1 KB of Redis memory, the lookup indexes
 # about 0.4 KB of it: REDIS_N defaults to a million (about 2.2 GB). The
@@ -168,6 +174,44 @@ PY
       run after "$AFTER_BIN" file "$LOOKUPS"
       echo "  database after: $(du -sh "$WORK" | cut -f1)"
       rm -f "$WORK"/authback.db*
+      ;;
+    claim)
+      redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no --dir "$WORK" \
+        --protected-mode no >/dev/null 2>&1 &
+      PIDS+=($!)
+      for _ in $(seq 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.05; done
+      git show "${CLAIM_REV:?CLAIM_REV names the build to compare with}:src/store/redis/claim.lua" > "$WORK/claim-before.lua"
+      # The scripts that start with shared functions are joined as mod.rs joins them.
+      if grep -q lookup_keep src/store/redis/claim.lua; then
+        cat src/store/redis/lookup.lua src/store/redis/claim.lua > "$WORK/claim-after.lua"
+      else
+        cp src/store/redis/claim.lua "$WORK/claim-after.lua"
+      fi
+      for round in 1 2 3; do
+        for v in before after; do
+          sha=$(redis-cli -p "$RP" script load "$(cat "$WORK/claim-$v.lua")")
+          redis-cli -p "$RP" flushall >/dev/null; redis-cli -p "$RP" config resetstat >/dev/null
+          python3 - "$sha" 200000 <<'PY' | redis-cli -p "$RP" --pipe >/dev/null
+import sys, time
+sha, n = sys.argv[1], int(sys.argv[2])
+out, now, ttl = sys.stdout.buffer, int(time.time() * 1000), 172_800_000
+def cmd(*a):
+    out.write(b"*%d\r\n" % len(a))
+    for x in map(lambda v: str(v).encode(), a):
+        out.write(b"$%d\r\n%s\r\n" % (len(x), x))
+for i in range(n):
+    id, sess, at = "%032x" % (i * 2654435761), "sess-%08d-aaaa-4bbb-accc-%012d" % (i, i), now + i
+    keys = ["c:d:" + id] + ["c:" + k for k in ("due", "pending", "r:" + sess, "rdue", "rleased", "delivered",
+                                                "dead_by_expiry", "unconfirmed", "wdue", "wleased")]
+    cmd("EVALSHA", sha, 11, *keys, id, at - ttl, at + 3_600_000 + ttl, "klarna", "order-%d" % i, sess, "tok-%d" % i,
+        "callback", at, '{"authorization_token":"tok-%d","session_id":"%s"}' % (i, sess), "", at, at + 3_600_000, at + ttl)
+PY
+          per=$(redis-cli -p "$RP" info commandstats | awk -F'usec_per_call=' '/evalsha/ {split($2, a, ","); print a[1]}')
+          mem=$(redis-cli -p "$RP" info memory | awk -F: '/^used_memory:/ {printf "%.0f", $2/1048576}')
+          echo "claim script, round $round, $v: $per us a call; $mem MB for 200,000 pending records"
+        done
+      done
+      redis-cli -p "$RP" shutdown nosave >/dev/null 2>&1 || true
       ;;
     redis)
       redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no --dir "$WORK" \
