@@ -109,12 +109,13 @@ const MIGRATIONS: &[&str] = &[
     // 4 -> 5: the lookups by session and by reference (`list::delivered`)
     // read their rows newest first straight from the index, so a reference
     // shared by many rows stops at a page instead of sorting them all. They
-    // replace the single-column indexes, which they serve too. Building
-    // them reads the table once, at the first start of this version.
-    "CREATE INDEX deliveries_session_received ON deliveries (session_id, received_at);
-     CREATE INDEX deliveries_reference_received ON deliveries (reference, received_at);
-     DROP INDEX deliveries_session;
-     DROP INDEX deliveries_reference;",
+    // replace the single-column indexes, which they serve too, and are
+    // built after those are dropped, on their freed pages. Building them
+    // reads the table once, at the first start of this version.
+    "DROP INDEX deliveries_session;
+     DROP INDEX deliveries_reference;
+     CREATE INDEX deliveries_session_received ON deliveries (session_id, received_at);
+     CREATE INDEX deliveries_reference_received ON deliveries (reference, received_at);",
 ];
 
 /// Delivered rows removed per prune transaction, so acks are never held long.
