@@ -81,7 +81,8 @@ const SCAN_BUDGET: usize = 5_000;
 
 // The Lua scripts, one a file beside this one; each file's header names its
 // KEYS and ARGV and what it guarantees. The functions some of them share
-// (`index.lua`, `trim_dead.lua`, `expire.lua`) are joined in front of them.
+// (`index.lua`, `trim_dead.lua`, `lookup.lua`, `expire.lua`) are joined in
+// front of them.
 const CLAIM: &str = concat!(include_str!("lookup.lua"), include_str!("claim.lua"));
 const TAKE: &str = include_str!("take.lua");
 const FINISH: &str = concat!(

@@ -447,15 +447,9 @@ async fn a_lookup_reads_its_own_index_not_the_store() {
     }
 }
 
-/// Records written before the lookup indexes began (by an earlier
-/// version) are in none of them: they are found by reading the state
-/// indexes for that stretch of time, as before, in every state. A record
-/// this version changes joins its indexes.
-#[tokio::test]
-async fn records_written_without_lookup_indexes_are_still_found() {
-    let server = Server::start();
-    let old = server.store(HOUR, HOUR).await;
-    let base = unix_ms() - 600_000;
+/// Three deliveries received `base` on, of two sessions and two
+/// references: one delivered, one dead, one pending.
+async fn three_of_two_sessions(s: &RedisStore, base: u64) -> Vec<Delivery> {
     let mut made = Vec::new();
     for (i, (session, reference)) in [
         ("sess-a", "cart-1"),
@@ -470,10 +464,10 @@ async fn records_written_without_lookup_indexes_are_still_found() {
         d.id = crate::types::DeliveryId::for_authorization(&d.session_id, &d.authorization_token);
         d.reference = reference.into();
         d.received_at = base + i as u64;
-        old.claim(d.clone()).await.expect("claim");
+        s.claim(d.clone()).await.expect("claim");
         made.push(d);
     }
-    old.deliveries().take(FAR, 10).await.expect("take");
+    s.deliveries().take(FAR, 10).await.expect("take");
     let outcomes = [
         AttemptOutcome::Delivered {
             at: unix_ms(),
@@ -490,11 +484,21 @@ async fn records_written_without_lookup_indexes_are_still_found() {
         };
         let log = attempt(1);
         let next = Attempted { outcome, log };
-        old.deliveries()
-            .finish(d.id, 1, next)
-            .await
-            .expect("finish");
+        s.deliveries().finish(d.id, 1, next).await.expect("finish");
     }
+    made
+}
+
+/// Records written before the lookup indexes began (by an earlier
+/// version) are in none of them: they are found by reading the state
+/// indexes for that stretch of time, as before, in every state. A record
+/// this version changes joins its indexes.
+#[tokio::test]
+async fn records_written_without_lookup_indexes_are_still_found() {
+    let server = Server::start();
+    let old = server.store(HOUR, HOUR).await;
+    let base = unix_ms() - 600_000;
+    let made = three_of_two_sessions(&old, base).await;
     // As an earlier version left them: no lookup indexes, and a time from
     // which on they are kept.
     let mut c = server.conn().await;
