@@ -168,6 +168,12 @@ pub(crate) fn start_klarna(
         deadline: config.delivery.deadline,
         shutdown_grace: config.server.shutdown_grace,
         deliveries: deliveries.handle.clone(),
+        release_notices: config
+            .routes
+            .iter()
+            .filter(|r| r.forward_format != crate::route::ForwardFormat::Original)
+            .map(|r| r.name.clone())
+            .collect(),
         wake: deliveries.new_registration.clone(),
     };
     Ok(Some(reconcile::spawn(ctx, drain.public.clone())))
