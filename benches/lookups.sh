@@ -49,7 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 UP=$(port); RP=$(port)
 
 config() { # kind public admin
@@ -69,13 +69,8 @@ kind = "$1"
 dedupe_ttl = "192h"
 $( [ "$1" = file ] && echo "path = \"$WORK/authback.db\"" )
 $( [ "$1" = redis ] && echo "url = \"redis://127.0.0.1:$RP/0\"" && echo "key_prefix = \"bench:\"" )
-[[routes]]
-name = "klarna"
-kind = "klarna_authorization"
-path = "/klarna/authorization/{reference}"
-forward_path = "/klarna/authorized"
-secrets = ["bench-secret-0123456789abcdef"]
 TOML
+klarna_route
 }
 
 # The timing client: one keep-alive connection, LOOKUPS requests a kind.
