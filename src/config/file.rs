@@ -77,6 +77,19 @@ pub(super) struct FileTls {
     #[serde(default)]
     pub(super) self_signed: bool,
     pub(super) reload_interval: Option<String>,
+    #[serde(default)]
+    pub(super) certificates: Vec<FileCertificate>,
+    pub(super) strict_sni: Option<bool>,
+}
+
+/// A `[[server.tls.certificates]]` entry: a pair and the names it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCertificate {
+    #[serde(default)]
+    pub(super) names: Vec<String>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

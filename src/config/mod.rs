@@ -6,15 +6,19 @@
 
 mod checker;
 mod file;
+mod host_names;
 mod locate;
 mod model;
 pub mod production;
 mod routes;
+mod tls;
 mod validate;
 
 pub use crate::route::{ForwardFormat, PathPattern, Route};
 pub use crate::store::{StoreConfig, StoreKind};
 pub use checker::resolve_secret;
+pub use host_names::HostNames;
+pub(crate) use host_names::Match;
 pub use model::*;
 
 pub use crate::route::dialect::{Dialect, PathForm};

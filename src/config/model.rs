@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::host_names::HostNames;
 use crate::net::{IpNet, IpSet};
 use crate::route::dialect::{Dialect, PathForm};
 use crate::route::Route;
@@ -105,12 +106,38 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub enum TlsConfig {
+    /// `cert`/`key` (one pair, its `names` `None`) or
+    /// `[[server.tls.certificates]]` (one pair each, in the file's order).
     Files {
-        cert: PathBuf,
-        key: PathBuf,
+        pairs: Vec<CertPair>,
         reload_interval: Duration,
+        /// A handshake whose SNI is in no pair's names, or that has none,
+        /// fails; otherwise it gets the first pair.
+        strict_sni: bool,
     },
-    SelfSigned,
+    /// A throwaway certificate for `localhost` and the `public_url` host.
+    SelfSigned { strict_sni: bool },
+}
+
+/// One certificate chain and key, and the host names it is served for.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A `[[server.tls.certificates]]` entry's `names`; `None` for the
+    /// single `cert`/`key` pair, which is served for its certificate's own
+    /// names.
+    pub names: Option<HostNames>,
+}
+
+impl CertPair {
+    /// The config key of pair `index`, for errors and logs.
+    pub fn key_name(&self, index: usize) -> String {
+        match self.names {
+            Some(_) => format!("server.tls.certificates[{index}]"),
+            None => "server.tls".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -154,35 +154,12 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
     if workers > 1024 {
         c.err("server.workers", "must be at most 1024 (0: one per CPU)");
     }
-    let tls = {
-        let t = &f.tls;
-        if t.self_signed {
-            if t.cert.is_some() || t.key.is_some() {
-                c.err(
-                    "server.tls.self_signed",
-                    "set either self_signed or cert and key, not both",
-                );
-            }
-            TlsConfig::SelfSigned
-        } else {
-            let reload_interval = c.positive_duration(
-                "server.tls.reload_interval",
-                t.reload_interval.as_deref(),
-                "5s",
-            );
-            match (&t.cert, &t.key) {
-                (Some(cert), Some(key)) => TlsConfig::Files {
-                    cert: base.join(cert),
-                    key: base.join(key),
-                    reload_interval,
-                },
-                _ => {
-                    c.err("server.tls", "needs both cert and key (PEM files), or self_signed = true for development");
-                    TlsConfig::SelfSigned
-                }
-            }
-        }
-    };
+    let before = c.errors.len();
+    let tls = super::tls::tls(c, &f.tls, base);
+    // Only on names that all read: one root cause, one error.
+    if c.errors.len() == before {
+        super::tls::public_url_covered(c, &tls, &public_url);
+    }
     ServerConfig {
         listen,
         listen_plain,

@@ -33,7 +33,7 @@ pub(crate) fn spawn(sets: &[IpSetSource], tls: &TlsConfig, stop: Stop) -> Option
         TlsConfig::Files {
             reload_interval, ..
         } => *reload_interval,
-        TlsConfig::SelfSigned => DEFAULT_EVERY,
+        TlsConfig::SelfSigned { .. } => DEFAULT_EVERY,
     };
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
