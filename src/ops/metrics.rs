@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::labels::label_values;
+
 /// Upper bounds of the ack latency histogram, in seconds.
 const ACK_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -19,30 +21,6 @@ const ACK_BUCKETS: [f64; 12] = [
 const DELIVERY_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-
-/// A fieldless enum of label values: each variant's value, and every
-/// variant in the order the series are declared.
-macro_rules! label_values {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $value:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub(crate) enum $name {
-            $($variant,)+
-        }
-
-        impl $name {
-            /// Every value, each exported at zero from the start.
-            pub(crate) const ALL: [$name; [$($value),+].len()] = [$($name::$variant,)+];
-
-            /// The label value, as the exposition shows it.
-            pub(crate) const fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $value,)+
-                }
-            }
-        }
-    };
-}
 
 label_values! {
     /// The `outcome` of `authback_callbacks_total`: how a callback was
