@@ -6,11 +6,11 @@
 /// A fieldless enum of label values: each variant's value, and every
 /// variant in the order the series are declared.
 macro_rules! label_values {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $value:literal,)+ }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(crate) enum $name {
-            $($variant,)+
+            $($(#[$vdoc])* $variant,)+
         }
 
         impl $name {

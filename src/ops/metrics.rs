@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::labels::label_values;
+use crate::store::replication::{AckOperation, Figures};
 
 /// Upper bounds of the ack latency histogram, in seconds.
 const ACK_BUCKETS: [f64; 12] = [
@@ -554,7 +555,53 @@ impl Metrics {
             "Whether the store can record callbacks (1) or not (0).",
             u8::from(gauges.store_up),
         );
+        render_replication(out, &gauges.replication);
     }
+}
+
+/// The store's primary and failovers. The counters exist for every store
+/// (at 0 where nothing fails over); the primary's series only where there
+/// is a primary (redis), so no series stands for a file or memory store.
+fn render_replication(out: &mut String, r: &Figures) {
+    scalar(
+        out,
+        "authback_store_failovers_total",
+        Kind::Counter,
+        "Times the store's primary changed (a Redis failover) since the process started.",
+        r.failovers,
+    );
+    const ACKS: &str = "authback_store_replica_ack_failures_total";
+    header(
+        out,
+        ACKS,
+        Kind::Counter,
+        "Writes the primary accepted and its replicas did not acknowledge, by operation.",
+    );
+    for op in AckOperation::ALL {
+        let v = r.ack_failures[op as usize];
+        let _ = writeln!(out, "{ACKS}{{operation=\"{}\"}} {v}", op.as_str());
+    }
+    header(
+        out,
+        "authback_store_primary_info",
+        Kind::Gauge,
+        "The Redis primary the store writes to (host:port), always 1; no series for a file or memory store.",
+    );
+    if let Some(address) = &r.primary {
+        let _ = writeln!(
+            out,
+            "authback_store_primary_info{{address=\"{}\"}} 1",
+            escape_label(address)
+        );
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and
+/// line feed escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Values read at scrape time from their owners.
@@ -570,6 +617,8 @@ pub(crate) struct Gauges {
     pub unconfirmed: u64,
     pub ready: bool,
     pub store_up: bool,
+    /// The store's primary and failovers (nothing for file and memory).
+    pub replication: Figures,
     /// What the store holds, by state: pending, delivered, dead, resolved.
     pub stored: [u64; 4],
 }
@@ -737,5 +786,41 @@ mod tests {
         assert!(text.contains("authback_klarna_requests_total{operation=\"read_session\",purpose=\"reconcile\",outcome=\"unreachable\"} 0\n"));
         assert!(text.contains("authback_deliveries_total{route=\"r\",outcome=\"retry\"} 1\n"));
         assert_eq!(m.callbacks("r", CallbackOutcome::Duplicate), 1);
+    }
+
+    #[test]
+    fn the_store_primary_has_a_series_only_where_there_is_one() {
+        let m = Metrics::default();
+        let text = m.render(&Gauges::default());
+        assert!(
+            text.contains("\nauthback_store_failovers_total 0\n"),
+            "{text}"
+        );
+        for op in AckOperation::ALL {
+            let op = op.as_str();
+            assert!(text.contains(&format!(
+                "\nauthback_store_replica_ack_failures_total{{operation=\"{op}\"}} 0\n"
+            )));
+        }
+        assert!(text.contains("# TYPE authback_store_primary_info gauge\n"));
+        assert!(!text.contains("\nauthback_store_primary_info{"), "{text}");
+
+        let g = Gauges {
+            replication: Figures {
+                failovers: 2,
+                ack_failures: [0, 3],
+                primary: Some("redis-b.shop.svc:6379".into()),
+            },
+            ..Gauges::default()
+        };
+        let text = m.render(&g);
+        assert!(text.contains("\nauthback_store_failovers_total 2\n"));
+        assert!(
+            text.contains("\nauthback_store_replica_ack_failures_total{operation=\"outcome\"} 3\n")
+        );
+        assert!(
+            text.contains("\nauthback_store_primary_info{address=\"redis-b.shop.svc:6379\"} 1\n")
+        );
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
