@@ -42,11 +42,12 @@
 //! config/     the file as written -> checked -> Config
 //! ```
 //!
-//! `body`, `net`, `text` and `types` are the shared vocabulary: one body
-//! type, addresses (CIDRs, host:port, the client behind trusted proxies),
-//! text codecs, and the typed ids and secrets. `client` is the one outbound
-//! client for everything but the upstream (Klarna's API, the doctor, the
-//! `deliveries` CLI) and its rustls configuration.
+//! `body`, `net`, `text`, `types` and `labels` are the shared vocabulary:
+//! one body type, addresses (CIDRs, host:port, the client behind trusted
+//! proxies), text codecs, the typed ids and secrets, and metric label values
+//! as types. `client` is the one outbound client for everything but the
+//! upstream (Klarna's API, the doctor, the `deliveries` CLI) and its rustls
+//! configuration.
 
 pub mod admin;
 mod body;
@@ -57,6 +58,7 @@ pub mod delivery;
 pub mod doctor;
 pub mod front;
 mod klarna;
+mod labels;
 mod net;
 pub mod ops;
 mod proxy;

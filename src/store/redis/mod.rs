@@ -47,6 +47,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
+use super::replication::{redis_address, Replication};
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
@@ -205,6 +206,8 @@ pub struct RedisStore {
     active_regs: Arc<AtomicU64>,
     /// `LOOKUPS_SINCE`, as read at open.
     lookups_since: u64,
+    /// The one server `store.url` names is the primary, for good.
+    replication: Replication,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -265,6 +268,9 @@ impl RedisStore {
             failure: Arc::new(Mutex::new(None)),
             active_regs: Arc::new(AtomicU64::new(0)),
             lookups_since,
+            replication: Replication::with_primary(redis_address(
+                &client.get_connection_info().addr,
+            )),
         };
         store.probe().await;
         if let Some(why) = store
@@ -659,6 +665,10 @@ impl Store for RedisStore {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
+    }
+
+    fn replication(&self) -> Option<&Replication> {
+        Some(&self.replication)
     }
 
     fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {

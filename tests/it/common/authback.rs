@@ -166,11 +166,18 @@ impl Authback {
         }
     }
 
-    /// Begins a graceful shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> Result<(), authback::RunError> {
+    /// Begins a graceful shutdown, as SIGTERM does, without waiting for
+    /// it: the admin listener still answers while the public side drains.
+    pub fn begin_stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Begins a graceful shutdown (if not yet begun) and waits for `run` to
+    /// return.
+    pub async fn stop(mut self) -> Result<(), authback::RunError> {
+        self.begin_stop();
         match self.task.take() {
             Some(t) => t.await.expect("run task"),
             None => Ok(()),
