@@ -61,7 +61,7 @@ fn load(path: &Path) -> Result<(Config, Check), Check> {
             .collect();
         c
     })?;
-    if let TlsConfig::Files { cert, key, .. } = &config.server.tls {
+    if let Some(TlsConfig::Files { cert, key, .. }) = &config.server.tls {
         if let Err(e) = crate::front::tls::Reloader::load(cert.clone(), key.clone()) {
             let mut c = Check::fail("config", format!("{}: 1 error", path.display()), fix);
             c.notes = vec![format!("{}: server.tls: {e}", path.display())];

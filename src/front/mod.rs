@@ -1,10 +1,13 @@
-//! The public side: listeners and connection workers, TLS, strict request
-//! heads, the canonical path, and the router that
-//! decides, on one reading of each request, whether it is a callback or
-//! pass-through. Nothing here talks to the store or the upstream itself.
+//! The public side: listeners and connection workers, the PROXY protocol
+//! from a balancer in front, TLS, strict request heads, the canonical path,
+//! the router that decides, on one reading of each request, whether it is
+//! a callback or pass-through, and the plain-HTTP redirect to https. Nothing
+//! here talks to the store or the upstream itself.
 
 pub(crate) mod head;
 pub mod path;
+pub(crate) mod proxy_protocol;
+pub(crate) mod redirect;
 pub(crate) mod router;
 pub(crate) mod server;
 pub mod tls;

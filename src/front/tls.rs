@@ -103,6 +103,14 @@ impl CertResolver {
         })
     }
 
+    /// The pair served now.
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn set(&self, key: CertifiedKey) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
     }
@@ -110,12 +118,7 @@ impl CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 
@@ -215,24 +218,32 @@ impl Reloader {
     }
 }
 
+/// What `start` gives the listeners: TLS (none without `[server.tls]`) and
+/// the certificate it serves now, for the names it is for.
+pub(crate) struct Started {
+    pub acceptor: Option<TlsAcceptor>,
+    pub resolver: Option<Arc<CertResolver>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
 /// The public listener's TLS as `config` asks for it, with the tasks that
 /// keep it current: the reload loop for certificate files, and the SIGHUP
 /// handler. SIGHUP is always caught, so that it never ends the process (its
 /// default action), even when there is no certificate file to reload.
 pub(crate) fn start(
-    config: &TlsConfig,
+    config: Option<&TlsConfig>,
     public_url: &str,
     metrics: Arc<Metrics>,
     stop: Stop,
-) -> Result<(TlsAcceptor, Vec<JoinHandle<()>>), TlsError> {
+) -> Result<Started, TlsError> {
     let mut tasks = Vec::new();
     let sighup = Arc::new(Notify::new());
     let (resolver, reloads) = match config {
-        TlsConfig::Files {
+        Some(TlsConfig::Files {
             cert,
             key,
             reload_interval,
-        } => {
+        }) => {
             let (reloader, resolver) = Reloader::load(cert.clone(), key.clone())?;
             tasks.push(tokio::spawn(reloader.run(
                 *reload_interval,
@@ -240,9 +251,9 @@ pub(crate) fn start(
                 metrics,
                 stop.clone(),
             )));
-            (resolver, true)
+            (Some(resolver), true)
         }
-        TlsConfig::SelfSigned => {
+        Some(TlsConfig::SelfSigned) => {
             let mut names = vec!["localhost".to_string()];
             if let Some(host) = public_url
                 .parse::<http::Uri>()
@@ -252,8 +263,9 @@ pub(crate) fn start(
                 names.push(host);
             }
             tracing::warn!("serving a throwaway self-signed certificate (development only)");
-            (CertResolver::new(self_signed(names)?), false)
+            (Some(CertResolver::new(self_signed(names)?)), false)
         }
+        None => (None, false),
     };
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => tasks.push(tokio::spawn(async move {
@@ -273,7 +285,15 @@ pub(crate) fn start(
         })),
         Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
     }
-    Ok((TlsAcceptor::from(server_config(resolver)?), tasks))
+    let acceptor = match &resolver {
+        Some(r) => Some(TlsAcceptor::from(server_config(r.clone())?)),
+        None => None,
+    };
+    Ok(Started {
+        acceptor,
+        resolver,
+        tasks,
+    })
 }
 
 fn fingerprint(cert: &[u8], key: &[u8]) -> [u8; 32] {
