@@ -138,6 +138,11 @@ async fn the_redirect_listener_sends_every_client_to_a_configured_https_host() {
         assert_eq!(a.header("location"), Some(*location), "{request:?}");
         assert_eq!(a.header("set-cookie"), None, "{request:?}");
     }
+    let redirects = metric(
+        &ab.metrics().await,
+        "authback_proxy_requests_total{status_class=\"3xx\"}",
+    );
+    assert_eq!(redirects, Some(cases.len() as f64));
     // Heads that cannot be read one way get 400 and no Location at all.
     for request in [
         get("/a", "shop.example@evil.example"),
