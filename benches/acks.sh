@@ -26,7 +26,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP_LOGS:-}" ] && tail -n 5 "$WORK"/*.log >&2; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 UP=$(port); PUB=$(port); ADM=$(port); PUB2=$(port); ADM2=$(port); RP=$(port)
 
 redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly yes --appendfsync always \
@@ -77,13 +77,8 @@ attempt_timeout = "1s"
 kind = "$1"
 $( [ "$1" = file ] && echo "path = \"$WORK/authback.db\"" )
 $( [ "$1" = redis ] && echo "url = \"redis://127.0.0.1:$RP/0\"" && echo "key_prefix = \"bench-$ROUND_TAG:\"" )
-[[routes]]
-name = "klarna"
-kind = "klarna_authorization"
-path = "/klarna/authorization/{reference}"
-forward_path = "/klarna/authorized"
-secrets = ["bench-secret-0123456789abcdef"]
 TOML
+klarna_route
 }
 
 fsync_rate() {

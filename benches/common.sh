@@ -1,4 +1,5 @@
-# Shared by the pass-through benches (run.sh, profile.sh, instructions.sh):
+# Shared by the benches (run.sh, profile.sh, instructions.sh, acks.sh,
+# lookups.sh, rss.sh):
 # sourced, not run.
 
 # A free port on 127.0.0.1.
@@ -18,7 +19,7 @@ need_tools() {
 build_upstream() {
   if [ -z "${UPSTREAM_BIN:-}" ]; then
     cargo build --release -q --example bench-upstream
-    UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
+    UPSTREAM_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench-upstream
   fi
 }
 
@@ -72,6 +73,19 @@ NGINX
   if ! nginx -t -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1; then
     sed -i -e 's/^    http2 on;//' -e "s|listen 127.0.0.1:$tls ssl;|listen 127.0.0.1:$tls ssl http2;|" "$dir/nginx.conf"
   fi
+}
+
+# klarna_route: the callback route the ack, lookup and memory benches
+# send to (a URL token, forwarded as json).
+klarna_route() {
+  cat <<'TOML'
+[[routes]]
+name = "klarna"
+kind = "klarna_authorization"
+path = "/klarna/authorization/{reference}"
+forward_path = "/klarna/authorized"
+secrets = ["bench-secret-0123456789abcdef"]
+TOML
 }
 
 # shop_route: a callback route as a WooCommerce shop has one (query_match),

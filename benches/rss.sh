@@ -17,7 +17,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 UP=$(port); PUB=$(port); ADM=$(port)
 target/release/examples/bench-upstream "127.0.0.1:$UP" & PIDS+=($!)
 cat > "$WORK/a.toml" <<TOML
@@ -33,13 +33,8 @@ url = "http://127.0.0.1:$UP"
 [store]
 kind = "memory"
 dedupe_ttl = "48h"
-[[routes]]
-name = "klarna"
-kind = "klarna_authorization"
-path = "/klarna/authorization/{reference}"
-forward_path = "/klarna/authorized"
-secrets = ["bench-secret-0123456789abcdef"]
 TOML
+klarna_route >> "$WORK/a.toml"
 RUST_LOG=warn "$BIN" --config "$WORK/a.toml" 2>"$WORK/a.log" & AB=$!; PIDS+=($AB)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADM/readyz" >/dev/null && break; sleep 0.05; done
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$AB/status"; }

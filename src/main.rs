@@ -258,15 +258,16 @@ fn doctor(config: &std::path::Path, ca_file: Option<&std::path::Path>) -> ExitCo
 /// `authback check`: the config loaded; its certificate pair, its warnings
 /// and, with `production`, README's checklist.
 fn check(path: &std::path::Path, config: &Config, production: bool) -> ExitCode {
-    if let authback::config::TlsConfig::Files { cert, key, .. } = &config.server.tls {
-        if let Err(e) = authback::front::tls::Reloader::load(cert.clone(), key.clone()) {
-            eprintln!(
-                "{}: 1 error\n  {}: server.tls: {e}",
-                path.display(),
-                path.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let errors = authback::front::tls::check(config);
+    if !errors.is_empty() {
+        eprint!(
+            "{}",
+            authback::config::ConfigErrors {
+                file: path.to_path_buf(),
+                errors,
+            }
+        );
+        return ExitCode::from(EXIT_CONFIG);
     }
     let gaps = match production {
         true => authback::config::production::gaps(config),

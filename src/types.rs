@@ -90,6 +90,19 @@ impl DeliveryId {
         Self(id)
     }
 
+    /// The id of the notice that tells the backend this authorization was
+    /// released (`Source::OrderWatch`): its own record, so it is claimed,
+    /// queued and retried as any delivery, and deduped if claimed twice.
+    pub(crate) fn release_notice(&self) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.0);
+        ctx.update(b"\nreleased");
+        let d = ctx.finish();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&d.as_ref()[..16]);
+        Self(id)
+    }
+
     /// Parses the 32-hex-character form.
     pub fn parse(s: &str) -> Option<Self> {
         if s.len() != 32 {

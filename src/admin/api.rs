@@ -117,6 +117,9 @@ fn readyz_store(app: &Context) -> Response<Body> {
     }
 }
 
+/// How long a scrape waits for the store's counts.
+const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn metrics(app: &Context) -> Response<Body> {
     let mut g = Gauges {
         in_flight: app.deliveries.in_flight(),
@@ -124,9 +127,18 @@ async fn metrics(app: &Context) -> Response<Body> {
         store_up: app.store.health().is_ok(),
         ready: app.readiness.get() == State::Serving
             && (!app.config.server.ready_requires_store || app.store.health().is_ok()),
+        replication: app
+            .store
+            .replication()
+            .map(|r| r.figures())
+            .unwrap_or_default(),
         ..Gauges::default()
     };
-    if let Ok(s) = app.store.stats().await {
+    // A store that cannot answer must not hold the scrape past
+    // Prometheus's timeout: `authback_store_up` then says why the queue
+    // gauges read 0.
+    let stats = tokio::time::timeout(STATS_WAIT, app.store.stats()).await;
+    if let Ok(Ok(s)) = stats {
         let now = unix_ms();
         let age = |at: Option<u64>| at.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0);
         g.queue_depth = s.pending;

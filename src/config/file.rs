@@ -68,6 +68,12 @@ pub(super) struct FileOrderWatch {
 pub(super) struct FileServer {
     pub(super) listen: Option<String>,
     pub(super) listen_plain: Option<String>,
+    pub(super) listen_redirect: Option<String>,
+    pub(super) acme_upstream: Option<String>,
+    pub(super) proxy_protocol: Option<bool>,
+    #[serde(default)]
+    pub(super) proxy_protocol_from: Vec<String>,
+    pub(super) proxy_protocol_timeout: Option<String>,
     pub(super) public_url: Option<String>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
@@ -76,8 +82,7 @@ pub(super) struct FileServer {
     pub(super) reuse_port: Option<bool>,
     pub(super) ready_requires_store: Option<bool>,
     pub(super) hsts: Option<String>,
-    #[serde(default)]
-    pub(super) tls: FileTls,
+    pub(super) tls: Option<FileTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +93,19 @@ pub(super) struct FileTls {
     #[serde(default)]
     pub(super) self_signed: bool,
     pub(super) reload_interval: Option<String>,
+    #[serde(default)]
+    pub(super) certificates: Vec<FileCertificate>,
+    pub(super) strict_sni: Option<bool>,
+}
+
+/// A `[[server.tls.certificates]]` entry: a pair and the names it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCertificate {
+    #[serde(default)]
+    pub(super) names: Vec<String>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::host_names::HostNames;
 use crate::net::{IpNet, IpSet};
 use crate::route::dialect::{Dialect, PathForm};
 use crate::route::Route;
@@ -104,8 +105,17 @@ pub struct IpSetSource {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// The TLS listener; `None` only when `listen_plain` is set and
+    /// `listen` is not (behind an ingress that terminates TLS).
+    pub listen: Option<SocketAddr>,
     pub listen_plain: Option<SocketAddr>,
+    /// Plain HTTP that answers `308` to https, and passes ACME HTTP-01
+    /// challenges to `acme_upstream`.
+    pub listen_redirect: Option<SocketAddr>,
+    /// Where ACME challenges on `listen_redirect` go; `None`: `upstream.url`.
+    pub acme_upstream: Option<http::Uri>,
+    /// PROXY protocol on every public listener, from these sources only.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub public_url: String,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_grace: Duration,
@@ -119,17 +129,54 @@ pub struct ServerConfig {
     /// `Strict-Transport-Security` for proxied answers on the TLS listener
     /// that carry none of their own; checked for syntax at load.
     pub hsts: Option<http::HeaderValue>,
-    pub tls: TlsConfig,
+    /// `None` when no listener serves TLS and `[server.tls]` is not given.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `server.proxy_protocol = true`: a connection from `from` must start with
+/// a PROXY header (v1 or v2), whose client address is then the peer's; a
+/// connection from anywhere else that starts with one is closed.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocol {
+    pub from: Vec<IpNet>,
+    /// How long the header may take to arrive.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub enum TlsConfig {
+    /// `cert`/`key` (one pair, its `names` `None`) or
+    /// `[[server.tls.certificates]]` (one pair each, in the file's order).
     Files {
-        cert: PathBuf,
-        key: PathBuf,
+        pairs: Vec<CertPair>,
         reload_interval: Duration,
+        /// A handshake whose SNI is in no pair's names, or that has none,
+        /// fails; otherwise it gets the first pair.
+        strict_sni: bool,
     },
-    SelfSigned,
+    /// A throwaway certificate for `localhost` and the `public_url` host.
+    SelfSigned { strict_sni: bool },
+}
+
+/// One certificate chain and key, and the host names it is served for.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A `[[server.tls.certificates]]` entry's `names`; `None` for the
+    /// single `cert`/`key` pair, which is served for its certificate's own
+    /// names.
+    pub names: Option<HostNames>,
+}
+
+impl CertPair {
+    /// The config key of pair `index`, for errors and logs.
+    pub fn key_name(&self, index: usize) -> String {
+        match self.names {
+            Some(_) => format!("server.tls.certificates[{index}]"),
+            None => "server.tls".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -191,7 +191,12 @@ async fn attempt(app: &Worker, d: Delivery) {
             tracing::info!(id = %d.id, route = %d.route, reference = %d.reference, session_id = %d.session_id, attempt = n, "delivered");
             AttemptOutcome::Delivered {
                 at: now,
-                watch_from: app.watch_after.map(|a| saturating_add_ms(now, a)),
+                // A release notice's authorization is cancelled: no order
+                // to watch for.
+                watch_from: app
+                    .watch_after
+                    .filter(|_| !d.is_release_notice())
+                    .map(|a| saturating_add_ms(now, a)),
             }
         }
         Err(Failure::Permanent(error)) => {
@@ -390,10 +395,20 @@ fn request(
     n: u32,
     rendered: &render::Rendered,
 ) -> Result<Request<crate::body::Body>, Failure> {
+    // A release notice has a key of its own, so a backend that dedupes on
+    // the authorization's key still sees it.
+    let key = if d.is_release_notice() {
+        format!("{}:released", d.authorization_id())
+    } else {
+        d.id.to_string()
+    };
     let mut req = Request::post("/")
         .header(header::CONTENT_TYPE, rendered.content_type)
-        .header("idempotency-key", d.id.to_string())
+        .header("idempotency-key", key)
         .header("authback-attempt", n.to_string());
+    if d.is_release_notice() {
+        req = req.header("authback-released", "authorization-cancelled");
+    }
     if d.is_redelivery() {
         // The backend accepted this once and Klarna still has no order: the
         // same Idempotency-Key, and a word on why it comes again.

@@ -36,9 +36,16 @@ struct Normalized<'a> {
 
 pub fn render(d: &Delivery, route: &Route) -> Rendered {
     let received = d.received_at / 1000;
+    // A release notice speaks of the authorization's own delivery: its id,
+    // and a type the backend cannot take for a new authorization.
+    let (kind, id) = if d.is_release_notice() {
+        ("klarna.authorization.released", d.authorization_id())
+    } else {
+        ("klarna.authorization", d.id)
+    };
     let mut n = Normalized {
-        kind: "klarna.authorization",
-        id: d.id.to_string(),
+        kind,
+        id: id.to_string(),
         route: &d.route,
         reference: &d.reference,
         session_id: d.session_id.as_str(),

@@ -16,7 +16,7 @@ pub use report::{Check, Report, Status};
 use report::STEP;
 use std::path::Path;
 
-use crate::config::{Config, TlsConfig};
+use crate::config::Config;
 use crate::net::HostPort;
 
 /// Runs every check on the config at `path`. `ca_file` adds trusted roots
@@ -61,12 +61,20 @@ fn load(path: &Path) -> Result<(Config, Check), Check> {
             .collect();
         c
     })?;
-    if let TlsConfig::Files { cert, key, .. } = &config.server.tls {
-        if let Err(e) = crate::front::tls::Reloader::load(cert.clone(), key.clone()) {
-            let mut c = Check::fail("config", format!("{}: 1 error", path.display()), fix);
-            c.notes = vec![format!("{}: server.tls: {e}", path.display())];
-            return Err(c);
-        }
+    let errors = crate::front::tls::check(&config);
+    if !errors.is_empty() {
+        let n = errors.len();
+        let summary = format!(
+            "{}: {n} error{}",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        let mut c = Check::fail("config", summary, fix);
+        c.notes = errors
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect();
+        return Err(c);
     }
     let mut check = Check::ok("config", format!("{} is valid", path.display()));
     // Warnings name keys, never values: safe to show.

@@ -45,6 +45,10 @@ pub(crate) struct Context {
     pub deadline: Duration,
     pub shutdown_grace: Duration,
     pub deliveries: delivery::Handle,
+    /// The routes whose backend is told of a release (`json` and `form`:
+    /// a stock plugin behind `original` would try to place the order with
+    /// the cancelled token).
+    pub release_notices: Vec<String>,
     /// Rung on a new registration, or a watch started.
     pub wake: Arc<Notify>,
 }
@@ -305,7 +309,7 @@ async fn session_of(
     Ok(page
         .deliveries
         .into_iter()
-        .filter(|x| x.id != d.id)
+        .filter(|x| x.id != d.id && !x.is_release_notice())
         .collect())
 }
 
@@ -390,7 +394,35 @@ async fn cancel(app: &Context, d: &Delivery, checks: u32, resumed: bool) {
         error,
     );
     let next = ow::after_cancel(d, r, resumed, unix_ms(), app.order_watch.every);
+    // The notice is recorded before the release: if it cannot be, the
+    // release stays recorded as under way, and the DELETE is sent again
+    // (Klarna's 403 then reads as released) until the notice is stored.
+    if matches!(next, WatchNext::Released) && !notice(app, d).await {
+        return;
+    }
     record(app, d, checks, next, false).await;
+}
+
+/// Queues the notice that tells the backend `d` was released, on routes
+/// that get one. False when the store did not take it.
+async fn notice(app: &Context, d: &Delivery) -> bool {
+    if !app.release_notices.contains(&d.route) {
+        return true;
+    }
+    match app
+        .store
+        .claim(d.release_notice(unix_ms(), app.deadline))
+        .await
+    {
+        Ok(_) => {
+            app.deliveries.wake();
+            true
+        }
+        Err(e) => {
+            tracing::error!(id = %d.id, error = %e, "cannot record the release notice for the backend; the release is repeated");
+            false
+        }
+    }
 }
 
 /// Records a token found through Read Session exactly as a callback would

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::labels::label_values;
+use crate::store::replication::{AckOperation, Figures};
+
 /// Upper bounds of the ack latency histogram, in seconds.
 const ACK_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -19,30 +22,6 @@ const ACK_BUCKETS: [f64; 12] = [
 const DELIVERY_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-
-/// A fieldless enum of label values: each variant's value, and every
-/// variant in the order the series are declared.
-macro_rules! label_values {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $value:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub(crate) enum $name {
-            $($variant,)+
-        }
-
-        impl $name {
-            /// Every value, each exported at zero from the start.
-            pub(crate) const ALL: [$name; [$($value),+].len()] = [$($name::$variant,)+];
-
-            /// The label value, as the exposition shows it.
-            pub(crate) const fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $value,)+
-                }
-            }
-        }
-    };
-}
 
 label_values! {
     /// The `outcome` of `authback_callbacks_total`: how a callback was
@@ -581,7 +560,7 @@ impl Metrics {
             "# HELP authback_build_info The running build.\n# TYPE authback_build_info gauge\nauthback_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        self.render_process(out);
+        crate::ops::process::render(out, self.started_at);
         scalar(
             out,
             "authback_ready",
@@ -596,75 +575,53 @@ impl Metrics {
             "Whether the store can record callbacks (1) or not (0).",
             u8::from(gauges.store_up),
         );
+        render_replication(out, &gauges.replication);
     }
 }
 
-impl Metrics {
-    /// The process's own figures, read from /proc at scrape time (Linux;
-    /// elsewhere they are left out rather than reported wrong), under
-    /// Prometheus' standard `process_*` names, and for one release more
-    /// under the deprecated `authback_process_*` ones.
-    fn render_process(&self, out: &mut String) {
-        process_metric(
-            out,
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since unix epoch in seconds.",
-            format!("{:.3}", self.started_at),
-        );
-        if let Some(kb) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            })
-        {
-            process_metric(
-                out,
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                (kb * 1024).to_string(),
-            );
-        }
-        // utime and stime are fields 14 and 15, in clock ticks: USER_HZ,
-        // which Linux fixes at 100 for /proc whatever the kernel's HZ.
-        if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
-        {
-            process_metric(
-                out,
-                "process_cpu_seconds_total",
-                "counter",
-                "Total user and system CPU time spent in seconds.",
-                format!("{:.2}", ticks as f64 / 100.0),
-            );
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            process_metric(
-                out,
-                "process_open_fds",
-                "gauge",
-                "Number of open file descriptors.",
-                fds.count().to_string(),
-            );
-        }
-    }
-}
-
-/// One process figure under its standard name and its deprecated
-/// `authback_` one.
-fn process_metric(out: &mut String, name: &str, kind: &str, help: &str, value: String) {
-    let _ = writeln!(
+/// The store's primary and failovers. The counters exist for every store
+/// (at 0 where nothing fails over); the primary's series only where there
+/// is a primary (redis), so no series stands for a file or memory store.
+fn render_replication(out: &mut String, r: &Figures) {
+    scalar(
         out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n# HELP authback_{name} Deprecated: use {name}.\n# TYPE authback_{name} {kind}\nauthback_{name} {value}"
+        "authback_store_failovers_total",
+        Kind::Counter,
+        "Times the store's primary changed (a Redis failover) since the process started.",
+        r.failovers,
     );
+    const ACKS: &str = "authback_store_replica_ack_failures_total";
+    header(
+        out,
+        ACKS,
+        Kind::Counter,
+        "Writes the primary accepted and its replicas did not acknowledge, by operation.",
+    );
+    for op in AckOperation::ALL {
+        let v = r.ack_failures[op as usize];
+        let _ = writeln!(out, "{ACKS}{{operation=\"{}\"}} {v}", op.as_str());
+    }
+    header(
+        out,
+        "authback_store_primary_info",
+        Kind::Gauge,
+        "The Redis primary the store writes to (host:port), always 1; no series for a file or memory store.",
+    );
+    if let Some(address) = &r.primary {
+        let _ = writeln!(
+            out,
+            "authback_store_primary_info{{address=\"{}\"}} 1",
+            escape_label(address)
+        );
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and
+/// line feed escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Values read at scrape time from their owners.
@@ -680,6 +637,8 @@ pub(crate) struct Gauges {
     pub unconfirmed: u64,
     pub ready: bool,
     pub store_up: bool,
+    /// The store's primary and failovers (nothing for file and memory).
+    pub replication: Figures,
     /// What the store holds, by state: pending, delivered, dead, resolved.
     pub stored: [u64; 4],
 }
@@ -847,5 +806,41 @@ mod tests {
         assert!(text.contains("authback_klarna_requests_total{operation=\"read_session\",purpose=\"reconcile\",outcome=\"unreachable\"} 0\n"));
         assert!(text.contains("authback_deliveries_total{route=\"r\",outcome=\"retry\"} 1\n"));
         assert_eq!(m.callbacks("r", CallbackOutcome::Duplicate), 1);
+    }
+
+    #[test]
+    fn the_store_primary_has_a_series_only_where_there_is_one() {
+        let m = Metrics::default();
+        let text = m.render(&Gauges::default());
+        assert!(
+            text.contains("\nauthback_store_failovers_total 0\n"),
+            "{text}"
+        );
+        for op in AckOperation::ALL {
+            let op = op.as_str();
+            assert!(text.contains(&format!(
+                "\nauthback_store_replica_ack_failures_total{{operation=\"{op}\"}} 0\n"
+            )));
+        }
+        assert!(text.contains("# TYPE authback_store_primary_info gauge\n"));
+        assert!(!text.contains("\nauthback_store_primary_info{"), "{text}");
+
+        let g = Gauges {
+            replication: Figures {
+                failovers: 2,
+                ack_failures: [0, 3],
+                primary: Some("redis-b.shop.svc:6379".into()),
+            },
+            ..Gauges::default()
+        };
+        let text = m.render(&g);
+        assert!(text.contains("\nauthback_store_failovers_total 2\n"));
+        assert!(
+            text.contains("\nauthback_store_replica_ack_failures_total{operation=\"outcome\"} 3\n")
+        );
+        assert!(
+            text.contains("\nauthback_store_primary_info{address=\"redis-b.shop.svc:6379\"} 1\n")
+        );
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -179,6 +179,12 @@ impl Store for MemoryStore {
         ready(self.claim_now(d))
     }
 
+    /// One pass over what the store holds (at most `DELIVERED_KEPT`
+    /// delivered records, and the live ones), copying only what `filter`
+    /// accepts, then a sort of those: linear for every filter, session and
+    /// reference included. No index by session or reference: at this size
+    /// the pass is a fraction of a millisecond (BENCHMARKS.md), and an
+    /// index would be one more thing to keep in step.
     fn list(
         &self,
         filter: Filter,

@@ -8,6 +8,8 @@
 //! - `outbox`, `registrations`, `watches`, `due` and `dedupe`: the
 //!   in-process indexes the memory and file stores keep.
 //! - `probes`: the doctor's one-time probe nonces.
+//! - `replication`: the primary a store writes to, its failovers, and
+//!   writes its replicas did not acknowledge (redis).
 
 pub(crate) mod api;
 pub(crate) mod dedupe;
@@ -19,6 +21,7 @@ pub(crate) mod probes;
 pub(crate) mod queue;
 pub mod redis;
 pub(crate) mod registrations;
+pub(crate) mod replication;
 pub mod sqlite;
 pub(crate) mod watches;
 

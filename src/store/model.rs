@@ -62,6 +62,9 @@ impl StoreKind {
 pub enum Source {
     Callback,
     ReadSession,
+    /// The notice order watch sends after a release: the authorization
+    /// was cancelled at Klarna (see `Delivery::release_notice`).
+    OrderWatch,
 }
 
 impl Source {
@@ -69,6 +72,7 @@ impl Source {
         match s {
             "callback" => Some(Self::Callback),
             "read_session" => Some(Self::ReadSession),
+            "order_watch" => Some(Self::OrderWatch),
             _ => None,
         }
     }
@@ -77,6 +81,7 @@ impl Source {
         match self {
             Source::Callback => "callback",
             Source::ReadSession => "read_session",
+            Source::OrderWatch => "order_watch",
         }
     }
 }
@@ -442,6 +447,39 @@ impl Delivery {
     /// it once already, and the order watch found no order.
     pub fn is_redelivery(&self) -> bool {
         self.state == DeliveryState::Pending && self.watch.as_ref().is_some_and(|w| w.redelivered)
+    }
+
+    /// The notice that tells the backend order watch released this
+    /// authorization: a delivery of its own (its id derived from this
+    /// one's), received when this one was (so its `expires_at` is the
+    /// token's), due now, with `deadline` from now.
+    pub fn release_notice(&self, now: u64, deadline: std::time::Duration) -> Delivery {
+        let mut n = Delivery::new_pending(
+            self.route.clone(),
+            self.reference.clone(),
+            self.session_id.clone(),
+            self.authorization_token.clone(),
+            Source::OrderWatch,
+            self.payload.clone(),
+            None,
+            now,
+            deadline,
+        );
+        n.id = self.id.release_notice();
+        n.received_at = self.received_at;
+        n
+    }
+
+    /// Whether this is a release notice; then the authorization's own
+    /// delivery is `authorization_id`.
+    pub fn is_release_notice(&self) -> bool {
+        self.source == Source::OrderWatch
+    }
+
+    /// The id of the delivery a release notice is about (the delivery's own
+    /// id for any other).
+    pub fn authorization_id(&self) -> DeliveryId {
+        DeliveryId::for_authorization(&self.session_id, &self.authorization_token)
     }
 
     /// Whether an operator may resolve it: a failure nothing else will

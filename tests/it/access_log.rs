@@ -184,6 +184,44 @@ async fn proxied_and_callback_requests_get_one_line_each_with_their_fields() {
     assert_eq!(metric(&m, "authback_access_log_dropped_total"), Some(0.0));
 }
 
+/// Behind a balancer that sends the PROXY protocol, the client is the one
+/// its header names, as `allow_ips` and `X-Forwarded-For` see it.
+#[tokio::test]
+async fn the_client_is_the_one_a_proxy_header_names() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let balancer = |t: String| {
+        let t = t.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nproxy_protocol = true\nproxy_protocol_from = [\"127.0.0.0/8\"]",
+        );
+        format!("{t}{ON}")
+    };
+    let ab = Authback::start_edited(&up.url(), balancer, true).await;
+    let mut tcp = tokio::net::TcpStream::connect(ab.plain.expect("plain listener"))
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\nGET /via-balancer HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let all = wait_lines(&ab.dir.path().join("access.log"), 1).await;
+    let l = line_for(&all, "/via-balancer");
+    assert_eq!(l["client"], "203.0.113.9");
+    assert_eq!(
+        up.to_path("/via-balancer")[0].header("x-forwarded-for"),
+        Some("203.0.113.9")
+    );
+}
+
 /// A token may be in a callback's query (authback's own) or in its path
 /// (some plugins put theirs there): neither reaches the access log, for an
 /// accepted callback, a refused one, or a refused spelling of the route.

@@ -896,6 +896,11 @@ fn check_warns_when_the_admin_api_has_no_token() {
     assert!(!err.contains("admin.token"), "{err}");
 }
 
+/// Redis goes away under two pods of the shop, one with
+/// `server.ready_requires_store`: both refuse callbacks with 503 and say
+/// their store is down, but only the strict one leaves the Service; the
+/// other keeps serving the shop's pages. Redis comes back: both record
+/// again, and the strict one is ready again.
 #[tokio::test]
 async fn a_store_that_cannot_record_takes_the_pod_out_only_when_asked() {
     let dir = TempDir::new();
@@ -909,30 +914,23 @@ async fn a_store_that_cannot_record_takes_the_pod_out_only_when_asked() {
     )
     .await;
     let lenient = Authback::start_edited(&up.url(), |t| format!("{t}{store}"), false).await;
+    // The single server store.url names is the primary, for good.
+    let primary = format!(
+        "authback_store_primary_info{{address=\"127.0.0.1:{}\"}}",
+        redis.port
+    );
     for ab in [&strict, &lenient] {
         assert_eq!(ab.admin_get("/readyz").await.expect("readyz").0, 200);
         assert_eq!(ab.admin_get("/readyz/store").await.expect("store").0, 200);
-        assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(1.0));
+        let m = ab.metrics().await;
+        assert_eq!(metric(&m, "authback_store_up"), Some(1.0));
+        assert_eq!(metric(&m, &primary), Some(1.0), "{m}");
+        assert_eq!(metric(&m, "authback_store_failovers_total"), Some(0.0));
     }
     redis.kill();
     for ab in [&strict, &lenient] {
-        // The store learns it is down from a failed write (a callback gets
-        // 503) or its own probe; either happens within the wait.
-        let (status, _) = ab
-            .callback(&ab.mint("down"), &callback_body("sess-down", "tok-down"))
-            .await;
-        assert_eq!(status, 503);
-        let mut store;
-        eventually!(
-            {
-                store = ab.admin_get("/readyz/store").await.expect("store");
-                store.0 == 503
-            },
-            "/readyz/store to answer 503; it answered {} {}",
-            store.0,
-            store.1
-        );
-        assert_eq!(metric(&ab.metrics().await, "authback_store_up"), Some(0.0));
+        let m = assert_store_down(ab).await;
+        assert_eq!(metric(&m, &primary), Some(1.0), "still the primary");
     }
     let (status, body) = strict.admin_get("/readyz").await.expect("readyz");
     assert_eq!(status, 503, "server.ready_requires_store: {body}");
@@ -943,4 +941,98 @@ async fn a_store_that_cannot_record_takes_the_pod_out_only_when_asked() {
         metric(&lenient.metrics().await, "authback_ready"),
         Some(1.0)
     );
+    // The shop's pages never needed the store.
+    let page = http::Request::get("/checkout/cart")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("req");
+    assert_eq!(lenient.https(page).await.0, 200);
+    assert_eq!(up.to_path("/checkout/cart").len(), 1);
+
+    redis.restart();
+    for ab in [&strict, &lenient] {
+        assert!(ab.wait_store_up().await, "the store comes back with redis");
+        assert_eq!(ab.admin_get("/readyz").await.expect("readyz").0, 200);
+        let m = ab.metrics().await;
+        assert_eq!(metric(&m, "authback_store_up"), Some(1.0));
+        assert_eq!(metric(&m, "authback_ready"), Some(1.0));
+        // Klarna's retry of the refused callback is recorded now.
+        let (status, _) = ab
+            .callback(&ab.mint("down"), &callback_body("sess-down", "tok-down"))
+            .await;
+        assert_eq!(status, 204);
+    }
+}
+
+/// With its Redis gone, `ab` refuses a callback with 503 (never a 2xx for
+/// one it cannot record), and `/readyz/store` and `authback_store_up` say
+/// the store is down. Returns the metrics page. (While Redis is down a
+/// scrape takes seconds: the store's figures wait for Redis's retries.)
+async fn assert_store_down(ab: &Authback) -> String {
+    // The store learns it is down from a failed write (a callback gets 503)
+    // or its own probe; either happens within the wait.
+    let (status, _) = ab
+        .callback(&ab.mint("down"), &callback_body("sess-down", "tok-down"))
+        .await;
+    assert_eq!(status, 503);
+    let mut store;
+    eventually!(
+        {
+            store = ab.admin_get("/readyz/store").await.expect("store");
+            store.0 == 503
+        },
+        "/readyz/store to answer 503; it answered {} {}",
+        store.0,
+        store.1
+    );
+    assert!(store.1.contains("redis"), "{}", store.1);
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, "authback_store_up"), Some(0.0));
+    assert_eq!(callbacks(&m, "unavailable"), Some(1.0));
+    m
+}
+
+/// Shutdown takes the pod out of the Service whatever the store says: while
+/// a request drains, `/readyz` answers 503 and says why, though the store
+/// is fine.
+#[tokio::test]
+async fn shutting_down_takes_the_pod_out_with_the_store_up() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start().await;
+    up.set(Behaviour::Hang);
+    let mut ab = Authback::start(&up).await;
+    // A page the backend never answers keeps the drain going.
+    let mut tls = ab.tls(&[b"http/1.1"]).await;
+    tls.write_all(b"GET /slow-page HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    assert_eq!(
+        up.wait_for("/slow-page", 1, std::time::Duration::from_secs(10))
+            .await
+            .len(),
+        1,
+        "the page to reach the backend"
+    );
+    ab.begin_stop();
+    let mut ready;
+    eventually!(
+        {
+            ready = ab.admin_get("/readyz").await.expect("readyz");
+            ready.0 == 503
+        },
+        "/readyz to answer 503 once shutdown begins; it answered {} {}",
+        ready.0,
+        ready.1
+    );
+    assert!(ready.1.contains("shutting down"), "{}", ready.1);
+    assert_eq!(
+        ab.admin_get("/readyz/store").await.expect("store").0,
+        200,
+        "the store is fine"
+    );
+    let m = ab.metrics().await;
+    assert_eq!(metric(&m, "authback_ready"), Some(0.0));
+    assert_eq!(metric(&m, "authback_store_up"), Some(1.0));
+    drop(tls);
+    ab.stop().await.expect("clean stop");
 }

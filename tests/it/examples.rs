@@ -955,6 +955,22 @@ async fn every_alert_rule_has_a_description_and_a_runbook_that_exists() {
         );
         assert!(expr(open).contains(gauge), "{open}: {}", expr(open));
     }
+    // A store that cannot record pages through its own rule, not through
+    // readiness (which leaves the store out unless ready_requires_store),
+    // and never twice.
+    assert!(
+        expr("AuthbackStoreDown").contains("authback_store_up"),
+        "{}",
+        expr("AuthbackStoreDown")
+    );
+    for (name, e) in &exprs {
+        if e.contains("authback_ready") {
+            assert!(
+                e.contains("unless") && e.contains("authback_store_up"),
+                "{name} would page again for a store that is down: {e}"
+            );
+        }
+    }
     for (name, e) in &exprs {
         for count in ["authback_dead_deliveries", "authback_orders_unconfirmed"] {
             assert!(

@@ -17,6 +17,7 @@ mod console;
 mod doctor;
 mod durability;
 mod examples;
+mod front_door;
 mod fuzz;
 mod hsts;
 mod lifecycle;

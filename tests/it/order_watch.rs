@@ -32,6 +32,17 @@ async fn start(
     shop: &Shop,
     watch: &str,
 ) -> (Authback, Option<RedisServer>) {
+    start_edited(kind, api, shop, watch, |t| t).await
+}
+
+/// `start`, with the config text edited by `edit` first.
+async fn start_edited(
+    kind: Kind,
+    api: &KlarnaApi,
+    shop: &Shop,
+    watch: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Authback, Option<RedisServer>) {
     let dir = TempDir::new();
     let redis_dir = TempDir::new();
     let redis = matches!(kind, Kind::Redis).then(|| RedisServer::start(redis_dir.path()));
@@ -49,7 +60,7 @@ async fn start(
     let cfg = format!("{}{watch}{store}", api.config(dir.path(), r#"["1h"]"#));
     let cert = make_cert();
     let (c, k) = write_cert(dir.path(), &cert);
-    let text = base_config(&shop.url(), &c, &k, &cfg);
+    let text = edit(base_config(&shop.url(), &c, &k, &cfg));
     std::mem::forget(redis_dir);
     (
         Authback::start_text(dir, cert.der, &text, false).await,
@@ -329,6 +340,45 @@ async fn never_placed_is_released(kind: Kind) {
         .is_some_and(Vec::is_empty));
     pace(ABSENCE).await;
     assert_eq!(api.delete_calls("tok-rel-0001"), 1, "released once");
+    // The backend was told, once, under a key of the notice's own.
+    let got = shop.got("sess-rel");
+    let notices: Vec<_> = got.iter().filter(|g| g.released.is_some()).collect();
+    assert_eq!(notices.len(), 1, "{got:?}");
+    assert_eq!(
+        notices[0].released.as_deref(),
+        Some("authorization-cancelled")
+    );
+    assert_eq!(notices[0].kind, "klarna.authorization.released");
+    assert_eq!(notices[0].key, format!("{id}:released"));
+    assert!(
+        got.iter()
+            .filter(|g| g.released.is_none())
+            .all(|g| g.key == id && g.kind == "klarna.authorization"),
+        "{got:?}"
+    );
+}
+
+/// A stock plugin behind an `original` route is not told of a release: it
+/// would try to place the order with the cancelled token.
+#[tokio::test]
+async fn an_original_route_gets_no_release_notice() {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let original = |t: String| {
+        t.replace(
+            "forward_path = \"/klarna/authorized\"",
+            "forward_path = \"/klarna/authorized\"\nforward_format = \"original\"",
+        )
+    };
+    let (ab, _redis) = start_edited(Kind::Memory, &api, &shop, RELEASE, original).await;
+    shop.places("sess-orig", Places::Never);
+    authorize(&ab, &api, "sess-orig", "tok-orig-0001").await;
+    assert!(metric_reaches(&ab, RELEASED, 1.0).await);
+    assert_eq!(api.cancelled("tok-orig-0001"), 1);
+    pace(ABSENCE).await;
+    let got = shop.got("sess-orig");
+    assert!(!got.is_empty(), "the authorization itself was delivered");
+    assert!(got.iter().all(|g| g.released.is_none()), "{got:?}");
 }
 
 async fn placed_before_release_after_is_not_released(kind: Kind) {
@@ -343,6 +393,41 @@ async fn placed_before_release_after_is_not_released(kind: Kind) {
     assert_eq!(api.delete_calls("tok-pl-0001"), 0);
     assert_eq!(metric(&ab.metrics().await, RELEASED), Some(0.0));
 }
+
+/// The redelivery is still being retried at `release_after`: no release
+/// until it settles, however long that takes.
+async fn a_delivery_retrying_at_release_after_holds_the_release(kind: Kind) {
+    let api = KlarnaApi::start().await;
+    let shop = Shop::start(api.clone()).await;
+    let (ab, _redis) = start(kind, &api, &shop, RELEASE).await;
+    shop.places("sess-busy", Places::Never);
+    authorize(&ab, &api, "sess-busy", "tok-busy-0001").await;
+    eventually!(shop.got("sess-busy").len() == 1, "first delivery");
+    // The redelivery (700 ms) meets a backend answering 503 past the
+    // release (1.2 s).
+    shop.failing(true);
+    assert!(metric_reaches(&ab, REDELIVERED, 1.0).await);
+    eventually!(
+        shop.got("sess-busy").len() >= 3,
+        "the redelivery retried: {:?}",
+        shop.got("sess-busy")
+    );
+    pace(RELEASE_PAST).await;
+    assert_eq!(api.delete_calls("tok-busy-0001"), 0, "held while retrying");
+    assert_eq!(metric(&ab.metrics().await, RELEASED), Some(0.0));
+    // It settles: the release goes ahead, once.
+    shop.failing(false);
+    assert!(
+        metric_reaches(&ab, RELEASED, 1.0).await,
+        "{}",
+        ab.metrics().await
+    );
+    assert_eq!(api.delete_calls("tok-busy-0001"), 1);
+}
+
+/// Past `RELEASE`'s `release_after` (1.2 s), from any point after the
+/// callback.
+const RELEASE_PAST: Duration = Duration::from_millis(1500);
 
 async fn a_503_on_the_delete_is_retried_and_released_once(kind: Kind) {
     let api = KlarnaApi::start().await;
@@ -424,6 +509,7 @@ on_every_store!(
     klarna_failing_holds_the_watch_until_it_answers,
     never_placed_is_released,
     placed_before_release_after_is_not_released,
+    a_delivery_retrying_at_release_after_holds_the_release,
     a_503_on_the_delete_is_retried_and_released_once,
     dry_run_lists_and_sends_no_delete,
     a_superseded_authorization_is_listed_not_cancelled,

@@ -1492,6 +1492,98 @@ async fn retention_keeps_each_kind_its_own_time(kind: Kind) {
     }
 }
 
+/// Every delivery the unfiltered listing shows, newest first.
+async fn listed_all(s: &Arc<dyn Store>) -> Vec<Delivery> {
+    let (mut got, mut after) = (Vec::new(), None::<Cursor>);
+    for _ in 0..100 {
+        let page = s.list(Filter::default(), after, 7).await.expect("list");
+        got.extend(page.deliveries);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return got,
+        }
+    }
+    panic!("the cursor never ends");
+}
+
+/// Listing by session or by reference (the lookups each store indexes)
+/// gives exactly the deliveries the filter accepts, in order, at any page
+/// size; and once `prune` has taken delivered records out of the listing,
+/// exactly those of the unfiltered listing the filter accepts.
+async fn lookups_list_what_the_filter_accepts(kind: Kind) {
+    let env = Env::new(kind);
+    let s = open(kind, &env, TTL).await;
+    let all = listing_fixture(&s).await;
+    let mid = all[12].received_at;
+    let session = |n: u64| Some(SessionId::new(format!("sess-f{n}")));
+    let mut filters: Vec<Filter> = (0..5)
+        .map(|n| Filter {
+            session_id: session(n),
+            ..Filter::default()
+        })
+        .chain((0..3).map(|n| Filter {
+            reference: Some(format!("cart-{n}")),
+            ..Filter::default()
+        }))
+        .collect();
+    filters.extend([
+        Filter {
+            session_id: session(1),
+            ..Filter::state(DeliveryState::Dead)
+        },
+        Filter {
+            reference: Some("cart-2".into()),
+            ..Filter::state(DeliveryState::Pending)
+        },
+        Filter {
+            reference: Some("cart-0".into()),
+            since: Some(mid),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: session(2),
+            until: Some(mid),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: session(3),
+            reference: Some("cart-0".into()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: session(4),
+            route: Some("other".into()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(SessionId::new("sess-none")),
+            ..Filter::default()
+        },
+    ]);
+    let check = |filter: &Filter, from: &[Delivery]| {
+        let mut want: Vec<&Delivery> = from.iter().filter(|d| filter.accepts(d)).collect();
+        want.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
+        want.iter().map(|d| d.id).collect::<Vec<_>>()
+    };
+    for filter in &filters {
+        let want = check(filter, &all);
+        for limit in [1, 3, 100] {
+            let got = every_page(&s, filter, limit).await;
+            assert_eq!(got, want, "{kind:?} {filter:?} limit {limit}");
+        }
+    }
+    let pruned = s.prune(Cutoffs::all(mid)).await.expect("prune");
+    if !matches!(kind, Kind::Memory) {
+        assert!(pruned > 0, "{kind:?}: some delivered records were pruned");
+    }
+    let left = listed_all(&s).await;
+    assert!(left.len() + pruned as usize == all.len(), "{kind:?}");
+    for filter in &filters {
+        let got = every_page(&s, filter, 3).await;
+        assert_eq!(got, check(filter, &left), "{kind:?} {filter:?} after prune");
+    }
+}
+
 macro_rules! conformance {
     ($($property:ident),* $(,)?) => {
         mod memory {
@@ -1559,6 +1651,7 @@ conformance!(
     filters_and_cursor_pages,
     resolving_closes_a_failure_and_keeps_it_as_the_dedupe,
     retention_keeps_each_kind_its_own_time,
+    lookups_list_what_the_filter_accepts,
 );
 
 /// Durable stores only: what was recorded is there after reopening.

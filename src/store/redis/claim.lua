@@ -1,4 +1,5 @@
--- Claim: record a callback once, and queue it.
+-- Claim: record a callback once, and queue it. Runs after lookup.lua
+-- (mod.rs joins the two).
 -- KEYS: 1 the record d:{id}, 2 due, 3 pending, 4 the registration r:{session},
 --       5 rdue, 6 rleased, 7 delivered, 8 dead_by_expiry, 9 unconfirmed,
 --       10 wdue, 11 wleased.
@@ -14,11 +15,15 @@
 -- time, or again once the old record is gone) also takes the id out of the
 -- dead, delivered, unconfirmed and order-watch indexes: an expired or
 -- replaced record may have left it there, and it must not be listed,
--- counted or watched twice.
+-- counted or watched twice. The record joins the lookup indexes of its
+-- session and reference (leaving the old reference's, when replaced).
+local prefix = lookup_prefix(KEYS[1], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then
   if st ~= 'delivered' then return 0 end
   if tonumber(redis.call('HGET', KEYS[1], 'received_at')) > tonumber(ARGV[2]) then return 0 end
+  local old = redis.call('HGET', KEYS[1], 'reference')
+  if old and old ~= ARGV[5] and old ~= '' then redis.call('ZREM', prefix .. 'by_reference:' .. old, ARGV[1]) end
   redis.call('DEL', KEYS[1])
 end
 redis.call('ZREM', KEYS[7], ARGV[1])
@@ -32,6 +37,7 @@ redis.call('HSET', KEYS[1], 'route', ARGV[4], 'reference', ARGV[5], 'session_id'
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[12], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1])
+lookup_keep(prefix, ARGV[1], ARGV[6], ARGV[5], ARGV[9], ARGV[3], ARGV[2])
 if redis.call('HGET', KEYS[4], 'state') == 'active' then
   redis.call('HSET', KEYS[4], 'state', 'ended', 'outcome', ARGV[8])
   redis.call('ZREM', KEYS[5], ARGV[6])

@@ -16,11 +16,14 @@
 -- The expiry is written to PEXPIREAT and as the record's score in the index
 -- of its state: `dead` for a dead record, `unconfirmed` for an open
 -- unconfirmed one, `resolved` (when given) for a resolved one. `trim`
--- relies on those scores being the records' real expiries.
+-- relies on those scores being the records' real expiries. The record's
+-- lookup indexes (lookup.lua, joined in front of this text) are made to
+-- hold it and to live as long: so a record claimed by an earlier version
+-- is in them from its first change by this one.
 -- Returns the expiry (unix ms).
 local function expire(key, id, ttl, keep_finished, keep_dead, dead, unconfirmed, resolved)
   local f = redis.call('HMGET', key, 'state', 'received_at', 'deadline_at', 'died_at', 'w_state', 'w_next',
-    'resolved_at')
+    'resolved_at', 'session_id', 'reference')
   local received = tonumber(f[2]) or 0
   ttl = tonumber(ttl)
   local at
@@ -40,5 +43,6 @@ local function expire(key, id, ttl, keep_finished, keep_dead, dead, unconfirmed,
   if f[1] == 'dead' then redis.call('ZADD', dead, at, id) end
   if f[5] == 'unconfirmed' and f[1] ~= 'resolved' and f[1] ~= 'released' then redis.call('ZADD', unconfirmed, at, id) end
   if f[1] == 'resolved' and resolved then redis.call('ZADD', resolved, at, id) end
+  if f[8] then lookup_keep(lookup_prefix(key, id), id, f[8], f[9], received, at) end
   return at
 end

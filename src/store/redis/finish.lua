@@ -1,5 +1,5 @@
 -- Finish: record the outcome of an attempt on a leased delivery. Runs after
--- expire.lua (mod.rs joins the two).
+-- lookup.lua and expire.lua (mod.rs joins the three).
 -- KEYS: 1 the record d:{id}, 2 leased, 3 due, 4 pending, 5 dead_by_expiry,
 --       6 delivered, 7 unconfirmed, 8 wdue.
 -- ARGV: 1 id, 2 'delivered' | 'retry' | 'dead', 3 attempts, 4 delivered_at,

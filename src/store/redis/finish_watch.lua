@@ -1,5 +1,5 @@
 -- Finish watch: record what an order-watch check decided. Runs after
--- expire.lua (mod.rs joins the two).
+-- lookup.lua and expire.lua (mod.rs joins the three).
 -- KEYS: 1 the record d:{id}, 2 wdue, 3 wleased, 4 unconfirmed, 5 due,
 --       6 pending, 7 delivered, 8 dead_by_expiry, 9 released (scored by
 --       expiry, as `resolved`).

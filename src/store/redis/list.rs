@@ -7,6 +7,17 @@
 //! score from the cursor down; the dead, unconfirmed and resolved indexes
 //! are scored by expiry, so their scripts sort by receipt and start after
 //! the cursor.
+//!
+//! A filter that names a session or a reference reads that session's or
+//! reference's lookup index (`lookup.lua`), also scored by receipt: a few
+//! ids, whatever the store holds. Records an earlier version wrote, received
+//! before `lookups_since` (the end of the rolling update that brought the
+//! indexes in), are in no lookup index until this version changes them, so
+//! for that stretch of time the state indexes are read as well, as before:
+//! `pending` and `delivered` by score (nothing to read once those records
+//! are pruned), the dead and unconfirmed indexes only within `dedupe_ttl`
+//! of `lookups_since` (a record there that this version never changed died
+//! or ended before it, and has expired since).
 
 use std::collections::HashSet;
 
@@ -20,12 +31,15 @@ use crate::store::outbox::{listed, page};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 
 /// An index `list` reads ids from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Index {
     /// `pending`, `delivered`, `dead_by_expiry` or `resolved`.
     State(DeliveryState),
     /// `unconfirmed`: far smaller than `delivered` for the same answer.
     Unconfirmed,
+    /// One session's or reference's records, whatever their state (the
+    /// key of a lookup index).
+    Lookup(String),
 }
 
 /// What one index gave.
@@ -56,29 +70,22 @@ impl RedisStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let indexes = match (filter.watch, filter.state) {
-            (Some(WatchState::Unconfirmed), _) => vec![Index::Unconfirmed],
-            (_, Some(s)) => vec![Index::State(s)],
-            (_, None) => [
-                DeliveryState::Pending,
-                DeliveryState::Dead,
-                DeliveryState::Delivered,
-                DeliveryState::Resolved,
-                DeliveryState::Released,
-            ]
-            .map(Index::State)
-            .to_vec(),
-        };
         // One more than a page: whether more are left.
         let want = limit.saturating_add(1);
         let mut out = Vec::new();
         let mut through: Option<Cursor> = None;
-        for index in indexes {
+        for (index, filter) in self.reads(&filter) {
             let scan = match index {
                 Index::State(s @ (DeliveryState::Pending | DeliveryState::Delivered)) => {
-                    self.scan_by_receipt(s, &filter, after, want).await?
+                    let key = self.key(s.as_str());
+                    self.scan_by_receipt(key, Some(s), &filter, after, want)
+                        .await?
                 }
-                _ => self.scan_sorted(index, &filter, after, want).await?,
+                Index::Lookup(key) => {
+                    let scan = self.scan_by_receipt(key, None, &filter, after, want);
+                    self.unpruned(scan.await?, &filter).await?
+                }
+                index => self.scan_sorted(index, &filter, after, want).await?,
             };
             out.extend(scan.found);
             if let Some(c) = scan.through {
@@ -99,18 +106,95 @@ impl RedisStore {
         Ok(page)
     }
 
-    /// Reads `pending` or `delivered` (scored by `received_at`) from the
-    /// cursor down, within `since`/`until`. Ties share a score and are
-    /// read in Redis's order, not the listing's, so the index is read
-    /// through whole milliseconds before it stops.
+    /// The indexes a listing with `filter` reads, each with the filter to
+    /// read it with.
+    fn reads(&self, filter: &Filter) -> Vec<(Index, Filter)> {
+        let by_state = |f: &Filter| -> Vec<(Index, Filter)> {
+            let indexes = match (f.watch, f.state) {
+                (Some(WatchState::Unconfirmed), _) => vec![Index::Unconfirmed],
+                (_, Some(s)) => vec![Index::State(s)],
+                (_, None) => [
+                    DeliveryState::Pending,
+                    DeliveryState::Dead,
+                    DeliveryState::Delivered,
+                    DeliveryState::Resolved,
+                    DeliveryState::Released,
+                ]
+                .map(Index::State)
+                .to_vec(),
+            };
+            indexes.into_iter().map(|i| (i, f.clone())).collect()
+        };
+        let lookup = match (&filter.session_id, filter.reference.as_deref()) {
+            (Some(s), _) => format!("by_session:{}", s.as_str()),
+            (None, Some(r)) if !r.is_empty() => format!("by_reference:{r}"),
+            _ => return by_state(filter),
+        };
+        let mut reads = vec![(Index::Lookup(self.key(&lookup)), filter.clone())];
+        let since = self.lookups_since;
+        if filter.since.is_none_or(|t| t < since) {
+            let older = Filter {
+                until: Some(filter.until.map_or(since, |t| t.min(since))),
+                ..filter.clone()
+            };
+            let recent = unix_ms() < since.saturating_add(self.ttl_ms);
+            reads.extend(by_state(&older).into_iter().filter(|(index, _)| {
+                recent
+                    || matches!(
+                        index,
+                        Index::State(DeliveryState::Pending | DeliveryState::Delivered)
+                    )
+            }));
+        }
+        reads
+    }
+
+    /// What a lookup index found, less the delivered records `prune` took
+    /// out of `delivered`: the record may outlive its place there, and a
+    /// listing by state no longer shows it. One that ended unconfirmed
+    /// stays listed as unconfirmed, as the `unconfirmed` index keeps it.
+    async fn unpruned(&self, mut scan: Scan, filter: &Filter) -> Result<Scan, StoreError> {
+        if filter.watch == Some(WatchState::Unconfirmed) {
+            return Ok(scan);
+        }
+        let delivered: Vec<DeliveryId> = scan
+            .found
+            .iter()
+            .filter(|d| d.state == DeliveryState::Delivered)
+            .map(|d| d.id)
+            .collect();
+        if delivered.is_empty() {
+            return Ok(scan);
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in &delivered {
+            pipe.zscore(self.key(DeliveryState::Delivered.as_str()), id.to_string());
+        }
+        let r: redis::RedisResult<Vec<Option<f64>>> = pipe.query_async(&mut conn).await;
+        let pruned: HashSet<DeliveryId> = delivered
+            .into_iter()
+            .zip(self.track(r)?)
+            .filter_map(|(id, score)| score.is_none().then_some(id))
+            .collect();
+        scan.found.retain(|d| !pruned.contains(&d.id));
+        Ok(scan)
+    }
+
+    /// Reads an index scored by `received_at` (`pending`, `delivered`, a
+    /// lookup index) from the cursor down, within `since`/`until`, keeping
+    /// the records in `state` (any state `filter` accepts when `None`).
+    /// Ties share a score and are read in Redis's order, not the
+    /// listing's, so the index is read through whole milliseconds before
+    /// it stops.
     async fn scan_by_receipt(
         &self,
-        state: DeliveryState,
+        key: String,
+        state: Option<DeliveryState>,
         filter: &Filter,
         after: Option<Cursor>,
         want: usize,
     ) -> Result<Scan, StoreError> {
-        let key = self.key(state.as_str());
         let mut top = after.map(|c| c.received_at);
         if let Some(until) = filter.until {
             let Some(last) = until.checked_sub(1) else {
@@ -163,7 +247,7 @@ impl RedisStore {
                 self.fetch(candidates)
                     .await?
                     .into_iter()
-                    .filter(|d| d.state == state && listed(filter, after, d)),
+                    .filter(|d| state.is_none_or(|s| d.state == s) && listed(filter, after, d)),
             );
             if exhausted {
                 return Ok(Scan {
@@ -190,7 +274,7 @@ impl RedisStore {
     async fn prefilter(
         &self,
         ids: Vec<String>,
-        state: DeliveryState,
+        state: Option<DeliveryState>,
         filter: &Filter,
         after: Option<Cursor>,
     ) -> Result<Vec<String>, StoreError> {
@@ -212,7 +296,13 @@ impl RedisStore {
                 let at = get(4).parse().unwrap_or(0);
                 let place =
                     DeliveryId::parse(id).is_some_and(|id| after.is_none_or(|c| c.admits(at, &id)));
-                get(0) == state.as_str()
+                let st = get(0);
+                let state_fits = match state {
+                    Some(s) => st == s.as_str(),
+                    // Any state, in a record that is still there.
+                    None => !st.is_empty() && filter.state.is_none_or(|s| st == s.as_str()),
+                };
+                state_fits
                     && place
                     && filter.fields_accept(&get(1), &SessionId::new(get(2)), &get(3), at)
             })
@@ -234,7 +324,7 @@ impl RedisStore {
         let (mut found, mut read) = (Vec::new(), 0usize);
         let mut from = after;
         loop {
-            let rows = self.sorted_page(index, from, count).await?;
+            let rows = self.sorted_page(&index, from, count).await?;
             let exhausted = rows.len() < count;
             read += rows.len();
             let Some(last) = rows.last().copied() else {
@@ -245,9 +335,9 @@ impl RedisStore {
             };
             let ids = rows.iter().map(|c| c.id.to_string()).collect();
             found.extend(self.fetch(ids).await?.into_iter().filter(|d| {
-                let here = match index {
-                    Index::State(s) => d.state == s,
-                    Index::Unconfirmed => true,
+                let here = match &index {
+                    Index::State(s) => d.state == *s,
+                    Index::Unconfirmed | Index::Lookup(_) => true,
                 };
                 here && listed(filter, after, d)
             }));
@@ -271,7 +361,7 @@ impl RedisStore {
     /// `from`, in listing order.
     async fn sorted_page(
         &self,
-        index: Index,
+        index: &Index,
         from: Option<Cursor>,
         count: usize,
     ) -> Result<Vec<Cursor>, StoreError> {
@@ -293,7 +383,7 @@ impl RedisStore {
                     .await
             }
             Index::State(s @ (DeliveryState::Resolved | DeliveryState::Released)) => {
-                let name = if s == DeliveryState::Resolved {
+                let name = if *s == DeliveryState::Resolved {
                     RESOLVED
                 } else {
                     RELEASED
@@ -309,6 +399,8 @@ impl RedisStore {
                     .invoke_async(&mut conn)
                     .await
             }
+            // Read by score, never here.
+            Index::Lookup(_) => Ok(Vec::new()),
             Index::State(_) => {
                 self.scripts
                     .list_dead

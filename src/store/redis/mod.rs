@@ -9,10 +9,12 @@
 //!
 //! Keys (under `key_prefix`): `d:{id}` hashes, `r:{session}` hashes, and the
 //! sorted sets `due`, `leased`, `pending`, `dead_by_expiry`, `delivered`,
-//! `resolved`, `rdue`, `rleased`, and for order watch `wdue`, `wleased`,
-//! `unconfirmed`; the doctor's probe nonces are strings `p:{nonce}`,
-//! holding their expiry. Every hash and nonce has an expiry; no KEYS or
-//! SCAN is ever used.
+//! `resolved`, `released`, `rdue`, `rleased`, and for order watch `wdue`,
+//! `wleased`, `unconfirmed`; for listing by session or reference, the
+//! sorted sets `by_session:{id}` and `by_reference:{reference}`
+//! (`lookup.lua`) and the string `lookups_since`; the doctor's probe nonces
+//! are strings `p:{nonce}`, holding their expiry. Every hash and nonce has
+//! an expiry; no KEYS or SCAN is ever used.
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
@@ -45,6 +47,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
+use super::replication::{redis_address, Replication};
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
@@ -69,6 +72,13 @@ const UNCONFIRMED: &str = "unconfirmed";
 const RESOLVED: &str = "resolved";
 /// Released deliveries, scored by expiry as `resolved` is.
 pub(super) const RELEASED: &str = "released";
+/// From when on (unix ms) every record is in the lookup indexes
+/// (`list.rs`): an hour after the first replica that keeps them started.
+const LOOKUPS_SINCE: &str = "lookups_since";
+/// How long replicas of an earlier version, which keep no lookup indexes,
+/// may go on claiming and delivering beside those of this one: a rolling
+/// update's length, with room to spare.
+const LOOKUPS_ROLLOUT_MS: u64 = 3_600_000;
 /// How many ids `list` reads from an index at a time, at least: a filter
 /// may pass over many.
 const LIST_PAGE: usize = 200;
@@ -79,11 +89,20 @@ const SCAN_BUDGET: usize = 5_000;
 
 // The Lua scripts, one a file beside this one; each file's header names its
 // KEYS and ARGV and what it guarantees. The functions some of them share
-// (`index.lua`, `trim_dead.lua`, `expire.lua`) are joined in front of them.
-const CLAIM: &str = include_str!("claim.lua");
+// (`index.lua`, `trim_dead.lua`, `lookup.lua`, `expire.lua`) are joined in
+// front of them.
+const CLAIM: &str = concat!(include_str!("lookup.lua"), include_str!("claim.lua"));
 const TAKE: &str = include_str!("take.lua");
-const FINISH: &str = concat!(include_str!("expire.lua"), include_str!("finish.lua"));
-const REPLAY: &str = concat!(include_str!("expire.lua"), include_str!("replay.lua"));
+const FINISH: &str = concat!(
+    include_str!("lookup.lua"),
+    include_str!("expire.lua"),
+    include_str!("finish.lua")
+);
+const REPLAY: &str = concat!(
+    include_str!("lookup.lua"),
+    include_str!("expire.lua"),
+    include_str!("replay.lua")
+);
 const STATS: &str = concat!(
     include_str!("index.lua"),
     include_str!("trim_dead.lua"),
@@ -99,10 +118,18 @@ const LIST_UNCONFIRMED: &str = concat!(
     include_str!("list_unconfirmed.lua")
 );
 const LIST_RESOLVED: &str = concat!(include_str!("index.lua"), include_str!("list_resolved.lua"));
-const RESOLVE: &str = concat!(include_str!("expire.lua"), include_str!("resolve.lua"));
+const RESOLVE: &str = concat!(
+    include_str!("lookup.lua"),
+    include_str!("expire.lua"),
+    include_str!("resolve.lua")
+);
 const REGISTER: &str = include_str!("register.lua");
 const FINISH_CHECK: &str = include_str!("finish_check.lua");
-const FINISH_WATCH: &str = concat!(include_str!("expire.lua"), include_str!("finish_watch.lua"));
+const FINISH_WATCH: &str = concat!(
+    include_str!("lookup.lua"),
+    include_str!("expire.lua"),
+    include_str!("finish_watch.lua")
+);
 const TAKE_PROBE: &str = include_str!("take_probe.lua");
 
 /// Members of a sorted set with their scores.
@@ -177,6 +204,10 @@ pub struct RedisStore {
     lease_ms: u64,
     failure: Arc<Mutex<Option<String>>>,
     active_regs: Arc<AtomicU64>,
+    /// `LOOKUPS_SINCE`, as read at open.
+    lookups_since: u64,
+    /// The one server `store.url` names is the primary, for good.
+    replication: Replication,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -207,6 +238,7 @@ impl RedisStore {
         .await
         .map_err(|_| StoreError::Open("redis: no answer within 5s".into()))?
         .map_err(err)?;
+        let lookups_since = lookups_since(conn.clone(), prefix).await?;
         let store = Self {
             conn,
             prefix: prefix.to_string(),
@@ -235,6 +267,10 @@ impl RedisStore {
             lease_ms: lease.as_millis() as u64,
             failure: Arc::new(Mutex::new(None)),
             active_regs: Arc::new(AtomicU64::new(0)),
+            lookups_since,
+            replication: Replication::with_primary(redis_address(
+                &client.get_connection_info().addr,
+            )),
         };
         store.probe().await;
         if let Some(why) = store
@@ -368,6 +404,33 @@ impl RedisStore {
             .filter_map(|(id, m)| delivery_from(id, &m))
             .collect())
     }
+}
+
+/// From when on every record is in the lookup indexes: set, by the first
+/// replica that keeps them, to the end of a rolling update from now
+/// (records an earlier version's replicas claim and deliver meanwhile are
+/// in none). A value that is not a time (written by hand) reads as "never",
+/// so every listing by session or reference also reads the state indexes:
+/// slower, never short.
+async fn lookups_since(mut conn: ConnectionManager, prefix: &str) -> Result<u64, StoreError> {
+    let key = format!("{prefix}{LOOKUPS_SINCE}");
+    let r: redis::RedisResult<(Option<String>,)> = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg(unix_ms() + LOOKUPS_ROLLOUT_MS)
+        .arg("NX")
+        .ignore()
+        .get(&key)
+        .query_async(&mut conn)
+        .await;
+    let (since,) = r.map_err(|e| StoreError::Open(format!("redis: {e}")))?;
+    Ok(since.and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        tracing::warn!(
+            key,
+            "not a time: listing by session or reference reads every index"
+        );
+        u64::MAX
+    }))
 }
 
 async fn probe(
@@ -602,6 +665,10 @@ impl Store for RedisStore {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
+    }
+
+    fn replication(&self) -> Option<&Replication> {
+        Some(&self.replication)
     }
 
     fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {

@@ -1,5 +1,5 @@
--- Replay: queue a dead delivery again. Runs after expire.lua (mod.rs joins
--- the two).
+-- Replay: queue a dead delivery again. Runs after lookup.lua and
+-- expire.lua (mod.rs joins the three).
 -- KEYS: 1 the record d:{id}, 2 due, 3 pending, 4 dead_by_expiry,
 --       5 unconfirmed.
 -- ARGV: 1 id, 2 now (due at), 3 the new deadline_at, 4 dedupe TTL (ms),

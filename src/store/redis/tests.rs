@@ -11,7 +11,8 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use crate::store::api::Store;
 use crate::store::model::{
-    Attempt, AttemptOutcome, Delivery, DeliveryState, Filter, Source, WatchNext, WatchState,
+    Attempt, AttemptOutcome, Cutoffs, Delivery, DeliveryState, Filter, Source, WatchNext,
+    WatchState,
 };
 use crate::store::queue::{Attempted, Queues};
 use crate::types::{unix_ms, AuthorizationToken, SessionId};
@@ -333,12 +334,14 @@ async fn ties_across_read_pages_are_listed_once_and_in_order() {
 /// A filter few records pass does not make one call read the whole index:
 /// a call stops after `SCAN_BUDGET` ids with a short page and a cursor
 /// where it stopped, and following the cursors finds what is further down.
+/// (A route has no lookup index of its own.)
 #[tokio::test]
 async fn a_listing_call_reads_a_bounded_share_of_an_index() {
     let server = Server::start();
     let s = server.store(HOUR, HOUR).await;
     let base = unix_ms() - 3_600_000;
     let mut needle = delivery("sess-needle");
+    needle.route = "rare".into();
     needle.received_at = base;
     s.claim(needle.clone()).await.expect("claim");
     for i in 0..super::SCAN_BUDGET as u64 + 300 {
@@ -347,7 +350,7 @@ async fn a_listing_call_reads_a_bounded_share_of_an_index() {
         s.claim(d).await.expect("claim");
     }
     let filter = Filter {
-        session_id: Some(SessionId::new("sess-needle")),
+        route: Some("rare".into()),
         ..Filter::default()
     };
     let (mut found, mut after, mut calls) = (Vec::new(), None, 0);
@@ -362,4 +365,245 @@ async fn a_listing_call_reads_a_bounded_share_of_an_index() {
     }
     assert_eq!(found, [needle.id]);
     assert!(calls >= 2, "the first call stopped at its budget");
+}
+
+/// Every page of a listing, followed through its cursors, and how many
+/// calls it took.
+async fn every_page(s: &RedisStore, filter: &Filter) -> (Vec<Delivery>, usize) {
+    let (mut found, mut after, mut calls) = (Vec::new(), None, 0);
+    loop {
+        calls += 1;
+        let page = s.list(filter.clone(), after, 10).await.expect("list");
+        found.extend(page.deliveries);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return (found, calls),
+        }
+    }
+}
+
+fn ids(list: &[Delivery]) -> Vec<crate::types::DeliveryId> {
+    list.iter().map(|d| d.id).collect()
+}
+
+/// Listing by session or reference reads that session's or reference's
+/// lookup index, not the store: one call finds the oldest of more records
+/// than a call may read (`SCAN_BUDGET`), which a scan would take several
+/// calls to reach. Once pruned, it is no longer listed, as by state.
+#[tokio::test]
+async fn a_lookup_reads_its_own_index_not_the_store() {
+    let server = Server::start();
+    let base = unix_ms();
+    // Every record from `base` on is in the lookup indexes: they alone are
+    // read.
+    let mut c = server.conn().await;
+    let () = c.set("t:lookups_since", base).await.expect("set");
+    let s = server.store(HOUR, HOUR).await;
+    let mut needle = delivery("sess-needle");
+    needle.reference = "order-needle".into();
+    needle.received_at = base;
+    s.claim(needle.clone()).await.expect("claim");
+    for i in 0..super::SCAN_BUDGET as u64 + 300 {
+        let mut d = delivery(&format!("sess-hay-{i}"));
+        d.received_at = base + 1 + i;
+        s.claim(d).await.expect("claim");
+    }
+    let by_session = Filter {
+        session_id: Some(SessionId::new("sess-needle")),
+        ..Filter::default()
+    };
+    let by_reference = Filter {
+        reference: Some("order-needle".into()),
+        ..Filter::default()
+    };
+    for filter in [&by_session, &by_reference] {
+        let (found, calls) = every_page(&s, filter).await;
+        assert_eq!(ids(&found), [needle.id], "{filter:?}");
+        assert_eq!(calls, 1, "{filter:?}: found in one call");
+    }
+    s.deliveries().take(FAR, 1).await.expect("take");
+    let outcome = AttemptOutcome::Delivered {
+        at: unix_ms(),
+        watch_from: None,
+    };
+    let next = Attempted {
+        outcome,
+        log: attempt(1),
+    };
+    s.deliveries()
+        .finish(needle.id, 1, next)
+        .await
+        .expect("finish");
+    assert_eq!(
+        every_page(&s, &by_session).await.0[0].state,
+        DeliveryState::Delivered
+    );
+    assert_eq!(s.prune(Cutoffs::all(base)).await.expect("prune"), 1);
+    assert!(
+        pttl(&server, &needle).await > 0,
+        "the record outlives its place"
+    );
+    for filter in [&by_session, &by_reference] {
+        let (found, _) = every_page(&s, filter).await;
+        assert!(found.is_empty(), "{filter:?}: pruned, as by state");
+    }
+}
+
+/// Three deliveries received `base` on, of two sessions and two
+/// references: one delivered, one dead, one pending.
+async fn three_of_two_sessions(s: &RedisStore, base: u64) -> Vec<Delivery> {
+    let mut made = Vec::new();
+    for (i, (session, reference)) in [
+        ("sess-a", "cart-1"),
+        ("sess-a", "cart-2"),
+        ("sess-b", "cart-1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut d = delivery(session);
+        d.authorization_token = AuthorizationToken::new(format!("t{i}"));
+        d.id = crate::types::DeliveryId::for_authorization(&d.session_id, &d.authorization_token);
+        d.reference = reference.into();
+        d.received_at = base + i as u64;
+        s.claim(d.clone()).await.expect("claim");
+        made.push(d);
+    }
+    s.deliveries().take(FAR, 10).await.expect("take");
+    let outcomes = [
+        AttemptOutcome::Delivered {
+            at: unix_ms(),
+            watch_from: None,
+        },
+        AttemptOutcome::Dead {
+            error: "422".into(),
+        },
+    ];
+    for (d, outcome) in made.iter_mut().zip(outcomes) {
+        d.state = match outcome {
+            AttemptOutcome::Delivered { .. } => DeliveryState::Delivered,
+            _ => DeliveryState::Dead,
+        };
+        let log = attempt(1);
+        let next = Attempted { outcome, log };
+        s.deliveries().finish(d.id, 1, next).await.expect("finish");
+    }
+    made
+}
+
+/// Records written before the lookup indexes began (by an earlier
+/// version) are in none of them: they are found by reading the state
+/// indexes for that stretch of time, as before, in every state. A record
+/// this version changes joins its indexes.
+#[tokio::test]
+async fn records_written_without_lookup_indexes_are_still_found() {
+    let server = Server::start();
+    let old = server.store(HOUR, HOUR).await;
+    let base = unix_ms() - 600_000;
+    let made = three_of_two_sessions(&old, base).await;
+    // As an earlier version left them: no lookup indexes, and a time from
+    // which on they are kept.
+    let mut c = server.conn().await;
+    let keys: Vec<String> = c.keys("t:by_*").await.expect("keys");
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let () = c.del(&keys).await.expect("del");
+    let () = c.set("t:lookups_since", base + 10).await.expect("set");
+    let s = server.store(HOUR, HOUR).await;
+    let filters = [
+        Filter {
+            session_id: Some(SessionId::new("sess-a")),
+            ..Filter::default()
+        },
+        Filter {
+            reference: Some("cart-1".into()),
+            ..Filter::default()
+        },
+        Filter {
+            session_id: Some(SessionId::new("sess-a")),
+            ..Filter::state(DeliveryState::Dead)
+        },
+        Filter {
+            reference: Some("cart-1".into()),
+            ..Filter::state(DeliveryState::Pending)
+        },
+    ];
+    for filter in &filters {
+        let mut want: Vec<&Delivery> = made.iter().filter(|d| filter.accepts(d)).collect();
+        want.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(a.id.cmp(&b.id)));
+        let (found, _) = every_page(&s, filter).await;
+        assert_eq!(
+            ids(&found),
+            ids(&want.into_iter().cloned().collect::<Vec<_>>())
+        );
+    }
+    // The pending one is delivered by this version: it joins its indexes.
+    s.deliveries().take(FAR, 10).await.expect("take");
+    let delivered = AttemptOutcome::Delivered {
+        at: unix_ms(),
+        watch_from: None,
+    };
+    let next = Attempted {
+        outcome: delivered,
+        log: attempt(2),
+    };
+    s.deliveries()
+        .finish(made[2].id, 2, next)
+        .await
+        .expect("finish");
+    let members: Vec<String> = c
+        .zrange("t:by_session:sess-b", 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(members, [made[2].id.to_string()]);
+    let members: Vec<String> = c
+        .zrange("t:by_reference:cart-1", 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(members, [made[2].id.to_string()]);
+}
+
+/// A lookup index lives as long as the longest-lived record it holds (an
+/// order watch keeps one longer), and sheds the ids of expired records as
+/// new ones are claimed, so one every record shares does not grow forever.
+/// An expired record is never listed.
+#[tokio::test]
+async fn lookup_indexes_outlive_their_records_and_shed_expired_ids() {
+    let server = Server::start();
+    let ttl = Duration::from_millis(400);
+    let s = server.store(ttl, HOUR).await;
+    let mut c = server.conn().await;
+    let mut shared = Vec::new();
+    for i in 0..3 {
+        let mut d = delivery(&format!("sess-shared-{i}"));
+        d.reference = "shared".into();
+        delivered(&s, &d, None).await;
+        shared.push(d);
+    }
+    let mut watched = delivery("sess-watched");
+    watched.reference = "watched".into();
+    delivered(&s, &watched, Some(unix_ms() + 60_000)).await;
+    for key in ["t:by_session:sess-watched", "t:by_reference:watched"] {
+        let left: i64 = c.pttl(key).await.expect("pttl");
+        assert!(left >= pttl(&server, &watched).await, "{key}");
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let by_shared = Filter {
+        reference: Some("shared".into()),
+        ..Filter::default()
+    };
+    assert!(every_page(&s, &by_shared).await.0.is_empty(), "expired");
+    let mut late = delivery("sess-late");
+    late.reference = "shared".into();
+    s.claim(late.clone()).await.expect("claim");
+    let members: Vec<String> = c
+        .zrange("t:by_reference:shared", 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(members, [late.id.to_string()], "the expired ids are gone");
+    assert_eq!(ids(&every_page(&s, &by_shared).await.0), [late.id]);
+    let by_watched = Filter {
+        session_id: Some(SessionId::new("sess-watched")),
+        ..Filter::default()
+    };
+    assert_eq!(ids(&every_page(&s, &by_watched).await.0), [watched.id]);
 }

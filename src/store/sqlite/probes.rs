@@ -1,4 +1,4 @@
-//! The file store's probe nonces: the `probes` table (schema version 5),
+//! The file store's probe nonces: the `probes` table (schema version 6),
 //! written by the writer thread like everything else. They touch no
 //! in-process index, so one command (`Op`) carries both kinds of change.
 

@@ -54,7 +54,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A self-signed certificate for `localhost` written as PEM files.
+/// A self-signed certificate (for `localhost` unless named) as PEM.
 pub struct Cert {
     pub der: CertificateDer<'static>,
     pub cert_pem: String,
@@ -62,7 +62,13 @@ pub struct Cert {
 }
 
 pub fn make_cert() -> Cert {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    make_cert_for(&["localhost"])
+}
+
+/// A self-signed certificate whose subjectAltName holds `names`.
+pub fn make_cert_for(names: &[&str]) -> Cert {
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let c = rcgen::generate_simple_self_signed(names).expect("cert");
     Cert {
         der: c.cert.der().clone(),
         cert_pem: c.cert.pem(),

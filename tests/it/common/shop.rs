@@ -36,6 +36,10 @@ pub struct Got {
     pub session: String,
     pub key: String,
     pub redelivery: Option<String>,
+    /// `Authback-Released`, on a release notice.
+    pub released: Option<String>,
+    /// The body's `type`.
+    pub kind: String,
 }
 
 /// A shop backend at `/klarna/authorized` that places orders at Klarna.
@@ -44,6 +48,8 @@ pub struct Shop {
     pub addr: SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
     policy: Arc<Mutex<HashMap<String, Places>>>,
+    /// While set, every delivery is answered 503 (and recorded).
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shop {
@@ -53,6 +59,7 @@ impl Shop {
             addr: listener.local_addr().expect("addr"),
             got: Arc::default(),
             policy: Arc::default(),
+            failing: Arc::default(),
         };
         let s = shop.clone();
         tokio::spawn(async move {
@@ -83,6 +90,12 @@ impl Shop {
             .insert(session.to_string(), p);
     }
 
+    /// From now on, answers every delivery 503 (`true`), or as its policy
+    /// says (`false`).
+    pub fn failing(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every delivery received so far.
     pub fn all(&self) -> Vec<Got> {
         self.got.lock().expect("lock").clone()
@@ -103,9 +116,10 @@ impl Shop {
                 .and_then(|v| v.to_str().ok())
                 .map(String::from)
         };
-        let (key, redelivery) = (
+        let (key, redelivery, released) = (
             header("idempotency-key").unwrap_or_default(),
             header("authback-redelivery"),
+            header("authback-released"),
         );
         let body = req
             .into_body()
@@ -135,7 +149,14 @@ impl Shop {
             session,
             key,
             redelivery,
+            released,
+            kind: v["type"].as_str().unwrap_or_default().to_string(),
         });
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"down")));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
         if place {
             api.create_order(&token).await;
         }
