@@ -216,13 +216,19 @@ impl App {
     /// the route it is a spelling of, in any reading (its path may carry a
     /// plugin's token), or else under its canonical path.
     fn note_refused(&self, entry: &mut Entry, raw: &str, canonical: &str) {
-        let near = self.routes.iter().position(|r| {
-            crate::front::path::any_reading(raw, canonical, self.dialect, |p| r.near(p))
-        });
-        match near.and_then(|i| self.log_names.get(i)) {
+        match self.near_route(raw, canonical) {
             Some((name, pattern)) => entry.route(name, pattern),
             None => entry.path(canonical),
         }
+    }
+
+    /// The name and pattern of the route `raw` is a spelling of, in any
+    /// reading.
+    fn near_route(&self, raw: &str, canonical: &str) -> Option<&(Arc<str>, Arc<str>)> {
+        let near = self.routes.iter().position(|r| {
+            crate::front::path::any_reading(raw, canonical, self.dialect, |p| r.near(p))
+        });
+        near.and_then(|i| self.log_names.get(i))
     }
 
     /// The query's parameters, read as the backend reads them. Refused:
@@ -284,8 +290,17 @@ impl App {
         peer: SocketAddr,
     ) -> Response<Body> {
         self.proxy.metrics.proxy_response(status.as_u16());
+        // As the access log writes it: a spelling of a callback route under
+        // the route's pattern (a plugin may carry a token in the path),
+        // anything else canonical; never the query.
+        let raw = req.uri().path();
+        let canonical = crate::front::path::canonical(raw);
+        let path = match self.near_route(raw, &canonical) {
+            Some((_, pattern)) => &**pattern,
+            None => &canonical,
+        };
         tracing::info!(
-            method = %req.method(), path = req.uri().path(), client = %peer.ip(),
+            method = %req.method(), path, client = %peer.ip(),
             status = status.as_u16(), why, "request refused"
         );
         json_error(status, code, why)
