@@ -19,7 +19,7 @@ need_tools() {
 build_upstream() {
   if [ -z "${UPSTREAM_BIN:-}" ]; then
     cargo build --release -q --example bench-upstream
-    UPSTREAM_BIN=$PWD/target/release/examples/bench-upstream
+    UPSTREAM_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bench-upstream
   fi
 }
 

@@ -13,10 +13,11 @@
 //! # The map, in the order a request meets it
 //!
 //! ```text
-//! front/      listeners and connection workers (server, workers), TLS and its
-//!             reload (tls), strict heads (head), the canonical path (path),
-//!             and the router that sends each request to a callback route or
-//!             to the pass-through (router)
+//! front/      listeners and connection workers (server, workers), the
+//!             PROXY protocol (proxy_protocol), TLS and its reload (tls),
+//!             strict heads (head), the canonical path (path), the router
+//!             that sends each request to a callback route or to the
+//!             pass-through (router), and the redirect to https (redirect)
 //! route/      the route model: paths, spellings, query matches, answer rules,
 //!             and how the backend's language reads names (dialect)
 //! callback/   an intercepted callback: token (mint/verify), body, record, ack;
@@ -104,19 +105,25 @@ pub async fn run(
     // 3. Klarna: Read Session recovery and order watch.
     let klarna = startup::start_klarna(&core, &deliveries, &stops)?;
     // 4. The public listeners.
-    let (public_addr, admin_addr) = (
-        startup::local_addr(&listeners.public),
-        startup::local_addr(&listeners.admin),
-    );
-    let fronts = startup::serve_public(
-        &mut core,
-        &deliveries,
-        listeners.public,
-        listeners.plain,
-        &stops,
-    );
+    let Listeners {
+        public,
+        plain,
+        redirect,
+        admin,
+    } = listeners;
+    let public_addr = public
+        .as_ref()
+        .or(plain.as_ref())
+        .map_or_else(|| "-".to_string(), startup::local_addr);
+    let admin_addr = startup::local_addr(&admin);
+    let public = startup::Public {
+        tls: public,
+        plain,
+        redirect,
+    };
+    let fronts = startup::serve_public(&mut core, &deliveries, public, &stops)?;
     // 5. The admin listener.
-    let admin = startup::serve_admin(&core, &deliveries, listeners.admin, &stops);
+    let admin = startup::serve_admin(&core, &deliveries, admin, &stops);
     core.readiness.serving();
     tracing::info!(public = %public_addr, admin = %admin_addr, upstream = %core.upstream.base(), routes = core.config.routes.len(), "authback serving");
 

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::front::{router, server, tls, workers};
 use crate::klarna::reconcile;
 use crate::ops::history;
@@ -30,7 +30,10 @@ pub(crate) struct Core {
     pub upstream: Arc<Upstream>,
     pub readiness: Readiness,
     pub history: history::History,
-    acceptor: TlsAcceptor,
+    /// TLS for `server.listen`; none without `[server.tls]`.
+    acceptor: Option<TlsAcceptor>,
+    /// The certificate served, for the names the redirect may go to.
+    certs: Option<Arc<tls::CertResolver>>,
     workers: Arc<workers::Workers>,
     /// Loops that only stop with the process: certificate reloads, the
     /// store's pruner, the limiters' sweeper, the history sampler.
@@ -43,8 +46,12 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
     for r in &config.routes {
         metrics.declare_route(&r.name);
     }
-    let (acceptor, mut background) = tls::start(
-        &config.server.tls,
+    let tls::Started {
+        acceptor,
+        resolver: certs,
+        tasks: mut background,
+    } = tls::start(
+        config.server.tls.as_ref(),
         &config.server.public_url,
         metrics.clone(),
         drain.public.clone(),
@@ -61,7 +68,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
     }
     background.extend(crate::ops::ip_sets::spawn(
         &config.ip_sets,
-        &config.server.tls,
+        config.server.tls.as_ref(),
         drain.public.clone(),
     ));
     if !config.builtin_ip_lists.is_empty() {
@@ -94,6 +101,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
         readiness: Readiness::default(),
         history,
         acceptor,
+        certs,
         workers: Arc::new(workers),
         background,
     })
@@ -179,15 +187,79 @@ pub(crate) fn start_klarna(
     Ok(Some(reconcile::spawn(ctx, drain.public.clone())))
 }
 
-/// Phase 4: the public listeners (TLS, and plain HTTP behind an ingress),
-/// routing each request to a callback route or the pass-through.
+/// The public listeners `run` was given.
+pub(crate) struct Public {
+    pub tls: Option<TcpListener>,
+    pub plain: Option<TcpListener>,
+    pub redirect: Option<TcpListener>,
+}
+
+/// Phase 4: the public listeners (TLS, plain HTTP behind an ingress, and
+/// the redirect to https), routing each request to a callback route or the
+/// pass-through.
 pub(crate) fn serve_public(
     core: &mut Core,
     deliveries: &Deliveries,
-    public: TcpListener,
-    plain: Option<TcpListener>,
+    listeners: Public,
     drain: &Drain,
-) -> Vec<JoinHandle<()>> {
+) -> Result<Vec<JoinHandle<()>>, RunError> {
+    let app = public_app(core, deliveries, drain);
+    let config = &core.config;
+    let options = |tls: Option<TlsAcceptor>, workers: bool| server::Options {
+        tls,
+        limits: config.limits.clone(),
+        grace: config.server.shutdown_grace,
+        workers: workers.then(|| core.workers.clone()),
+        upstream_timeout: config.upstream.timeout,
+        proxy_protocol: config.server.proxy_protocol.clone().map(Arc::new),
+    };
+    let serve = |listener, tls: Option<TlsAcceptor>| {
+        let secure = tls.is_some();
+        let a = app.clone();
+        let handler = move |req, peer| {
+            let a = a.clone();
+            async move { a.handle_public(req, peer, secure).await }
+        };
+        tokio::spawn(server::serve(
+            listener,
+            options(tls, true),
+            handler,
+            drain.public.clone(),
+        ))
+    };
+    let mut fronts = Vec::new();
+    if let Some(public) = listeners.tls {
+        let Some(acceptor) = core.acceptor.clone() else {
+            return Err(RunError::Runtime(
+                "a TLS listener needs [server.tls]".into(),
+            ));
+        };
+        fronts.push(serve(public, Some(acceptor)));
+    }
+    if let Some(plain) = listeners.plain {
+        tracing::info!(addr = %local_addr(&plain), "plain HTTP listener (use only behind an ingress that terminates TLS)");
+        fronts.push(serve(plain, None));
+    }
+    if let Some(listener) = listeners.redirect {
+        let r = Arc::new(redirect(core, app.clone()));
+        tracing::info!(addr = %local_addr(&listener), "redirect listener: 308 to https, ACME challenges passed through");
+        let handler = move |req, peer| {
+            let r = r.clone();
+            async move { r.handle(req, peer).await }
+        };
+        fronts.push(tokio::spawn(server::serve(
+            listener,
+            options(None, false),
+            handler,
+            drain.public.clone(),
+        )));
+    }
+    Ok(fronts)
+}
+
+/// The router every public listener shares, with the callback and
+/// pass-through contexts it hands requests to.
+fn public_app(core: &mut Core, deliveries: &Deliveries, drain: &Drain) -> Arc<router::App> {
     let config = &core.config;
     let callbacks = Arc::new(callback::Context {
         store: core.store.clone(),
@@ -207,7 +279,7 @@ pub(crate) fn serve_public(
     });
     core.background
         .push(callbacks.spawn_sweeper(drain.public.clone()));
-    let app = Arc::new(router::App::new(
+    Arc::new(router::App::new(
         config.routes.clone(),
         config.server.trusted_proxies.clone(),
         router::Reading {
@@ -215,42 +287,41 @@ pub(crate) fn serve_public(
             max_input_vars: config.upstream.max_input_vars,
         },
         callbacks,
-        proxy::Context {
-            upstream: core.upstream.clone(),
-            trusted_proxies: config.server.trusted_proxies.clone(),
-            path_form: config.upstream.path_form,
-            public_port: proxy::public_port(&config.server.public_url),
-            routed_names: proxy::routed_names(&config.routes),
-            metrics: core.metrics.clone(),
-        },
-    ));
-    let serve = |listener, tls: Option<TlsAcceptor>| {
-        let secure = tls.is_some();
-        let a = app.clone();
-        let handler = move |req, peer| {
-            let a = a.clone();
-            async move { a.handle_public(req, peer, secure).await }
-        };
-        let options = server::Options {
-            tls,
-            limits: config.limits.clone(),
-            grace: config.server.shutdown_grace,
-            workers: Some(core.workers.clone()),
-            upstream_timeout: config.upstream.timeout,
-        };
-        tokio::spawn(server::serve(
-            listener,
-            options,
-            handler,
-            drain.public.clone(),
-        ))
-    };
-    let mut fronts = vec![serve(public, Some(core.acceptor.clone()))];
-    if let Some(plain) = plain {
-        tracing::info!(addr = %local_addr(&plain), "plain HTTP listener (use only behind an ingress that terminates TLS)");
-        fronts.push(serve(plain, None));
+        proxy_context(
+            core,
+            core.upstream.clone(),
+            proxy::public_port(&config.server.public_url),
+        ),
+    ))
+}
+
+/// The pass-through to `upstream`, with the forwarding rules of the config.
+fn proxy_context(core: &Core, upstream: Arc<Upstream>, public_port: u16) -> proxy::Context {
+    let config = &core.config;
+    proxy::Context {
+        upstream,
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        path_form: config.upstream.path_form,
+        public_port,
+        routed_names: proxy::routed_names(&config.routes),
+        metrics: core.metrics.clone(),
     }
-    fronts
+}
+
+/// The redirect listener's handler: ACME challenges go to
+/// `server.acme_upstream` (the upstream unless another is named).
+fn redirect(core: &Core, app: Arc<router::App>) -> crate::front::redirect::Redirect {
+    let config = &core.config;
+    let acme = match &config.server.acme_upstream {
+        Some(url) if *url != config.upstream.url => Arc::new(Upstream::new(&UpstreamConfig {
+            url: url.clone(),
+            ..config.upstream.clone()
+        })),
+        _ => core.upstream.clone(),
+    };
+    // The challenge came over plain HTTP on port 80, as ACME requires.
+    let acme = proxy_context(core, acme, 80);
+    crate::front::redirect::Redirect::new(app, acme, &config.server.public_url, core.certs.clone())
 }
 
 /// Phase 5: the admin listener. It outlives the public ones, so probes see
@@ -280,6 +351,7 @@ pub(crate) fn serve_admin(
         grace: Duration::from_secs(1),
         workers: None,
         upstream_timeout: Duration::ZERO,
+        proxy_protocol: None,
     };
     tokio::spawn(server::serve(
         listener,

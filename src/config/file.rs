@@ -58,6 +58,12 @@ pub(super) struct FileOrderWatch {
 pub(super) struct FileServer {
     pub(super) listen: Option<String>,
     pub(super) listen_plain: Option<String>,
+    pub(super) listen_redirect: Option<String>,
+    pub(super) acme_upstream: Option<String>,
+    pub(super) proxy_protocol: Option<bool>,
+    #[serde(default)]
+    pub(super) proxy_protocol_from: Vec<String>,
+    pub(super) proxy_protocol_timeout: Option<String>,
     pub(super) public_url: Option<String>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
@@ -65,8 +71,7 @@ pub(super) struct FileServer {
     pub(super) workers: Option<i64>,
     pub(super) reuse_port: Option<bool>,
     pub(super) ready_requires_store: Option<bool>,
-    #[serde(default)]
-    pub(super) tls: FileTls,
+    pub(super) tls: Option<FileTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

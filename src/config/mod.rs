@@ -240,7 +240,8 @@ mod tests {
     #[test]
     fn minimal_config_gets_spec_defaults() {
         let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
-        assert_eq!(c.server.listen, "0.0.0.0:8443".parse().expect("addr"));
+        assert_eq!(c.server.listen, Some("0.0.0.0:8443".parse().expect("addr")));
+        assert!(c.server.listen_redirect.is_none() && c.server.proxy_protocol.is_none());
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().expect("addr"));
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(1));
@@ -348,6 +349,107 @@ mod tests {
             errors.iter().any(|e| e.key == "routes[0].endpoint"),
             "{errors:?}"
         );
+    }
+
+    /// `[server]` with `keys` in place of MINIMAL's, and MINIMAL's TLS.
+    fn server(keys: &str) -> String {
+        MINIMAL.replace("[server]\n", &format!("[server]\n{keys}\n"))
+    }
+
+    #[test]
+    fn behind_an_ingress_the_tls_listener_and_its_certificate_are_optional() {
+        let plain_only = server("listen_plain = \"0.0.0.0:8080\"")
+            .replace("[server.tls]\nself_signed = true\n", "");
+        let c = Config::parse(&plain_only, Path::new(".")).expect("valid");
+        assert_eq!(c.server.listen, None);
+        assert!(c.server.tls.is_none());
+        // Asked for, TLS still needs its certificate.
+        let both = plain_only.replace("[server]\n", "[server]\nlisten = \"0.0.0.0:8443\"\n");
+        let errors = Config::parse(&both, Path::new(".")).expect_err("no certificate");
+        assert!(errors.iter().any(|e| e.key == "server.tls"), "{errors:?}");
+        // Given anyway, a certificate is read (its names name redirect hosts).
+        let c = Config::parse(&server("listen_plain = \"0.0.0.0:8080\""), Path::new("."))
+            .expect("valid");
+        assert!(c.server.listen.is_none() && c.server.tls.is_some());
+    }
+
+    #[test]
+    fn the_redirect_listener_has_a_port_of_its_own_and_an_https_target() {
+        let c = Config::parse(
+            &server("listen_redirect = \"0.0.0.0:8080\"\nacme_upstream = \"http://solver:8089/\""),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.server.listen_redirect,
+            Some("0.0.0.0:8080".parse().expect("addr"))
+        );
+        assert_eq!(
+            c.server.acme_upstream.map(|u| u.to_string()),
+            Some("http://solver:8089/".to_string())
+        );
+        for (keys, key) in [
+            (
+                "listen_redirect = \"0.0.0.0:8443\"",
+                "server.listen_redirect",
+            ),
+            (
+                "listen_plain = \"0.0.0.0:80\"\nlisten_redirect = \"0.0.0.0:80\"",
+                "server.listen_redirect",
+            ),
+            ("listen_redirect = \"127.0.0.1:9901\"", "admin.listen"),
+            (
+                "listen = \"0.0.0.0:8443\"\nlisten_plain = \"0.0.0.0:8443\"",
+                "server.listen_plain",
+            ),
+            ("listen_redirect = \"80\"", "server.listen_redirect"),
+            (
+                "acme_upstream = \"http://solver:8089\"",
+                "server.acme_upstream",
+            ),
+            (
+                "listen_redirect = \"0.0.0.0:80\"\nacme_upstream = \"https://solver\"",
+                "server.acme_upstream",
+            ),
+        ] {
+            let errors = Config::parse(&server(keys), Path::new(".")).expect_err(keys);
+            assert!(errors.iter().any(|e| e.key == key), "{keys}: {errors:?}");
+        }
+        // A redirect to http:// would come back to itself.
+        let http = server("listen_redirect = \"0.0.0.0:80\"")
+            .replace("https://shop.example.com", "http://shop.example.com");
+        let errors = Config::parse(&http, Path::new(".")).expect_err("http");
+        assert!(
+            errors.iter().any(|e| e.key == "server.listen_redirect"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_proxy_protocol_is_believed_only_from_listed_sources() {
+        let c = Config::parse(
+            &server("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]"),
+            Path::new("."),
+        )
+        .expect("valid");
+        let pp = c.server.proxy_protocol.expect("on");
+        assert_eq!(pp.timeout, Duration::from_secs(5));
+        assert!(pp.from[0].contains("10.1.2.3".parse().expect("ip")));
+        for (keys, key) in [
+            ("proxy_protocol = true", "server.proxy_protocol_from"),
+            (
+                "proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/33\"]",
+                "server.proxy_protocol_from[0]",
+            ),
+            ("proxy_protocol_from = [\"10.0.0.0/8\"]", "server.proxy_protocol"),
+            (
+                "proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\nproxy_protocol_timeout = \"0s\"",
+                "server.proxy_protocol_timeout",
+            ),
+        ] {
+            let errors = Config::parse(&server(keys), Path::new(".")).expect_err(keys);
+            assert!(errors.iter().any(|e| e.key == key), "{keys}: {errors:?}");
+        }
     }
 
     #[test]

@@ -89,8 +89,17 @@ pub struct IpSetSource {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// The TLS listener; `None` only when `listen_plain` is set and
+    /// `listen` is not (behind an ingress that terminates TLS).
+    pub listen: Option<SocketAddr>,
     pub listen_plain: Option<SocketAddr>,
+    /// Plain HTTP that answers `308` to https, and passes ACME HTTP-01
+    /// challenges to `acme_upstream`.
+    pub listen_redirect: Option<SocketAddr>,
+    /// Where ACME challenges on `listen_redirect` go; `None`: `upstream.url`.
+    pub acme_upstream: Option<http::Uri>,
+    /// PROXY protocol on every public listener, from these sources only.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub public_url: String,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_grace: Duration,
@@ -101,7 +110,18 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// `/readyz` also requires a healthy store (SPEC §5's stricter rule).
     pub ready_requires_store: bool,
-    pub tls: TlsConfig,
+    /// `None` when no listener serves TLS and `[server.tls]` is not given.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `server.proxy_protocol = true`: a connection from `from` must start with
+/// a PROXY header (v1 or v2), whose client address is then the peer's; a
+/// connection from anywhere else that starts with one is closed.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocol {
+    pub from: Vec<IpNet>,
+    /// How long the header may take to arrive.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

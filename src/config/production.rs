@@ -15,7 +15,7 @@ pub fn gaps(config: &Config) -> Vec<ConfigError> {
             message: message.to_string(),
         })
     };
-    if matches!(config.server.tls, TlsConfig::SelfSigned { .. }) {
+    if matches!(config.server.tls, Some(TlsConfig::SelfSigned { .. })) {
         gap(
             "server.tls",
             "a self-signed certificate: Klarna trusts only public CAs; set cert and key, or [[server.tls.certificates]]",

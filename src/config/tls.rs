@@ -167,9 +167,9 @@ key = "/etc/tls/api.key"
     #[test]
     fn certificates_are_read_with_their_names_in_normal_form() {
         let c = parse(&format!("strict_sni = true\n{PAIRS}")).expect("valid");
-        let TlsConfig::Files {
+        let Some(TlsConfig::Files {
             pairs, strict_sni, ..
-        } = &c.server.tls
+        }) = &c.server.tls
         else {
             panic!("{:?}", c.server.tls)
         };
@@ -186,9 +186,9 @@ key = "/etc/tls/api.key"
         assert_eq!(pairs[1].key_name(1), "server.tls.certificates[1]");
         // The single pair is served for its certificate's own names.
         let c = parse("cert = \"a.crt\"\nkey = \"a.key\"").expect("valid");
-        let TlsConfig::Files {
+        let Some(TlsConfig::Files {
             pairs, strict_sni, ..
-        } = &c.server.tls
+        }) = &c.server.tls
         else {
             panic!("{:?}", c.server.tls)
         };
@@ -208,7 +208,7 @@ key = "/etc/tls/api.key"
         let c = parse("self_signed = true\nstrict_sni = true").expect("valid");
         assert!(matches!(
             c.server.tls,
-            TlsConfig::SelfSigned { strict_sni: true }
+            Some(TlsConfig::SelfSigned { strict_sni: true })
         ));
     }
 

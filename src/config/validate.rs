@@ -14,10 +14,16 @@ use crate::text::{parse_duration, parse_rate, Rate};
 
 /// Every section checked, every problem collected: the config, or all the errors.
 pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigError>> {
-    let mut c = Checker::new(base, f.server.tls.self_signed);
-    let server = server(&mut c, &f.server, base);
+    let self_signed = f.server.tls.as_ref().is_some_and(|t| t.self_signed);
+    let mut c = Checker::new(base, self_signed);
+    let mut server = server(&mut c, &f.server, base);
     let admin = admin(&mut c, &f.admin, &server);
     let upstream = upstream(&mut c, &f.upstream);
+    server.acme_upstream = f
+        .server
+        .acme_upstream
+        .as_deref()
+        .and_then(|u| http_url(&mut c, "server.acme_upstream", u));
     let store = store(&mut c, f.store, base);
     let delivery = delivery(&mut c, &f.delivery);
     let ip_sets = ip_sets(&mut c, f.ip_sets, base);
@@ -111,37 +117,42 @@ fn ip_sets(
 }
 
 fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
-    let listen = c.addr("server.listen", f.listen.as_deref(), "0.0.0.0:8443");
     let listen_plain = f
         .listen_plain
         .as_deref()
         .map(|s| c.addr("server.listen_plain", Some(s), ""));
-    let public_url = match f.public_url.as_deref() {
-        None => {
-            c.err(
-                "server.public_url",
-                "is required (the base of minted callback URLs, e.g. \"https://shop.example.com\")",
-            );
-            String::new()
-        }
-        Some(u) => {
-            let trimmed = u.trim_end_matches('/');
-            match trimmed.parse::<http::Uri>() {
-                Ok(uri)
-                    if uri.scheme_str() == Some("https")
-                        && uri.host().is_some()
-                        && uri.query().is_none() => {}
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => c
-                    .warnings
-                    .push("server.public_url: Klarna only calls https:// URLs".into()),
-                _ => c.err(
-                    "server.public_url",
-                    format!("`{u}` is not an absolute https:// URL"),
-                ),
-            }
-            trimmed.to_string()
-        }
+    // TLS by default; with only listen_plain, none (an ingress in front
+    // terminates TLS). So there is always at least one public listener.
+    let listen = match (f.listen.as_deref(), listen_plain) {
+        (None, Some(_)) => None,
+        (l, _) => Some(c.addr("server.listen", l, "0.0.0.0:8443")),
     };
+    let listen_redirect = f
+        .listen_redirect
+        .as_deref()
+        .map(|s| c.addr("server.listen_redirect", Some(s), ""));
+    if listen.is_some() && listen == listen_plain {
+        c.err("server.listen_plain", "must differ from server.listen");
+    }
+    if listen_redirect.is_some() && (listen_redirect == listen || listen_redirect == listen_plain) {
+        c.err(
+            "server.listen_redirect",
+            "must differ from server.listen and server.listen_plain",
+        );
+    }
+    let public_url = public_url(c, f.public_url.as_deref());
+    if listen_redirect.is_some() && !public_url.starts_with("https://") {
+        c.err(
+            "server.listen_redirect",
+            "redirects to https://: it needs an https:// server.public_url",
+        );
+    }
+    if f.acme_upstream.is_some() && listen_redirect.is_none() {
+        c.err(
+            "server.acme_upstream",
+            "is only for ACME challenges on server.listen_redirect, which is unset",
+        );
+    }
     let mut trusted_proxies = Vec::new();
     for (i, p) in f.trusted_proxies.iter().enumerate() {
         match p.parse::<IpNet>() {
@@ -154,15 +165,26 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
     if workers > 1024 {
         c.err("server.workers", "must be at most 1024 (0: one per CPU)");
     }
+    // Without a TLS listener, `[server.tls]` is needed only if written.
     let before = c.errors.len();
-    let tls = super::tls::tls(c, &f.tls, base);
+    let tls = match (&f.tls, listen) {
+        (None, None) => None,
+        (t, _) => Some(super::tls::tls(
+            c,
+            t.as_ref().unwrap_or(&FileTls::default()),
+            base,
+        )),
+    };
     // Only on names that all read: one root cause, one error.
-    if c.errors.len() == before {
-        super::tls::public_url_covered(c, &tls, &public_url);
+    if let (Some(tls), true) = (&tls, c.errors.len() == before) {
+        super::tls::public_url_covered(c, tls, &public_url);
     }
     ServerConfig {
         listen,
         listen_plain,
+        listen_redirect,
+        acme_upstream: None,
+        proxy_protocol: proxy_protocol(c, f),
         public_url,
         trusted_proxies,
         shutdown_grace,
@@ -173,6 +195,64 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
         ready_requires_store: f.ready_requires_store.unwrap_or(false),
         tls,
     }
+}
+
+fn public_url(c: &mut Checker, value: Option<&str>) -> String {
+    let Some(u) = value else {
+        c.err(
+            "server.public_url",
+            "is required (the base of minted callback URLs, e.g. \"https://shop.example.com\")",
+        );
+        return String::new();
+    };
+    let trimmed = u.trim_end_matches('/');
+    match trimmed.parse::<http::Uri>() {
+        Ok(uri)
+            if uri.scheme_str() == Some("https")
+                && uri.host().is_some()
+                && uri.query().is_none() => {}
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => c
+            .warnings
+            .push("server.public_url: Klarna only calls https:// URLs".into()),
+        _ => c.err(
+            "server.public_url",
+            format!("`{u}` is not an absolute https:// URL"),
+        ),
+    }
+    trimmed.to_string()
+}
+
+/// `server.proxy_protocol` and the sources it is believed from: on, it
+/// needs them; off, listing them is a mistake worth saying.
+fn proxy_protocol(c: &mut Checker, f: &FileServer) -> Option<ProxyProtocol> {
+    let mut from = Vec::new();
+    for (i, p) in f.proxy_protocol_from.iter().enumerate() {
+        match p.parse::<IpNet>() {
+            Ok(n) => from.push(n),
+            Err(e) => c.err(format!("server.proxy_protocol_from[{i}]"), e),
+        }
+    }
+    let timeout = c.positive_duration(
+        "server.proxy_protocol_timeout",
+        f.proxy_protocol_timeout.as_deref(),
+        "5s",
+    );
+    if f.proxy_protocol != Some(true) {
+        if !f.proxy_protocol_from.is_empty() || f.proxy_protocol_timeout.is_some() {
+            c.err(
+                "server.proxy_protocol",
+                "proxy_protocol_from and proxy_protocol_timeout need proxy_protocol = true",
+            );
+        }
+        return None;
+    }
+    if f.proxy_protocol_from.is_empty() {
+        c.err(
+            "server.proxy_protocol_from",
+            "is required with proxy_protocol = true: the balancers' addresses (CIDRs), the only sources whose PROXY header is believed",
+        );
+    }
+    Some(ProxyProtocol { from, timeout })
 }
 
 /// Only the `[admin]` table, for the clients of the admin API: everything
@@ -195,8 +275,9 @@ pub(super) fn admin_only(f: &FileAdmin, base: &Path) -> Result<AdminConfig, Vec<
 
 fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
     let admin_listen = c.addr("admin.listen", f.listen.as_deref(), "127.0.0.1:9901");
-    if admin_listen == server.listen || Some(admin_listen) == server.listen_plain {
-        c.err("admin.listen", "must not be the public port");
+    let public = [server.listen, server.listen_plain, server.listen_redirect];
+    if public.contains(&Some(admin_listen)) {
+        c.err("admin.listen", "must not be a public port");
     }
     let admin_token = f.token.as_deref().and_then(|t| c.secret("admin.token", t));
     // The admin API mints callback URLs and replays deliveries: beyond this
@@ -218,6 +299,28 @@ fn admin(c: &mut Checker, f: &FileAdmin, server: &ServerConfig) -> AdminConfig {
     }
 }
 
+/// An `http://` URL with a host and no query: the upstream, or where ACME
+/// challenges go.
+fn http_url(c: &mut Checker, key: &str, u: &str) -> Option<http::Uri> {
+    match u.trim_end_matches('/').parse::<http::Uri>() {
+        Ok(uri)
+            if uri.scheme_str() == Some("http")
+                && uri.host().is_some()
+                && uri.query().is_none() =>
+        {
+            Some(uri)
+        }
+        Ok(uri) if uri.scheme_str() == Some("https") => {
+            c.err(key, "https upstreams are not supported: authback runs beside the backend and speaks plain HTTP to it");
+            None
+        }
+        _ => {
+            c.err(key, format!("`{u}` is not an http:// URL"));
+            None
+        }
+    }
+}
+
 fn upstream(c: &mut Checker, f: &FileUpstream) -> UpstreamConfig {
     let upstream_url = match f.url.as_deref() {
         None => {
@@ -225,26 +328,11 @@ fn upstream(c: &mut Checker, f: &FileUpstream) -> UpstreamConfig {
                 "upstream.url",
                 "is required (the merchant backend, e.g. \"http://127.0.0.1:8080\")",
             );
-            http::Uri::from_static("http://127.0.0.1:8080")
+            None
         }
-        Some(u) => match u.trim_end_matches('/').parse::<http::Uri>() {
-            Ok(uri)
-                if uri.scheme_str() == Some("http")
-                    && uri.host().is_some()
-                    && uri.query().is_none() =>
-            {
-                uri
-            }
-            Ok(uri) if uri.scheme_str() == Some("https") => {
-                c.err("upstream.url", "https upstreams are not supported: authback runs beside the backend and speaks plain HTTP to it");
-                uri
-            }
-            _ => {
-                c.err("upstream.url", format!("`{u}` is not an http:// URL"));
-                http::Uri::from_static("http://127.0.0.1:8080")
-            }
-        },
-    };
+        Some(u) => http_url(c, "upstream.url", u),
+    }
+    .unwrap_or_else(|| http::Uri::from_static("http://127.0.0.1:8080"));
     UpstreamConfig {
         url: upstream_url,
         connect_timeout: c.positive_duration(

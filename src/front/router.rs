@@ -173,6 +173,13 @@ impl App {
         Ok(())
     }
 
+    /// Whether any reading of a raw request path is near a callback route
+    /// or a forward path: the redirect listener serves none of them.
+    pub(crate) fn reserved(&self, raw: &str) -> bool {
+        let path = crate::front::path::canonical(raw);
+        crate::front::path::any_reading(raw, &path, self.dialect, |p| self.shields(p))
+    }
+
     /// Whether a canonical path belongs to a callback route or is a
     /// forward path: such a path must never be proxied as it is.
     fn shields(&self, path: &str) -> bool {

@@ -25,30 +25,36 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
-use crate::config::Limits;
+use crate::config::{Limits, ProxyProtocol};
 use crate::front::workers::Workers;
 use crate::ops::shutdown::Stop;
 
 /// The sockets authback serves on, bound before `run` so that tests can use
 /// ephemeral ports and so that a port in use is reported before anything starts.
 pub struct Listeners {
-    pub public: TcpListener,
+    /// TLS (`server.listen`).
+    pub public: Option<TcpListener>,
+    /// Plain HTTP behind an ingress (`server.listen_plain`).
     pub plain: Option<TcpListener>,
+    /// Plain HTTP that redirects to https (`server.listen_redirect`).
+    pub redirect: Option<TcpListener>,
     pub admin: TcpListener,
 }
 
 impl Listeners {
     pub async fn bind(config: &crate::config::Config) -> std::io::Result<Self> {
-        let bind = |addr: SocketAddr| {
-            listen(addr, config.server.reuse_port)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        let bind = |addr: Option<SocketAddr>| match addr {
+            None => Ok(None),
+            Some(addr) => listen(addr, config.server.reuse_port)
+                .map(Some)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                }),
         };
         Ok(Self {
             public: bind(config.server.listen)?,
-            plain: match config.server.listen_plain {
-                Some(a) => Some(bind(a)?),
-                None => None,
-            },
+            plain: bind(config.server.listen_plain)?,
+            redirect: bind(config.server.listen_redirect)?,
             admin: TcpListener::bind(config.admin.listen).await.map_err(|e| {
                 let addr = config.admin.listen;
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
@@ -106,6 +112,9 @@ pub(crate) struct Options {
     /// A request in flight may wait this long for the upstream before its
     /// bytes count as stalled (0: only `limits.idle_timeout`).
     pub upstream_timeout: Duration,
+    /// Read the PROXY protocol header (`server.proxy_protocol`) before
+    /// anything else; the client it names is the peer.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 /// Accepts connections until `stop`, then lets open ones finish within
@@ -121,6 +130,7 @@ where
         grace,
         workers,
         upstream_timeout,
+        proxy_protocol,
     } = options;
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
@@ -131,6 +141,7 @@ where
             builder: Arc::new(builder(&limits)),
             handler,
             tls,
+            proxy_protocol,
             timeouts: Timeouts {
                 handshake: limits.tls_handshake_timeout,
                 header_read: limits.header_read_timeout,
@@ -284,6 +295,7 @@ struct Conn<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     handler: H,
     tls: Option<TlsAcceptor>,
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
     timeouts: Timeouts,
     stop: Stop,
 }
@@ -295,6 +307,7 @@ impl<H: Clone> Clone for Conn<H> {
             builder: self.builder.clone(),
             handler: self.handler.clone(),
             tls: self.tls.clone(),
+            proxy_protocol: self.proxy_protocol.clone(),
             timeouts: self.timeouts,
             stop: self.stop.clone(),
         }
@@ -306,7 +319,32 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    async fn run(self, tcp: TcpStream) {
+    /// Serves the connection, after its PROXY header when the listener
+    /// reads one.
+    async fn run(mut self, tcp: TcpStream) {
+        let Some(config) = self.proxy_protocol.take() else {
+            return self.serve(tcp).await;
+        };
+        let peer = self.peer;
+        let read = crate::front::proxy_protocol::accept(tcp, peer, &config);
+        let accepted = tokio::select! {
+            r = read => r,
+            _ = self.stop.wait() => return,
+        };
+        match accepted {
+            Ok((io, client)) => {
+                self.peer = client;
+                self.serve(io).await;
+            }
+            Err(e) if e.is_notable() => tracing::info!(%peer, why = %e, "connection refused"),
+            Err(e) => tracing::debug!(%peer, why = %e, "connection closed"),
+        }
+    }
+
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let Conn {
             peer,
             builder,
@@ -314,11 +352,12 @@ where
             tls,
             timeouts,
             stop,
+            ..
         } = self;
         match tls {
-            None => serve_io(tcp, peer, &builder, handler, timeouts, stop).await,
+            None => serve_io(io, peer, &builder, handler, timeouts, stop).await,
             Some(acceptor) => {
-                let handshake = acceptor.accept(tcp);
+                let handshake = acceptor.accept(io);
                 let stream = tokio::select! {
                     r = tokio::time::timeout(timeouts.handshake, handshake) => r,
                     _ = stop.wait() => return,

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::{covers, dns_names, fingerprint, leaf, parse_pair, provider, read, self_signed};
-use super::sni::{CertResolver, Served};
+pub(crate) use super::sni::CertResolver;
+use super::sni::Served;
 use crate::config::{CertPair, Config, ConfigError, HostNames, TlsConfig};
 use crate::ops::metrics::{Metrics, ReloadOutcome};
 use crate::ops::shutdown::Stop;
@@ -180,7 +181,7 @@ fn load(pairs: &[CertPair]) -> Result<Vec<(Reloader, Served)>, Vec<TlsError>> {
 /// files: every pair loads, its key fits its certificate, and its
 /// certificate covers each of its `names`. Each problem under its key.
 pub fn check(config: &Config) -> Vec<ConfigError> {
-    let TlsConfig::Files { pairs, .. } = &config.server.tls else {
+    let Some(TlsConfig::Files { pairs, .. }) = &config.server.tls else {
         return Vec::new();
     };
     let errors = load(pairs).err().unwrap_or_default();
@@ -231,8 +232,11 @@ fn dns_only(names: &[String]) -> HostNames {
 /// one of them is `HostNames::contains` (case, a trailing dot, wildcards).
 pub fn host_names(config: &Config) -> Result<HostNames, TlsError> {
     match &config.server.tls {
-        TlsConfig::SelfSigned { .. } => Ok(dns_only(&self_signed_names(&config.server.public_url))),
-        TlsConfig::Files { pairs, .. } => {
+        None => Ok(HostNames::new(Vec::new())),
+        Some(TlsConfig::SelfSigned { .. }) => {
+            Ok(dns_only(&self_signed_names(&config.server.public_url)))
+        }
+        Some(TlsConfig::Files { pairs, .. }) => {
             let loaded = load(pairs).map_err(first)?;
             let served: Vec<Served> = loaded.into_iter().map(|(_, s)| s).collect();
             Ok(CertResolver::new(served, false).host_names())
@@ -247,24 +251,32 @@ fn first(mut errors: Vec<TlsError>) -> TlsError {
     }
 }
 
+/// What `start` gives the listeners: TLS (none without `[server.tls]`) and
+/// the certificates it serves now, for the names they are for.
+pub(crate) struct Started {
+    pub acceptor: Option<TlsAcceptor>,
+    pub resolver: Option<Arc<CertResolver>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
 /// The public listener's TLS as `config` asks for it, with the tasks that
 /// keep it current: the reload loop for certificate files, and the SIGHUP
 /// handler. SIGHUP is always caught, so that it never ends the process (its
 /// default action), even when there is no certificate file to reload.
 pub(crate) fn start(
-    config: &TlsConfig,
+    config: Option<&TlsConfig>,
     public_url: &str,
     metrics: Arc<Metrics>,
     stop: Stop,
-) -> Result<(TlsAcceptor, Vec<JoinHandle<()>>), TlsError> {
+) -> Result<Started, TlsError> {
     let mut tasks = Vec::new();
     let sighup = Arc::new(Notify::new());
     let (resolver, reloads) = match config {
-        TlsConfig::Files {
+        Some(TlsConfig::Files {
             pairs,
             reload_interval,
             strict_sni,
-        } => {
+        }) => {
             let (reloaders, served): (Vec<_>, Vec<_>) =
                 load(pairs).map_err(first)?.into_iter().unzip();
             for s in &served {
@@ -279,9 +291,9 @@ pub(crate) fn start(
                 metrics,
                 stop.clone(),
             )));
-            (resolver, true)
+            (Some(resolver), true)
         }
-        TlsConfig::SelfSigned { strict_sni } => {
+        Some(TlsConfig::SelfSigned { strict_sni }) => {
             let names = self_signed_names(public_url);
             let key = self_signed(names.clone())?;
             tracing::warn!("serving a throwaway self-signed certificate (development only)");
@@ -289,8 +301,9 @@ pub(crate) fn start(
                 key: Arc::new(key),
                 names: dns_only(&names),
             };
-            (CertResolver::new(vec![served], *strict_sni), false)
+            (Some(CertResolver::new(vec![served], *strict_sni)), false)
         }
+        None => (None, false),
     };
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => tasks.push(tokio::spawn(async move {
@@ -310,5 +323,13 @@ pub(crate) fn start(
         })),
         Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
     }
-    Ok((TlsAcceptor::from(server_config(resolver)?), tasks))
+    let acceptor = match &resolver {
+        Some(r) => Some(TlsAcceptor::from(server_config(r.clone())?)),
+        None => None,
+    };
+    Ok(Started {
+        acceptor,
+        resolver,
+        tasks,
+    })
 }

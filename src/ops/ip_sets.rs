@@ -17,7 +17,11 @@ use crate::ops::shutdown::Stop;
 const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the reload loop, if any set comes from a file.
-pub(crate) fn spawn(sets: &[IpSetSource], tls: &TlsConfig, stop: Stop) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn(
+    sets: &[IpSetSource],
+    tls: Option<&TlsConfig>,
+    stop: Stop,
+) -> Option<JoinHandle<()>> {
     let mut watched: Vec<(IpSet, PathBuf, Option<String>)> = sets
         .iter()
         .filter_map(|s| {
@@ -30,10 +34,10 @@ pub(crate) fn spawn(sets: &[IpSetSource], tls: &TlsConfig, stop: Stop) -> Option
         return None;
     }
     let every = match tls {
-        TlsConfig::Files {
+        Some(TlsConfig::Files {
             reload_interval, ..
-        } => *reload_interval,
-        TlsConfig::SelfSigned { .. } => DEFAULT_EVERY,
+        }) => *reload_interval,
+        Some(TlsConfig::SelfSigned { .. }) | None => DEFAULT_EVERY,
     };
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -22,6 +22,8 @@ use super::{
 pub struct Authback {
     pub public: SocketAddr,
     pub plain: Option<SocketAddr>,
+    /// Bound when the config sets `server.listen_redirect` (to any port).
+    pub redirect: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub ca: CertificateDer<'static>,
     pub dir: TempDir,
@@ -108,16 +110,16 @@ impl Authback {
         // As `authback run` binds them: each worker then listens on the
         // same port with a socket of its own.
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bind = || authback::listen(any, config.server.reuse_port).expect("bind");
         let listeners = authback::Listeners {
-            public: authback::listen(any, config.server.reuse_port).expect("bind"),
-            plain: plain.then(|| authback::listen(any, config.server.reuse_port).expect("bind")),
+            public: Some(bind()),
+            plain: plain.then(bind),
+            redirect: config.server.listen_redirect.map(|_| bind()),
             admin: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         };
-        let public = listeners.public.local_addr().expect("addr");
-        let plain = listeners
-            .plain
-            .as_ref()
-            .map(|l| l.local_addr().expect("addr"));
+        let addr = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().expect("addr"));
+        let public = addr(&listeners.public).expect("the TLS listener");
+        let (plain, redirect) = (addr(&listeners.plain), addr(&listeners.redirect));
         let admin = listeners.admin.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(authback::run(config.clone(), listeners, async {
@@ -126,6 +128,7 @@ impl Authback {
         let a = Authback {
             public,
             plain,
+            redirect,
             admin,
             ca,
             dir,
@@ -293,6 +296,16 @@ pub async fn tls_connect(
     ca: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls_handshake(TcpStream::connect(addr).await?, ca, alpn).await
+}
+
+/// A TLS handshake for `localhost` over a connection already open (one
+/// that has sent a PROXY header, say).
+pub async fn tls_handshake(
+    tcp: TcpStream,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).map_err(std::io::Error::other)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -304,7 +317,6 @@ pub async fn tls_connect(
     .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await?;
     connector
         .connect(
             ServerName::try_from("localhost").map_err(std::io::Error::other)?,
