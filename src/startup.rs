@@ -33,7 +33,7 @@ pub(crate) struct Core {
     /// TLS for `server.listen`; none without `[server.tls]`.
     acceptor: Option<TlsAcceptor>,
     /// The certificate served, for the names the redirect may go to.
-    certs: Option<Arc<tls::CertResolver>>,
+    certs: Option<Arc<crate::front::sni::CertResolver>>,
     workers: Arc<workers::Workers>,
     /// Loops that only stop with the process: certificate reloads, the
     /// store's pruner, the limiters' sweeper, the history sampler.

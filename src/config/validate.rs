@@ -165,8 +165,8 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
     if workers > 1024 {
         c.err("server.workers", "must be at most 1024 (0: one per CPU)");
     }
-    // Without a TLS listener, `[server.tls]` is needed only if written.
     let before = c.errors.len();
+    // Without a TLS listener, `[server.tls]` is needed only if written.
     let tls = match (&f.tls, listen) {
         (None, None) => None,
         (t, _) => Some(super::tls::tls(

@@ -12,6 +12,6 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod redirect;
 pub(crate) mod router;
 pub(crate) mod server;
-mod sni;
+pub(crate) mod sni;
 pub mod tls;
 pub(crate) mod workers;

@@ -87,6 +87,27 @@ fn begins(seen: &[u8], signature: &[u8]) -> bool {
     seen[..n] == signature[..n]
 }
 
+/// How long the header at the start of `buf` is, once all of it is there:
+/// v2's fixed part and the length it gives, or v1's line to its CRLF.
+fn whole_header(buf: &[u8]) -> Result<Option<usize>, Refused> {
+    if begins(buf, V2_SIGNATURE) {
+        if buf.len() < V2_FIXED {
+            return Ok(None);
+        }
+        let n = header_limit(buf)?;
+        return Ok((buf.len() >= n).then_some(n));
+    }
+    match buf.iter().position(|&b| b == b'\r') {
+        Some(cr) => match buf.get(cr + 1) {
+            Some(b'\n') => Ok(Some(cr + 2)),
+            Some(_) => Err(Refused::Malformed),
+            None => Ok(None),
+        },
+        None if buf.len() >= V1_MAX => Err(Refused::Malformed),
+        None => Ok(None),
+    }
+}
+
 /// A direct client: read until its first bytes cannot be a PROXY
 /// signature (a TLS record or a request line rules it out in one byte or
 /// a few), and refuse the connection if they are one.
@@ -164,18 +185,14 @@ async fn read_header<I: AsyncRead + Unpin>(
 /// check) and a header naming no IP client (v1 `UNKNOWN`, v2 `UNSPEC` or a
 /// Unix socket) are served as the balancer itself.
 pub(crate) fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, SocketAddr)>, Refused> {
-    let header = HeaderResult::parse(buf);
-    if header.is_incomplete() {
-        // `ppp` calls a v1 line that ended too soon incomplete; more bytes
-        // cannot complete a line that has ended.
-        let ended = buf
-            .iter()
-            .position(|&b| b == b'\r')
-            .is_some_and(|cr| buf.len() > cr + 1);
-        if begins(buf, V1_SIGNATURE) && ended {
-            return Err(Refused::Malformed);
-        }
+    let Some(whole) = whole_header(buf)? else {
         return Ok(None);
+    };
+    // `ppp` is only ever given a whole header: cut short at a space, a v1
+    // line can look malformed to it, and ended too soon, incomplete.
+    let header = HeaderResult::parse(&buf[..whole]);
+    if header.is_incomplete() {
+        return Err(Refused::Malformed);
     }
     let (len, client) = match header {
         HeaderResult::V1(Ok(h)) => {
@@ -418,6 +435,43 @@ mod tests {
         ] {
             let got = feed(&claim, direct).await.expect_err("refused");
             assert!(got.contains("not in server.proxy_protocol_from"), "{got}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Read a byte at a time, a header is incomplete until its last
+        /// byte and then names its client, whatever follows it; any bytes
+        /// after a signature are read or refused, never a panic.
+        #[test]
+        fn headers_complete_on_their_last_byte_and_nothing_panics(
+            ip in proptest::prelude::any::<[u8; 4]>(),
+            port in 1u16..,
+            v1 in proptest::prelude::any::<bool>(),
+            tlvs in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let client = SocketAddr::from((ip, port));
+            let header = if v1 {
+                format!("PROXY TCP4 {} 10.0.0.1 {port} 443\r\n", client.ip()).into_bytes()
+            } else {
+                let mut a = ip.to_vec();
+                a.extend_from_slice(&[10, 0, 0, 1]);
+                a.extend_from_slice(&port.to_be_bytes());
+                a.extend_from_slice(&[1, 187]);
+                v2(1, 0x11, &a, &tlvs)
+            };
+            for n in 0..header.len() {
+                proptest::prop_assert!(matches!(parse(&header[..n], balancer()), Ok(None)), "{n}");
+            }
+            let whole = [header.as_slice(), &after].concat();
+            let got = parse(&whole, balancer()).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(got, Ok(Some((header.len(), client))));
+            for signature in [V1_SIGNATURE, V2_SIGNATURE] {
+                let junk = [signature, &tlvs, &after].concat();
+                if let Ok(Some((len, _))) = parse(&junk, balancer()) {
+                    proptest::prop_assert!(len <= junk.len());
+                }
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::body::{json_error, Body};
 use crate::front::router::App;
-use crate::front::tls::CertResolver;
+use crate::front::sni::CertResolver;
 use crate::proxy;
 
 /// Where the ACME client answers HTTP-01 challenges (RFC 8555 §8.3).
@@ -148,9 +148,11 @@ fn host_name(host: &str) -> Option<String> {
 }
 
 /// The host names this deployment answers for, lower-case: `public_url`'s
-/// host and the names of the certificates served now (a wildcard is left
-/// out, since it would let a client choose the host). A redirect only ever
-/// goes to one of these.
+/// host and the names of the certificates served now (each
+/// `[[server.tls.certificates]]` entry's `names`, or the single
+/// certificate's DNS names, as last reloaded); a wildcard is left out,
+/// since it would let a client choose the host. A redirect only ever goes
+/// to one of these.
 pub(crate) fn configured_host_names(
     public_host: &str,
     certs: Option<&CertResolver>,
@@ -158,8 +160,9 @@ pub(crate) fn configured_host_names(
     let mut names = vec![public_host.to_ascii_lowercase()];
     let Some(certs) = certs else { return names };
     for n in certs.host_names().as_slice() {
-        if !n.starts_with('*') && !names.contains(n) {
-            names.push(n.clone());
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        if !n.starts_with('*') && !names.contains(&n) {
+            names.push(n);
         }
     }
     names
@@ -184,20 +187,16 @@ mod tests {
 
     #[test]
     fn the_names_are_public_urls_host_and_the_certificates_but_no_wildcard() {
-        let key =
-            crate::front::certs::self_signed(vec!["www.shop.example".into()]).expect("certificate");
+        let names = ["www.shop.example", "*.shop.example", "other.example"];
+        let pair = crate::front::certs::self_signed(names.map(String::from).to_vec())
+            .expect("certificate");
         let served = crate::front::sni::Served {
-            key: Arc::new(key),
-            names: crate::config::HostNames::new(vec![
-                "www.shop.example".into(),
-                "*.shop.example".into(),
-                "other.example".into(),
-                "shop.example".into(),
-            ]),
+            key: Arc::new(pair),
+            names: crate::config::HostNames::new(names.map(String::from).to_vec()),
         };
         let certs = CertResolver::new(vec![served], false);
         assert_eq!(
-            configured_host_names("shop.example", Some(&*certs)),
+            configured_host_names("Shop.Example", Some(&certs)),
             ["shop.example", "www.shop.example", "other.example"]
         );
         assert_eq!(

@@ -12,8 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::certs::{covers, dns_names, fingerprint, leaf, parse_pair, provider, read, self_signed};
-pub(crate) use super::sni::CertResolver;
-use super::sni::Served;
+use super::sni::{CertResolver, Served};
 use crate::config::{CertPair, Config, ConfigError, HostNames, TlsConfig};
 use crate::ops::metrics::{Metrics, ReloadOutcome};
 use crate::ops::shutdown::Stop;
@@ -252,7 +251,7 @@ fn first(mut errors: Vec<TlsError>) -> TlsError {
 }
 
 /// What `start` gives the listeners: TLS (none without `[server.tls]`) and
-/// the certificates it serves now, for the names they are for.
+/// the certificate it serves now, for the names it is for.
 pub(crate) struct Started {
     pub acceptor: Option<TlsAcceptor>,
     pub resolver: Option<Arc<CertResolver>>,

@@ -157,6 +157,15 @@ async fn the_redirect_listener_sends_every_client_to_a_configured_https_host() {
             assert_eq!(a.header("location"), None, "{request:?}");
         }
     }
+    // A target longer than a head may be is refused whole, never redirected.
+    let long = get(&format!("/{}", "a".repeat(70_000)), "shop.example");
+    if let Some(a) = raw(redirect, &long).await {
+        assert!(
+            a.status >= 400 && a.header("location").is_none(),
+            "{}",
+            a.head
+        );
+    }
     assert!(up.recorded().is_empty(), "{:?}", up.recorded());
 }
 
