@@ -11,6 +11,9 @@
 #   SCHEMES=plain bash benches/instructions.sh         # plain only (default: plain tls)
 #   FORM=1 SCHEMES=plain bash benches/instructions.sh  # a 1 KB form POST each, and every
 #                                                       # authback with a query_match route
+#   AUTHBACK_BINS="off=target/release/authback on=target/release/authback+log" \
+#     NGINX_LOG=1 bash benches/instructions.sh         # the access log on (+log, into a
+#                                                       # file), and nginx with a JSON one too
 #
 # Each target serves N keep-alive requests (curl, one connection) after a
 # warm-up; the counters are zeroed before them and dumped after them
@@ -71,9 +74,10 @@ callgrind_count() {
   python3 -c "import sys; print(round(int(sys.argv[1]) / $N))" "$(ir "$out.1")"
 }
 
-measure_authback() { # name bin scheme -> instructions per request
+measure_authback() { # name bin[+log] scheme -> instructions per request
   local name=$1 bin=$2 scheme=$3
-  local tls plain adm
+  local tls plain adm log=
+  if [ "$bin" != "${bin%+log}" ]; then bin=${bin%+log}; log=$WORK/$name.$scheme.access.log; fi
   tls=$(port); plain=$(port); adm=$(port)
   cat > "$WORK/$name.toml" <<TOML
 [server]
@@ -93,10 +97,21 @@ TOML
   # As in benches/run.sh: a shop with a query_match route, whose form
   # bodies are read as they stream.
   [ -z "${FORM:-}" ] || shop_route >> "$WORK/$name.toml"
+  [ -z "$log" ] || printf '[access_log]\nenabled = true\npath = "%s"\n' "$log" >> "$WORK/$name.toml"
   local url
   if [ "$scheme" = tls ]; then url="https://127.0.0.1:$tls"; else url="http://127.0.0.1:$plain"; fi
   RUST_LOG=warn callgrind_count "$WORK/cg.$name.$scheme" "$url" "http://127.0.0.1:$adm/readyz" \
     "$bin" --config "$WORK/$name.toml"
+}
+
+# With NGINX_LOG set, a JSON access log line per request with the fields
+# authback's has; otherwise none.
+nginx_access_log() {
+  if [ -z "${NGINX_LOG:-}" ]; then echo "  access_log off;"; return; fi
+  cat <<NGINX
+  log_format json escape=json '{"time":"\$time_iso8601","client":"\$remote_addr","method":"\$request_method","path":"\$uri","status":\$status,"bytes_in":\$request_length,"bytes_out":\$body_bytes_sent,"duration_ms":\$request_time,"upstream_status":"\$upstream_status","upstream_ms":"\$upstream_response_time","tls":"\$ssl_protocol","request_id":"\$http_x_request_id"}';
+  access_log $WORK/ng/access.log json;
+NGINX
 }
 
 measure_nginx() { # scheme -> instructions per request
@@ -111,7 +126,7 @@ pid $WORK/ng/nginx.pid;
 error_log $WORK/ng/error.log warn;
 events { worker_connections 64; }
 http {
-  access_log off;
+$(nginx_access_log)
   keepalive_requests 1000000;
   client_body_temp_path $WORK/ng/body;
   proxy_temp_path $WORK/ng/proxy;

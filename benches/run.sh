@@ -15,9 +15,11 @@
 #
 # AUTHBACK_BINS runs several authback builds side by side in the same run
 # (UPSTREAM_BIN, a built examples/bench-upstream, skips building one)
-# (each name=path, or name=path+rp to turn server.reuse_port on), for
-# before/after figures; by default it is this tree's release build, with
-# reuse_port off and on. Every authback target is reported as a ratio to
+# (each name=path, with +rp to turn server.reuse_port on and +log to turn
+# the access log on, into a file: name=path+log, name=path+rp+log), for
+# before/after and on/off figures; by default it is this tree's release
+# build, with reuse_port off and on.
+#   AUTHBACK_BINS="off=target/release/authback on=target/release/authback+log" bash benches/run.sh Every authback target is reported as a ratio to
 # nginx, in req/s and in CPU per request. Each authback has a callback
 # route with a query_match, as a WooCommerce shop does, so every request is
 # read against a route.
@@ -48,8 +50,16 @@ make_cert "$WORK"
 declare -A AB_BIN AB_TLS AB_PLAIN AB_ADM AB_PID
 NAMES=()
 for spec in $AUTHBACK_BINS; do
-  name=${spec%%=*}; NAMES+=("$name"); bin=${spec#*=}; AB_BIN[$name]=${bin%+rp}
-  reuse=false; [ "$bin" = "${bin%+rp}" ] || reuse=true
+  name=${spec%%=*}; NAMES+=("$name"); bin=${spec#*=}
+  reuse=false; log=false
+  while :; do
+    case $bin in
+      *+rp) reuse=true; bin=${bin%+rp} ;;
+      *+log) log=true; bin=${bin%+log} ;;
+      *) break ;;
+    esac
+  done
+  AB_BIN[$name]=$bin
   AB_TLS[$name]=$(port); AB_PLAIN[$name]=$(port); AB_ADM[$name]=$(port)
   cat > "$WORK/$name.toml" <<TOML
 [server]
@@ -67,6 +77,9 @@ url = "http://127.0.0.1:$UP"
 [limits]
 max_connections = 100000
 TOML
+  if $log; then
+    printf '[access_log]\nenabled = true\npath = "%s"\n' "$WORK/$name.access.log" >> "$WORK/$name.toml"
+  fi
   shop_route >> "$WORK/$name.toml"
   RUST_LOG=warn "${AB_BIN[$name]}" --config "$WORK/$name.toml" 2>"$WORK/$name.log" & AB_PID[$name]=$!; PIDS+=($!)
 done
@@ -163,4 +176,10 @@ for s in plain tls tls-newconn h2 form; do
 done
 printf '  %-12s %10s\n' "upstream direct" "$(echo "${RES["direct|upstream"]}" | median)"
 for t in "${NAMES[@]}"; do echo "RSS MB $t: idle ${IDLE[$t]}, under load ${LOAD[$t]:-0}"; done
+for t in "${NAMES[@]}"; do
+  if [ -f "$WORK/$t.access.log" ]; then
+    dropped=$(curl -s "http://127.0.0.1:${AB_ADM[$t]}/metrics" | awk '/^authback_access_log_dropped_total / {print $2}')
+    echo "access log $t: $(wc -l < "$WORK/$t.access.log") lines ($(( $(wc -c < "$WORK/$t.access.log") / 1000000 )) MB), ${dropped:-?} dropped"
+  fi
+done
 echo "RSS MB nginx (master + 2 workers): idle $IDLE_NG, under load $LOAD_NG"

@@ -11,6 +11,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use crate::ops::access_log::Logged;
+
 pub(crate) enum Body {
     Bytes(Option<Bytes>),
     Incoming(Incoming),
@@ -18,6 +20,8 @@ pub(crate) enum Body {
     Upstream(Returning),
     /// A proxied request body that something reads as it streams.
     Inspected(Box<Inspected<dyn Inspect>>),
+    /// An answer whose request the access log writes once it is sent.
+    Logged(Box<Logged<Body>>),
 }
 
 /// Why a body stopped before its end.
@@ -216,6 +220,7 @@ impl http_body::Body for Body {
             Body::Incoming(i) => http(Pin::new(i).poll_frame(cx)),
             Body::Upstream(u) => http(Pin::new(u).poll_frame(cx)),
             Body::Inspected(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            Body::Logged(l) => Pin::new(l.as_mut()).poll_frame(cx),
         }
     }
 
@@ -225,6 +230,7 @@ impl http_body::Body for Body {
             Body::Incoming(i) => i.is_end_stream(),
             Body::Upstream(u) => u.is_end_stream(),
             Body::Inspected(s) => s.is_end_stream(),
+            Body::Logged(l) => l.is_end_stream(),
         }
     }
 
@@ -234,6 +240,7 @@ impl http_body::Body for Body {
             Body::Incoming(i) => i.size_hint(),
             Body::Upstream(u) => u.size_hint(),
             Body::Inspected(s) => s.size_hint(),
+            Body::Logged(l) => l.size_hint(),
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, UpstreamConfig};
 use crate::front::{router, server, tls, workers};
 use crate::klarna::reconcile;
+use crate::ops::access_log::AccessLog;
 use crate::ops::history;
 use crate::ops::metrics::Metrics;
 use crate::ops::readiness::Readiness;
@@ -35,6 +36,8 @@ pub(crate) struct Core {
     /// The certificate served, for the names the redirect may go to.
     certs: Option<Arc<crate::front::sni::CertResolver>>,
     workers: Arc<workers::Workers>,
+    /// `[access_log]`, when on.
+    access_log: Option<Arc<AccessLog>>,
     /// Loops that only stop with the process: certificate reloads, the
     /// store's pruner, the limiters' sweeper, the history sampler.
     background: Vec<JoinHandle<()>>,
@@ -83,6 +86,15 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
         &config.store,
         drain.public.clone(),
     ));
+    let access_log = if config.access_log.enabled {
+        let (log, reopen) =
+            AccessLog::start(&config.access_log, metrics.clone(), drain.admin.clone())
+                .map_err(|e| RunError::Runtime(format!("cannot open the access log: {e}")))?;
+        background.extend(reopen);
+        Some(log)
+    } else {
+        None
+    };
     let workers = workers::Workers::start(config.server.workers)
         .map_err(|e| RunError::Runtime(format!("cannot start connection workers: {e}")))?;
     let history = history::History::default();
@@ -103,6 +115,7 @@ pub(crate) async fn open(config: Arc<Config>, drain: &Drain) -> Result<Core, Run
         acceptor,
         certs,
         workers: Arc::new(workers),
+        access_log,
         background,
     })
 }
@@ -292,6 +305,7 @@ fn public_app(core: &mut Core, deliveries: &Deliveries, drain: &Drain) -> Arc<ro
             core.upstream.clone(),
             proxy::public_port(&config.server.public_url),
         ),
+        core.access_log.clone(),
     ))
 }
 
@@ -305,6 +319,7 @@ fn proxy_context(core: &Core, upstream: Arc<Upstream>, public_port: u16) -> prox
         public_port,
         routed_names: proxy::routed_names(&config.routes),
         metrics: core.metrics.clone(),
+        hsts: config.server.hsts.clone(),
     }
 }
 
@@ -393,6 +408,10 @@ pub(crate) async fn drain(started: Started, drain: Drain) {
     }
     for f in fronts {
         let _ = f.await;
+    }
+    // Every answer is sent: its line is queued.
+    if let Some(log) = &core.access_log {
+        log.flush(Duration::from_secs(2)).await;
     }
     if let Some(k) = klarna {
         let _ = k.await;

@@ -121,6 +121,42 @@ pub fn rfc3339(unix_secs: u64) -> String {
         .unwrap_or_else(|| last.into())
 }
 
+/// Unix milliseconds to `2026-11-23T21:00:00.042Z`, always three digits
+/// of the second; past the year 9999, the last millisecond of 9999. Every
+/// access log line has one: written digit by digit, without the formatting
+/// machinery (a fifth of the line's cost went there).
+pub(crate) fn rfc3339_ms(unix_ms: u64) -> String {
+    const LAST: u64 = 253_402_300_799_999;
+    let ms = unix_ms.min(LAST);
+    let secs = ms / 1000;
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    // Days to the civil date (H. Hinnant's `civil_from_days`), from 1970.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, day_secs / 3600);
+    put(14, 2, day_secs / 60 % 60);
+    put(17, 2, day_secs % 60);
+    put(20, 3, ms % 1000);
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
 /// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, or one of the two
 /// obsolete forms RFC 9110 §5.6.7 asks recipients to accept) to unix seconds.
 pub fn parse_http_date(s: &str) -> Option<u64> {
@@ -266,6 +302,18 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(2_000_000_000), "2033-05-18T03:33:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_ms(2_000_000_000_042), "2033-05-18T03:33:20.042Z");
+        assert_eq!(rfc3339_ms(999), "1970-01-01T00:00:00.999Z");
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(951_782_400_007), "2000-02-29T00:00:00.007Z");
+        // Digit by digit, it agrees with the library to the year 9999.
+        let mut secs = 0;
+        while secs < 253_402_300_800 {
+            let whole = rfc3339(secs);
+            let want = format!("{}.123Z", whole.trim_end_matches('Z'));
+            assert_eq!(rfc3339_ms(secs * 1000 + 123), want);
+            secs += 7_919_993;
+        }
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(784_111_777)

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::body::{json_error, status, Body};
+use crate::ops::access_log::Tally;
 use crate::ops::metrics::{CallbackOutcome, Metrics};
 use crate::route::{ForwardFormat, Route};
 use crate::store::{ArrivalUri, Claim, Delivery, Source, Store};
@@ -164,7 +165,7 @@ impl Outcome {
 
 /// Handles one request on a callback route. `path` is the request's
 /// canonical path; `reference` is `None` when its reference segment is
-/// invalid.
+/// invalid; `tally`, when the access log is on, counts the body bytes read.
 pub(crate) async fn handle(
     ctx: &Context,
     route: &Route,
@@ -172,9 +173,10 @@ pub(crate) async fn handle(
     path: &str,
     req: Request<Incoming>,
     client_ip: IpAddr,
+    tally: Option<&Tally>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let outcome = decide(ctx, route, reference, path, req, client_ip).await;
+    let outcome = decide(ctx, route, reference, path, req, client_ip, tally).await;
     let elapsed = started.elapsed();
     ctx.metrics.callback(&route.name, outcome.kind());
     ctx.metrics.ack_duration(elapsed);
@@ -201,6 +203,7 @@ async fn decide(
     path: &str,
     req: Request<Incoming>,
     client_ip: IpAddr,
+    tally: Option<&Tally>,
 ) -> Outcome {
     let limit = ctx.body_timeout;
     if req.method() != Method::POST {
@@ -236,7 +239,7 @@ async fn decide(
             None => path.to_string(),
         })
     });
-    let body = match read_body(req, limit).await {
+    let body = match read_body(req, limit, tally).await {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
@@ -302,8 +305,13 @@ pub(crate) async fn answer_probe(
     Ok(ctx.probes.answer(&route.name))
 }
 
-/// Reads a callback's body, within `limit` and `MAX_BODY`.
-async fn read_body(req: Request<Incoming>, limit: Duration) -> Result<Bytes, Outcome> {
+/// Reads a callback's body, within `limit` and `MAX_BODY`, counting what
+/// it reads in `tally`.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: Duration,
+    tally: Option<&Tally>,
+) -> Result<Bytes, Outcome> {
     let too_long = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -322,6 +330,9 @@ async fn read_body(req: Request<Incoming>, limit: Duration) -> Result<Bytes, Out
                 Some(Err(e)) => return Err(e),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        if let Some(t) = tally {
+                            t.read(data.len());
+                        }
                         if buf.len() + data.len() > MAX_BODY {
                             return Ok(None);
                         }

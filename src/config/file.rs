@@ -27,6 +27,16 @@ pub(super) struct FileConfig {
     pub(super) order_watch: FileOrderWatch,
     #[serde(default)]
     pub(super) ip_sets: std::collections::BTreeMap<String, FileIpSet>,
+    #[serde(default)]
+    pub(super) access_log: FileAccessLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAccessLog {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) path: Option<String>,
 }
 
 /// An `[ip_sets]` entry: `"file:/path"` (one network a line, reloaded on
@@ -71,6 +81,7 @@ pub(super) struct FileServer {
     pub(super) workers: Option<i64>,
     pub(super) reuse_port: Option<bool>,
     pub(super) ready_requires_store: Option<bool>,
+    pub(super) hsts: Option<String>,
     pub(super) tls: Option<FileTls>,
 }
 

@@ -6,6 +6,7 @@
 
 mod checker;
 mod file;
+mod front;
 mod host_names;
 mod locate;
 mod model;

@@ -77,6 +77,22 @@ pub struct Config {
     pub ip_sets: Vec<IpSetSource>,
     /// The built-in lists (`KLARNA_IP_LISTS`) some route's `allow_ips` uses.
     pub builtin_ip_lists: Vec<&'static str>,
+    pub access_log: AccessLogConfig,
+}
+
+/// `[access_log]`: one JSON line per request on a public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    pub to: AccessLogTarget,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    /// Appended to, and opened again on SIGHUP (after a rotation).
+    File(PathBuf),
 }
 
 /// One `[ip_sets]` entry: the set routes read, and the file it is reloaded
@@ -110,6 +126,9 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// `/readyz` also requires a healthy store (SPEC §5's stricter rule).
     pub ready_requires_store: bool,
+    /// `Strict-Transport-Security` for proxied answers on the TLS listener
+    /// that carry none of their own; checked for syntax at load.
+    pub hsts: Option<http::HeaderValue>,
     /// `None` when no listener serves TLS and `[server.tls]` is not given.
     pub tls: Option<TlsConfig>,
 }

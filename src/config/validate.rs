@@ -38,6 +38,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
     let klarna = f.klarna.map(|k| klarna(&mut c, k, base));
     let reconcile = reconcile(&mut c, f.reconcile);
     let order_watch = order_watch(&mut c, f.order_watch);
+    let access_log = super::front::access_log(&mut c, &f.access_log, base);
     let uses: Vec<&str> = [
         (reconcile.enabled, "reconcile.enabled"),
         (order_watch.enabled, "order_watch.enabled"),
@@ -66,6 +67,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<ConfigE
         inline_secrets: c.inline_secrets,
         ip_sets,
         builtin_ip_lists,
+        access_log,
     })
 }
 
@@ -193,6 +195,7 @@ fn server(c: &mut Checker, f: &FileServer, base: &Path) -> ServerConfig {
         // user could bind the public port too and take a share of it.
         reuse_port: f.reuse_port.unwrap_or(false),
         ready_requires_store: f.ready_requires_store.unwrap_or(false),
+        hsts: super::front::hsts(c, f.hsts.as_deref()),
         tls,
     }
 }

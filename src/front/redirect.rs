@@ -76,7 +76,7 @@ impl Redirect {
                 Cow::Owned(p) => Some(p),
                 Cow::Borrowed(_) => None,
             };
-            return proxy::forward(&self.acme, req, path, peer.ip(), false).await;
+            return proxy::forward(&self.acme, req, path, peer.ip(), false, None).await;
         }
         let names = configured_host_names(&self.public_host, self.certs.as_deref());
         match self.location(&req, &names) {

@@ -12,13 +12,18 @@ use hyper::body::Incoming;
 
 use crate::body::{json_error, Body};
 use crate::callback;
+use crate::front::server::TlsVersion;
 use crate::net::{client_ip, IpNet};
+use crate::ops::access_log::{AccessLog, Entry};
 use crate::proxy;
 use crate::route::dialect::Dialect;
 use crate::route::{Route, RouteMatch};
 
 pub(crate) struct App {
     routes: Vec<Route>,
+    /// Each route's name and path pattern, as the access log writes them.
+    log_names: Vec<(Arc<str>, Arc<str>)>,
+    access_log: Option<Arc<AccessLog>>,
     /// Each route's forward path, canonical and without its query.
     forward_paths: Vec<String>,
     trusted_proxies: Vec<IpNet>,
@@ -50,7 +55,12 @@ impl App {
         reading: Reading,
         callbacks: Arc<callback::Context>,
         proxy: proxy::Context,
+        access_log: Option<Arc<AccessLog>>,
     ) -> Self {
+        let log_names = routes
+            .iter()
+            .map(|r| (Arc::from(r.name.as_str()), Arc::from(r.path.to_string())))
+            .collect();
         let forward_paths = routes
             .iter()
             .filter_map(|r| r.forward_path.as_deref())
@@ -61,6 +71,8 @@ impl App {
             .collect();
         App {
             routes,
+            log_names,
+            access_log,
             forward_paths,
             trusted_proxies,
             dialect: reading.dialect,
@@ -70,18 +82,52 @@ impl App {
         }
     }
 
-    /// Routes one request that arrived on a public listener. The head is
-    /// checked and the path made canonical first, then read every way the
-    /// backend might read it, so that no spelling of a callback route or a
-    /// forward path gets around them. What is proxied carries the path
-    /// authback routed on (`upstream.path_form`).
+    /// Answers one request that arrived on a public listener and, with the
+    /// access log on, writes its line once the answer is sent: under the
+    /// path it was routed on, without the query, or for a callback route's
+    /// request (or a refused spelling of one) under the route's pattern.
     pub(crate) async fn handle_public(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Body> {
+        let Some(log) = &self.access_log else {
+            return self.dispatch(req, peer, tls, None).await;
+        };
+        let client = {
+            // As allow_ips reads it: the chain counts only from a trusted peer.
+            let xff = (!self.trusted_proxies.is_empty())
+                .then(|| crate::net::forwarded_chain(req.headers()))
+                .flatten();
+            client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies)
+        };
+        let version = req.extensions().get::<TlsVersion>().map(|v| v.0);
+        let mut entry = log.begin(req.method(), req.headers(), client, version);
+        let resp = self.dispatch(req, peer, tls, Some(&mut entry)).await;
+        let (parts, body) = resp.into_parts();
+        let body = entry.answered(parts.status.as_u16(), body);
+        Response::from_parts(parts, Body::Logged(Box::new(body)))
+    }
+
+    /// Routes one request. The head is checked and the path made canonical
+    /// first, then read every way the backend might read it, so that no
+    /// spelling of a callback route or a forward path gets around them.
+    /// What is proxied carries the path authback routed on
+    /// (`upstream.path_form`). `entry` is told what the request was.
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        mut entry: Option<&mut Entry>,
+    ) -> Response<Body> {
+        let tally = entry.as_ref().map(|e| e.tally().clone());
         if let Err(why) = crate::front::head::check(&req) {
+            if let Some(e) = entry {
+                let raw = req.uri().path();
+                self.note_refused(e, raw, &crate::front::path::canonical(raw));
+            }
             return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
         }
         let raw = req.uri().path();
@@ -97,6 +143,9 @@ impl App {
                 || self.shields(&crate::front::path::lenient(raw))
                 || self.shields(&crate::front::path::lenient(&path));
             if shielded {
+                if let Some(e) = entry {
+                    self.note_refused(e, raw, &path);
+                }
                 let why = "an encoded slash or backslash, a backslash or a `;` parameter is not accepted on this path";
                 return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
             }
@@ -107,15 +156,21 @@ impl App {
             });
         if let Some(q) = query {
             if let Err(why) = self.check_params(q, near) {
+                if let Some(e) = entry {
+                    self.note_refused(e, raw, &path);
+                }
                 return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
             }
         }
-        for route in &self.routes {
+        for (route, (name, pattern)) in self.routes.iter().zip(&self.log_names) {
             let reference = match route.matches(&path, query) {
                 RouteMatch::No => continue,
                 RouteMatch::Yes(r) => Some(r),
                 RouteMatch::BadReference => None,
             };
+            if let Some(e) = entry.as_deref_mut() {
+                e.route(name, pattern);
+            }
             let ip = {
                 let xff = crate::net::forwarded_chain(req.headers());
                 client_ip(peer.ip(), xff.as_deref(), &self.trusted_proxies)
@@ -132,21 +187,42 @@ impl App {
                 // The plugin's own probe (Magento's `dryRun`), answered by
                 // the backend before it does any work.
                 let path = canonical_differs.then_some(path);
-                return proxy::forward(&self.proxy, req, path, peer.ip(), tls).await;
+                return proxy::forward(&self.proxy, req, path, peer.ip(), tls, tally).await;
             }
-            return callback::handle(&self.callbacks, route, reference.as_deref(), &path, req, ip)
+            let reference = reference.as_deref();
+            let tally = tally.as_deref();
+            return callback::handle(&self.callbacks, route, reference, &path, req, ip, tally)
                 .await;
         }
         if near {
+            if let Some(e) = entry {
+                self.note_refused(e, raw, &path);
+            }
             let why = "this spelling of a callback route is not one the route takes";
             return self.refuse(StatusCode::BAD_REQUEST, "bad_request", why, &req, peer);
+        }
+        if let Some(e) = entry {
+            e.path(&path);
         }
         if crate::front::path::any_reading(raw, &path, self.dialect, |p| self.near_forward_path(p))
         {
             return self.refuse(StatusCode::NOT_FOUND, "not_found", "not found", &req, peer);
         }
         let path = owned(path);
-        proxy::forward(&self.proxy, req, path, peer.ip(), tls).await
+        proxy::forward(&self.proxy, req, path, peer.ip(), tls, tally).await
+    }
+
+    /// Tells the access log about a refused request: under the pattern of
+    /// the route it is a spelling of, in any reading (its path may carry a
+    /// plugin's token), or else under its canonical path.
+    fn note_refused(&self, entry: &mut Entry, raw: &str, canonical: &str) {
+        let near = self.routes.iter().position(|r| {
+            crate::front::path::any_reading(raw, canonical, self.dialect, |p| r.near(p))
+        });
+        match near.and_then(|i| self.log_names.get(i)) {
+            Some((name, pattern)) => entry.route(name, pattern),
+            None => entry.path(canonical),
+        }
     }
 
     /// The query's parameters, read as the backend reads them. Refused:

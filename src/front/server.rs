@@ -363,11 +363,36 @@ where
                     _ = stop.wait() => return,
                 };
                 match stream {
-                    Ok(Ok(s)) => serve_io(s, peer, &builder, handler, timeouts, stop).await,
+                    Ok(Ok(s)) => {
+                        // Each request says which TLS version carried it.
+                        let version = TlsVersion::of(s.get_ref().1);
+                        let handler = move |mut req: Request<Incoming>, peer| {
+                            if let Some(v) = version {
+                                req.extensions_mut().insert(v);
+                            }
+                            handler(req, peer)
+                        };
+                        serve_io(s, peer, &builder, handler, timeouts, stop).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             }
+        }
+    }
+}
+
+/// The TLS version a request arrived over, in its extensions; a request
+/// on a plain listener has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TlsVersion(pub &'static str);
+
+impl TlsVersion {
+    fn of(conn: &rustls::ServerConnection) -> Option<TlsVersion> {
+        match conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion("TLSv1.3")),
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion("TLSv1.2")),
+            _ => None,
         }
     }
 }

@@ -151,6 +151,8 @@ pub(crate) struct Metrics {
     klarna_requests: KlarnaRequests,
     ack: Histogram<12>,
     delivery_latency: Histogram<12>,
+    /// Access log lines not written (`ops::access_log`).
+    access_log_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -169,6 +171,7 @@ impl Default for Metrics {
             klarna_requests: Default::default(),
             ack: Histogram::default(),
             delivery_latency: Histogram::default(),
+            access_log_dropped: AtomicU64::new(0),
         };
         // Every series exists from the start, at zero: a rate() over a
         // counter that appears on its first event misses that event.
@@ -350,6 +353,16 @@ impl Metrics {
         self.delivery_latency.observe(&DELIVERY_BUCKETS, d);
     }
 
+    /// An access log line was dropped rather than wait for the writer.
+    pub(crate) fn access_log_dropped(&self) {
+        self.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn access_log_dropped_count(&self) -> u64 {
+        self.access_log_dropped.load(Ordering::Relaxed)
+    }
+
     /// Renders everything; gauges that live elsewhere are passed in.
     pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -440,6 +453,13 @@ impl Metrics {
                 self.proxy_by_class[i + 1].load(Ordering::Relaxed)
             );
         }
+        scalar(
+            out,
+            "authback_access_log_dropped_total",
+            Kind::Counter,
+            "Access log lines dropped, because the writer fell behind or could not write.",
+            self.access_log_dropped.load(Ordering::Relaxed),
+        );
     }
 
     /// Certificate reloads, Read Session and order watch.

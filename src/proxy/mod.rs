@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{json_error, Body};
 use crate::net::{forwarded_for, IpNet};
+use crate::ops::access_log::Tally;
 use crate::ops::metrics::Metrics;
 use crate::route::dialect::PathForm;
 use crate::upstream::Upstream;
@@ -32,6 +33,9 @@ pub(crate) struct Context {
     /// body that carries one is refused (see `forms`).
     pub routed_names: Arc<[String]>,
     pub metrics: Arc<Metrics>,
+    /// `Strict-Transport-Security` for answers on the TLS listener that
+    /// carry none of their own (`server.hsts`).
+    pub hsts: Option<HeaderValue>,
 }
 
 /// `public_url`'s port, or its scheme's.
@@ -180,16 +184,40 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Proxies one request, in four named steps: the target the backend acts
-/// on, the head it may see, the exchange, and the answer (or a tunnel).
-/// `canonical` is the path authback routed on when it differs from the raw
-/// one; `tls` says which listener the request came in on.
+/// Proxies one request. `canonical` is the path authback routed on when it
+/// differs from the raw one; `tls` says which listener the request came in
+/// on; `tally`, when the access log is on, is told the body bytes read and
+/// the upstream's answer. An answer on the TLS listener gets `server.hsts`
+/// unless it carries a `Strict-Transport-Security` of its own; one on a
+/// plain listener never does.
 pub(crate) async fn forward(
+    ctx: &Context,
+    req: Request<Incoming>,
+    canonical: Option<String>,
+    peer: IpAddr,
+    tls: bool,
+    tally: Option<Arc<Tally>>,
+) -> Response<Body> {
+    let mut resp = exchange(ctx, req, canonical, peer, tls, tally).await;
+    if let (true, Some(hsts)) = (tls, &ctx.hsts) {
+        if let header::Entry::Vacant(e) =
+            resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY)
+        {
+            e.insert(hsts.clone());
+        }
+    }
+    resp
+}
+
+/// The exchange, in four named steps: the target the backend acts on, the
+/// head it may see, the exchange, and the answer (or a tunnel).
+async fn exchange(
     ctx: &Context,
     mut req: Request<Incoming>,
     canonical: Option<String>,
     peer: IpAddr,
     tls: bool,
+    tally: Option<Arc<Tally>>,
 ) -> Response<Body> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -207,14 +235,34 @@ pub(crate) async fn forward(
     // For the log line of a failure: a clone shares the bytes, copies none.
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     rewrite_head(ctx, &mut parts, peer, tls, upgrade);
-    let body = match scan {
-        Some(scanner) => crate::body::Inspected::body(body, scanner),
-        None => Body::from(body),
+    // A body that has ended already has no bytes to count.
+    let count = tally
+        .as_ref()
+        .filter(|_| !http_body::Body::is_end_stream(&body));
+    let body = match (scan, count) {
+        (scan, Some(tally)) => crate::body::Inspected::body(
+            body,
+            Counted {
+                scan,
+                tally: tally.clone(),
+            },
+        ),
+        (Some(scanner), None) => crate::body::Inspected::body(body, scanner),
+        (None, None) => Body::from(body),
     };
     let out = Request::from_parts(parts, body);
 
+    let asked = tally.as_ref().map(|_| std::time::Instant::now());
     let sent = ctx.upstream.proxy(out, upgrade);
-    let resp = match tokio::time::timeout(ctx.upstream.timeout(), sent).await {
+    let answer = tokio::time::timeout(ctx.upstream.timeout(), sent).await;
+    if let (Some(t), Some(at)) = (&tally, asked) {
+        let status = match &answer {
+            Ok(Ok(r)) => Some(r.status().as_u16()),
+            _ => None,
+        };
+        t.upstream(status, at.elapsed());
+    }
+    let resp = match answer {
         Err(_) => {
             ctx.metrics.proxy_response(504);
             tracing::warn!(%method, path = uri.path(), client = %peer, "upstream did not answer in time");
@@ -239,6 +287,24 @@ pub(crate) async fn forward(
             strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body)
         }
+    }
+}
+
+/// A proxied request body, counted for the access log as it streams, and
+/// scanned as well when a scanner is due (`forms`).
+struct Counted {
+    scan: Option<forms::Scanner>,
+    tally: Arc<Tally>,
+}
+
+impl crate::body::Inspect for Counted {
+    fn feed(&mut self, data: &[u8]) -> bool {
+        self.tally.read(data.len());
+        self.scan.as_mut().is_none_or(|s| s.feed(data))
+    }
+
+    fn finish(&mut self) -> bool {
+        self.scan.as_mut().is_none_or(|s| s.finish())
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod access_log;
 mod admin;
 mod callback;
 mod chaos;
@@ -18,6 +19,7 @@ mod durability;
 mod examples;
 mod front_door;
 mod fuzz;
+mod hsts;
 mod lifecycle;
 mod order_watch;
 mod php;

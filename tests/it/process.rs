@@ -14,16 +14,6 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_authback"))
 }
 
-/// Sends `signal` ("TERM", "HUP") to the process.
-fn send_signal(child: &std::process::Child, signal: &str) {
-    assert!(Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill")
-        .success());
-}
-
 /// Waits up to `limit` for the process to exit; kills it and fails the test
 /// if it does not.
 async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {

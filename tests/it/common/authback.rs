@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::{
-    eventually, make_cert, sensitive, write_cert, TempDir, Upstream, Waiting, OLD_SECRET, SECRET,
-    SIGNING_SECRET,
+    eventually, make_cert, sensitive, with_access_log, write_cert, TempDir, Upstream, Waiting,
+    OLD_SECRET, SECRET, SIGNING_SECRET,
 };
 
 pub struct Authback {
@@ -105,6 +105,7 @@ impl Authback {
         text: &str,
         plain: bool,
     ) -> Self {
+        let text = &with_access_log(text);
         let config =
             authback::Config::parse(text, dir.path()).unwrap_or_else(|e| panic!("config: {e:?}"));
         // As `authback run` binds them: each worker then listens on the

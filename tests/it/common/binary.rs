@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 
-use super::trace::trace_file;
+use super::trace::{trace_file, with_access_log};
 use super::{eventually, tls_connect};
 
 /// Writes `text` to `dir/c.toml` for the binary; returns the file, the parsed
@@ -16,6 +16,7 @@ pub fn write_config(
     public: u16,
 ) -> (PathBuf, authback::Config, SocketAddr) {
     let path = dir.join("c.toml");
+    let text = &with_access_log(text);
     std::fs::write(&path, text).expect("write config");
     let cfg = authback::Config::parse(text, dir).expect("config");
     let addr: SocketAddr = format!("127.0.0.1:{public}").parse().expect("addr");
@@ -60,6 +61,16 @@ pub fn spawn_binary(config: &Path, log: &Path, env: &[(&str, &str)]) -> std::pro
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn authback")
+}
+
+/// Sends `signal` (`HUP`, `TERM`, ...) to `child`.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    assert!(std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success());
 }
 
 /// Waits until `addr` completes a TLS handshake with `ca`.

@@ -34,7 +34,7 @@ pub use {
     klarna::*,
     redis::*,
     shop::*,
-    trace::{init_trace, sensitive},
+    trace::{init_trace, sensitive, with_access_log},
     upstream::*,
     wait::*,
 };

@@ -1,6 +1,7 @@
 //! The secrets audit: with AUTHBACK_TEST_TRACE set to a file, every test logs
 //! at trace level into it, the harness lists each secret and token it uses in
-//! `<file>.secrets`, and the real binary's logs are kept in `<file>.d/`.
+//! `<file>.secrets`, and the real binary's logs are kept in `<file>.d/`, with
+//! the access log of every authback the harness starts (`with_access_log`).
 //! `scripts/secrets-audit.sh` runs the suite so and searches the logs.
 
 use std::path::PathBuf;
@@ -26,6 +27,23 @@ pub fn init_trace() {
             .with_writer(Mutex::new(file))
             .try_init();
     });
+}
+
+/// The config `text` with the access log on, into `access.log` in the
+/// config's folder (kept for the audit with the other `*.log` files, see
+/// `TempDir`), when the audit runs and `text` has no `[access_log]` of its
+/// own. The section goes first: a config has no keys outside a table.
+pub fn with_access_log(text: &str) -> String {
+    let plain = || text.to_string();
+    if trace_file().is_none() {
+        return plain();
+    }
+    match text.parse::<toml::Table>() {
+        Ok(t) if !t.contains_key("access_log") => {
+            format!("[access_log]\nenabled = true\npath = \"access.log\"\n{text}")
+        }
+        _ => plain(),
+    }
 }
 
 /// Notes a value that must never appear in any log.

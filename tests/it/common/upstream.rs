@@ -19,6 +19,8 @@ use super::{init_trace, pace, patient};
 pub enum Behaviour {
     /// 200, echoing the request body.
     Ok,
+    /// As `Ok`, with one more header in the answer.
+    OkWith(&'static str, &'static str),
     /// Answer `status` this many times, then behave as `Ok`.
     Fail { times: u32, status: u16 },
     /// Never answer.
@@ -148,7 +150,7 @@ impl Upstream {
         };
         // Recorded with the answer it is about to get (0: none, it hangs).
         let answered = match &behaviour {
-            Behaviour::Ok | Behaviour::Slow(_) => 200,
+            Behaviour::Ok | Behaviour::OkWith(..) | Behaviour::Slow(_) => 200,
             Behaviour::Status(s) | Behaviour::Reply { status: s, .. } => *s,
             Behaviour::Hang | Behaviour::Fail { .. } => 0,
         };
@@ -161,8 +163,10 @@ impl Upstream {
         };
         self.requests.lock().expect("lock").push(rec);
         self.changed.notify_waiters();
+        let mut extra = None;
         match behaviour {
             Behaviour::Ok => {}
+            Behaviour::OkWith(name, value) => extra = Some((name, value)),
             Behaviour::Fail { .. } => unreachable!("resolved above"),
             Behaviour::Hang => std::future::pending::<()>().await,
             Behaviour::Status(s) => {
@@ -191,6 +195,9 @@ impl Upstream {
             .header("x-upstream-hop", "must-not-cross");
         if let Some(ct) = parts.headers.get("content-type") {
             resp = resp.header("content-type", ct);
+        }
+        if let Some((name, value)) = extra {
+            resp = resp.header(name, value);
         }
         resp.body(Full::new(body)).expect("response")
     }
