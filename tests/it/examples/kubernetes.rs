@@ -251,6 +251,24 @@ fn check_config_and_secrets(s: &Shape) {
     }
 }
 
+/// One access log line per public request, on stdout where the runtime
+/// collects it; HSTS on the answers of a TLS listener (behind an ingress,
+/// the ingress sends it).
+fn check_logs(s: &Shape) {
+    let log = &s.config.access_log;
+    assert!(
+        log.enabled && log.to == authback::config::AccessLogTarget::Stdout,
+        "{}: the access log on stdout",
+        s.rel
+    );
+    assert_eq!(
+        s.config.server.hsts.is_some(),
+        s.config.server.listen.is_some(),
+        "{}: server.hsts wherever authback serves TLS",
+        s.rel
+    );
+}
+
 /// A native sidecar with the config's ports, probed on the admin port, in
 /// front of an app on the pod's loopback; both locked down.
 fn check_sidecar(s: &Shape) {
@@ -562,6 +580,7 @@ fn every_shape_keeps_the_promises_of_all() {
     for rel in SHAPES {
         let s = shape(rel);
         check_config_and_secrets(&s);
+        check_logs(&s);
         check_sidecar(&s);
         check_config_mount(&s);
         check_termination(&s);
