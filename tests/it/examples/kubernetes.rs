@@ -476,7 +476,9 @@ fn check_scraping(s: &Shape) {
     );
     let ports = seq(&service["spec"]["ports"]);
     assert!(
-        ports.len() == 1 && ports[0]["targetPort"] == "admin",
+        ports.len() == 1
+            && port_number(rel, "targetPort", &ports[0]["targetPort"])
+                == s.config.admin.listen.port(),
         "{rel}: the admin port alone"
     );
     let labels = &service["metadata"]["labels"];
@@ -493,16 +495,27 @@ fn check_scraping(s: &Shape) {
     }
 }
 
+/// The number a Service or a NetworkPolicy gives for one of authback's
+/// ports. By number, never by name: a Service finds a native sidecar's
+/// named port only in recent Kubernetes releases, and not every network
+/// plugin does for a NetworkPolicy.
+fn port_number(rel: &str, what: &str, v: &Value) -> u16 {
+    v.as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or_else(|| panic!("{rel}: {what} {v:?}: a sidecar's port by number"))
+}
+
 /// Ingress only to authback's ports (the app's stays in the pod), the admin
 /// port only from chosen sources; egress only where authback and the app
-/// must go, each rule on named ports.
+/// must go, each rule on its ports.
 fn check_network_policy(s: &Shape) {
     let rel = s.rel;
     let np = &s.one("NetworkPolicy")["spec"];
     assert!(s.selects(&np["podSelector"]["matchLabels"]), "{rel}");
     let types = seq(&np["policyTypes"]);
     assert!(types.iter().any(|t| t == "Ingress") && types.iter().any(|t| t == "Egress"));
-    let public: Vec<&str> = s.public_ports().iter().map(|(n, _)| *n).collect();
+    let public: Vec<u16> = s.public_ports().iter().map(|(_, p)| *p).collect();
+    let admin = s.config.admin.listen.port();
     let mut open_to_all = Vec::new();
     for rule in seq(&np["ingress"]) {
         let ports = seq(&rule["ports"]);
@@ -511,15 +524,14 @@ fn check_network_policy(s: &Shape) {
             "{rel}: a rule without ports opens them all"
         );
         for p in ports {
-            let name = p["port"].as_str().unwrap_or_default();
+            let port = port_number(rel, "NetworkPolicy port", &p["port"]);
             assert!(
-                name == "admin" || public.contains(&name),
-                "{rel}: the NetworkPolicy opens {:?}, not authback's",
-                p["port"]
+                port == admin || public.contains(&port),
+                "{rel}: the NetworkPolicy opens {port}, not authback's"
             );
             let from = seq(&rule["from"]);
             if from.is_empty() {
-                open_to_all.push(name);
+                open_to_all.push(port);
             }
             assert!(
                 from.iter().all(|f| f["namespaceSelector"].is_mapping()),
@@ -528,7 +540,7 @@ fn check_network_policy(s: &Shape) {
         }
     }
     assert!(
-        !open_to_all.contains(&"admin"),
+        !open_to_all.contains(&admin),
         "{rel}: admin from monitoring only"
     );
     if s.config.server.listen.is_some() {
@@ -568,7 +580,7 @@ fn check_network_policy(s: &Shape) {
     // The Services send only to authback's ports, never to the app's.
     for svc in s.all("Service") {
         for p in seq(&svc["spec"]["ports"]) {
-            let target = p["targetPort"].as_str().unwrap_or_default();
+            let target = port_number(rel, "targetPort", &p["targetPort"]);
             assert!(public.contains(&target), "{rel}: a Service to {target}");
         }
     }

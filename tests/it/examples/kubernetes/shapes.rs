@@ -74,10 +74,15 @@ fn the_sidecar_front_door_rolls_with_no_gap_behind_a_proxy_protocol_balancer() {
         seq(&svc["ports"])
             .iter()
             .find(|p| p["port"].as_u64() == Some(port))
-            .map(|p| p["targetPort"].as_str().unwrap_or_default())
+            .and_then(|p| p["targetPort"].as_u64())
     };
-    assert_eq!(to(443), Some("https"));
-    assert_eq!(to(80), Some("redirect"), "port 80 is the redirect listener");
+    let port = |a: Option<std::net::SocketAddr>| a.map(|a| u64::from(a.port()));
+    assert_eq!(to(443), port(server.listen), "port 443 is the TLS listener");
+    assert_eq!(
+        to(80),
+        port(server.listen_redirect),
+        "port 80 is the redirect listener"
+    );
     // The Sentinel and TLS block is there, marked, for when its keys land.
     assert!(s
         .text
@@ -211,13 +216,18 @@ fn behind_an_ingress_authback_serves_plain_http_and_trusts_only_the_ingress() {
         .iter()
         .find(|p| p["name"] == backend["port"]["name"])
         .expect("the ingress's port");
-    assert_eq!(port["targetPort"], "http");
+    assert_eq!(port["targetPort"].as_u64(), Some(u64::from(plain)));
     assert_eq!(s.port("http"), Some(u64::from(plain)));
     // Only the ingress controller's pods reach that port: what makes
     // trusting their X-Forwarded-For safe.
     let np = &s.one("NetworkPolicy")["spec"];
+    let mut admitted = false;
     for rule in seq(&np["ingress"]) {
-        if seq(&rule["ports"]).iter().any(|p| p["port"] == "http") {
+        if seq(&rule["ports"])
+            .iter()
+            .any(|p| p["port"].as_u64() == Some(u64::from(plain)))
+        {
+            admitted = true;
             let from = seq(&rule["from"]);
             assert!(
                 !from.is_empty()
@@ -229,6 +239,7 @@ fn behind_an_ingress_authback_serves_plain_http_and_trusts_only_the_ingress() {
             );
         }
     }
+    assert!(admitted, "the ingress controller reaches listen_plain");
 }
 
 fn toml_to_yaml(v: &toml::Value) -> Value {
