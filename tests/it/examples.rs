@@ -1,8 +1,7 @@
 //! The shipped examples stay true: every example config passes
-//! `authback check`; each Kubernetes manifest parses and names the same
-//! ports, probe paths, secrets and volumes as the config it carries; the
-//! compose example fits its config, the image and the PHP checkout; and the
-//! Dockerfile builds like `cargo build` does.
+//! `authback check`; the compose example fits its config, the image and the
+//! PHP checkout; and the Dockerfile builds like `cargo build` does. The
+//! Kubernetes shapes have a file of their own (`examples/kubernetes.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,37 +10,28 @@ use serde_yaml::Value;
 
 use crate::common::*;
 
-const KUBERNETES: [&str; 2] = [
-    "examples/kubernetes/file-store.yaml",
-    "examples/kubernetes/redis-store.yaml",
-];
+mod kubernetes;
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read(rel: &str) -> String {
+pub(super) fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn yaml_docs(rel: &str) -> Vec<Value> {
+pub(super) fn yaml_docs(rel: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(&read(rel))
         .map(|doc| serde::Deserialize::deserialize(doc).expect("valid YAML"))
         .collect()
 }
 
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind}"))
-}
-
-fn seq(v: &Value) -> &[Value] {
+pub(super) fn seq(v: &Value) -> &[Value] {
     v.as_sequence().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The names of the `"env:NAME"` secrets a config reads.
-fn env_names(config: &str) -> Vec<String> {
+pub(super) fn env_names(config: &str) -> Vec<String> {
     config
         .split("\"env:")
         .skip(1)
@@ -51,7 +41,7 @@ fn env_names(config: &str) -> Vec<String> {
 
 /// Stand-in values for secrets: long enough, and a Redis URL where one is
 /// expected.
-fn stand_ins(names: &[String]) -> Vec<(String, String)> {
+pub(super) fn stand_ins(names: &[String]) -> Vec<(String, String)> {
     names
         .iter()
         .map(|k| {
@@ -66,9 +56,16 @@ fn stand_ins(names: &[String]) -> Vec<(String, String)> {
 }
 
 /// Runs `authback check` on `config` with `env`; asserts it passes.
-fn check(config: &Path, env: &[(String, String)]) {
+pub(super) fn check(config: &Path, env: &[(String, String)]) {
+    run_check(config, env, &[]);
+}
+
+/// `authback check ARGS --config CONFIG` with `env`; asserts it exits 0.
+pub(super) fn run_check(config: &Path, env: &[(String, String)], args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_authback"))
-        .args(["check", "--config"])
+        .arg("check")
+        .args(args)
+        .arg("--config")
         .arg(config)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
@@ -76,7 +73,7 @@ fn check(config: &Path, env: &[(String, String)]) {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{} fails check:\n{}",
+        "{} fails check {args:?}:\n{}",
         config.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -84,7 +81,7 @@ fn check(config: &Path, env: &[(String, String)]) {
 
 /// `authback check` on a config written for a container, its mounted
 /// certificate files stood in for by real ones.
-fn check_mounted(what: &str, config: &str, env: &[(String, String)]) {
+pub(super) fn check_mounted(what: &str, config: &str, env: &[(String, String)], args: &[&str]) {
     let dir = TempDir::new();
     let (c, k) = write_cert(dir.path(), &make_cert());
     let local = config
@@ -92,11 +89,11 @@ fn check_mounted(what: &str, config: &str, env: &[(String, String)]) {
         .replace("/etc/authback/tls/tls.key", &k.display().to_string());
     let path = dir.path().join(what.replace('/', "_"));
     std::fs::write(&path, local).expect("write");
-    check(&path, env);
+    run_check(&path, env, args);
 }
 
 /// The port of a `host:port` listen address.
-fn listen_port(cfg: &toml::Value, table: &str) -> u64 {
+pub(super) fn listen_port(cfg: &toml::Value, table: &str) -> u64 {
     let addr = cfg[table]["listen"].as_str().expect("listen");
     addr.rsplit(':')
         .next()
@@ -105,40 +102,8 @@ fn listen_port(cfg: &toml::Value, table: &str) -> u64 {
 }
 
 /// The folder of a path in the config.
-fn folder(path: &str) -> &Path {
+pub(super) fn folder(path: &str) -> &Path {
     Path::new(path).parent().expect("a folder")
-}
-
-/// The ConfigMap's config.toml.
-fn kube_config(docs: &[Value]) -> String {
-    of_kind(docs, "ConfigMap")["data"]["config.toml"]
-        .as_str()
-        .expect("config.toml in the ConfigMap")
-        .to_string()
-}
-
-/// The Secret the manifest's header comment tells to create
-/// (`kubectl create secret generic NAME --from-literal=KEY=...`), and its
-/// keys.
-fn secret_comment(rel: &str) -> (String, Vec<String>) {
-    let text = read(rel);
-    let comment: String = text
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let name = comment
-        .split("kubectl create secret generic ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{rel}: no `kubectl create secret generic` comment"))
-        .to_string();
-    let keys = comment
-        .split("--from-literal=")
-        .skip(1)
-        .map(|s| s.split('=').next().unwrap_or_default().to_string())
-        .collect();
-    (name, keys)
 }
 
 #[test]
@@ -154,282 +119,7 @@ fn every_example_config_passes_check() {
         "examples/docker/config.toml",
         &docker,
         &stand_ins(&env_names(&docker)),
-    );
-    // Each Kubernetes config, with the variables of the Secret its manifest
-    // tells to create: it must name every one the config reads.
-    for rel in KUBERNETES {
-        let cfg = kube_config(&yaml_docs(rel));
-        let (_, keys) = secret_comment(rel);
-        for name in env_names(&cfg) {
-            assert!(
-                keys.contains(&name),
-                "{rel}: the secret to create lacks {name}"
-            );
-        }
-        check_mounted(rel, &cfg, &stand_ins(&keys));
-    }
-}
-
-/// What both Kubernetes variants must have; returns the manifest and its
-/// config for the variant's own checks.
-fn check_kubernetes(rel: &str) -> (Vec<Value>, toml::Value) {
-    let docs = yaml_docs(rel);
-    assert!(
-        docs.iter().all(|d| d["kind"] != "Secret"),
-        "{rel}: no Secret of placeholders; the header comment tells how to create it"
-    );
-    let cfg_text = kube_config(&docs);
-    let cfg: toml::Value = toml::from_str(&cfg_text).expect("config TOML");
-    let (public, admin) = (listen_port(&cfg, "server"), listen_port(&cfg, "admin"));
-
-    let deploy = of_kind(&docs, "Deployment");
-    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
-    let selects = |selector: &Value| {
-        selector
-            .as_mapping()
-            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels[k] == *v))
-    };
-    assert!(
-        selects(&deploy["spec"]["selector"]["matchLabels"]),
-        "{rel}: Deployment selector"
-    );
-    let pod = &deploy["spec"]["template"]["spec"];
-    let sidecar = seq(&pod["initContainers"])
-        .iter()
-        .find(|c| c["name"] == "authback")
-        .expect("authback as an init container");
-    assert_eq!(
-        sidecar["restartPolicy"], "Always",
-        "{rel}: a native sidecar"
-    );
-    let named = |name: &str| -> u64 {
-        seq(&sidecar["ports"])
-            .iter()
-            .find(|p| p["name"] == name)
-            .and_then(|p| p["containerPort"].as_u64())
-            .unwrap_or_else(|| panic!("{rel}: no port {name}"))
-    };
-    assert_eq!(named("https"), public, "{rel}");
-    assert_eq!(named("admin"), admin, "{rel}");
-    for (probe, path) in [
-        ("livenessProbe", "/healthz"),
-        ("readinessProbe", "/readyz"),
-        ("startupProbe", "/readyz"),
-    ] {
-        assert_eq!(sidecar[probe]["httpGet"]["path"], path, "{rel}: {probe}");
-        assert_eq!(
-            sidecar[probe]["httpGet"]["port"], "admin",
-            "{rel}: {probe} on the admin port"
-        );
-    }
-    assert!(
-        sidecar["resources"]["requests"].is_mapping()
-            && sidecar["resources"]["limits"].is_mapping(),
-        "{rel}: authback's resources"
-    );
-
-    // Each container has its own securityContext; the pod forces no user on
-    // the app.
-    assert!(
-        pod["securityContext"].get("runAsUser").is_none()
-            && pod["securityContext"].get("runAsGroup").is_none(),
-        "{rel}: no pod-level user: the app runs as its own"
-    );
-    let sc = &sidecar["securityContext"];
-    assert_eq!(sc["runAsUser"], 65532, "{rel}: the image's user");
-    assert_eq!(sc["runAsNonRoot"], true);
-    assert_eq!(sc["readOnlyRootFilesystem"], true);
-    assert_eq!(sc["allowPrivilegeEscalation"], false);
-    let drops_all = |sc: &Value| seq(&sc["capabilities"]["drop"]).iter().any(|x| x == "ALL");
-    assert!(drops_all(sc), "{rel}: authback drops all capabilities");
-    let app = seq(&pod["containers"]).first().expect("app container");
-    let asc = &app["securityContext"];
-    assert_eq!(
-        asc["runAsNonRoot"], true,
-        "{rel}: the app's securityContext"
-    );
-    assert_eq!(asc["allowPrivilegeEscalation"], false, "{rel}");
-    assert!(drops_all(asc), "{rel}: the app drops all capabilities");
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert!(app[probe].is_mapping(), "{rel}: the app's {probe}");
-    }
-    assert!(
-        app["resources"]["requests"].is_mapping() && app["resources"]["limits"].is_mapping(),
-        "{rel}: the app's resources"
-    );
-
-    // The app listens where authback's upstream points: on the pod's loopback.
-    let upstream = cfg["upstream"]["url"].as_str().expect("upstream");
-    let app_port = app["ports"][0]["containerPort"].as_u64().expect("app port");
-    assert_eq!(
-        upstream,
-        format!("http://127.0.0.1:{app_port}"),
-        "{rel}: upstream vs the app's port"
-    );
-
-    // The secrets come from the Secret the header comment creates.
-    let (secret, keys) = secret_comment(rel);
-    assert!(
-        seq(&sidecar["envFrom"])
-            .iter()
-            .any(|e| e["secretRef"]["name"] == secret.as_str()),
-        "{rel}: authback's env from the Secret {secret}"
-    );
-    for e in seq(&app["env"]) {
-        let r = &e["valueFrom"]["secretKeyRef"];
-        if r.is_mapping() {
-            assert_eq!(r["name"], secret.as_str(), "{rel}");
-            assert!(
-                keys.iter().any(|k| r["key"] == k.as_str()),
-                "{rel}: the app reads {:?}, which the secret lacks",
-                r["key"]
-            );
-        }
-    }
-
-    // The config file is mounted where authback is told to read it.
-    let mounts = seq(&sidecar["volumeMounts"]);
-    let args: Vec<&str> = seq(&sidecar["args"])
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let config_path = args
-        .iter()
-        .skip_while(|a| **a != "--config")
-        .nth(1)
-        .expect("--config");
-    assert!(
-        mounts.iter().any(|m| m["mountPath"] == *config_path),
-        "{rel}: nothing mounted at {config_path}"
-    );
-    // The certificate Secret is mounted as a directory, so rotations are seen.
-    let cert_dir = folder(cfg["server"]["tls"]["cert"].as_str().expect("cert"));
-    let tls = mounts
-        .iter()
-        .find(|m| m["mountPath"].as_str().map(Path::new) == Some(cert_dir))
-        .expect("a mount for the certificate folder");
-    assert!(
-        tls.get("subPath").is_none(),
-        "{rel}: no subPath for the certificate"
-    );
-    assert_eq!(tls["readOnly"], true);
-
-    // Klarna reaches authback's public port with its own source address,
-    // which is what allow_ips and the per-IP limits look at: nothing in front
-    // adds X-Forwarded-For, so no proxy is trusted.
-    assert_eq!(
-        cfg["server"]["trusted_proxies"].as_array().map(Vec::len),
-        Some(0),
-        "{rel}: trusted_proxies = []"
-    );
-    let svc = &of_kind(&docs, "Service")["spec"];
-    assert_eq!(svc["type"], "LoadBalancer", "{rel}");
-    assert_eq!(
-        svc["externalTrafficPolicy"], "Local",
-        "{rel}: the client's address kept"
-    );
-    assert!(selects(&svc["selector"]), "{rel}: Service selector");
-    for p in seq(&svc["ports"]) {
-        assert_eq!(p["targetPort"], "https", "{rel}: only authback's port");
-    }
-
-    // Ingress only to authback's ports; the app's port stays in the pod.
-    let np = &of_kind(&docs, "NetworkPolicy")["spec"];
-    assert!(selects(&np["podSelector"]["matchLabels"]), "{rel}");
-    assert!(
-        seq(&np["policyTypes"]).iter().any(|t| t == "Ingress"),
-        "{rel}"
-    );
-    let rules = seq(&np["ingress"]);
-    assert!(!rules.is_empty(), "{rel}: the public port is let in");
-    let mut public_open = false;
-    for rule in rules {
-        let ports = seq(&rule["ports"]);
-        assert!(
-            !ports.is_empty(),
-            "{rel}: a rule without ports opens them all"
-        );
-        for p in ports {
-            let port = &p["port"];
-            let to = if *port == "https" || port.as_u64() == Some(public) {
-                "https"
-            } else if *port == "admin" || port.as_u64() == Some(admin) {
-                "admin"
-            } else {
-                panic!("{rel}: the NetworkPolicy opens {port:?}, not authback's")
-            };
-            if to == "https" && rule.get("from").is_none() {
-                public_open = true;
-            }
-            if to == "admin" {
-                assert!(
-                    !seq(&rule["from"]).is_empty(),
-                    "{rel}: the admin port only from chosen sources"
-                );
-            }
-        }
-    }
-    assert!(public_open, "{rel}: the public port open to all (Klarna)");
-    (docs, cfg)
-}
-
-#[test]
-fn the_file_store_manifest_runs_one_pod_per_volume() {
-    let rel = KUBERNETES[0];
-    let (docs, cfg) = check_kubernetes(rel);
-    assert_eq!(cfg["store"]["kind"].as_str(), Some("file"));
-    let deploy = &of_kind(&docs, "Deployment")["spec"];
-    assert_eq!(deploy["replicas"], 1, "one process per file store");
-    assert_eq!(deploy["strategy"]["type"], "Recreate");
-    let pod = &deploy["template"]["spec"];
-    let sidecar = &pod["initContainers"][0];
-    // The store's folder is on the claimed volume, writable by authback.
-    let db_dir = folder(cfg["store"]["path"].as_str().expect("store path"));
-    let mount = seq(&sidecar["volumeMounts"])
-        .iter()
-        .find(|m| m["mountPath"].as_str().map(Path::new) == Some(db_dir))
-        .expect("a mount for the store's folder");
-    let volume = seq(&pod["volumes"])
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the store's volume");
-    let claim = &volume["persistentVolumeClaim"]["claimName"];
-    assert!(
-        docs.iter()
-            .any(|d| d["kind"] == "PersistentVolumeClaim" && d["metadata"]["name"] == *claim),
-        "a PersistentVolumeClaim {claim:?}"
-    );
-    assert_eq!(
-        pod["securityContext"]["fsGroup"], sidecar["securityContext"]["runAsGroup"],
-        "the volume writable by authback's group"
-    );
-}
-
-#[test]
-fn the_redis_store_manifest_keeps_a_pod_up() {
-    let rel = KUBERNETES[1];
-    let (docs, cfg) = check_kubernetes(rel);
-    assert_eq!(cfg["store"]["kind"].as_str(), Some("redis"));
-    assert_eq!(
-        cfg["store"]["url"].as_str(),
-        Some("env:AUTHBACK_REDIS_URL"),
-        "the URL (and its password) from the Secret"
-    );
-    let deploy = &of_kind(&docs, "Deployment")["spec"];
-    assert!(deploy["replicas"].as_u64().is_some_and(|n| n >= 2));
-    let strategy = &deploy["strategy"];
-    assert_eq!(strategy["type"], "RollingUpdate");
-    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0);
-    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1);
-    let pdb = &of_kind(&docs, "PodDisruptionBudget")["spec"];
-    assert_eq!(pdb["minAvailable"], 1);
-    assert_eq!(
-        pdb["selector"]["matchLabels"], deploy["selector"]["matchLabels"],
-        "the budget covers the Deployment's pods"
-    );
-    assert!(
-        docs.iter().all(|d| d["kind"] != "PersistentVolumeClaim"),
-        "no volume: the state is in Redis"
+        &[],
     );
 }
 
@@ -807,7 +497,12 @@ fn every_file_the_documents_name_exists() {
         root().join("BENCHMARKS.md"),
         root().join("RELIABILITY.md"),
     ];
-    for dir in ["docs", "examples", "examples/php-checkout"] {
+    for dir in [
+        "docs",
+        "examples",
+        "examples/php-checkout",
+        "examples/kubernetes",
+    ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let p = entry.expect("entry").path();
             if p.extension().is_some_and(|e| e == "md") {
@@ -872,7 +567,7 @@ fn every_file_the_documents_name_exists() {
 
 /// GitHub's anchor for a Markdown heading: lower case, spaces to dashes,
 /// and only letters, digits, `-` and `_` kept.
-fn anchor(heading: &str) -> String {
+pub(super) fn anchor(heading: &str) -> String {
     heading
         .trim()
         .to_lowercase()
