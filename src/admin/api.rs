@@ -124,6 +124,11 @@ async fn metrics(app: &Context) -> Response<Body> {
         store_up: app.store.health().is_ok(),
         ready: app.readiness.get() == State::Serving
             && (!app.config.server.ready_requires_store || app.store.health().is_ok()),
+        replication: app
+            .store
+            .replication()
+            .map(|r| r.figures())
+            .unwrap_or_default(),
         ..Gauges::default()
     };
     if let Ok(s) = app.store.stats().await {

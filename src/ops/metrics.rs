@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::replication::{AckOperation, Figures};
+
 /// Upper bounds of the ack latency histogram, in seconds.
 const ACK_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -576,6 +578,47 @@ impl Metrics {
             "Whether the store can record callbacks (1) or not (0).",
             u8::from(gauges.store_up),
         );
+        render_replication(out, &gauges.replication);
+    }
+}
+
+/// The store's primary, its failovers, and writes its replicas did not
+/// acknowledge. The counters exist for every store (at 0 where nothing
+/// fails over); the primary's series only once there is one (redis).
+fn render_replication(out: &mut String, r: &Figures) {
+    scalar(
+        out,
+        "authback_store_failovers_total",
+        Kind::Counter,
+        "Times the store's primary changed (a Redis failover) since the process started.",
+        r.failovers,
+    );
+    const ACKS: &str = "authback_store_replica_ack_failures_total";
+    header(
+        out,
+        ACKS,
+        Kind::Counter,
+        "Writes the primary took that fewer than store.min_replicas_acked replicas acknowledged in time, by operation (claim: the callback was answered 503; outcome: a delivery's outcome).",
+    );
+    for op in AckOperation::ALL {
+        let v = r.ack_failures[op as usize];
+        let _ = writeln!(out, "{ACKS}{{operation=\"{}\"}} {v}", op.as_str());
+    }
+    header(
+        out,
+        "authback_store_primary_info",
+        Kind::Gauge,
+        "The Redis primary the store writes to (host:port), always 1; no series for a file or memory store.",
+    );
+    if let Some(address) = &r.primary {
+        let escaped = address
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(
+            out,
+            "authback_store_primary_info{{address=\"{escaped}\"}} 1"
+        );
     }
 }
 
@@ -660,6 +703,8 @@ pub(crate) struct Gauges {
     pub unconfirmed: u64,
     pub ready: bool,
     pub store_up: bool,
+    /// The store's primary and failovers (nothing for file and memory).
+    pub replication: Figures,
     /// What the store holds, by state: pending, delivered, dead, resolved.
     pub stored: [u64; 4],
 }

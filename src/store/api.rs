@@ -12,6 +12,7 @@ use crate::store::model::{
 use crate::store::probes::ProbeNonce;
 use crate::store::queue::Queues;
 use crate::store::registrations::Registration;
+use crate::store::replication::Replication;
 use crate::types::DeliveryId;
 
 pub trait Store: Queues + Send + Sync + 'static {
@@ -67,6 +68,13 @@ pub trait Store: Queues + Send + Sync + 'static {
 
     /// Whether the store can record callbacks now; the reason if not.
     fn health(&self) -> Result<(), String>;
+
+    /// The primary it writes to, its failovers and the writes its replicas
+    /// did not acknowledge, for a store with a replicated server behind it;
+    /// `None` for one that has none (memory, file).
+    fn replication(&self) -> Option<&Replication> {
+        None
+    }
 
     /// Registers a session for the Read Session fallback. Idempotent:
     /// `Ok(false)` when it was already registered (active or ended).

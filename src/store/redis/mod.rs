@@ -18,6 +18,9 @@
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
+//! Redis is reached through `link` (a connection that follows the primary,
+//! through the sentinels when there are some; `dial` opens it).
+//!
 //! A dead record expires `dedupe_ttl` after it died, and Redis does not tell
 //! the index. So `dead_by_expiry` is scored by the record's expiry (the very
 //! number given to PEXPIREAT), and every script that counts or lists dead
@@ -32,6 +35,8 @@
 //! next check, so it cannot expire while the watch runs.
 
 mod decode;
+pub mod dial;
+mod link;
 mod list;
 #[cfg(test)]
 mod tests;
@@ -42,11 +47,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dedupe::DedupeKeys;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
 use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
+use super::replication::Replication;
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
@@ -55,6 +60,8 @@ use crate::store::model::{
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
 use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
+use dial::{Dialer, RedisConnect};
+use link::Link;
 
 /// The index of dead deliveries, scored by when their record expires.
 const DEAD: &str = "dead_by_expiry";
@@ -131,6 +138,11 @@ const FINISH_WATCH: &str = concat!(
 );
 const TAKE_PROBE: &str = include_str!("take_probe.lua");
 
+/// Each answer's limit on the connection most requests share.
+const RESPONSE: Duration = Duration::from_secs(2);
+/// Each step of connecting: TCP, TLS, asking a sentinel, the first answer.
+const DIAL_STEP: Duration = Duration::from_secs(2);
+
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -187,7 +199,8 @@ struct Scripts {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Link,
+    replication: Arc<Replication>,
     prefix: String,
     scripts: Scripts,
     seen: DedupeKeys,
@@ -212,8 +225,8 @@ fn err(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects (failing if Redis cannot be reached now) and starts a
-    /// background probe that keeps readiness current.
+    /// Connects to the one server at `url` (failing if it cannot be
+    /// reached now), waiting for no replica; see `connect`.
     pub async fn open(
         url: &str,
         prefix: &str,
@@ -221,23 +234,30 @@ impl RedisStore {
         registration_ttl: Duration,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Open(format!("store.url: {e}")))?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
-        let conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_connection_manager_with_config(cfg),
-        )
-        .await
-        .map_err(|_| StoreError::Open("redis: no answer within 5s".into()))?
-        .map_err(err)?;
+        let to = RedisConnect::url(url);
+        Self::connect(&to, prefix, dedupe_ttl, registration_ttl, lease).await
+    }
+
+    /// Connects to the primary `to` names (failing if it cannot be reached
+    /// now) and starts a background probe that keeps readiness current.
+    pub async fn connect(
+        to: &RedisConnect,
+        prefix: &str,
+        dedupe_ttl: Duration,
+        registration_ttl: Duration,
+        lease: Duration,
+    ) -> Result<Self, StoreError> {
+        let dialer = Arc::new(Dialer::new(to, DIAL_STEP).map_err(StoreError::Open)?);
+        let replication = Arc::new(Replication::default());
+        let conn = Link::new(dialer.clone(), replication.clone(), RESPONSE);
+        tokio::time::timeout(Duration::from_secs(10), conn.pinned())
+            .await
+            .map_err(|_| StoreError::Open("redis: no answer within 10s".into()))?
+            .map_err(err)?;
         let lookups_since = lookups_since(conn.clone(), prefix).await?;
         let store = Self {
             conn,
+            replication,
             prefix: prefix.to_string(),
             scripts: Scripts {
                 claim: Script::new(CLAIM),
@@ -406,7 +426,7 @@ impl RedisStore {
 /// in none). A value that is not a time (written by hand) reads as "never",
 /// so every listing by session or reference also reads the state indexes:
 /// slower, never short.
-async fn lookups_since(mut conn: ConnectionManager, prefix: &str) -> Result<u64, StoreError> {
+async fn lookups_since(mut conn: Link, prefix: &str) -> Result<u64, StoreError> {
     let key = format!("{prefix}{LOOKUPS_SINCE}");
     let r: redis::RedisResult<(Option<String>,)> = redis::pipe()
         .cmd("SET")
@@ -428,7 +448,7 @@ async fn lookups_since(mut conn: ConnectionManager, prefix: &str) -> Result<u64,
 }
 
 async fn probe(
-    mut conn: ConnectionManager,
+    mut conn: Link,
     failure: &Mutex<Option<String>>,
     regs: &AtomicU64,
     rdue: &str,
@@ -652,6 +672,10 @@ impl Store for RedisStore {
                 oldest_unconfirmed_at: oldest_unconfirmed.and_then(|s| s.parse().ok()),
             })
         })
+    }
+
+    fn replication(&self) -> Option<&Replication> {
+        Some(&self.replication)
     }
 
     fn health(&self) -> Result<(), String> {
