@@ -75,10 +75,6 @@ impl Replication {
 
     /// A write of `operation` the primary took and its replicas did not
     /// acknowledge in time.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the store waits for no replica yet")
-    )]
     pub(crate) fn ack_failure(&self, operation: AckOperation) {
         self.ack_failures[operation as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -91,6 +91,11 @@ impl Link {
         })
     }
 
+    /// The connection of the moment, without dialling one.
+    pub(crate) fn connected(&self) -> Option<Pinned> {
+        self.now_current()
+    }
+
     /// The connection of the moment, dialled if there is none and a dial is
     /// due; else the reason there is none.
     pub(crate) async fn pinned(&self) -> RedisResult<Pinned> {

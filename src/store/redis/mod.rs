@@ -19,7 +19,9 @@
 //! The scripts live beside this file, one `.lua` file each.
 //!
 //! Redis is reached through `link` (a connection that follows the primary,
-//! through the sentinels when there are some; `dial` opens it).
+//! through the sentinels when there are some; `dial` opens it). With
+//! `store.min_replicas_acked`, a claim and a delivery's outcome run on a
+//! connection of their own and wait for the replicas there (`acks`).
 //!
 //! A dead record expires `dedupe_ttl` after it died, and Redis does not tell
 //! the index. So `dead_by_expiry` is scored by the record's expiry (the very
@@ -34,12 +36,15 @@
 //! record (`w_*` fields), which lives at least `dedupe_ttl` past the watch's
 //! next check, so it cannot expire while the watch runs.
 
+mod acks;
 mod decode;
 pub mod dial;
 mod link;
 mod list;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_acks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +56,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
-use super::replication::Replication;
+use super::replication::{AckOperation, Replication};
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
@@ -59,6 +64,7 @@ use crate::store::model::{
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
+use acks::Acks;
 use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
 use dial::{Dialer, RedisConnect};
 use link::Link;
@@ -138,6 +144,9 @@ const FINISH_WATCH: &str = concat!(
 );
 const TAKE_PROBE: &str = include_str!("take_probe.lua");
 
+/// The string the replicas' acknowledgement writes when a write it waits
+/// for changed nothing (`acks.rs`), so its `WAIT` covers all before it.
+const ACK_MARKER: &str = "ack_marker";
 /// Each answer's limit on the connection most requests share.
 const RESPONSE: Duration = Duration::from_secs(2);
 /// Each step of connecting: TCP, TLS, asking a sentinel, the first answer.
@@ -200,6 +209,10 @@ struct Scripts {
 
 pub struct RedisStore {
     conn: Link,
+    /// Where claims and outcomes are written: `conn`, or with
+    /// `min_replicas_acked` a connection of their own, where `acks` waits.
+    lane: Link,
+    acks: Acks,
     replication: Arc<Replication>,
     prefix: String,
     scripts: Scripts,
@@ -254,9 +267,26 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Open("redis: no answer within 10s".into()))?
             .map_err(err)?;
+        // The lane's answers include the replicas' wait.
+        let lane = match to.min_replicas_acked {
+            0 => conn.clone(),
+            _ => Link::new(
+                dialer,
+                replication.clone(),
+                RESPONSE + to.replica_ack_timeout,
+            ),
+        };
+        let acks = Acks::start(
+            lane.clone(),
+            to.min_replicas_acked,
+            to.replica_ack_timeout,
+            format!("{prefix}{ACK_MARKER}"),
+        );
         let lookups_since = lookups_since(conn.clone(), prefix).await?;
         let store = Self {
             conn,
+            lane,
+            acks,
             replication,
             prefix: prefix.to_string(),
             scripts: Scripts {
@@ -357,6 +387,27 @@ impl RedisStore {
             Err(e) => {
                 let e = err(e);
                 *f = Some(e.reason().to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the replicas to acknowledge a write of `operation` made
+    /// on lane connection `generation` (`marker`: it may have changed
+    /// nothing). A shortfall is counted, and refuses what depends on it.
+    async fn acked(
+        &self,
+        operation: AckOperation,
+        generation: u64,
+        marker: bool,
+    ) -> Result<(), StoreError> {
+        match self.acks.confirm(generation, marker).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.replication.ack_failure(operation);
+                let e = StoreError::Unavailable(format!("redis: {why}"));
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(e.reason().to_string());
                 Err(e)
             }
         }
@@ -490,7 +541,7 @@ impl Store for RedisStore {
             if self.seen.contains(&d.id) {
                 return Ok(Claim::Duplicate);
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.track(self.lane.pinned().await)?;
             let id = d.id.to_string();
             let cutoff = d.received_at.saturating_sub(self.ttl_ms);
             let r: redis::RedisResult<i64> = self
@@ -524,6 +575,10 @@ impl Store for RedisStore {
                 .invoke_async(&mut conn)
                 .await;
             let n = self.track(r)?;
+            // A duplicate waits too: its record may be one whose first
+            // claim was answered 503 for want of the replicas.
+            self.acked(AckOperation::Claim, conn.generation, n != 1)
+                .await?;
             self.seen.insert_new(d.id);
             Ok(if n == 1 {
                 Claim::Recorded
@@ -824,7 +879,7 @@ impl Queue<Deliveries> for RedisStore {
                 AttemptOutcome::Retry { next_at, error } => ("retry", *next_at, error.clone()),
                 AttemptOutcome::Dead { error } => ("dead", now, error.clone()),
             };
-            let mut conn = self.conn.clone();
+            let mut conn = self.track(self.lane.pinned().await)?;
             let r: redis::RedisResult<i64> = self
                 .scripts
                 .finish
@@ -850,7 +905,13 @@ impl Queue<Deliveries> for RedisStore {
                 .arg(self.keep_dead_ms)
                 .invoke_async(&mut conn)
                 .await;
-            self.track(r)?;
+            let applied = self.track(r)? == 1;
+            // The backend has answered: a shortfall cannot be undone, only
+            // counted (a failover now could send the delivery again).
+            if let Err(why) = self.acks.confirm(conn.generation, !applied).await {
+                self.replication.ack_failure(AckOperation::Outcome);
+                tracing::warn!(%id, outcome = kind, reason = %why, "delivery outcome recorded, not acknowledged by the replicas");
+            }
             let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
             // Not a lease taken since this call read its token.
             if leases.get(&id) == Some(&token) {
