@@ -16,6 +16,7 @@ mod console;
 mod doctor;
 mod durability;
 mod examples;
+mod failover;
 mod fuzz;
 mod lifecycle;
 mod order_watch;
