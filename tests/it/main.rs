@@ -28,6 +28,7 @@ mod properties;
 mod proxy;
 mod reading;
 mod reconcile;
+mod redis_tls;
 mod replicas;
 mod retry_after;
 mod shield;

@@ -7,6 +7,9 @@ use super::{eventually_blocking, free_port};
 
 pub struct RedisServer {
     pub port: u16,
+    /// Listening with TLS only (`--tls-port`; its other TLS arguments are
+    /// in `args`).
+    tls: bool,
     dir: PathBuf,
     /// Extra arguments, kept across restarts (`--replicaof`, TLS).
     args: Vec<String>,
@@ -22,8 +25,19 @@ impl RedisServer {
 
     /// As `start`, with more arguments (kept across restarts).
     pub fn start_with(dir: &Path, args: &[&str]) -> Self {
+        Self::started(dir, args, false)
+    }
+
+    /// As `start`, listening with TLS only; `args` name its certificate,
+    /// key and CA (`--tls-cert-file`, …).
+    pub fn start_tls(dir: &Path, args: &[&str]) -> Self {
+        Self::started(dir, args, true)
+    }
+
+    fn started(dir: &Path, args: &[&str], tls: bool) -> Self {
         let mut r = RedisServer {
             port: free_port(),
+            tls,
             dir: dir.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
@@ -41,12 +55,11 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let plain = !self.args.iter().any(|a| a == "--tls-port");
         let port = self.port.to_string();
-        let listen: &[&str] = if plain {
-            &["--port", &port]
-        } else {
+        let listen: &[&str] = if self.tls {
             &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
         };
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1"])
