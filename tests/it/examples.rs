@@ -409,12 +409,46 @@ fn the_file_store_manifest_runs_one_pod_per_volume() {
 fn the_redis_store_manifest_keeps_a_pod_up() {
     let rel = KUBERNETES[1];
     let (docs, cfg) = check_kubernetes(rel);
-    assert_eq!(cfg["store"]["kind"].as_str(), Some("redis"));
-    assert_eq!(
-        cfg["store"]["url"].as_str(),
-        Some("env:AUTHBACK_REDIS_URL"),
-        "the URL (and its password) from the Secret"
+    let store = &cfg["store"];
+    assert_eq!(store["kind"].as_str(), Some("redis"));
+    assert!(
+        store["sentinels"].as_array().is_some_and(|s| s.len() >= 3),
+        "the primary found through the sentinels"
     );
+    assert_eq!(store["tls"].as_bool(), Some(true), "TLS to Redis");
+    for key in ["password", "sentinel_password"] {
+        assert!(
+            store[key].as_str().is_some_and(|p| p.starts_with("env:")),
+            "{key} from the Secret"
+        );
+    }
+    assert!(
+        store["min_replicas_acked"].as_integer() >= Some(1),
+        "a replica has each callback before its 204"
+    );
+    // Egress: Redis and the sentinels, DNS, and 443 anywhere (Klarna).
+    let np = &of_kind(&docs, "NetworkPolicy")["spec"];
+    assert!(seq(&np["policyTypes"]).iter().any(|t| t == "Egress"));
+    let ports: Vec<(u64, bool)> = seq(&np["egress"])
+        .iter()
+        .flat_map(|rule| {
+            let anywhere = rule.get("to").is_none();
+            seq(&rule["ports"])
+                .iter()
+                .filter_map(move |p| p["port"].as_u64().map(|n| (n, anywhere)))
+        })
+        .collect();
+    let mut names: Vec<u64> = ports.iter().map(|(n, _)| *n).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names, [53, 443, 6379, 26379], "egress ports");
+    for (port, anywhere) in &ports {
+        assert_eq!(
+            *anywhere,
+            *port == 443,
+            "only 443 goes anywhere, not {port}"
+        );
+    }
     let deploy = &of_kind(&docs, "Deployment")["spec"];
     assert!(deploy["replicas"].as_u64().is_some_and(|n| n >= 2));
     let strategy = &deploy["strategy"];
