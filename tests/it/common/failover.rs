@@ -275,6 +275,13 @@ impl Drill {
             "{} callbacks acknowledged before the failover",
             self.steady
         );
+        // Only a settled pair is failed over: the sentinels agree on the
+        // primary and see it and its replica up.
+        let primary = pair.nodes[pair.primary].port;
+        eventually!(
+            blocking(|| sentinels.settled_on(primary)),
+            "the sentinels to settle on the primary on port {primary}"
+        );
         let (p, r) = (pair.primary, 1 - pair.primary);
         assert!(pair.nodes[r].signal("-STOP"), "hold the replica");
         // Its link cut: from here on, writes reach the primary alone.

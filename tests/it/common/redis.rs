@@ -176,7 +176,10 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 /// Three sentinels watching the primary `name`, with short clocks: down
-/// after 1 s, a failover given up (and the next one allowed) after 3 s.
+/// after 1.5 s, a failover given up (and the next one allowed) after 3 s.
+/// Not 1 s: a sentinel pings once a second and counts from when it opened
+/// its link to a server, so with 1 s a primary just promoted could be
+/// found down before its first ping was answered, and failed over again.
 pub struct Sentinels {
     pub ports: Vec<u16>,
     pub name: String,
@@ -196,9 +199,9 @@ impl Sentinels {
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
                      sentinel monitor {name} 127.0.0.1 {primary} 2\n\
-                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel down-after-milliseconds {name} 1500\n\
                      sentinel failover-timeout {name} 3000\n\
                      sentinel parallel-syncs {name} 1\n",
                     dir = dir.display()
@@ -223,6 +226,19 @@ impl Sentinels {
             );
         }
         s
+    }
+
+    /// Whether every sentinel names `primary` and sees it up (flags
+    /// exactly `master`) with at least one healthy replica.
+    pub fn settled_on(&self, primary: u16) -> bool {
+        let up = self.ports.iter().all(|&p| {
+            let out = redis_cli(p, &["SENTINEL", "master", &self.name]);
+            let lines: Vec<&str> = out.lines().map(str::trim).collect();
+            lines
+                .windows(2)
+                .any(|w| w[0] == "flags" && w[1] == "master")
+        });
+        up && self.agreed_primary() == Some(primary) && self.replicas_known() >= 1
     }
 
     /// The port every sentinel names as the primary's, once they agree.
