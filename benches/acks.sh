@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Durable callback acks: the memory store against the file store and the
-# redis store (one replica, and two replicas sharing one Redis), driven by wrk
+# redis store (one replica, and two replicas sharing one Redis), and the
+# redis store on a primary with one Redis replica, waiting for it
+# (store.min_replicas_acked = 1: `repl1`) or not (`repl0`), driven by wrk
 # (separate processes) with 64 keep-alive TLS connections in all, posting
 # distinct callbacks while the upstream hangs, beside the disk's raw fsync
 # rate measured in the same run. Targets alternate; each run lasts RUN_SECS.
@@ -10,13 +12,14 @@
 #   bash benches/acks.sh            # 3 rounds of 5 s per target
 #   ROUNDS=1 RUN_SECS=3 bash benches/acks.sh
 #   KINDS="memory file" bash benches/acks.sh   # only these targets
+#   KINDS="repl0 repl1" bash benches/acks.sh   # what waiting for a replica costs
 #   AUTHBACK_BIN=/path/to/authback bash benches/acks.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 RUN_SECS=${RUN_SECS:-5}
 CONNS=${CONNS:-64}
-KINDS=${KINDS:-memory file redis redis2}
+KINDS=${KINDS:-memory file redis redis2 repl0 repl1}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
@@ -32,6 +35,21 @@ UP=$(port); PUB=$(port); ADM=$(port); PUB2=$(port); ADM2=$(port); RP=$(port)
 redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly yes --appendfsync always \
   --dir "$WORK" --protected-mode no >/dev/null 2>&1 &
 PIDS+=($!)
+
+# For repl0 and repl1: a primary of their own and its replica, both durable
+# as above, so the other targets pay nothing for replication.
+if [[ " $KINDS " == *" repl"* ]]; then
+  RP2=$(port); RR=$(port); mkdir -p "$WORK/primary" "$WORK/replica"
+  redis-server --bind 127.0.0.1 --port "$RP2" --save "" --appendonly yes --appendfsync always \
+    --dir "$WORK/primary" --protected-mode no >/dev/null 2>&1 &
+  PIDS+=($!)
+  redis-server --bind 127.0.0.1 --port "$RR" --save "" --appendonly yes --appendfsync always \
+    --dir "$WORK/replica" --protected-mode no --replicaof 127.0.0.1 "$RP2" >/dev/null 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    redis-cli -p "$RR" info replication 2>/dev/null | grep -q master_link_status:up && break; sleep 0.1
+  done
+fi
 
 # An upstream that accepts connections and never answers.
 python3 - "$UP" <<'PY' &
@@ -59,7 +77,8 @@ end
 LUA
 
 config() { # kind [public admin]
-  local pub=${2:-$PUB} adm=${3:-$ADM}
+  local pub=${2:-$PUB} adm=${3:-$ADM} kind=$1
+  [[ $kind == repl* ]] && kind=redis
   cat <<TOML
 [server]
 listen = "127.0.0.1:$pub"
@@ -74,9 +93,10 @@ url = "http://127.0.0.1:$UP"
 [delivery]
 attempt_timeout = "1s"
 [store]
-kind = "$1"
+kind = "$kind"
 $( [ "$1" = file ] && echo "path = \"$WORK/authback.db\"" )
 $( [ "$1" = redis ] && echo "url = \"redis://127.0.0.1:$RP/0\"" && echo "key_prefix = \"bench-$ROUND_TAG:\"" )
+$( [[ $1 == repl* ]] && echo "url = \"redis://127.0.0.1:$RP2/0\"" && echo "key_prefix = \"bench-$ROUND_TAG:\"" && echo "min_replicas_acked = ${1#repl}" )
 TOML
 klarna_route
 }
@@ -172,7 +192,7 @@ for r in $(seq "$ROUNDS"); do
     SUM[$kind]="${SUM[$kind]:-} $rate"
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 m=$(echo "${SUM[memory]:-}" | median)
 line="median acks/s:"
 for kind in $KINDS; do
@@ -182,4 +202,9 @@ for kind in $KINDS; do
   line="$line,"
 done
 echo "${line%,}"
+# What waiting for the replica costs: repl1 against repl0, same run.
+if [ -n "${SUM[repl0]:-}" ] && [ -n "${SUM[repl1]:-}" ]; then
+  r0=$(echo "${SUM[repl0]}" | median); r1=$(echo "${SUM[repl1]}" | median)
+  echo "min_replicas_acked = 1 against 0: $(python3 -c "print(f'{$r1/$r0:.2f}')")x the acks/s"
+fi
 echo "disk fsync after the runs: $(fsync_rate)/s"

@@ -1,7 +1,8 @@
 //! Configuration: the validated `Config` the rest of the crate uses, and
 //! `load`. The TOML file as written is in `file` (unknown keys rejected by
 //! serde), finding the key and line of a problem in `locate`, and the checks,
-//! one function per section, in `validate`. Durations, rates, addresses and
+//! one function per section, in `validate` (the redis store's keys in
+//! `redis`). Durations, rates, addresses and
 //! secrets are parsed once; every problem is reported with its key, at once.
 
 mod checker;
@@ -11,6 +12,7 @@ mod host_names;
 mod locate;
 mod model;
 pub mod production;
+mod redis;
 mod routes;
 mod tls;
 mod validate;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::checker::{resolve_secret, Checker};
+use super::checker::Checker;
 use super::file::*;
 use crate::config::model::*;
 use crate::net::IpNet;
@@ -415,37 +415,12 @@ fn store(c: &mut Checker, f: FileStore, base: &Path) -> StoreConfig {
         }
         StoreKind::Redis => {}
     }
-    // The Redis URL may carry a password, so it is read like a secret
-    // (`env:`/`file:` allowed) and never printed.
-    let store_url = match f.url.as_deref().map(|u| resolve_secret(u, base)) {
-        None => None,
-        Some(Err(e)) => {
-            c.err("store.url", e);
-            None
-        }
-        Some(Ok((url, _))) => Some(url),
-    };
-    if kind == StoreKind::Redis {
-        match &store_url {
-            None => c.err(
-                "store.url",
-                "is required with kind = \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
-            ),
-            Some(u) => {
-                let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-                    .iter()
-                    .any(|p| u.expose().starts_with(p.as_bytes()));
-                if !ok {
-                    c.err("store.url", "must be a redis://, rediss:// or unix:// URL");
-                }
-            }
-        }
-    }
+    let redis = super::redis::redis(c, &f, base, kind == StoreKind::Redis);
     let dedupe_ttl = c.positive_duration("store.dedupe_ttl", f.dedupe_ttl.as_deref(), "48h");
     StoreConfig {
         kind,
         path: f.path.map(|p| base.join(p)),
-        url: store_url,
+        redis,
         key_prefix: f.key_prefix.unwrap_or_else(|| "authback:".into()),
         keep_finished: retention(c, "store.keep_finished", f.keep_finished, "7d", dedupe_ttl),
         keep_dead: retention(c, "store.keep_dead", f.keep_dead, "30d", dedupe_ttl),

@@ -579,9 +579,9 @@ impl Metrics {
     }
 }
 
-/// The store's primary and failovers. The counters exist for every store
-/// (at 0 where nothing fails over); the primary's series only where there
-/// is a primary (redis), so no series stands for a file or memory store.
+/// The store's primary, its failovers, and writes its replicas did not
+/// acknowledge. The counters exist for every store (at 0 where nothing
+/// fails over); the primary's series only once there is one (redis).
 fn render_replication(out: &mut String, r: &Figures) {
     scalar(
         out,
@@ -595,7 +595,7 @@ fn render_replication(out: &mut String, r: &Figures) {
         out,
         ACKS,
         Kind::Counter,
-        "Writes the primary accepted and its replicas did not acknowledge, by operation.",
+        "Writes the primary took that fewer than store.min_replicas_acked replicas acknowledged in time, by operation (claim: the callback was answered 503; outcome: a delivery's outcome).",
     );
     for op in AckOperation::ALL {
         let v = r.ack_failures[op as usize];

@@ -69,9 +69,9 @@ pub trait Store: Queues + Send + Sync + 'static {
     /// Whether the store can record callbacks now; the reason if not.
     fn health(&self) -> Result<(), String>;
 
-    /// The primary it writes to and its failovers, for a store with a
-    /// replicated server behind it; `None` for one that has none (memory,
-    /// file).
+    /// The primary it writes to, its failovers and the writes its replicas
+    /// did not acknowledge, for a store with a replicated server behind it;
+    /// `None` for one that has none (memory, file).
     fn replication(&self) -> Option<&Replication> {
         None
     }

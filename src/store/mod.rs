@@ -41,8 +41,9 @@ pub use registrations::{CheckNext, RegState, Registration};
 pub struct StoreConfig {
     pub kind: StoreKind,
     pub path: Option<std::path::PathBuf>,
-    /// The secret-bearing Redis URL (it may hold a password): never printed.
-    pub url: Option<crate::types::Secret>,
+    /// How to reach Redis (`url` or `sentinels`, credentials, TLS) and how
+    /// many replicas must acknowledge a write; secrets never printed.
+    pub redis: redis::dial::RedisConnect,
     pub key_prefix: String,
     pub dedupe_ttl: std::time::Duration,
     /// How long delivered records (from receipt) and resolved ones (from
@@ -74,17 +75,20 @@ pub(crate) async fn open(
             std::sync::Arc::new(store)
         }
         StoreKind::Redis => {
-            let url = s
-                .url
-                .as_ref()
-                .ok_or_else(|| StoreError::Open("store.url is not set".into()))?;
-            let url = std::str::from_utf8(url.expose())
-                .map_err(|_| StoreError::Open("store.url is not UTF-8".into()))?;
-            let store =
-                redis::RedisStore::open(url, &s.key_prefix, s.dedupe_ttl, registration_ttl, lease)
-                    .await?
-                    .retaining(s.keep_finished, s.keep_dead);
-            tracing::info!(prefix = %s.key_prefix, "redis store connected");
+            let store = redis::RedisStore::connect(
+                &s.redis,
+                &s.key_prefix,
+                s.dedupe_ttl,
+                registration_ttl,
+                lease,
+            )
+            .await?
+            .retaining(s.keep_finished, s.keep_dead);
+            let primary = store
+                .replication()
+                .and_then(|r| r.figures().primary)
+                .unwrap_or_default();
+            tracing::info!(prefix = %s.key_prefix, %primary, sentinels = s.redis.sentinels.len(), min_replicas_acked = s.redis.min_replicas_acked, "redis store connected");
             std::sync::Arc::new(store)
         }
     })

@@ -18,6 +18,11 @@
 //! Redis Cluster is not supported (the scripts touch keys they compute).
 //! The scripts live beside this file, one `.lua` file each.
 //!
+//! Redis is reached through `link` (a connection that follows the primary,
+//! through the sentinels when there are some; `dial` opens it). With
+//! `store.min_replicas_acked`, a claim and a delivery's outcome run on a
+//! connection of their own and wait for the replicas there (`acks`).
+//!
 //! A dead record expires `dedupe_ttl` after it died, and Redis does not tell
 //! the index. So `dead_by_expiry` is scored by the record's expiry (the very
 //! number given to PEXPIREAT), and every script that counts or lists dead
@@ -31,10 +36,15 @@
 //! record (`w_*` fields), which lives at least `dedupe_ttl` past the watch's
 //! next check, so it cannot expire while the watch runs.
 
+mod acks;
 mod decode;
+pub mod dial;
+mod link;
 mod list;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_acks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +52,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dedupe::DedupeKeys;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
 use super::probes::ProbeNonce;
 use super::registrations::{CheckNext, Registration};
-use super::replication::{redis_address, Replication};
+use super::replication::{AckOperation, Replication};
 use crate::store::api::Store;
 use crate::store::model::{
     AttemptOutcome, BoxFuture, Claim, Cursor, Cutoffs, Delivery, DeliveryState, Detail, Filter,
@@ -55,7 +64,10 @@ use crate::store::model::{
 };
 use crate::store::queue::{Attempted, Checks, Deliveries, Queue, Watches};
 use crate::types::{unix_ms, DeliveryId, SessionId};
+use acks::Acks;
 use decode::{attempts_from, delivery_from, groups, registration_from, Fields};
+use dial::{Dialer, RedisConnect};
+use link::Link;
 
 /// The index of dead deliveries, scored by when their record expires.
 const DEAD: &str = "dead_by_expiry";
@@ -132,6 +144,14 @@ const FINISH_WATCH: &str = concat!(
 );
 const TAKE_PROBE: &str = include_str!("take_probe.lua");
 
+/// The string the replicas' acknowledgement writes when a write it waits
+/// for changed nothing (`acks.rs`), so its `WAIT` covers all before it.
+const ACK_MARKER: &str = "ack_marker";
+/// Each answer's limit on the connection most requests share.
+const RESPONSE: Duration = Duration::from_secs(2);
+/// Each step of connecting: TCP, TLS, asking a sentinel, the first answer.
+const DIAL_STEP: Duration = Duration::from_secs(2);
+
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -188,7 +208,12 @@ struct Scripts {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Link,
+    /// Where claims and outcomes are written: `conn`, or with
+    /// `min_replicas_acked` a connection of their own, where `acks` waits.
+    lane: Link,
+    acks: Acks,
+    replication: Arc<Replication>,
     prefix: String,
     scripts: Scripts,
     seen: DedupeKeys,
@@ -206,8 +231,6 @@ pub struct RedisStore {
     active_regs: Arc<AtomicU64>,
     /// `LOOKUPS_SINCE`, as read at open.
     lookups_since: u64,
-    /// The one server `store.url` names is the primary, for good.
-    replication: Replication,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -215,8 +238,8 @@ fn err(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects (failing if Redis cannot be reached now) and starts a
-    /// background probe that keeps readiness current.
+    /// Connects to the one server at `url` (failing if it cannot be
+    /// reached now), waiting for no replica; see `connect`.
     pub async fn open(
         url: &str,
         prefix: &str,
@@ -224,23 +247,47 @@ impl RedisStore {
         registration_ttl: Duration,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Open(format!("store.url: {e}")))?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
-        let conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_connection_manager_with_config(cfg),
-        )
-        .await
-        .map_err(|_| StoreError::Open("redis: no answer within 5s".into()))?
-        .map_err(err)?;
+        let to = RedisConnect::url(url);
+        Self::connect(&to, prefix, dedupe_ttl, registration_ttl, lease).await
+    }
+
+    /// Connects to the primary `to` names (failing if it cannot be reached
+    /// now) and starts a background probe that keeps readiness current.
+    pub async fn connect(
+        to: &RedisConnect,
+        prefix: &str,
+        dedupe_ttl: Duration,
+        registration_ttl: Duration,
+        lease: Duration,
+    ) -> Result<Self, StoreError> {
+        let dialer = Arc::new(Dialer::new(to, DIAL_STEP).map_err(StoreError::Open)?);
+        let replication = Arc::new(Replication::default());
+        let conn = Link::new(dialer.clone(), replication.clone(), RESPONSE);
+        tokio::time::timeout(Duration::from_secs(10), conn.pinned())
+            .await
+            .map_err(|_| StoreError::Open("redis: no answer within 10s".into()))?
+            .map_err(err)?;
+        // The lane's answers include the replicas' wait.
+        let lane = match to.min_replicas_acked {
+            0 => conn.clone(),
+            _ => Link::new(
+                dialer,
+                replication.clone(),
+                RESPONSE + to.replica_ack_timeout,
+            ),
+        };
+        let acks = Acks::start(
+            lane.clone(),
+            to.min_replicas_acked,
+            to.replica_ack_timeout,
+            format!("{prefix}{ACK_MARKER}"),
+        );
         let lookups_since = lookups_since(conn.clone(), prefix).await?;
         let store = Self {
             conn,
+            lane,
+            acks,
+            replication,
             prefix: prefix.to_string(),
             scripts: Scripts {
                 claim: Script::new(CLAIM),
@@ -268,9 +315,6 @@ impl RedisStore {
             failure: Arc::new(Mutex::new(None)),
             active_regs: Arc::new(AtomicU64::new(0)),
             lookups_since,
-            replication: Replication::with_primary(redis_address(
-                &client.get_connection_info().addr,
-            )),
         };
         store.probe().await;
         if let Some(why) = store
@@ -348,6 +392,26 @@ impl RedisStore {
         }
     }
 
+    /// Waits for the replicas to acknowledge a write of `operation` made
+    /// on lane connection `generation` (`marker`: it may have changed
+    /// nothing). A shortfall is counted, and refuses what depends on it;
+    /// it is not the store failing (`health`), so it never takes a pod out
+    /// of service, even with `server.ready_requires_store`.
+    async fn acked(
+        &self,
+        operation: AckOperation,
+        generation: u64,
+        marker: bool,
+    ) -> Result<(), StoreError> {
+        match self.acks.confirm(generation, marker).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.replication.ack_failure(operation);
+                Err(StoreError::Unavailable(format!("redis: {why}")))
+            }
+        }
+    }
+
     /// The lowest score in either sorted set: when something is next due
     /// (an expired lease is due again).
     async fn earliest(&self, kind: &Leased) -> Result<Option<u64>, StoreError> {
@@ -412,7 +476,7 @@ impl RedisStore {
 /// in none). A value that is not a time (written by hand) reads as "never",
 /// so every listing by session or reference also reads the state indexes:
 /// slower, never short.
-async fn lookups_since(mut conn: ConnectionManager, prefix: &str) -> Result<u64, StoreError> {
+async fn lookups_since(mut conn: Link, prefix: &str) -> Result<u64, StoreError> {
     let key = format!("{prefix}{LOOKUPS_SINCE}");
     let r: redis::RedisResult<(Option<String>,)> = redis::pipe()
         .cmd("SET")
@@ -434,7 +498,7 @@ async fn lookups_since(mut conn: ConnectionManager, prefix: &str) -> Result<u64,
 }
 
 async fn probe(
-    mut conn: ConnectionManager,
+    mut conn: Link,
     failure: &Mutex<Option<String>>,
     regs: &AtomicU64,
     rdue: &str,
@@ -476,7 +540,7 @@ impl Store for RedisStore {
             if self.seen.contains(&d.id) {
                 return Ok(Claim::Duplicate);
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.track(self.lane.pinned().await)?;
             let id = d.id.to_string();
             let cutoff = d.received_at.saturating_sub(self.ttl_ms);
             let r: redis::RedisResult<i64> = self
@@ -510,6 +574,10 @@ impl Store for RedisStore {
                 .invoke_async(&mut conn)
                 .await;
             let n = self.track(r)?;
+            // A duplicate waits too: its record may be one whose first
+            // claim was answered 503 for want of the replicas.
+            self.acked(AckOperation::Claim, conn.generation, n != 1)
+                .await?;
             self.seen.insert_new(d.id);
             Ok(if n == 1 {
                 Claim::Recorded
@@ -660,15 +728,15 @@ impl Store for RedisStore {
         })
     }
 
+    fn replication(&self) -> Option<&Replication> {
+        Some(&self.replication)
+    }
+
     fn health(&self) -> Result<(), String> {
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
-    }
-
-    fn replication(&self) -> Option<&Replication> {
-        Some(&self.replication)
     }
 
     fn register(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -810,7 +878,7 @@ impl Queue<Deliveries> for RedisStore {
                 AttemptOutcome::Retry { next_at, error } => ("retry", *next_at, error.clone()),
                 AttemptOutcome::Dead { error } => ("dead", now, error.clone()),
             };
-            let mut conn = self.conn.clone();
+            let mut conn = self.track(self.lane.pinned().await)?;
             let r: redis::RedisResult<i64> = self
                 .scripts
                 .finish
@@ -836,7 +904,13 @@ impl Queue<Deliveries> for RedisStore {
                 .arg(self.keep_dead_ms)
                 .invoke_async(&mut conn)
                 .await;
-            self.track(r)?;
+            let applied = self.track(r)? == 1;
+            // The backend has answered: a shortfall cannot be undone, only
+            // counted (a failover now could send the delivery again).
+            if let Err(why) = self.acks.confirm(conn.generation, !applied).await {
+                self.replication.ack_failure(AckOperation::Outcome);
+                tracing::warn!(%id, outcome = kind, reason = %why, "delivery outcome recorded, not acknowledged by the replicas");
+            }
             let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
             // Not a lease taken since this call read its token.
             if leases.get(&id) == Some(&token) {

@@ -9,7 +9,9 @@
 //!   2 s read timeout, 3 attempts, backoff 1 s), and its Read Session and
 //!   Create Order API;
 //! - `shop`: a shop backend that places orders at that API;
-//! - `redis`: a real redis-server of the test's own;
+//! - `redis`: a real redis-server of the test's own, replicas, sentinels;
+//! - `failover`: the failover drill (Redis primary, replica, sentinels, two
+//!   authbacks, Klarna sending all along, the primary killed);
 //! - `trace`: the secrets audit's logging;
 //! - `wait`: `eventually!`, waiting for what a test expects, with patience.
 
@@ -18,6 +20,7 @@
 mod authback;
 mod binary;
 mod certs;
+mod failover;
 mod klarna;
 mod redis;
 mod shop;
@@ -31,6 +34,7 @@ pub use {
     self::authback::*,
     binary::*,
     certs::*,
+    failover::*,
     klarna::*,
     redis::*,
     shop::*,
