@@ -125,8 +125,9 @@ impl Redirect {
         peer: SocketAddr,
     ) -> Response<Body> {
         self.acme.metrics.proxy_response(status.as_u16());
+        let path = self.app.logged_path(req.uri().path());
         tracing::info!(
-            method = %req.method(), path = req.uri().path(), client = %peer.ip(),
+            method = %req.method(), path = %path, client = %peer.ip(),
             status = status.as_u16(), why, "request refused on the redirect listener"
         );
         json_error(status, code, why)

@@ -222,6 +222,17 @@ impl App {
         }
     }
 
+    /// A refused request's path as logs write it, as the access log does: a
+    /// spelling of a callback route under the route's pattern (a plugin may
+    /// carry a token in the path), anything else canonical; never the query.
+    pub(crate) fn logged_path<'a>(&self, raw: &'a str) -> Cow<'a, str> {
+        let canonical = crate::front::path::canonical(raw);
+        match self.near_route(raw, &canonical) {
+            Some((_, pattern)) => Cow::Owned(pattern.to_string()),
+            None => canonical,
+        }
+    }
+
     /// The name and pattern of the route `raw` is a spelling of, in any
     /// reading.
     fn near_route(&self, raw: &str, canonical: &str) -> Option<&(Arc<str>, Arc<str>)> {
@@ -290,17 +301,9 @@ impl App {
         peer: SocketAddr,
     ) -> Response<Body> {
         self.proxy.metrics.proxy_response(status.as_u16());
-        // As the access log writes it: a spelling of a callback route under
-        // the route's pattern (a plugin may carry a token in the path),
-        // anything else canonical; never the query.
-        let raw = req.uri().path();
-        let canonical = crate::front::path::canonical(raw);
-        let path = match self.near_route(raw, &canonical) {
-            Some((_, pattern)) => &**pattern,
-            None => &canonical,
-        };
+        let path = self.logged_path(req.uri().path());
         tracing::info!(
-            method = %req.method(), path, client = %peer.ip(),
+            method = %req.method(), path = %path, client = %peer.ip(),
             status = status.as_u16(), why, "request refused"
         );
         json_error(status, code, why)
