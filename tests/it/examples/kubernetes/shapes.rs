@@ -83,10 +83,12 @@ fn the_sidecar_front_door_rolls_with_no_gap_behind_a_proxy_protocol_balancer() {
         port(server.listen_redirect),
         "port 80 is the redirect listener"
     );
-    // The Sentinel and TLS block is there, marked, for when its keys land.
+    // The Sentinel and TLS block is there, marked, with a replica's
+    // acknowledgement before each 204.
     assert!(s
         .text
-        .contains("# With Redis Sentinel and TLS (recommended):"));
+        .contains("# With Redis Sentinel and TLS (recommended"));
+    assert!(s.text.contains("# min_replicas_acked = 1"));
     let np = &s.one("NetworkPolicy")["spec"];
     assert!(
         seq(&np["egress"])
