@@ -90,7 +90,8 @@ impl Drop for Server {
     }
 }
 
-fn delivery(session: &str) -> Delivery {
+/// A pending delivery of `session`, due now (shared with `tests_acks`).
+pub(super) fn delivery(session: &str) -> Delivery {
     Delivery::new_pending(
         "default".into(),
         "ref".into(),

@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::dial::RedisConnect;
+use super::tests::delivery;
 use super::RedisStore;
 use crate::store::api::Store;
-use crate::store::model::{AttemptOutcome, Claim, Delivery, Source, StoreError};
+use crate::store::model::{AttemptOutcome, Claim, Delivery, StoreError};
 use crate::store::queue::{Attempted, Queues};
 use crate::store::replication::AckOperation;
-use crate::types::{unix_ms, AuthorizationToken, SessionId};
+use crate::types::unix_ms;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -102,20 +101,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn delivery(session: &str) -> Delivery {
-    Delivery::new_pending(
-        "default".into(),
-        "ref".into(),
-        SessionId::new(session),
-        AuthorizationToken::new("t"),
-        Source::Callback,
-        Bytes::from_static(b"{}"),
-        None,
-        unix_ms(),
-        Duration::from_secs(600),
-    )
 }
 
 fn failures(s: &RedisStore, op: AckOperation) -> u64 {
